@@ -1,0 +1,25 @@
+//! Capsule POS protocol: the schema model and every type that crosses the wire.
+//!
+//! This crate does no I/O. The store, hub and replica all speak these types, so a change to
+//! the wire format is a change here and nowhere else.
+
+pub mod schema;
+pub mod validate;
+pub mod wire;
+
+pub use schema::{
+    Column, ColumnType, Entity, Part, PartKind, Schema, SchemaError, TableDef, TableRole,
+};
+pub use validate::{ValidationError, validate_batch};
+pub use wire::*;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The current time as RFC 3339 UTC text with millisecond precision, the form of every
+/// `timestamp` column.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,573 @@
+//! The schema model: synced tables, entities and their parts, loaded once from TOML and checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The schema shipped with the product (`schema/capsule-schema.toml`).
+pub const BUILTIN_SCHEMA_TOML: &str = include_str!("../../../schema/capsule-schema.toml");
+
+/// Name of the implicit primary key of every synced table.
+pub const ID_FIELD: &str = "id";
+/// Name of the implicit version column of every synced table.
+pub const VERSION_COLUMN: &str = "_v";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("schema is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("schema is inconsistent: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    /// Integer minor units (halalas, cents). Never a float.
+    Money,
+    /// RFC 3339 text in UTC (`...Z` or `+00:00`).
+    Timestamp,
+    Boolean,
+    /// Text limited to the column's `values`.
+    Enum,
+}
+
+impl ColumnType {
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            ColumnType::Text | ColumnType::Timestamp | ColumnType::Enum => "TEXT",
+            ColumnType::Integer | ColumnType::Money | ColumnType::Boolean => "INTEGER",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub derived: bool,
+    /// Build an SQLite index on this column (for lookups the core does, such as jobs by batch).
+    #[serde(default)]
+    pub index: bool,
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
+impl Column {
+    /// The column's default as JSON (`null` when it has none).
+    pub fn default_json(&self) -> Value {
+        match &self.default {
+            None => Value::Null,
+            Some(toml::Value::String(s)) => Value::String(s.clone()),
+            Some(toml::Value::Integer(i)) => json!(i),
+            Some(toml::Value::Boolean(b)) => json!(b),
+            Some(other) => Value::String(other.to_string()),
+        }
+    }
+}
+
+/// Where a table sits in the entity model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRole {
+    /// The main table of an entity: one row per entity id.
+    Entity { entity: String },
+    /// Rows owned by a parent entity and synced whole as one of its parts.
+    Child {
+        entity: String,
+        part: String,
+        parent_field: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: String,
+    pub doc: Option<String>,
+    pub columns: Vec<Column>,
+    pub role: TableRole,
+}
+
+impl TableDef {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Column names in declaration order, `id` first.
+    pub fn column_names(&self) -> Vec<&str> {
+        std::iter::once(ID_FIELD)
+            .chain(self.columns.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartKind {
+    /// Columns of the entity's own row.
+    Columns(Vec<String>),
+    /// All rows of a child table whose `parent_field` is the entity id.
+    Child { table: String, parent_field: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub name: String,
+    pub kind: PartKind,
+}
+
+impl Part {
+    /// The name of the replica/hub column that stores this part's version.
+    pub fn version_column(&self) -> String {
+        format!("_v_{}", self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entity {
+    pub name: String,
+    pub table: String,
+    pub id_field: String,
+    /// Parts in a stable (alphabetical) order.
+    pub parts: Vec<Part>,
+}
+
+impl Entity {
+    pub fn part(&self, name: &str) -> Option<&Part> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+
+    pub fn part_names(&self) -> Vec<String> {
+        self.parts.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The part a column of the entity's own table belongs to.
+    pub fn part_of_column(&self, column: &str) -> Option<&Part> {
+        self.parts.iter().find(
+            |p| matches!(&p.kind, PartKind::Columns(cols) if cols.iter().any(|c| c == column)),
+        )
+    }
+
+    /// Parses a `parts=a,b` list; `None` or empty means every part. Unknown names are an error
+    /// naming the first one and the parts that exist.
+    pub fn parse_parts(&self, list: Option<&str>) -> Result<Vec<String>, String> {
+        let requested: Vec<&str> = list
+            .map(|l| {
+                l.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if requested.is_empty() {
+            return Ok(self.part_names());
+        }
+        let mut out = Vec::new();
+        for name in requested {
+            if self.part(name).is_none() {
+                return Err(format!(
+                    "entity '{}' has no part '{}' (parts: {})",
+                    self.name,
+                    name,
+                    self.part_names().join(", ")
+                ));
+            }
+            if !out.iter().any(|p| p == name) {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub tables: BTreeMap<String, TableDef>,
+    pub entities: BTreeMap<String, Entity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    tables: BTreeMap<String, RawTable>,
+    entities: BTreeMap<String, RawEntity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    #[serde(default)]
+    doc: Option<String>,
+    columns: Vec<Column>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntity {
+    table: String,
+    id_field: String,
+    parts: BTreeMap<String, RawPart>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPart {
+    Columns(Vec<String>),
+    Child { child: String, parent_field: String },
+}
+
+fn invalid(msg: impl Into<String>) -> SchemaError {
+    SchemaError::Invalid(msg.into())
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '_')
+}
+
+impl Schema {
+    /// The schema shipped with the product.
+    pub fn builtin() -> Schema {
+        Schema::from_toml(BUILTIN_SCHEMA_TOML).expect("the built-in schema is valid (tested)")
+    }
+
+    /// Parses and checks a schema. Every rule the rest of the code relies on is checked here,
+    /// so a bad schema stops the node at start rather than corrupting data later.
+    pub fn from_toml(text: &str) -> Result<Schema, SchemaError> {
+        let raw: RawSchema = toml::from_str(text)?;
+        let mut roles: BTreeMap<String, TableRole> = BTreeMap::new();
+        let mut entities = BTreeMap::new();
+
+        for (name, re) in &raw.entities {
+            if !is_identifier(name) {
+                return Err(invalid(format!(
+                    "entity name '{name}' is not a lower-case identifier"
+                )));
+            }
+            let table = raw.tables.get(&re.table).ok_or_else(|| {
+                invalid(format!(
+                    "entity '{name}' names unknown table '{}'",
+                    re.table
+                ))
+            })?;
+            if re.id_field != ID_FIELD {
+                return Err(invalid(format!(
+                    "entity '{name}': id_field must be '{ID_FIELD}'"
+                )));
+            }
+            if roles
+                .insert(
+                    re.table.clone(),
+                    TableRole::Entity {
+                        entity: name.clone(),
+                    },
+                )
+                .is_some()
+            {
+                return Err(invalid(format!(
+                    "table '{}' belongs to more than one entity",
+                    re.table
+                )));
+            }
+            let mut seen_cols: BTreeSet<&str> = BTreeSet::new();
+            let mut parts = Vec::new();
+            for (pname, rp) in &re.parts {
+                if !is_identifier(pname) {
+                    return Err(invalid(format!(
+                        "part name '{pname}' is not a lower-case identifier"
+                    )));
+                }
+                let kind = match rp {
+                    RawPart::Columns(cols) => {
+                        for c in cols {
+                            if table.columns.iter().all(|col| &col.name != c) {
+                                return Err(invalid(format!(
+                                    "part '{name}.{pname}' names unknown column '{}.{c}'",
+                                    re.table
+                                )));
+                            }
+                            if !seen_cols.insert(c) {
+                                return Err(invalid(format!(
+                                    "column '{}.{c}' is in more than one part",
+                                    re.table
+                                )));
+                            }
+                        }
+                        PartKind::Columns(cols.clone())
+                    }
+                    RawPart::Child {
+                        child,
+                        parent_field,
+                    } => {
+                        let ct = raw.tables.get(child).ok_or_else(|| {
+                            invalid(format!(
+                                "part '{name}.{pname}' names unknown child table '{child}'"
+                            ))
+                        })?;
+                        if ct.columns.iter().all(|c| &c.name != parent_field) {
+                            return Err(invalid(format!(
+                                "child table '{child}' has no parent field '{parent_field}'"
+                            )));
+                        }
+                        let role = TableRole::Child {
+                            entity: name.clone(),
+                            part: pname.clone(),
+                            parent_field: parent_field.clone(),
+                        };
+                        if roles.insert(child.clone(), role).is_some() {
+                            return Err(invalid(format!(
+                                "table '{child}' belongs to more than one entity"
+                            )));
+                        }
+                        PartKind::Child {
+                            table: child.clone(),
+                            parent_field: parent_field.clone(),
+                        }
+                    }
+                };
+                parts.push(Part {
+                    name: pname.clone(),
+                    kind,
+                });
+            }
+            for col in &table.columns {
+                if !seen_cols.contains(col.name.as_str()) {
+                    return Err(invalid(format!(
+                        "column '{}.{}' belongs to no part of entity '{name}'",
+                        re.table, col.name
+                    )));
+                }
+            }
+            entities.insert(
+                name.clone(),
+                Entity {
+                    name: name.clone(),
+                    table: re.table.clone(),
+                    id_field: re.id_field.clone(),
+                    parts,
+                },
+            );
+        }
+
+        let mut tables = BTreeMap::new();
+        for (name, rt) in raw.tables {
+            if !is_identifier(&name) {
+                return Err(invalid(format!(
+                    "table name '{name}' is not a lower-case identifier"
+                )));
+            }
+            let role = roles
+                .remove(&name)
+                .ok_or_else(|| invalid(format!("table '{name}' belongs to no entity")))?;
+            let mut names = BTreeSet::new();
+            for c in &rt.columns {
+                if !is_identifier(&c.name) || c.name == ID_FIELD {
+                    return Err(invalid(format!(
+                        "column name '{name}.{}' is reserved or not an identifier",
+                        c.name
+                    )));
+                }
+                if !names.insert(c.name.as_str()) {
+                    return Err(invalid(format!(
+                        "column '{name}.{}' is declared twice",
+                        c.name
+                    )));
+                }
+                if (c.ty == ColumnType::Enum) != !c.values.is_empty() {
+                    return Err(invalid(format!(
+                        "column '{name}.{}': values go with type enum, and only there",
+                        c.name
+                    )));
+                }
+                if c.required && c.derived {
+                    return Err(invalid(format!(
+                        "column '{name}.{}' cannot be both required and derived",
+                        c.name
+                    )));
+                }
+                if let Some(d) = &c.default {
+                    crate::validate::check_value(c, &c.default_json()).map_err(|e| {
+                        invalid(format!(
+                            "default of '{name}.{}' ({d}) is not valid: {e}",
+                            c.name
+                        ))
+                    })?;
+                }
+            }
+            tables.insert(
+                name.clone(),
+                TableDef {
+                    name,
+                    doc: rt.doc,
+                    columns: rt.columns,
+                    role,
+                },
+            );
+        }
+        Ok(Schema { tables, entities })
+    }
+
+    pub fn entity(&self, name: &str) -> Option<&Entity> {
+        self.entities.get(name)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.get(name)
+    }
+
+    /// Tables in an order where a parent's table comes before its children's.
+    pub fn tables_parent_first(&self) -> Vec<&TableDef> {
+        let mut out: Vec<&TableDef> = self
+            .tables
+            .values()
+            .filter(|t| matches!(t.role, TableRole::Entity { .. }))
+            .collect();
+        out.extend(
+            self.tables
+                .values()
+                .filter(|t| matches!(t.role, TableRole::Child { .. })),
+        );
+        out
+    }
+
+    /// The `GET /api/schema` document:
+    /// `{"entities": {"<entity>": {"table", "id_field", "parts": {"<part>": [cols]}, "children": {...}}}}`.
+    /// A child-backed part lists the child table's columns, and `children` says which table
+    /// and parent field back it.
+    pub fn to_api_json(&self) -> Value {
+        let mut entities = serde_json::Map::new();
+        for e in self.entities.values() {
+            let mut parts = serde_json::Map::new();
+            let mut children = serde_json::Map::new();
+            for p in &e.parts {
+                match &p.kind {
+                    PartKind::Columns(cols) => {
+                        parts.insert(p.name.clone(), json!(cols));
+                    }
+                    PartKind::Child {
+                        table,
+                        parent_field,
+                    } => {
+                        let cols = self.tables[table].column_names();
+                        parts.insert(p.name.clone(), json!(cols));
+                        children.insert(
+                            p.name.clone(),
+                            json!({"table": table, "parent_field": parent_field}),
+                        );
+                    }
+                }
+            }
+            let mut ent = json!({"table": e.table, "id_field": e.id_field, "parts": parts});
+            if !children.is_empty() {
+                ent["children"] = Value::Object(children);
+            }
+            entities.insert(e.name.clone(), ent);
+        }
+        json!({ "entities": entities })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_schema_declares_the_issue_entities_and_parts() {
+        let s = Schema::builtin();
+        let want = [
+            (
+                "order",
+                "order_header",
+                &["header", "status", "totals", "lines"][..],
+            ),
+            ("job", "job_order_header", &["status", "progress"][..]),
+            ("batch", "job_order_batch", &["status", "handoff"][..]),
+            ("shift", "pos_shift", &["status", "totals"][..]),
+        ];
+        for (entity, table, parts) in want {
+            let e = s
+                .entity(entity)
+                .unwrap_or_else(|| panic!("entity {entity} missing"));
+            assert_eq!(e.table, table);
+            for p in parts {
+                assert!(e.part(p).is_some(), "{entity} lacks part {p}");
+            }
+        }
+        assert!(matches!(
+            s.table("order_line").unwrap().role,
+            TableRole::Child { ref entity, ref part, .. } if entity == "order" && part == "lines"
+        ));
+    }
+
+    #[test]
+    fn api_json_has_the_documented_shape() {
+        let j = Schema::builtin().to_api_json();
+        assert_eq!(j["entities"]["order"]["table"], "order_header");
+        assert_eq!(j["entities"]["order"]["id_field"], "id");
+        let status: Vec<&str> = j["entities"]["order"]["parts"]["status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(status, ["status", "updated_at", "closed_at"]);
+        assert_eq!(
+            j["entities"]["order"]["children"]["lines"]["table"],
+            "order_line"
+        );
+        assert!(
+            j["entities"]["order"]["parts"]["lines"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("qty"))
+        );
+    }
+
+    #[test]
+    fn a_column_in_no_part_is_rejected() {
+        let text = BUILTIN_SCHEMA_TOML.replace(
+            r#"progress = ["items_total", "items_done"]"#,
+            r#"progress = ["items_total"]"#,
+        );
+        let err = Schema::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("items_done") && err.contains("no part"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_column_in_two_parts_is_rejected() {
+        let text = BUILTIN_SCHEMA_TOML.replace(
+            r#"progress = ["items_total", "items_done"]"#,
+            r#"progress = ["items_total", "items_done", "status"]"#,
+        );
+        let err = Schema::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("more than one part"), "{err}");
+    }
+
+    #[test]
+    fn parse_parts_defaults_to_all_and_names_unknown_parts() {
+        let s = Schema::builtin();
+        let order = s.entity("order").unwrap();
+        assert_eq!(order.parse_parts(None).unwrap(), order.part_names());
+        assert_eq!(
+            order.parse_parts(Some("status,totals,status")).unwrap(),
+            ["status", "totals"]
+        );
+        let err = order.parse_parts(Some("status,colour")).unwrap_err();
+        assert!(err.contains("'colour'") && err.contains("totals"), "{err}");
+    }
+}

@@ -1,0 +1,173 @@
+//! Wire types: mutations in, capsules and frames out, part pulls and snapshots.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A row as JSON: column name -> value.
+pub type Row = Map<String, Value>;
+
+/// The signal the hub broadcasts after a committed change: which parts of which entity moved,
+/// and to what version. It never carries row data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capsule {
+    pub entity: String,
+    pub id: String,
+    pub parts: Vec<String>,
+    /// Hub version of the change (the mutation's sequence number).
+    pub v: i64,
+    /// Commit time, ms since the Unix epoch (UTC).
+    pub ts: i64,
+    /// Node that originated the mutation.
+    pub source: String,
+    /// The entity row was deleted at `v`; `parts` is empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gone: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A WebSocket frame from a node's `/ws` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    /// First frame on every connection.
+    Hello {
+        node_id: String,
+        role: String,
+        /// Stream sequence of the last capsule sent before this connection started.
+        seq: i64,
+        /// Current hub version.
+        v: i64,
+    },
+    /// One capsule at stream position `seq` (contiguous, starting at 1).
+    Capsule { seq: i64, capsule: Capsule },
+    /// The subscriber fell too far behind and missed frames; it must resynchronise.
+    Lagged { missed: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Create a row; fails if the id exists.
+    Insert,
+    /// Patch the given columns of an existing row.
+    Merge,
+    /// Upsert the whole row.
+    Save,
+    /// Remove the row (and an entity's child rows).
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mutation {
+    /// Unique mutation id (a UUID); a repeated mid is a harmless retry.
+    pub mid: String,
+    pub table: String,
+    pub action: Action,
+    pub row: Row,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationBatch {
+    pub mutations: Vec<Mutation>,
+    /// Node the mutations come from (a till forwarding its cashier's writes); defaults to the
+    /// receiving node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationStatus {
+    Applied,
+    /// The mid was applied before; nothing changed this time.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutationResult {
+    pub mid: String,
+    pub status: MutationStatus,
+    /// Hub version given to the mutation when it was first applied.
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationResponse {
+    pub results: Vec<MutationResult>,
+}
+
+/// `GET /api/entities/:entity/:id` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityParts {
+    pub entity: String,
+    pub id: String,
+    pub parts: Vec<String>,
+    /// Entity version: the highest version of any of its parts.
+    pub v: i64,
+    /// Version of each returned part, so a merge can keep a newer local part.
+    pub pv: BTreeMap<String, i64>,
+    /// Exactly the columns of the requested parts; a child part is an array of child rows
+    /// under the part's name.
+    pub payload: Row,
+}
+
+/// One entity in a batch pull.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PulledItem {
+    pub id: String,
+    pub v: i64,
+    pub pv: BTreeMap<String, i64>,
+    pub payload: Row,
+}
+
+/// `GET /api/entities?entity=&ids=&parts=` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchPull {
+    pub entity: String,
+    pub parts: Vec<String>,
+    pub items: Vec<PulledItem>,
+    /// Requested ids that do not exist (deleted, or never created).
+    pub missing: Vec<String>,
+}
+
+/// `GET /api/snapshot` answer: every synced row, consistent at stream position `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub node_id: String,
+    pub seq: i64,
+    pub v: i64,
+    /// Table name -> rows, each with its `id`, columns and version columns.
+    pub tables: BTreeMap<String, Vec<Row>>,
+}
+
+/// Body of every 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `GET /api/status`: what a node is and how its link to the hub is doing; the UI shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    /// `hub` or `till`.
+    pub role: String,
+    /// `online` (following the hub), `syncing` (catching up), `offline` (hub unreachable).
+    pub state: String,
+    /// Base URL of the hub this node follows (its own URL on the hub).
+    pub hub_url: Option<String>,
+    pub hub_node_id: Option<String>,
+    /// Last stream sequence merged (till) or sent (hub).
+    pub seq: i64,
+    /// Local writes not yet confirmed by the hub.
+    pub pending: u64,
+    /// When the node last lost the hub, ms since epoch, while offline.
+    pub offline_since: Option<i64>,
+}

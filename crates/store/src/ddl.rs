@@ -1,0 +1,81 @@
+//! Creates the schema's tables (and adds columns a newer schema declares) plus the system tables.
+
+use std::collections::HashSet;
+
+use capsule_protocol::{Schema, TableRole};
+use rusqlite::Connection;
+
+use crate::Result;
+use crate::sql::{q, sql_columns};
+
+const SYSTEM_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Every applied mutation id, so a retried request changes nothing.
+CREATE TABLE IF NOT EXISTS _mutation (
+    mid TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+-- Capsules in stream order, written in the same transaction as the change they signal.
+CREATE TABLE IF NOT EXISTS _capsule_log (
+    seq INTEGER PRIMARY KEY,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    parts TEXT NOT NULL,
+    v INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    gone INTEGER NOT NULL DEFAULT 0
+);
+";
+
+pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
+    conn.execute_batch(SYSTEM_TABLES)?;
+    for t in schema.tables_parent_first() {
+        let cols = sql_columns(schema, t);
+        let defs: Vec<String> = cols
+            .iter()
+            .map(|(name, ty)| match ty {
+                _ if name == "id" => "\"id\" TEXT PRIMARY KEY NOT NULL".to_string(),
+                Some(ty) => format!("{} {}", q(name), ty.sql_type()),
+                None => format!("{} INTEGER NOT NULL DEFAULT 0", q(name)),
+            })
+            .collect();
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({});",
+            q(&t.name),
+            defs.join(", ")
+        ))?;
+
+        // A schema that grew since this file was made: add the new columns.
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", q(&t.name)))?;
+        let have: HashSet<String> = stmt
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<_, _>>()?;
+        for (i, (name, _)) in cols.iter().enumerate() {
+            if !have.contains(name) {
+                let def = &defs[i];
+                conn.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {def};", q(&t.name)))?;
+            }
+        }
+
+        let mut indexed: Vec<&str> = t
+            .columns
+            .iter()
+            .filter(|c| c.index)
+            .map(|c| c.name.as_str())
+            .collect();
+        if let TableRole::Child { parent_field, .. } = &t.role {
+            indexed.push(parent_field);
+        }
+        for col in indexed {
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({});",
+                q(&format!("idx_{}_{col}", t.name)),
+                q(&t.name),
+                q(col)
+            ))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Derived state, computed in the same transaction as the write that changes its inputs.
+//!
+//! The rules (order totals, shift totals, job progress, batch status) are code; the columns
+//! they read and write are declared in the schema, and [`check_schema`] makes sure they are
+//! there before a node starts. A derived change marks its part changed like any other write,
+//! so it reaches the tills through the same capsules.
+
+use std::collections::BTreeSet;
+
+use capsule_protocol::{Row, Schema, TableDef, schema::ID_FIELD};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+use crate::pipeline::Changes;
+use crate::sql::{int, select_by_id, text, update_columns};
+use crate::{Result, StoreError};
+
+const ORDER: &str = "order";
+const SHIFT: &str = "shift";
+const JOB: &str = "job";
+const BATCH: &str = "batch";
+
+/// Batch statuses the kitchen's jobs decide; expo sets the others.
+const BATCH_FOLLOWS_JOBS: [&str; 3] = ["queued", "cooking", "ready"];
+
+/// Every (table, column) the rules below read or write.
+const USED: &[(&str, &[&str])] = &[
+    (
+        "order_header",
+        &[
+            "shift_id",
+            "status",
+            "tax_rate_bp",
+            "service_rate_bp",
+            "order_discount",
+            "subtotal",
+            "discount_total",
+            "service_total",
+            "tax_total",
+            "total",
+            "paid_total",
+            "balance_due",
+            "item_count",
+        ],
+    ),
+    (
+        "order_line",
+        &[
+            "order_id",
+            "qty",
+            "unit_price",
+            "discount",
+            "status",
+            "line_total",
+        ],
+    ),
+    (
+        "order_payment",
+        &["order_id", "method", "amount", "tendered", "change_due"],
+    ),
+    (
+        "pos_shift",
+        &[
+            "opening_float",
+            "orders_count",
+            "cash_sales",
+            "card_sales",
+            "total_sales",
+            "expected_cash",
+        ],
+    ),
+    (
+        "job_order_header",
+        &[
+            "batch_id",
+            "station",
+            "status",
+            "started_at",
+            "ready_at",
+            "items_total",
+            "items_done",
+        ],
+    ),
+    ("job_order_detail", &["job_id", "status"]),
+    (
+        "job_order_batch",
+        &["status", "jobs_total", "jobs_ready", "stations", "ready_at"],
+    ),
+];
+
+pub fn check_schema(schema: &Schema) -> Result<(), String> {
+    for (entity, table) in [
+        (ORDER, "order_header"),
+        (SHIFT, "pos_shift"),
+        (JOB, "job_order_header"),
+        (BATCH, "job_order_batch"),
+    ] {
+        if schema.entity(entity).map(|e| e.table.as_str()) != Some(table) {
+            return Err(format!(
+                "derived-state rules need entity '{entity}' on table '{table}'"
+            ));
+        }
+    }
+    for (table, cols) in USED {
+        let t = schema
+            .table(table)
+            .ok_or_else(|| format!("derived-state rules need table '{table}'"))?;
+        for c in *cols {
+            if t.column(c).is_none() {
+                return Err(format!("derived-state rules need column '{table}.{c}'"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rejects writes to values the core decides that are not marked derived in the schema
+/// because expo may also set them.
+pub fn check_writable(t: &TableDef, row: &Row) -> Result<()> {
+    if t.name == "job_order_batch"
+        && let Some(s) = text(row, "status")
+        && BATCH_FOLLOWS_JOBS.contains(&s)
+    {
+        return Err(StoreError::Invalid(format!(
+            "job_order_batch.status '{s}' follows from its jobs; only 'assembled' and 'served' can be set"
+        )));
+    }
+    Ok(())
+}
+
+/// Derived values that depend only on the row itself.
+pub fn row_local(t: &TableDef, row: &mut Row) {
+    match t.name.as_str() {
+        "order_line" => {
+            let total = if text(row, "status") == Some("void") {
+                0
+            } else {
+                int(row, "qty") * int(row, "unit_price") - int(row, "discount")
+            };
+            row.insert("line_total".into(), json!(total));
+        }
+        "order_payment" => {
+            let change = match (
+                text(row, "method"),
+                row.get("tendered").and_then(Value::as_i64),
+            ) {
+                (Some("cash"), Some(tendered)) => (tendered - int(row, "amount")).max(0),
+                _ => 0,
+            };
+            row.insert("change_due".into(), json!(change));
+        }
+        _ => {}
+    }
+}
+
+/// Records entities whose derived state follows a reference the written row held before or
+/// holds now (an order's shift, a job's batch).
+pub fn note_related(t: &TableDef, old: Option<&Row>, new: Option<&Row>, changes: &mut Changes) {
+    let (field, entity) = match t.name.as_str() {
+        "order_header" => ("shift_id", SHIFT),
+        "job_order_header" => ("batch_id", BATCH),
+        _ => return,
+    };
+    for row in [old, new].into_iter().flatten() {
+        if let Some(id) = text(row, field) {
+            changes.related.insert((entity.to_string(), id.to_string()));
+        }
+    }
+}
+
+/// Recomputes every derived value the changes may have moved, parents after children.
+pub fn propagate(conn: &Connection, schema: &Schema, changes: &mut Changes) -> Result<()> {
+    for id in changes.ids_of(ORDER) {
+        if let Some(shift) = recompute_order(conn, schema, &id, changes)? {
+            changes.related.insert((SHIFT.into(), shift));
+        }
+    }
+    for id in changes.ids_of(SHIFT) {
+        recompute_shift(conn, schema, &id, changes)?;
+    }
+    for id in changes.ids_of(JOB) {
+        if let Some(batch) = recompute_job(conn, schema, &id, changes)? {
+            changes.related.insert((BATCH.into(), batch));
+        }
+    }
+    for id in changes.ids_of(BATCH) {
+        recompute_batch(conn, schema, &id, changes)?;
+    }
+    Ok(())
+}
+
+/// Writes the derived values that differ from `current` and marks their parts changed.
+fn set_derived(
+    conn: &Connection,
+    schema: &Schema,
+    entity: &str,
+    current: &Row,
+    values: Vec<(&str, Value)>,
+    changes: &mut Changes,
+) -> Result<()> {
+    let e = &schema.entities[entity];
+    let t = &schema.tables[&e.table];
+    let id = text(current, ID_FIELD).unwrap_or_default();
+    let set: Vec<_> = values
+        .into_iter()
+        .filter(|(c, v)| current.get(*c) != Some(v))
+        .map(|(c, v)| (c.to_string(), t.column(c).map(|col| col.ty), v))
+        .collect();
+    update_columns(conn, t, id, &set)?;
+    for (c, _, _) in &set {
+        changes.touch(
+            entity,
+            id,
+            &e.part_of_column(c).expect("checked by check_schema").name,
+        );
+    }
+    Ok(())
+}
+
+/// Rounds `amount * bp / 10000` half up (amounts here are never negative).
+fn apply_bp(amount: i64, bp: i64) -> i64 {
+    (amount * bp + 5_000).div_euclid(10_000)
+}
+
+fn recompute_order(
+    conn: &Connection,
+    schema: &Schema,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<Option<String>> {
+    let Some(order) = select_by_id(conn, schema, &schema.tables["order_header"], id)? else {
+        return Ok(None);
+    };
+    let (subtotal, line_discounts, items): (i64, i64, i64) = conn.prepare_cached(
+        "SELECT COALESCE(SUM(qty * unit_price), 0), COALESCE(SUM(discount), 0), COALESCE(SUM(qty), 0)
+         FROM order_line WHERE order_id = ?1 AND COALESCE(status, '') != 'void'",
+    )?
+    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let paid: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM order_payment WHERE order_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let discount_total = line_discounts + int(&order, "order_discount");
+    let net = (subtotal - discount_total).max(0);
+    let service = apply_bp(net, int(&order, "service_rate_bp"));
+    let tax = apply_bp(net + service, int(&order, "tax_rate_bp"));
+    let total = net + service + tax;
+    set_derived(
+        conn,
+        schema,
+        ORDER,
+        &order,
+        vec![
+            ("subtotal", json!(subtotal)),
+            ("discount_total", json!(discount_total)),
+            ("service_total", json!(service)),
+            ("tax_total", json!(tax)),
+            ("total", json!(total)),
+            ("paid_total", json!(paid)),
+            ("balance_due", json!(total - paid)),
+            ("item_count", json!(items)),
+        ],
+        changes,
+    )?;
+    Ok(text(&order, "shift_id").map(str::to_string))
+}
+
+fn recompute_shift(
+    conn: &Connection,
+    schema: &Schema,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<()> {
+    let Some(shift) = select_by_id(conn, schema, &schema.tables["pos_shift"], id)? else {
+        return Ok(());
+    };
+    let orders: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM order_header WHERE shift_id = ?1 AND COALESCE(status, '') != 'void'")?
+        .query_row([id], |r| r.get(0))?;
+    let (cash, card): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(CASE WHEN p.method = 'cash' THEN p.amount END), 0),
+                    COALESCE(SUM(CASE WHEN p.method = 'card' THEN p.amount END), 0)
+             FROM order_payment p JOIN order_header o ON o.id = p.order_id
+             WHERE o.shift_id = ?1 AND COALESCE(o.status, '') != 'void'",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    set_derived(
+        conn,
+        schema,
+        SHIFT,
+        &shift,
+        vec![
+            ("orders_count", json!(orders)),
+            ("cash_sales", json!(cash)),
+            ("card_sales", json!(card)),
+            ("total_sales", json!(cash + card)),
+            ("expected_cash", json!(int(&shift, "opening_float") + cash)),
+        ],
+        changes,
+    )
+}
+
+fn recompute_job(
+    conn: &Connection,
+    schema: &Schema,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<Option<String>> {
+    let Some(job) = select_by_id(conn, schema, &schema.tables["job_order_header"], id)? else {
+        return Ok(None);
+    };
+    let (total, done): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(status = 'done'), 0) FROM job_order_detail WHERE job_id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut values = vec![("items_total", json!(total)), ("items_done", json!(done))];
+    // Timers on the kitchen screen count from these; fill them when the client did not.
+    let now = capsule_protocol::now_rfc3339();
+    match text(&job, "status") {
+        Some("cooking") | Some("ready") if job.get("started_at").is_none_or(Value::is_null) => {
+            values.push(("started_at", json!(now)));
+        }
+        _ => {}
+    }
+    match text(&job, "status") {
+        Some("ready") if job.get("ready_at").is_none_or(Value::is_null) => {
+            values.push(("ready_at", json!(now)))
+        }
+        Some("queued") | Some("cooking") if !job.get("ready_at").is_none_or(Value::is_null) => {
+            values.push(("ready_at", Value::Null));
+        }
+        _ => {}
+    }
+    set_derived(conn, schema, JOB, &job, values, changes)?;
+    Ok(text(&job, "batch_id").map(str::to_string))
+}
+
+fn recompute_batch(
+    conn: &Connection,
+    schema: &Schema,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<()> {
+    let Some(batch) = select_by_id(conn, schema, &schema.tables["job_order_batch"], id)? else {
+        return Ok(());
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT status, station FROM job_order_header WHERE batch_id = ?1")?;
+    let jobs: Vec<(Option<String>, Option<String>)> = stmt
+        .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let total = jobs.len() as i64;
+    let ready = jobs
+        .iter()
+        .filter(|(s, _)| s.as_deref() == Some("ready"))
+        .count() as i64;
+    let started = jobs
+        .iter()
+        .any(|(s, _)| matches!(s.as_deref(), Some("cooking") | Some("ready")));
+    let stations: BTreeSet<&str> = jobs.iter().filter_map(|(_, st)| st.as_deref()).collect();
+    let current = text(&batch, "status").unwrap_or("queued");
+    let status = if !BATCH_FOLLOWS_JOBS.contains(&current) {
+        // Assembled and served are expo's decisions; a served round never goes back.
+        current
+    } else if total > 0 && ready == total {
+        "ready"
+    } else if started {
+        "cooking"
+    } else {
+        "queued"
+    };
+    let ready_at = match (status, batch.get("ready_at")) {
+        ("queued" | "cooking", _) => Value::Null,
+        (_, Some(Value::String(s))) => json!(s),
+        _ => json!(capsule_protocol::now_rfc3339()),
+    };
+    set_derived(
+        conn,
+        schema,
+        BATCH,
+        &batch,
+        vec![
+            ("status", json!(status)),
+            ("jobs_total", json!(total)),
+            ("jobs_ready", json!(ready)),
+            (
+                "stations",
+                json!(stations.into_iter().collect::<Vec<_>>().join(",")),
+            ),
+            ("ready_at", ready_at),
+        ],
+        changes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_bp;
+
+    #[test]
+    fn basis_points_round_half_up() {
+        assert_eq!(apply_bp(10_000, 1_500), 1_500);
+        assert_eq!(apply_bp(333, 1_500), 50); // 49.95 -> 50
+        assert_eq!(apply_bp(3, 1_500), 0); // 0.45 -> 0
+        assert_eq!(apply_bp(0, 1_500), 0);
+    }
+}

@@ -1,0 +1,200 @@
+//! Capsule POS storage: one SQLite file per node, shaped by the schema.
+//!
+//! The hub applies mutations here ([`Store::apply`]), which assigns versions, computes derived
+//! state and logs capsules in the same transaction. A till merges pulled parts here
+//! ([`Store::merge_pulled`]). Both read parts the same way ([`Store::pull`]). The store knows
+//! nothing about HTTP or WebSockets; its API is blocking, so async callers use
+//! `spawn_blocking`.
+
+mod ddl;
+mod derive;
+mod merge;
+mod pipeline;
+mod read;
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use capsule_protocol::Schema;
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use merge::MergeOutcome;
+pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request is malformed or breaks a schema rule (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The named entity or row does not exist (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with stored data, e.g. inserting an existing id (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is not what the schema says: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Keys of the `_meta` table.
+pub mod meta {
+    /// This node's stable id, made on first open.
+    pub const NODE_ID: &str = "node_id";
+    /// Hub: last version handed out. Till: hub version its snapshot was consistent at.
+    pub const VERSION: &str = "version";
+    /// Hub: last capsule stream sequence logged. Till: last stream sequence applied.
+    pub const STREAM_SEQ: &str = "stream_seq";
+    /// Till: the node id of the hub its data came from.
+    pub const HUB_NODE_ID: &str = "hub_node_id";
+}
+
+/// How many read connections are kept open for reuse.
+const READ_POOL_SIZE: usize = 4;
+
+/// A node's SQLite database.
+pub struct Store {
+    schema: Arc<Schema>,
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    node_id: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    // WAL lets readers (pulls, snapshots) proceed while the writer commits; FULL sync so a
+    // committed sale survives a power cut, not only a crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, creates or extends the tables the
+    /// schema declares, and makes a node id on first open.
+    pub fn open(path: impl AsRef<Path>, schema: Arc<Schema>) -> Result<Store> {
+        derive::check_schema(&schema).map_err(StoreError::Invalid)?;
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        let tx = conn.transaction()?;
+        ddl::create_all(&tx, &schema)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT value FROM _meta WHERE key = ?1",
+                [meta::NODE_ID],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let node_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                tx.execute(
+                    "INSERT INTO _meta(key, value) VALUES (?1, ?2)",
+                    params![meta::NODE_ID, id],
+                )?;
+                id
+            }
+        };
+        tx.commit()?;
+        Ok(Store {
+            schema,
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            node_id,
+        })
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This node's stable id (kept in the database).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls back
+        // on drop), so a poisoned lock is safe to reuse.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn with_reader<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                c
+            }
+        };
+        let out = f(&mut conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL_SIZE {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Reads an integer from `_meta` (0 when unset).
+    pub fn meta_i64(&self, key: &str) -> Result<i64> {
+        self.with_reader(|c| sql::meta_i64(c, key))
+    }
+
+    pub fn meta_text(&self, key: &str) -> Result<Option<String>> {
+        self.with_reader(|c| {
+            Ok(
+                c.query_row("SELECT value FROM _meta WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let conn = self.writer();
+        sql::set_meta(&conn, key, value)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    pub fn open_temp() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path().join("node.sqlite3"), Arc::new(Schema::builtin())).unwrap();
+        (dir, store)
+    }
+}

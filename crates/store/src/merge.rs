@@ -1,0 +1,218 @@
+//! Replica side: merge pulled parts, apply deletes, load snapshots. Every merge is idempotent
+//! and version-checked part by part, so a repeated or late payload never overwrites newer data.
+
+use capsule_protocol::{BatchPull, Capsule, PartKind, Row, Snapshot, now_ms, schema::ID_FIELD};
+use rusqlite::{Connection, TransactionBehavior};
+use serde_json::Value;
+
+use crate::sql::{self, q, select_by_id, sql_columns, upsert_row};
+use crate::{Result, Store, StoreError, meta};
+
+/// What a merge did, with one capsule per entity that changed locally (for the UI stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    pub changed: Vec<Capsule>,
+    /// Items whose every pulled part was already as new or newer here.
+    pub stale: usize,
+}
+
+/// Source named in the capsules a replica emits to its own UI.
+const MERGE_SOURCE: &str = "merge";
+
+impl Store {
+    /// Merges a batch pull into the local tables in one transaction. Ids the hub reported
+    /// missing are deleted here: the hub never forgets a live row.
+    pub fn merge_pulled(&self, pull: &BatchPull) -> Result<MergeOutcome> {
+        let e = self
+            .schema
+            .entity(&pull.entity)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown entity '{}'", pull.entity)))?;
+        let t = &self.schema.tables[&e.table];
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = MergeOutcome::default();
+        for item in &pull.items {
+            let local = select_by_id(&tx, &self.schema, t, &item.id)?;
+            let mut row = local.clone().unwrap_or_else(|| {
+                let mut r = Row::new();
+                r.insert(ID_FIELD.into(), Value::String(item.id.clone()));
+                r
+            });
+            let mut merged = Vec::new();
+            for name in &pull.parts {
+                let part = e
+                    .part(name)
+                    .ok_or_else(|| StoreError::Invalid(format!("unknown part '{name}'")))?;
+                let vcol = part.version_column();
+                let incoming = item.pv.get(name).copied().unwrap_or(0);
+                let have = local.as_ref().map_or(-1, |r| sql::int(r, &vcol));
+                if incoming <= have {
+                    continue;
+                }
+                match &part.kind {
+                    PartKind::Columns(cols) => {
+                        for c in cols {
+                            let v = item.payload.get(c).cloned().ok_or_else(|| {
+                                StoreError::Invalid(format!(
+                                    "payload of {}.{name} lacks column '{c}'",
+                                    e.name
+                                ))
+                            })?;
+                            row.insert(c.clone(), v);
+                        }
+                    }
+                    PartKind::Child {
+                        table,
+                        parent_field,
+                    } => {
+                        let rows = item
+                            .payload
+                            .get(name)
+                            .and_then(Value::as_array)
+                            .ok_or_else(|| {
+                                StoreError::Invalid(format!(
+                                    "payload of {}.{name} is not an array of rows",
+                                    e.name
+                                ))
+                            })?;
+                        replace_children(&tx, self, table, parent_field, &item.id, rows)?;
+                    }
+                }
+                row.insert(vcol, Value::from(incoming));
+                merged.push(name.clone());
+            }
+            if merged.is_empty() {
+                out.stale += 1;
+                continue;
+            }
+            let top = e
+                .parts
+                .iter()
+                .map(|p| sql::int(&row, &p.version_column()))
+                .max()
+                .unwrap_or(0);
+            row.insert("_v".into(), Value::from(top));
+            upsert_row(&tx, &self.schema, t, &row)?;
+            out.changed
+                .push(local_capsule(&e.name, &item.id, merged, top, false));
+        }
+        for id in &pull.missing {
+            if delete_entity(&tx, self, &e.name, id)? {
+                out.changed
+                    .push(local_capsule(&e.name, id, vec![], 0, true));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Applies a `gone` capsule: deletes the row if what is here is older than the delete.
+    pub fn apply_gone(&self, capsule: &Capsule) -> Result<Option<Capsule>> {
+        let e = self
+            .schema
+            .entity(&capsule.entity)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown entity '{}'", capsule.entity)))?;
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let local = select_by_id(
+            &tx,
+            &self.schema,
+            &self.schema.tables[&e.table],
+            &capsule.id,
+        )?;
+        let deleted = match local {
+            Some(row) if sql::int(&row, "_v") < capsule.v => {
+                delete_entity(&tx, self, &e.name, &capsule.id)?
+            }
+            _ => false,
+        };
+        tx.commit()?;
+        Ok(deleted.then(|| local_capsule(&e.name, &capsule.id, vec![], capsule.v, true)))
+    }
+
+    /// Replaces every synced row with a snapshot's, in one transaction, and records the
+    /// stream position the snapshot is consistent at.
+    pub fn load_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for t in self.schema.tables_parent_first() {
+            tx.execute(&format!("DELETE FROM {}", q(&t.name)), [])?;
+            let known = sql_columns(&self.schema, t);
+            for row in snap
+                .tables
+                .get(&t.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if let Some(k) = row.keys().find(|k| !known.iter().any(|(n, _)| n == *k)) {
+                    return Err(StoreError::Invalid(format!(
+                        "snapshot row of {} has unknown column '{k}'",
+                        t.name
+                    )));
+                }
+                upsert_row(&tx, &self.schema, t, row)?;
+            }
+        }
+        sql::set_meta(&tx, meta::STREAM_SEQ, &snap.seq.to_string())?;
+        sql::set_meta(&tx, meta::VERSION, &snap.v.to_string())?;
+        sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn local_capsule(entity: &str, id: &str, parts: Vec<String>, v: i64, gone: bool) -> Capsule {
+    Capsule {
+        entity: entity.into(),
+        id: id.into(),
+        parts,
+        v,
+        ts: now_ms(),
+        source: MERGE_SOURCE.into(),
+        gone,
+    }
+}
+
+fn replace_children(
+    conn: &Connection,
+    store: &Store,
+    table: &str,
+    parent_field: &str,
+    parent: &str,
+    rows: &[Value],
+) -> Result<()> {
+    let t = &store.schema.tables[table];
+    conn.execute(
+        &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(parent_field)),
+        [parent],
+    )?;
+    for r in rows {
+        let row = r
+            .as_object()
+            .ok_or_else(|| StoreError::Invalid(format!("a {table} row is not an object")))?;
+        if row.get(parent_field).and_then(Value::as_str) != Some(parent) {
+            return Err(StoreError::Invalid(format!(
+                "a {table} row in {parent}'s payload names another parent"
+            )));
+        }
+        upsert_row(conn, &store.schema, t, row)?;
+    }
+    Ok(())
+}
+
+fn delete_entity(conn: &Connection, store: &Store, entity: &str, id: &str) -> Result<bool> {
+    let e = &store.schema.entities[entity];
+    for p in &e.parts {
+        if let PartKind::Child {
+            table,
+            parent_field,
+        } = &p.kind
+        {
+            conn.execute(
+                &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(parent_field)),
+                [id],
+            )?;
+        }
+    }
+    Ok(conn.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&e.table)), [id])? > 0)
+}

@@ -1,0 +1,536 @@
+//! The one mutation pipeline: validate, apply rows, derive, version, log capsules, commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use capsule_protocol::schema::ID_FIELD;
+use capsule_protocol::{
+    Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, Row, Schema,
+    TableDef, TableRole, now_ms, validate_batch,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use crate::sql::{self, q, select_by_id, text, update_columns, upsert_row};
+use crate::{Result, Store, StoreError, derive, meta};
+
+/// Who is applying, which decides versions and logging.
+#[derive(Debug, Clone)]
+pub enum ApplyMode {
+    /// The hub: each new mutation gets the next version; capsules are logged for the stream.
+    Authoritative {
+        /// Node the mutations come from, named in their capsules.
+        source: String,
+    },
+    /// A till applying writes the hub has just confirmed, so its UI sees them at once. Versions
+    /// stay as they are (the hub's capsule brings the authoritative ones), and a mutation the
+    /// replica already reflects, or cannot apply to its possibly older rows, is skipped.
+    Provisional {
+        /// Hub version of each confirmed mid.
+        confirmed: HashMap<String, i64>,
+    },
+}
+
+/// A capsule and its stream position (0 for a till's local, unlogged changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCapsule {
+    pub seq: i64,
+    pub capsule: Capsule,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub results: Vec<MutationResult>,
+    /// Capsules of this request in stream order; broadcast them only after `apply` returns,
+    /// which is after the commit.
+    pub capsules: Vec<LoggedCapsule>,
+}
+
+/// What one mutation changed, per entity: the parts that moved, or that the row is gone.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub entities: BTreeMap<(String, String), EntityChange>,
+    /// Entities whose derived state may depend on a row that changed (e.g. the batch a job
+    /// used to belong to), to recompute even though nothing of theirs was written.
+    pub related: BTreeSet<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EntityChange {
+    pub parts: BTreeSet<String>,
+    pub gone: bool,
+}
+
+impl Changes {
+    pub fn touch(&mut self, entity: &str, id: &str, part: &str) {
+        self.entities
+            .entry((entity.to_string(), id.to_string()))
+            .or_default()
+            .parts
+            .insert(part.to_string());
+    }
+
+    fn mark_gone(&mut self, entity: &str, id: &str) {
+        let e = self
+            .entities
+            .entry((entity.to_string(), id.to_string()))
+            .or_default();
+        e.gone = true;
+        e.parts.clear();
+    }
+
+    /// Ids of `entity` that were written or are related to a write, and still exist.
+    pub fn ids_of(&self, entity: &str) -> BTreeSet<String> {
+        let mut ids: BTreeSet<String> = self
+            .entities
+            .iter()
+            .filter(|((e, _), ch)| e == entity && !ch.gone)
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        ids.extend(
+            self.related
+                .iter()
+                .filter(|(e, _)| e == entity)
+                .map(|(_, id)| id.clone()),
+        );
+        ids.retain(|id| {
+            !self
+                .entities
+                .get(&(entity.to_string(), id.clone()))
+                .is_some_and(|c| c.gone)
+        });
+        ids
+    }
+}
+
+impl Store {
+    /// Applies a request in one SQLite transaction. On any error nothing is written.
+    pub fn apply(&self, batch: &MutationBatch, mode: &ApplyMode) -> Result<Applied> {
+        validate_batch(&self.schema, batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Applied::default();
+        for (index, m) in batch.mutations.iter().enumerate() {
+            let prior: Option<i64> = tx
+                .query_row("SELECT seq FROM _mutation WHERE mid = ?1", [&m.mid], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(seq) = prior {
+                out.results.push(MutationResult {
+                    mid: m.mid.clone(),
+                    status: MutationStatus::Duplicate,
+                    seq,
+                });
+                continue;
+            }
+            let at = |e: StoreError| match e {
+                StoreError::Invalid(s) => StoreError::Invalid(format!("mutation {index}: {s}")),
+                StoreError::NotFound(s) => StoreError::NotFound(format!("mutation {index}: {s}")),
+                StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
+                other => other,
+            };
+            match mode {
+                ApplyMode::Authoritative { source } => {
+                    let seq = sql::meta_i64(&tx, meta::VERSION)? + 1;
+                    sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
+                    let mut changes = Changes::default();
+                    apply_row(&tx, &self.schema, m, &mut changes).map_err(at)?;
+                    derive::propagate(&tx, &self.schema, &mut changes)?;
+                    for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
+                        out.capsules.push(log_capsule(&tx, capsule)?);
+                    }
+                    record_mid(&tx, &m.mid, seq)?;
+                    out.results.push(MutationResult {
+                        mid: m.mid.clone(),
+                        status: MutationStatus::Applied,
+                        seq,
+                    });
+                }
+                ApplyMode::Provisional { confirmed } => {
+                    let seq = *confirmed.get(&m.mid).ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "mutation {index}: mid {} was not confirmed by the hub",
+                            m.mid
+                        ))
+                    })?;
+                    record_mid(&tx, &m.mid, seq)?;
+                    out.results.push(MutationResult {
+                        mid: m.mid.clone(),
+                        status: MutationStatus::Applied,
+                        seq,
+                    });
+                    if reflects(&tx, &self.schema, m, seq)? {
+                        continue;
+                    }
+                    tx.execute_batch("SAVEPOINT provisional")?;
+                    let mut changes = Changes::default();
+                    let applied = apply_row(&tx, &self.schema, m, &mut changes)
+                        .and_then(|()| derive::propagate(&tx, &self.schema, &mut changes))
+                        .and_then(|()| finalize(&tx, &self.schema, &changes, None, "local"));
+                    match applied {
+                        Ok(capsules) => {
+                            tx.execute_batch("RELEASE provisional")?;
+                            out.capsules.extend(
+                                capsules
+                                    .into_iter()
+                                    .map(|capsule| LoggedCapsule { seq: 0, capsule }),
+                            );
+                        }
+                        Err(e) => {
+                            // The replica is behind the hub for this row; the hub's capsule
+                            // will bring the result, so skipping is safe.
+                            tracing::debug!(mid = %m.mid, error = %e, "provisional apply skipped");
+                            tx.execute_batch("ROLLBACK TO provisional; RELEASE provisional")?;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Capsules logged after stream position `since`, oldest first, at most `limit`.
+    pub fn capsules_since(&self, since: i64, limit: usize) -> Result<Vec<LoggedCapsule>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, entity, id, parts, v, ts, source, gone FROM _capsule_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, entity, id, parts, v, ts, source, gone) = row?;
+                let parts: Vec<String> = serde_json::from_str(&parts)
+                    .map_err(|e| StoreError::Corrupt(format!("capsule log parts: {e}")))?;
+                out.push(LoggedCapsule { seq, capsule: Capsule { entity, id, parts, v, ts, source, gone } });
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![mid, seq, now_ms()])?;
+    Ok(())
+}
+
+fn log_capsule(conn: &Connection, capsule: Capsule) -> Result<LoggedCapsule> {
+    let seq = sql::meta_i64(conn, meta::STREAM_SEQ)? + 1;
+    sql::set_meta(conn, meta::STREAM_SEQ, &seq.to_string())?;
+    let parts = serde_json::to_string(&capsule.parts).expect("strings serialise");
+    conn.prepare_cached(
+        "INSERT INTO _capsule_log(seq, entity, id, parts, v, ts, source, gone) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![seq, capsule.entity, capsule.id, parts, capsule.v, capsule.ts, capsule.source, capsule.gone])?;
+    Ok(LoggedCapsule { seq, capsule })
+}
+
+/// The entity a mutation lands on: its own row, or the parent of a child row.
+fn target_entity(
+    conn: &Connection,
+    schema: &Schema,
+    m: &Mutation,
+) -> Result<Option<(String, String)>> {
+    let t = &schema.tables[&m.table];
+    let id = text(&m.row, ID_FIELD).unwrap_or_default();
+    Ok(match &t.role {
+        TableRole::Entity { entity } => Some((entity.clone(), id.to_string())),
+        TableRole::Child {
+            entity,
+            parent_field,
+            ..
+        } => {
+            let parent = match text(&m.row, parent_field) {
+                Some(p) => Some(p.to_string()),
+                None => select_by_id(conn, schema, t, id)?
+                    .and_then(|r| text(&r, parent_field).map(str::to_string)),
+            };
+            parent.map(|p| (entity.clone(), p))
+        }
+    })
+}
+
+/// Whether the replica already holds the hub's state at `seq` for the mutation's entity.
+fn reflects(conn: &Connection, schema: &Schema, m: &Mutation, seq: i64) -> Result<bool> {
+    let Some((entity, id)) = target_entity(conn, schema, m)? else {
+        return Ok(false);
+    };
+    let table = &schema.entities[&entity].table;
+    let v: Option<i64> = conn
+        .query_row(
+            &format!("SELECT _v FROM {} WHERE id = ?1", q(table)),
+            [&id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.is_some_and(|v| v >= seq))
+}
+
+/// A full row for a new record: defaults, then the given values, then row-local derived values.
+fn new_row(t: &TableDef, given: &Row) -> Row {
+    let mut row = Row::new();
+    row.insert(ID_FIELD.into(), given[ID_FIELD].clone());
+    for c in &t.columns {
+        let v = given
+            .get(&c.name)
+            .cloned()
+            .unwrap_or_else(|| c.default_json());
+        row.insert(c.name.clone(), v);
+    }
+    derive::row_local(t, &mut row);
+    row
+}
+
+fn apply_row(
+    conn: &Connection,
+    schema: &Schema,
+    m: &Mutation,
+    changes: &mut Changes,
+) -> Result<()> {
+    let t = &schema.tables[&m.table];
+    let id = text(&m.row, ID_FIELD).expect("validated").to_string();
+    derive::check_writable(t, &m.row)?;
+    let existing = select_by_id(conn, schema, t, &id)?;
+    match (m.action, existing) {
+        (Action::Insert, Some(_)) => Err(StoreError::Conflict(format!(
+            "{} '{id}' already exists",
+            t.name
+        ))),
+        (Action::Insert | Action::Save, None) => {
+            let row = new_row(t, &m.row);
+            check_parent(conn, schema, t, &row)?;
+            upsert_row(conn, schema, t, &row)?;
+            match &t.role {
+                TableRole::Entity { entity } => {
+                    for p in &schema.entities[entity].parts {
+                        changes.touch(entity, &id, &p.name);
+                    }
+                }
+                TableRole::Child {
+                    entity,
+                    part,
+                    parent_field,
+                } => {
+                    changes.touch(entity, text(&row, parent_field).unwrap_or_default(), part);
+                }
+            }
+            derive::note_related(t, None, Some(&row), changes);
+            Ok(())
+        }
+        (Action::Save, Some(old)) => {
+            // A save replaces the whole row: columns it leaves out go back to their defaults.
+            let mut new = new_row(t, &m.row);
+            for (k, v) in &old {
+                if !new.contains_key(k) {
+                    new.insert(k.clone(), v.clone());
+                }
+            }
+            update_row(conn, schema, t, &old, new, changes)
+        }
+        (Action::Merge, Some(old)) => {
+            let mut new = old.clone();
+            for (k, v) in &m.row {
+                new.insert(k.clone(), v.clone());
+            }
+            update_row(conn, schema, t, &old, new, changes)
+        }
+        (Action::Merge | Action::Delete, None) => Err(StoreError::NotFound(format!(
+            "{} '{id}' does not exist",
+            t.name
+        ))),
+        (Action::Delete, Some(old)) => {
+            match &t.role {
+                TableRole::Entity { entity } => {
+                    for p in &schema.entities[entity].parts {
+                        if let capsule_protocol::PartKind::Child {
+                            table,
+                            parent_field,
+                        } = &p.kind
+                        {
+                            conn.execute(
+                                &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(parent_field)),
+                                [&id],
+                            )?;
+                        }
+                    }
+                    changes.mark_gone(entity, &id);
+                }
+                TableRole::Child {
+                    entity,
+                    part,
+                    parent_field,
+                } => {
+                    changes.touch(entity, text(&old, parent_field).unwrap_or_default(), part);
+                }
+            }
+            conn.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&t.name)), [&id])?;
+            derive::note_related(t, Some(&old), None, changes);
+            Ok(())
+        }
+    }
+}
+
+/// A child row must point at a parent that exists, or it would never reach any till.
+fn check_parent(conn: &Connection, schema: &Schema, t: &TableDef, row: &Row) -> Result<()> {
+    if let TableRole::Child {
+        entity,
+        parent_field,
+        ..
+    } = &t.role
+    {
+        let parent_table = &schema.entities[entity].table;
+        let parent = text(row, parent_field).unwrap_or_default();
+        let exists: bool = conn.query_row(
+            &format!(
+                "SELECT EXISTS(SELECT 1 FROM {} WHERE id = ?1)",
+                q(parent_table)
+            ),
+            [parent],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Err(StoreError::Conflict(format!(
+                "{} '{}' names {parent_table} '{parent}', which does not exist",
+                t.name, row[ID_FIELD]
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn update_row(
+    conn: &Connection,
+    schema: &Schema,
+    t: &TableDef,
+    old: &Row,
+    mut new: Row,
+    changes: &mut Changes,
+) -> Result<()> {
+    derive::row_local(t, &mut new);
+    let id = text(old, ID_FIELD).unwrap_or_default().to_string();
+    let set: Vec<(String, Option<capsule_protocol::ColumnType>, Value)> = t
+        .columns
+        .iter()
+        .filter(|c| old.get(&c.name) != new.get(&c.name))
+        .map(|c| (c.name.clone(), Some(c.ty), new[&c.name].clone()))
+        .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    check_parent(conn, schema, t, &new)?;
+    update_columns(conn, t, &id, &set)?;
+    match &t.role {
+        TableRole::Entity { entity } => {
+            let e = &schema.entities[entity];
+            for (col, _, _) in &set {
+                let part = e
+                    .part_of_column(col)
+                    .expect("schema puts every column in a part");
+                changes.touch(entity, &id, &part.name);
+            }
+        }
+        TableRole::Child {
+            entity,
+            part,
+            parent_field,
+        } => {
+            changes.touch(entity, text(&new, parent_field).unwrap_or_default(), part);
+            if old.get(parent_field) != new.get(parent_field) {
+                changes.touch(entity, text(old, parent_field).unwrap_or_default(), part);
+            }
+        }
+    }
+    derive::note_related(t, Some(old), Some(&new), changes);
+    Ok(())
+}
+
+/// Turns changes into capsules; with a version, first stamps it on every changed part.
+pub(crate) fn finalize(
+    conn: &Connection,
+    schema: &Schema,
+    changes: &Changes,
+    version: Option<i64>,
+    source: &str,
+) -> Result<Vec<Capsule>> {
+    let ts = now_ms();
+    let mut out = Vec::new();
+    for ((entity, id), ch) in &changes.entities {
+        let e = &schema.entities[entity];
+        if ch.gone {
+            out.push(Capsule {
+                entity: entity.clone(),
+                id: id.clone(),
+                parts: vec![],
+                v: version.unwrap_or(0),
+                ts,
+                source: source.to_string(),
+                gone: true,
+            });
+            continue;
+        }
+        if ch.parts.is_empty() {
+            continue;
+        }
+        let v = match version {
+            Some(v) => {
+                let mut assigns = vec!["_v = ?1".to_string()];
+                assigns.extend(ch.parts.iter().map(|p| {
+                    format!(
+                        "{} = ?1",
+                        q(&e.part(p).expect("known part").version_column())
+                    )
+                }));
+                let n = conn.execute(
+                    &format!(
+                        "UPDATE {} SET {} WHERE id = ?2",
+                        q(&e.table),
+                        assigns.join(", ")
+                    ),
+                    params![v, id],
+                )?;
+                if n == 0 {
+                    // A child row written under a parent that is not there (only possible on a
+                    // replica that is behind); nothing to signal.
+                    continue;
+                }
+                v
+            }
+            None => conn
+                .query_row(
+                    &format!("SELECT _v FROM {} WHERE id = ?1", q(&e.table)),
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0),
+        };
+        let parts = e
+            .parts
+            .iter()
+            .filter(|p| ch.parts.contains(&p.name))
+            .map(|p| p.name.clone())
+            .collect();
+        out.push(Capsule {
+            entity: entity.clone(),
+            id: id.clone(),
+            parts,
+            v,
+            ts,
+            source: source.to_string(),
+            gone: false,
+        });
+    }
+    Ok(out)
+}

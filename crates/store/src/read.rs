@@ -1,0 +1,215 @@
+//! Reads: pick parts of entities (single and batched), snapshots, local part versions, digests.
+
+use std::collections::BTreeMap;
+
+use capsule_protocol::{
+    BatchPull, Entity, EntityParts, PartKind, PulledItem, Row, Schema, Snapshot, schema::ID_FIELD,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::sql::{select_by_id, select_rows, sql_columns};
+use crate::{Result, Store, StoreError, meta};
+
+/// Picks `parts` out of an entity row (and its child rows): exactly the parts' columns, plus
+/// each part's version.
+fn pick(
+    conn: &Connection,
+    schema: &Schema,
+    e: &Entity,
+    row: &Row,
+    parts: &[String],
+) -> Result<PulledItem> {
+    let id = row[ID_FIELD].as_str().unwrap_or_default().to_string();
+    let mut payload = Row::new();
+    let mut pv = BTreeMap::new();
+    for name in parts {
+        let part = e.part(name).ok_or_else(|| {
+            StoreError::Invalid(format!("entity '{}' has no part '{name}'", e.name))
+        })?;
+        pv.insert(
+            name.clone(),
+            row.get(&part.version_column())
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+        );
+        match &part.kind {
+            PartKind::Columns(cols) => {
+                for c in cols {
+                    payload.insert(c.clone(), row.get(c).cloned().unwrap_or(Value::Null));
+                }
+            }
+            PartKind::Child {
+                table,
+                parent_field,
+            } => {
+                let t = &schema.tables[table];
+                let rows =
+                    select_rows(conn, schema, t, &format!("\"{parent_field}\" = ?1"), &[&id])?;
+                payload.insert(
+                    name.clone(),
+                    Value::Array(rows.into_iter().map(Value::Object).collect()),
+                );
+            }
+        }
+    }
+    Ok(PulledItem {
+        id,
+        v: row.get("_v").and_then(Value::as_i64).unwrap_or(0),
+        pv,
+        payload,
+    })
+}
+
+impl Store {
+    fn entity_def(&self, entity: &str) -> Result<&Entity> {
+        self.schema.entity(entity).ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "unknown entity '{entity}' (entities: {})",
+                self.schema
+                    .entities
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// `GET /api/entities/:entity/:id?parts=`: `parts` None means all.
+    pub fn pull(&self, entity: &str, id: &str, parts: Option<&str>) -> Result<EntityParts> {
+        let e = self.entity_def(entity)?;
+        let parts = e.parse_parts(parts).map_err(StoreError::Invalid)?;
+        self.with_reader(|c| {
+            let row = select_by_id(c, &self.schema, &self.schema.tables[&e.table], id)?
+                .ok_or_else(|| StoreError::NotFound(format!("{entity} '{id}' does not exist")))?;
+            let item = pick(c, &self.schema, e, &row, &parts)?;
+            Ok(EntityParts {
+                entity: entity.to_string(),
+                id: item.id,
+                parts,
+                v: item.v,
+                pv: item.pv,
+                payload: item.payload,
+            })
+        })
+    }
+
+    /// `GET /api/entities?entity=&ids=&parts=`: one read transaction for the whole batch.
+    pub fn pull_many(
+        &self,
+        entity: &str,
+        ids: &[String],
+        parts: Option<&str>,
+    ) -> Result<BatchPull> {
+        let e = self.entity_def(entity)?;
+        let parts = e.parse_parts(parts).map_err(StoreError::Invalid)?;
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            let t = &self.schema.tables[&e.table];
+            let mut items = Vec::new();
+            let mut missing = Vec::new();
+            for id in ids {
+                match select_by_id(&tx, &self.schema, t, id)? {
+                    Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts)?),
+                    None => missing.push(id.clone()),
+                }
+            }
+            tx.finish()?;
+            Ok(BatchPull {
+                entity: entity.to_string(),
+                parts,
+                items,
+                missing,
+            })
+        })
+    }
+
+    /// Every synced row, read in one transaction so it is consistent at the `seq` it reports.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            let seq = crate::sql::meta_i64(&tx, meta::STREAM_SEQ)?;
+            let v = crate::sql::meta_i64(&tx, meta::VERSION)?;
+            let mut tables = BTreeMap::new();
+            for t in self.schema.tables_parent_first() {
+                tables.insert(t.name.clone(), select_rows(&tx, &self.schema, t, "1", &[])?);
+            }
+            tx.finish()?;
+            Ok(Snapshot {
+                node_id: self.node_id.clone(),
+                seq,
+                v,
+                tables,
+            })
+        })
+    }
+
+    /// Local version of each part of an entity row, or None when the row is not here.
+    pub fn part_versions(&self, entity: &str, id: &str) -> Result<Option<BTreeMap<String, i64>>> {
+        let e = self.entity_def(entity)?;
+        self.with_reader(|c| {
+            let row = select_by_id(c, &self.schema, &self.schema.tables[&e.table], id)?;
+            Ok(row.map(|row| {
+                e.parts
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            row.get(&p.version_column())
+                                .and_then(Value::as_i64)
+                                .unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            }))
+        })
+    }
+
+    /// All rows of one synced table, for the UI's lists and for tests.
+    pub fn table_rows(&self, table: &str) -> Result<Vec<Row>> {
+        let t = self
+            .schema
+            .table(table)
+            .ok_or_else(|| StoreError::NotFound(format!("unknown table '{table}'")))?;
+        self.with_reader(|c| select_rows(c, &self.schema, t, "1", &[]))
+    }
+
+    /// A digest of every synced row (data and part versions): two nodes with equal digests
+    /// hold the same data.
+    pub fn digest(&self) -> Result<String> {
+        let snap = self.snapshot()?;
+        let mut h = Fnv64::default();
+        for (table, mut rows) in snap.tables {
+            let t = &self.schema.tables[&table];
+            let cols = sql_columns(&self.schema, t);
+            rows.sort_by(|a, b| a[ID_FIELD].as_str().cmp(&b[ID_FIELD].as_str()));
+            h.write(table.as_bytes());
+            for row in rows {
+                for (name, _) in &cols {
+                    h.write(name.as_bytes());
+                    h.write(row.get(name).unwrap_or(&Value::Null).to_string().as_bytes());
+                }
+            }
+        }
+        Ok(format!("{:016x}", h.0))
+    }
+}
+
+/// FNV-1a, 64 bit: stable across runs and Rust versions, unlike `DefaultHasher`.
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain(std::iter::once(&0xff)) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

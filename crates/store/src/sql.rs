@@ -1,0 +1,186 @@
+//! Small SQL helpers: JSON <-> SQLite values, reading rows by schema, `_meta` access.
+
+use capsule_protocol::{
+    ColumnType, Row, TableDef, TableRole, schema::ID_FIELD, schema::VERSION_COLUMN,
+};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::{Result, StoreError};
+
+/// Quotes an identifier; schema names are checked identifiers already, this is belt and braces.
+pub fn q(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn to_sql(ty: Option<ColumnType>, v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => SqlValue::Text(s.clone()),
+        other => {
+            debug_assert!(ty.is_none(), "validated values are scalars");
+            SqlValue::Text(other.to_string())
+        }
+    }
+}
+
+pub fn from_sql(ty: Option<ColumnType>, v: ValueRef<'_>) -> Result<Value> {
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) if ty == Some(ColumnType::Boolean) => Value::Bool(i != 0),
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => Value::from(f),
+        ValueRef::Text(t) => Value::String(
+            std::str::from_utf8(t)
+                .map_err(|e| StoreError::Corrupt(format!("text is not UTF-8: {e}")))?
+                .to_string(),
+        ),
+        ValueRef::Blob(_) => return Err(StoreError::Corrupt("unexpected blob".into())),
+    })
+}
+
+/// The SQL columns a table has: `id`, the schema columns, then the version columns an entity
+/// table carries (`_v`, `_v_<part>`). Child tables carry no versions: their parent's part
+/// version covers them.
+pub fn sql_columns(
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+) -> Vec<(String, Option<ColumnType>)> {
+    let mut cols = vec![(ID_FIELD.to_string(), Some(ColumnType::Text))];
+    cols.extend(t.columns.iter().map(|c| (c.name.clone(), Some(c.ty))));
+    if let TableRole::Entity { entity } = &t.role {
+        cols.push((VERSION_COLUMN.to_string(), None));
+        for p in &schema.entities[entity].parts {
+            cols.push((p.version_column(), None));
+        }
+    }
+    cols
+}
+
+/// Reads rows of `t` with every SQL column, `WHERE <where_sql>`.
+pub fn select_rows(
+    conn: &Connection,
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+    where_sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Row>> {
+    let cols = sql_columns(schema, t);
+    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
+        list.join(", "),
+        q(&t.name)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut row = Row::new();
+        for (i, (name, ty)) in cols.iter().enumerate() {
+            row.insert(name.clone(), from_sql(*ty, r.get_ref(i)?)?);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+pub fn select_by_id(
+    conn: &Connection,
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+    id: &str,
+) -> Result<Option<Row>> {
+    Ok(select_rows(conn, schema, t, "id = ?1", &[&id])?
+        .into_iter()
+        .next())
+}
+
+/// Inserts or replaces a row given as JSON; keys not in `sql_columns` are ignored.
+pub fn upsert_row(
+    conn: &Connection,
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+    row: &Row,
+) -> Result<()> {
+    let cols: Vec<(String, Option<ColumnType>)> = sql_columns(schema, t)
+        .into_iter()
+        .filter(|(n, _)| row.contains_key(n))
+        .collect();
+    let names: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
+    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
+        q(&t.name),
+        names.join(", "),
+        marks.join(", ")
+    );
+    let values: Vec<SqlValue> = cols.iter().map(|(n, ty)| to_sql(*ty, &row[n])).collect();
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))?;
+    Ok(())
+}
+
+/// Updates the given columns of row `id`.
+pub fn update_columns(
+    conn: &Connection,
+    t: &TableDef,
+    id: &str,
+    set: &[(String, Option<ColumnType>, Value)],
+) -> Result<()> {
+    if set.is_empty() {
+        return Ok(());
+    }
+    let assigns: Vec<String> = set
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _, _))| format!("{} = ?{}", q(n), i + 2))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE id = ?1",
+        q(&t.name),
+        assigns.join(", ")
+    );
+    let mut values = vec![SqlValue::Text(id.to_string())];
+    values.extend(set.iter().map(|(_, ty, v)| to_sql(*ty, v)));
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))?;
+    Ok(())
+}
+
+pub fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM _meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    v.map(|s| {
+        s.parse::<i64>()
+            .map_err(|e| StoreError::Corrupt(format!("_meta {key}: {e}")))
+    })
+    .transpose()
+    .map(|v| v.unwrap_or(0))
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO _meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Reads an integer column of a JSON row (0 when null or absent).
+pub fn int(row: &Row, col: &str) -> i64 {
+    row.get(col).and_then(Value::as_i64).unwrap_or(0)
+}
+
+pub fn text<'a>(row: &'a Row, col: &str) -> Option<&'a str> {
+    row.get(col).and_then(Value::as_str)
+}

@@ -1,0 +1,641 @@
+//! Store behaviour: the pipeline's versions, derived state and capsules; part picking; merges.
+
+use std::collections::{BTreeMap, HashMap};
+
+use capsule_protocol::{Action, BatchPull, Capsule, Mutation, MutationBatch, MutationStatus, Row};
+use serde_json::{Value, json};
+
+use crate::testutil::open_temp;
+use crate::{Applied, ApplyMode, Store, StoreError};
+
+fn hub_mode() -> ApplyMode {
+    ApplyMode::Authoritative {
+        source: "till-a".into(),
+    }
+}
+
+fn m(table: &str, action: Action, row: Value) -> Mutation {
+    Mutation {
+        mid: uuid::Uuid::new_v4().to_string(),
+        table: table.into(),
+        action,
+        row: row.as_object().expect("object").clone(),
+    }
+}
+
+fn run(store: &Store, muts: Vec<Mutation>) -> Result<Applied, StoreError> {
+    store.apply(
+        &MutationBatch {
+            mutations: muts,
+            source: None,
+        },
+        &hub_mode(),
+    )
+}
+
+const T: &str = "2026-11-24T12:00:00Z";
+
+fn shift_and_order(store: &Store) {
+    run(
+        store,
+        vec![
+            m("pos_shift", Action::Insert, json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T, "opening_float": 20000})),
+            m("order_header", Action::Insert, json!({"id": "o1", "order_no": 1, "shift_id": "s1", "opened_at": T, "tax_rate_bp": 1500, "table_label": "T4"})),
+        ],
+    )
+    .unwrap();
+}
+
+fn line(id: &str, qty: i64, price: i64) -> Mutation {
+    m(
+        "order_line",
+        Action::Insert,
+        json!({"id": id, "order_id": "o1", "name_en": "Chicken shawarma", "name_ar": "شاورما دجاج",
+               "qty": qty, "unit_price": price, "station": "grill", "created_at": T}),
+    )
+}
+
+fn capsules(a: &Applied) -> Vec<&Capsule> {
+    a.capsules.iter().map(|c| &c.capsule).collect()
+}
+
+#[test]
+fn adding_a_line_updates_totals_in_the_same_commit_and_signals_lines_and_totals() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let a = run(&store, vec![line("l1", 2, 1850)]).unwrap();
+    let order = store.pull("order", "o1", Some("totals")).unwrap();
+    assert_eq!(order.payload["subtotal"], 3700);
+    assert_eq!(order.payload["tax_total"], 555);
+    assert_eq!(order.payload["total"], 4255);
+    assert_eq!(order.payload["item_count"], 2);
+    let caps = capsules(&a);
+    assert_eq!(caps.len(), 1, "{caps:?}");
+    assert_eq!(caps[0].entity, "order");
+    assert_eq!(caps[0].parts, ["lines", "totals"]);
+    assert_eq!(caps[0].v, a.results[0].seq);
+    assert_eq!(caps[0].source, "till-a");
+}
+
+#[test]
+fn versions_are_monotonic_and_stream_sequence_is_contiguous() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(&store, vec![line("l1", 1, 500), line("l2", 1, 700)]).unwrap();
+    let log = store.capsules_since(0, 100).unwrap();
+    let seqs: Vec<i64> = log.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let vs: Vec<i64> = log.iter().map(|c| c.capsule.v).collect();
+    assert!(vs.windows(2).all(|w| w[0] <= w[1]), "{vs:?}");
+}
+
+#[test]
+fn a_repeated_mid_is_a_duplicate_and_changes_nothing() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let mutation = line("l1", 1, 1000);
+    let first = run(&store, vec![mutation.clone()]).unwrap();
+    let before = store.digest().unwrap();
+    let again = run(&store, vec![mutation]).unwrap();
+    assert_eq!(again.results[0].status, MutationStatus::Duplicate);
+    assert_eq!(again.results[0].seq, first.results[0].seq);
+    assert!(again.capsules.is_empty());
+    assert_eq!(store.digest().unwrap(), before);
+}
+
+#[test]
+fn a_failing_mutation_rolls_back_the_whole_request() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let before = store.digest().unwrap();
+    let err = run(
+        &store,
+        vec![
+            line("l1", 1, 1000),
+            m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o1", "order_no": 2, "shift_id": "s1", "opened_at": T}),
+            ),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref s) if s.contains("mutation 1") && s.contains("already exists")),
+        "{err}"
+    );
+    assert_eq!(store.digest().unwrap(), before);
+    assert!(
+        store.pull("order", "o1", Some("lines")).unwrap().payload["lines"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn merge_of_missing_row_and_orphan_child_are_refused() {
+    let (_d, store) = open_temp();
+    let err = run(
+        &store,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "nope", "note": "x"}),
+        )],
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    let err = run(&store, vec![line("l1", 1, 100)]).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref s) if s.contains("does not exist")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_merge_signals_only_the_parts_whose_columns_changed() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let a = run(
+        &store,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "sent", "updated_at": T}),
+        )],
+    )
+    .unwrap();
+    assert_eq!(capsules(&a)[0].parts, ["status"]);
+    // Writing the same values again changes nothing and signals nothing.
+    let a = run(
+        &store,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "sent"}),
+        )],
+    )
+    .unwrap();
+    assert!(a.capsules.is_empty());
+}
+
+#[test]
+fn capsules_carry_no_row_data() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let a = run(&store, vec![line("l1", 1, 1000)]).unwrap();
+    let text = serde_json::to_string(&a.capsules[0].capsule).unwrap();
+    assert!(
+        !text.contains("shawarma") && !text.contains("1000"),
+        "{text}"
+    );
+    let keys: Vec<String> = serde_json::from_str::<Row>(&text)
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(keys, ["entity", "id", "parts", "source", "ts", "v"]);
+}
+
+#[test]
+fn deleting_an_order_removes_its_lines_and_says_it_is_gone() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(&store, vec![line("l1", 1, 1000)]).unwrap();
+    let a = run(
+        &store,
+        vec![m("order_header", Action::Delete, json!({"id": "o1"}))],
+    )
+    .unwrap();
+    let gone = capsules(&a)
+        .into_iter()
+        .find(|c| c.entity == "order")
+        .unwrap()
+        .clone();
+    assert!(gone.gone && gone.parts.is_empty());
+    assert!(store.table_rows("order_line").unwrap().is_empty());
+    assert!(matches!(
+        store.pull("order", "o1", None),
+        Err(StoreError::NotFound(_))
+    ));
+    // The shift no longer counts the order.
+    assert_eq!(
+        store.pull("shift", "s1", Some("totals")).unwrap().payload["orders_count"],
+        0
+    );
+}
+
+#[test]
+fn payments_flow_into_order_and_shift_totals() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(&store, vec![line("l1", 2, 2000)]).unwrap(); // 4000 + 15% = 4600
+    let a = run(
+        &store,
+        vec![m("order_payment", Action::Insert, json!({"id": "p1", "order_id": "o1", "method": "cash", "amount": 4600, "tendered": 5000, "paid_at": T}))],
+    )
+    .unwrap();
+    let order = store.pull("order", "o1", Some("totals,payments")).unwrap();
+    assert_eq!(order.payload["paid_total"], 4600);
+    assert_eq!(order.payload["balance_due"], 0);
+    assert_eq!(order.payload["payments"][0]["change_due"], 400);
+    let shift = store.pull("shift", "s1", Some("totals")).unwrap();
+    assert_eq!(shift.payload["cash_sales"], 4600);
+    assert_eq!(shift.payload["expected_cash"], 24600);
+    let entities: Vec<&str> = capsules(&a).iter().map(|c| c.entity.as_str()).collect();
+    assert_eq!(entities, ["order", "shift"]);
+}
+
+fn kitchen(store: &Store) {
+    shift_and_order(store);
+    run(
+        store,
+        vec![
+            m("job_order_batch", Action::Insert, json!({"id": "b1", "order_id": "o1", "batch_no": 1, "created_at": T})),
+            m("job_order_header", Action::Insert, json!({"id": "j1", "order_id": "o1", "batch_id": "b1", "station": "grill", "created_at": T})),
+            m("job_order_header", Action::Insert, json!({"id": "j2", "order_id": "o1", "batch_id": "b1", "station": "cold", "created_at": T})),
+            m("job_order_detail", Action::Insert, json!({"id": "d1", "job_id": "j1", "name_en": "Mixed grill", "name_ar": "مشاوي مشكلة", "qty": 1})),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn bumping_the_last_job_makes_the_batch_ready() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    let batch = store.pull("batch", "b1", Some("status")).unwrap();
+    assert_eq!(
+        (
+            batch.payload["status"].clone(),
+            batch.payload["jobs_total"].clone()
+        ),
+        (json!("queued"), json!(2))
+    );
+    assert_eq!(batch.payload["stations"], "cold,grill");
+
+    run(
+        &store,
+        vec![m(
+            "job_order_header",
+            Action::Merge,
+            json!({"id": "j1", "status": "ready"}),
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        store.pull("batch", "b1", Some("status")).unwrap().payload["status"],
+        "cooking"
+    );
+
+    let a = run(
+        &store,
+        vec![m(
+            "job_order_header",
+            Action::Merge,
+            json!({"id": "j2", "status": "ready"}),
+        )],
+    )
+    .unwrap();
+    let batch = store.pull("batch", "b1", None).unwrap();
+    assert_eq!(batch.payload["status"], "ready");
+    assert_eq!(batch.payload["jobs_ready"], 2);
+    assert!(batch.payload["ready_at"].is_string());
+    let sig: Vec<(&str, Vec<String>)> = capsules(&a)
+        .iter()
+        .map(|c| (c.entity.as_str(), c.parts.clone()))
+        .collect();
+    assert_eq!(
+        sig,
+        [
+            ("batch", vec!["handoff".to_string(), "status".to_string()]),
+            ("job", vec!["status".to_string()])
+        ]
+    );
+
+    // Expo serves it; later kitchen activity on the batch cannot pull it back.
+    run(
+        &store,
+        vec![m(
+            "job_order_batch",
+            Action::Merge,
+            json!({"id": "b1", "status": "served"}),
+        )],
+    )
+    .unwrap();
+    run(
+        &store,
+        vec![m(
+            "job_order_header",
+            Action::Merge,
+            json!({"id": "j2", "status": "cooking"}),
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        store.pull("batch", "b1", Some("status")).unwrap().payload["status"],
+        "served"
+    );
+}
+
+#[test]
+fn batch_status_that_follows_jobs_cannot_be_written() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    let err = run(
+        &store,
+        vec![m(
+            "job_order_batch",
+            Action::Merge,
+            json!({"id": "b1", "status": "ready"}),
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref s) if s.contains("follows from its jobs")),
+        "{err}"
+    );
+}
+
+#[test]
+fn job_progress_counts_done_items() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    let a = run(
+        &store,
+        vec![m(
+            "job_order_detail",
+            Action::Merge,
+            json!({"id": "d1", "status": "done"}),
+        )],
+    )
+    .unwrap();
+    let job = store.pull("job", "j1", Some("progress")).unwrap();
+    assert_eq!(
+        (
+            job.payload["items_done"].clone(),
+            job.payload["items_total"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(capsules(&a)[0].parts, ["items", "progress"]);
+}
+
+#[test]
+fn pick_parts_returns_exactly_the_parts_columns_with_versions() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(&store, vec![line("l1", 1, 1000)]).unwrap();
+    let p = store.pull("order", "o1", Some("status,lines")).unwrap();
+    let keys: Vec<&str> = p.payload.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["closed_at", "lines", "status", "updated_at"]);
+    assert_eq!(p.pv.keys().collect::<Vec<_>>(), ["lines", "status"]);
+    assert!(p.pv["lines"] > p.pv["status"]);
+    assert_eq!(p.v, p.pv["lines"]);
+    let l = p.payload["lines"][0].as_object().unwrap();
+    assert_eq!(l["name_ar"], "شاورما دجاج");
+    assert!(!l.contains_key("_v"));
+    assert!(matches!(
+        store.pull("order", "o1", Some("colour")),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.pull("menu", "o1", None),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn batch_pull_reports_missing_ids() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    let ids = vec!["j1".to_string(), "nope".to_string(), "j2".to_string()];
+    let b = store.pull_many("job", &ids, Some("status")).unwrap();
+    assert_eq!(
+        b.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["j1", "j2"]
+    );
+    assert_eq!(b.missing, ["nope"]);
+}
+
+fn replica_of(hub: &Store) -> (tempfile::TempDir, Store) {
+    let (d, r) = open_temp();
+    r.load_snapshot(&hub.snapshot().unwrap()).unwrap();
+    assert_eq!(r.digest().unwrap(), hub.digest().unwrap());
+    (d, r)
+}
+
+fn pull_all(hub: &Store, entity: &str, id: &str, parts: Option<&str>) -> BatchPull {
+    hub.pull_many(entity, &[id.to_string()], parts).unwrap()
+}
+
+#[test]
+fn merge_is_idempotent_and_converges() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let (_r, replica) = replica_of(&hub);
+    run(&hub, vec![line("l1", 3, 900)]).unwrap();
+    let pull = pull_all(&hub, "order", "o1", Some("lines,totals"));
+    let first = replica.merge_pulled(&pull).unwrap();
+    assert_eq!(first.changed.len(), 1);
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+    let second = replica.merge_pulled(&pull).unwrap();
+    assert!(second.changed.is_empty());
+    assert_eq!(second.stale, 1);
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+}
+
+#[test]
+fn an_older_payload_never_overwrites_a_newer_part() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let (_r, replica) = replica_of(&hub);
+    run(
+        &hub,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "sent"}),
+        )],
+    )
+    .unwrap();
+    let old = pull_all(&hub, "order", "o1", Some("status"));
+    run(
+        &hub,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "paid"}),
+        )],
+    )
+    .unwrap();
+    let new = pull_all(&hub, "order", "o1", Some("status"));
+    replica.merge_pulled(&new).unwrap();
+    replica.merge_pulled(&old).unwrap();
+    assert_eq!(
+        replica.pull("order", "o1", Some("status")).unwrap().payload["status"],
+        "paid"
+    );
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+}
+
+#[test]
+fn a_partial_pull_does_not_hide_a_pending_change_to_another_part() {
+    // status changes at v1, totals at v2, status again at v3. The replica merges the status
+    // pull first; the capsule for totals (v2) must still be seen as news.
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let (_r, replica) = replica_of(&hub);
+    run(
+        &hub,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "sent"}),
+        )],
+    )
+    .unwrap();
+    let totals_change = run(
+        &hub,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "order_discount": 100}),
+        )],
+    )
+    .unwrap();
+    run(
+        &hub,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "paid"}),
+        )],
+    )
+    .unwrap();
+    replica
+        .merge_pulled(&pull_all(&hub, "order", "o1", Some("status")))
+        .unwrap();
+    let v2 = totals_change.capsules[0].capsule.v;
+    let local = replica.part_versions("order", "o1").unwrap().unwrap();
+    assert!(
+        local["totals"] < v2,
+        "totals must still look stale: {local:?}"
+    );
+    replica
+        .merge_pulled(&pull_all(&hub, "order", "o1", Some("totals")))
+        .unwrap();
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+}
+
+#[test]
+fn a_new_entity_and_a_delete_arrive_through_merges() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let (_r, replica) = replica_of(&hub);
+    kitchen_only(&hub);
+    for (entity, id) in [("batch", "b1"), ("job", "j1"), ("job", "j2")] {
+        replica
+            .merge_pulled(&pull_all(&hub, entity, id, None))
+            .unwrap();
+    }
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+    let a = run(
+        &hub,
+        vec![m("job_order_header", Action::Delete, json!({"id": "j2"}))],
+    )
+    .unwrap();
+    for c in capsules(&a) {
+        if c.gone {
+            assert!(replica.apply_gone(c).unwrap().is_some());
+            assert!(
+                replica.apply_gone(c).unwrap().is_none(),
+                "second delete is a no-op"
+            );
+        } else {
+            replica
+                .merge_pulled(&pull_all(&hub, &c.entity, &c.id, Some(&c.parts.join(","))))
+                .unwrap();
+        }
+    }
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+    // A pull for an id the hub no longer has deletes it here too.
+    let missing = BatchPull {
+        entity: "job".into(),
+        parts: vec!["status".into()],
+        items: vec![],
+        missing: vec!["j1".into()],
+    };
+    assert!(replica.merge_pulled(&missing).unwrap().changed[0].gone);
+}
+
+fn kitchen_only(store: &Store) {
+    run(
+        store,
+        vec![
+            m("job_order_batch", Action::Insert, json!({"id": "b1", "order_id": "o1", "batch_no": 1, "created_at": T})),
+            m("job_order_header", Action::Insert, json!({"id": "j1", "order_id": "o1", "batch_id": "b1", "station": "grill", "created_at": T})),
+            m("job_order_header", Action::Insert, json!({"id": "j2", "order_id": "o1", "batch_id": "b1", "station": "cold", "created_at": T})),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn provisional_apply_shows_a_confirmed_write_until_the_hub_version_arrives() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let (_r, till) = replica_of(&hub);
+    let mutation = line("l1", 2, 1500);
+    let batch = MutationBatch {
+        mutations: vec![mutation.clone()],
+        source: Some("till-a".into()),
+    };
+    let confirmed = hub.apply(&batch, &hub_mode()).unwrap();
+    let seqs: HashMap<String, i64> = confirmed
+        .results
+        .iter()
+        .map(|r| (r.mid.clone(), r.seq))
+        .collect();
+    let local = till
+        .apply(
+            &batch,
+            &ApplyMode::Provisional {
+                confirmed: seqs.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(local.capsules[0].capsule.parts, ["lines", "totals"]);
+    assert_eq!(
+        till.pull("order", "o1", Some("totals")).unwrap().payload["subtotal"],
+        3000
+    );
+    // Local versions were not advanced, so the hub's capsule still pulls and converges.
+    let before: BTreeMap<String, i64> = till.part_versions("order", "o1").unwrap().unwrap();
+    assert!(before["lines"] < seqs[&mutation.mid]);
+    till.merge_pulled(&pull_all(&hub, "order", "o1", Some("lines,totals")))
+        .unwrap();
+    assert_eq!(till.digest().unwrap(), hub.digest().unwrap());
+    // Applying it again provisionally is a harmless duplicate.
+    let again = till
+        .apply(&batch, &ApplyMode::Provisional { confirmed: seqs })
+        .unwrap();
+    assert_eq!(again.results[0].status, MutationStatus::Duplicate);
+    assert_eq!(till.digest().unwrap(), hub.digest().unwrap());
+}
+
+#[test]
+fn reopening_keeps_node_id_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.sqlite3");
+    let schema = std::sync::Arc::new(capsule_protocol::Schema::builtin());
+    let (id, digest) = {
+        let s = Store::open(&path, schema.clone()).unwrap();
+        shift_and_order(&s);
+        (s.node_id().to_string(), s.digest().unwrap())
+    };
+    let s = Store::open(&path, schema).unwrap();
+    assert_eq!(s.node_id(), id);
+    assert_eq!(s.digest().unwrap(), digest);
+}
