@@ -1,1 +1,10 @@
-//! placeholder
+//! Capsule POS node: composes a hub or a till from the core crates, and the `tilld` CLI.
+//!
+//! The desktop shell (`src-tauri`) and the headless binary both start nodes through
+//! [`node::start`], so they run the same code.
+
+pub mod cli;
+pub mod demo;
+pub mod node;
+
+pub use node::{NodeConfig, Role, RunningNode, start};

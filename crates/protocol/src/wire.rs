@@ -47,6 +47,8 @@ pub enum Frame {
     Capsule { seq: i64, capsule: Capsule },
     /// The subscriber fell too far behind and missed frames; it must resynchronise.
     Lagged { missed: u64 },
+    /// A till's local stream only: its data was replaced wholesale (a fresh snapshot); reload.
+    Reset { seq: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,1 +1,60 @@
-//! placeholder
+//! Capsule POS replica: how a till keeps its local SQLite in step with the hub.
+//!
+//! [`follow`] runs the link: connect to the hub's `/ws`, take a snapshot when the local copy
+//! cannot be trusted to be current, then for each burst of capsules pull only the parts that
+//! are newer than what is here (one batch request per entity) and merge them. [`Forwarder`]
+//! sends the till's own writes to the hub and applies the confirmed ones locally at once.
+
+mod follow;
+mod forward;
+mod link;
+
+pub use follow::{FollowConfig, follow};
+pub use forward::Forwarder;
+pub use link::{Link, LinkState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    #[error("hub answered {status}: {message}")]
+    Hub { status: u16, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Store(#[from] capsule_store::StoreError),
+}
+
+pub type Result<T, E = ReplicaError> = std::result::Result<T, E>;
+
+/// A change to the local replica, for the node's own screens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalChange {
+    /// These parts of this entity changed here (merged, deleted, or a local write).
+    Changed(capsule_protocol::Capsule),
+    /// Everything was replaced by a snapshot; reload.
+    Reset,
+}
+
+/// Called for every local change, in order.
+pub type OnChange = std::sync::Arc<dyn Fn(LocalChange) + Send + Sync>;
+
+/// `http://host:port` -> `ws://host:port/ws`.
+pub fn ws_url(hub_url: &str) -> String {
+    let base = hub_url.trim_end_matches('/');
+    let rest = base.strip_prefix("http://").map(|r| format!("ws://{r}"));
+    let rest = rest.or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")));
+    format!("{}/ws", rest.unwrap_or_else(|| base.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ws_url_follows_the_scheme() {
+        assert_eq!(
+            super::ws_url("http://127.0.0.1:9000/"),
+            "ws://127.0.0.1:9000/ws"
+        );
+        assert_eq!(super::ws_url("https://hub.local"), "wss://hub.local/ws");
+    }
+}

@@ -1,0 +1,124 @@
+//! The `tilld` command line: run a hub or a till headless, serving the UI over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use capsule_protocol::Schema;
+use clap::Parser;
+
+use crate::node::{NodeConfig, Role, start};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tilld",
+    version,
+    about = "Capsule POS node: a hub or a till, headless."
+)]
+pub struct Args {
+    /// What this node is.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Directory for this node's SQLite database.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address to serve the API and UI on (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The hub to follow, e.g. http://192.168.1.10:7700 (till only).
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Seed an empty hub with a demo restaurant service.
+    #[arg(long)]
+    pub demo: bool,
+    /// Built UI to serve at / (default: ui/dist if present).
+    #[arg(long)]
+    pub ui: Option<PathBuf>,
+    /// Schema file to use instead of the built-in one.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+}
+
+/// Entry point of the `tilld` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tilld: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let schema = match &args.schema {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Schema::from_toml(&text).with_context(|| format!("schema {}", path.display()))?
+        }
+        None => Schema::builtin(),
+    };
+    if args.role == Role::Till && args.hub.is_none() {
+        anyhow::bail!("a till needs --hub http://HOST:PORT");
+    }
+    if args.role == Role::Hub && args.hub.is_some() {
+        anyhow::bail!("--hub is for tills; a hub serves its own data");
+    }
+    if args.demo && args.role != Role::Hub {
+        anyhow::bail!("--demo seeds a hub; tills get the demo from their hub");
+    }
+    let default_port = if args.role == Role::Hub { 7700 } else { 7701 };
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
+    let ui_dir = args
+        .ui
+        .or_else(|| Some(PathBuf::from("ui/dist")).filter(|p| p.join("index.html").is_file()));
+    let mut node = start(NodeConfig {
+        role: args.role,
+        data_dir: args.data,
+        listen,
+        hub_url: args.hub,
+        demo: args.demo,
+        ui_dir,
+        schema: Arc::new(schema),
+    })
+    .await?;
+    // Tests and scripts read this line to learn the port.
+    println!("listening on {}", node.url());
+    tracing::info!(role = ?args.role, node_id = %node.node_id, "node started");
+    tokio::select! {
+        r = node.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,214 @@
+//! A running node: a hub or a till, its HTTP server (API, `/ws`, the UI) and background tasks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
+use capsule_hub::{ApiError, Hub, Stream};
+use capsule_protocol::{MutationBatch, NodeStatus, Schema};
+use capsule_replica::{FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError};
+use capsule_store::Store;
+use tokio::net::TcpListener;
+use tower_http::services::{ServeDir, ServeFile};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Owns the authoritative data and the capsule stream.
+    Hub,
+    /// Keeps a replica of the hub's data and forwards its own writes.
+    Till,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The hub to follow (till only).
+    pub hub_url: Option<String>,
+    /// Seed an empty hub with a demo restaurant day.
+    pub demo: bool,
+    /// Built UI to serve at `/` (`ui/dist`).
+    pub ui_dir: Option<PathBuf>,
+    pub schema: Arc<Schema>,
+}
+
+/// A node that is serving; dropping it does not stop it, `shutdown` does.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub node_id: String,
+    pub store: Arc<Store>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for t in &self.background {
+            t.abort();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.server)
+            .await
+            .context("server task")?
+            .context("server")?;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (an I/O error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server)
+            .await
+            .context("server task")?
+            .context("server")?;
+        Ok(())
+    }
+}
+
+/// Opens the store, starts the role's tasks and binds the server. Prints nothing; the CLI
+/// prints the `listening on` line.
+pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("node.sqlite3");
+    let schema = config.schema.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db, schema))
+        .await?
+        .with_context(|| {
+            format!(
+                "cannot open {}",
+                config.data_dir.join("node.sqlite3").display()
+            )
+        })?;
+    let store = Arc::new(store);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let self_url = format!("http://{addr}");
+
+    let mut background = Vec::new();
+    let router = match config.role {
+        Role::Hub => {
+            if config.demo {
+                let s = store.clone();
+                let seeded =
+                    tokio::task::spawn_blocking(move || crate::demo::seed_if_empty(&s)).await??;
+                if seeded > 0 {
+                    tracing::info!(mutations = seeded, "seeded demo data");
+                }
+            }
+            let hub = Hub::start(store.clone())?;
+            let stream = hub.stream.clone();
+            let node_id = store.node_id().to_string();
+            let status: StatusHandler = Arc::new(move || NodeStatus {
+                node_id: node_id.clone(),
+                role: "hub".into(),
+                state: "online".into(),
+                hub_url: Some(self_url.clone()),
+                hub_node_id: Some(node_id.clone()),
+                seq: stream.last_seq(),
+                pending: 0,
+                offline_since: None,
+            });
+            let router = hub.router(status);
+            // The hub lives as long as the server: its publisher stops when it drops.
+            let hub = Arc::new(hub);
+            router.layer(axum::Extension(hub))
+        }
+        Role::Till => {
+            let hub_url = config.hub_url.clone().context("a till needs --hub URL")?;
+            let ui_stream = Stream::new(store.node_id().to_string(), "till");
+            let on_change: OnChange = {
+                let ui = ui_stream.clone();
+                Arc::new(move |c| match c {
+                    LocalChange::Changed(capsule) => ui.publish_next(capsule),
+                    LocalChange::Reset => ui.publish_reset(),
+                })
+            };
+            let link = Link::default();
+            background.push(tokio::spawn(capsule_replica::follow(
+                store.clone(),
+                FollowConfig::new(hub_url.clone()),
+                link.clone(),
+                on_change.clone(),
+            )));
+            let forwarder = Arc::new(Forwarder::new(store.clone(), &hub_url, on_change));
+            let mutations: MutationHandler = Arc::new(move |batch: MutationBatch| {
+                let f = forwarder.clone();
+                Box::pin(async move { f.submit(batch).await.map_err(forward_error) })
+            });
+            let node_id = store.node_id().to_string();
+            let status: StatusHandler = Arc::new(move || {
+                let l = link.get();
+                NodeStatus {
+                    node_id: node_id.clone(),
+                    role: "till".into(),
+                    state: l.state.as_str().into(),
+                    hub_url: Some(hub_url.clone()),
+                    hub_node_id: l.hub_node_id,
+                    seq: l.seq,
+                    pending: 0,
+                    offline_since: l.offline_since,
+                }
+            });
+            api::router(ApiState {
+                store: store.clone(),
+                stream: ui_stream,
+                mutations,
+                status,
+            })
+        }
+    };
+    let router = with_ui(router, config.ui_dir.as_deref());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(capsule_hub::serve(listener, router, async {
+        let _ = rx.await;
+    }));
+    Ok(RunningNode {
+        addr,
+        node_id: store.node_id().to_string(),
+        store,
+        shutdown: Some(tx),
+        server,
+        background,
+    })
+}
+
+fn forward_error(e: ReplicaError) -> ApiError {
+    match e {
+        ReplicaError::Store(s) => s.into(),
+        ReplicaError::Hub { status, message } => ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            message,
+        ),
+        ReplicaError::Unreachable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+        ReplicaError::Protocol(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+    }
+}
+
+const UI_MISSING: &str = "<!doctype html><meta charset=utf-8><title>Capsule POS</title>\
+<h1>Capsule POS node is running</h1><p>The UI is not built. Run <code>./scripts/demo</code> \
+(or <code>npm ci &amp;&amp; npm run build</code> in <code>ui/</code>) and reload.</p>\
+<p>API: <a href=/api/status>/api/status</a>, <a href=/api/schema>/api/schema</a>.</p>";
+
+fn with_ui(router: Router, ui_dir: Option<&std::path::Path>) -> Router {
+    match ui_dir {
+        Some(dir) if dir.join("index.html").is_file() => router
+            .fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
+        _ => router.fallback(|| async { axum::response::Html(UI_MISSING) }),
+    }
+}
