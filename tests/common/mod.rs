@@ -1,0 +1,192 @@
+//! Test harness: real `tilld` processes on 127.0.0.1, real SQLite files, a blocking client.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Value, json};
+
+pub const T: &str = "2026-11-24T12:00:00Z";
+
+/// A running `tilld`; SIGKILLed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Node {
+    /// Starts `tilld` with `args` and waits for its `listening on` line.
+    pub fn spawn(data: &Path, args: &[&str]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
+        cmd.args(args).arg("--data").arg(data).stdout(Stdio::piped()).stderr(Stdio::null());
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd.spawn().expect("tilld starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("tilld printed its address");
+        let url = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string();
+        Node { child, url, data: data.to_path_buf() }
+    }
+
+    pub fn hub(data: &Path) -> Node {
+        Node::spawn(data, &["--role", "hub"])
+    }
+
+    pub fn till(data: &Path, hub: &Node) -> Node {
+        Node::spawn(data, &["--role", "till", "--hub", &hub.url])
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().unwrap();
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data.join("node.sqlite3")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = client().get(format!("{}{path}", self.url)).send().expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Posts mutations given as (table, action, row) and returns the status and answer.
+    pub fn mutate(&self, muts: &[(&str, &str, Value)]) -> (u16, Value) {
+        let body = json!({"mutations": muts.iter().map(|(t, a, r)| mutation(t, a, r.clone())).collect::<Vec<_>>()});
+        self.post_raw("/api/mutations", &body.to_string())
+    }
+
+    /// Like `mutate`, asserting every mutation was applied.
+    pub fn apply(&self, muts: &[(&str, &str, Value)]) -> Value {
+        let (status, body) = self.mutate(muts);
+        assert_eq!(status, 200, "mutations refused: {body}");
+        for r in body["results"].as_array().unwrap() {
+            assert_eq!(r["status"], "applied", "{body}");
+        }
+        body
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+pub fn mutation(table: &str, action: &str, row: Value) -> Value {
+    json!({"mid": uuid::Uuid::new_v4().to_string(), "table": table, "action": action, "row": row})
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+const SYNCED: &[&str] =
+    &["order_header", "order_line", "order_payment", "job_order_header", "job_order_detail", "job_order_batch", "pos_shift"];
+
+/// Every synced row of a node's SQLite file, opened read-only, as sorted text.
+pub fn dump(db: &Path) -> Vec<String> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db read-only");
+    let mut out = Vec::new();
+    for table in SYNCED {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY id")).unwrap();
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let rows = stmt
+            .query_map([], |r| {
+                let mut cells = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    cells.push(format!("{n}={v:?}"));
+                }
+                Ok(format!("{table}: {}", cells.join(" ")))
+            })
+            .unwrap();
+        for r in rows {
+            out.push(r.unwrap());
+        }
+    }
+    out
+}
+
+pub fn count(db: &Path, table: &str) -> i64 {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+}
+
+/// Polls until `cond` holds, panicking with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until every till's file holds exactly the hub's rows.
+pub fn assert_converges(hub: &Node, tills: &[&Node]) {
+    let mut last = String::new();
+    let start = Instant::now();
+    loop {
+        let want = dump(&hub.db());
+        let mut all = true;
+        for t in tills {
+            let have = dump(&t.db());
+            if have != want {
+                all = false;
+                let diff: Vec<_> = want.iter().filter(|r| !have.contains(r)).take(3).collect();
+                last = format!("{} differs from hub: e.g. hub has {diff:?} ({} vs {} rows)", t.url, want.len(), have.len());
+            }
+        }
+        if all {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "tills did not converge: {last}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A shift and an order with two lines, as a cashier would ring them up.
+pub fn open_order(node: &Node, shift: &str, order: &str, order_no: i64) {
+    node.apply(&[
+        ("pos_shift", "save", json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T})),
+        ("order_header", "insert", json!({"id": order, "order_no": order_no, "shift_id": shift, "opened_at": T, "tax_rate_bp": 1500, "table_label": "T3"})),
+        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Hummus", "name_ar": "حمص", "qty": 2, "unit_price": 1500, "station": "cold", "created_at": T})),
+        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Lamb kofta", "name_ar": "كفتة لحم", "qty": 1, "unit_price": 4200, "station": "grill", "created_at": T})),
+    ]);
+}

@@ -1,0 +1,246 @@
+//! End to end: a hub and tills as real processes converge, survive kill -9, and refuse bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+#[test]
+fn tills_converge_on_writes_through_the_hub_and_through_a_till() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let a = Node::till(&dir.path().join("a"), &hub);
+    let b = Node::till(&dir.path().join("b"), &hub);
+
+    // The cashier at till A rings up an order; it is in A's own file when the call returns.
+    let (shift, order) = (new_id(), new_id());
+    open_order(&a, &shift, &order, 1);
+    let (_, local) = a.get(&format!("/api/entities/order/{order}?parts=totals"));
+    assert_eq!(local["payload"]["subtotal"], 7200, "{local}");
+    assert_eq!(local["payload"]["total"], 8280);
+
+    // The hub sends it to the kitchen: a batch with a job per station.
+    let (batch, grill, cold) = (new_id(), new_id(), new_id());
+    hub.apply(&[
+        ("job_order_batch", "insert", json!({"id": batch, "order_id": order, "batch_no": 1, "created_at": T})),
+        ("job_order_header", "insert", json!({"id": grill, "order_id": order, "batch_id": batch, "station": "grill", "created_at": T})),
+        ("job_order_header", "insert", json!({"id": cold, "order_id": order, "batch_id": batch, "station": "cold", "created_at": T})),
+        ("job_order_detail", "insert", json!({"id": new_id(), "job_id": grill, "name_en": "Lamb kofta", "name_ar": "كفتة لحم", "qty": 1})),
+        ("order_header", "merge", json!({"id": order, "status": "sent"})),
+    ]);
+    assert_converges(&hub, &[&a, &b]);
+
+    // The kitchen bumps both jobs from till B's screen: the batch turns ready everywhere.
+    b.apply(&[("job_order_header", "merge", json!({"id": grill, "status": "ready"}))]);
+    b.apply(&[("job_order_header", "merge", json!({"id": cold, "status": "ready"}))]);
+    assert_converges(&hub, &[&a, &b]);
+    let (_, on_a) = a.get(&format!("/api/entities/batch/{batch}?parts=status"));
+    assert_eq!(on_a["payload"]["status"], "ready");
+    assert_eq!(on_a["payload"]["jobs_ready"], 2);
+
+    // Payment at till A; shift totals follow on every node.
+    a.apply(&[
+        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "cash", "amount": 8280, "tendered": 10000, "paid_at": T})),
+        ("order_header", "merge", json!({"id": order, "status": "paid"})),
+    ]);
+    assert_converges(&hub, &[&a, &b]);
+    let (_, shift_on_b) = b.get(&format!("/api/entities/shift/{shift}?parts=totals"));
+    assert_eq!(shift_on_b["payload"]["cash_sales"], 8280);
+
+    // A line deleted at the hub disappears from the tills' files.
+    let (_, lines) = hub.get(&format!("/api/entities/order/{order}?parts=lines"));
+    let line = lines["payload"]["lines"][0]["id"].as_str().unwrap().to_string();
+    hub.apply(&[("order_line", "delete", json!({"id": line}))]);
+    assert_converges(&hub, &[&a, &b]);
+    assert_eq!(count(&a.db(), "order_line"), 1);
+}
+
+#[test]
+fn capsule_frames_are_signals_without_row_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 7);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ws_url = format!("{}/ws", hub.url.replace("http://", "ws://"));
+    let (mut ws, _) = rt.block_on(tokio_tungstenite::connect_async(ws_url)).unwrap();
+    let next = |ws: &mut _| -> String {
+        rt.block_on(async {
+            let ws: &mut tokio_tungstenite::WebSocketStream<_> = ws;
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                    return t.to_string();
+                }
+            }
+        })
+    };
+    let hello: Value = serde_json::from_str(&next(&mut ws)).unwrap();
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["role"], "hub");
+
+    hub.apply(&[(
+        "order_line",
+        "insert",
+        json!({"id": new_id(), "order_id": order, "name_en": "Saffron kunafa", "name_ar": "كنافة بالزعفران", "qty": 3, "unit_price": 2275, "created_at": T}),
+    )]);
+    let text = next(&mut ws);
+    let frame: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(frame["type"], "capsule");
+    assert_eq!(frame["seq"], hello["seq"].as_i64().unwrap() + 1);
+    let capsule = frame["capsule"].as_object().unwrap();
+    let mut keys: Vec<&str> = capsule.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["entity", "id", "parts", "source", "ts", "v"]);
+    assert_eq!(capsule["entity"], "order");
+    assert_eq!(capsule["id"], order.as_str());
+    assert_eq!(capsule["parts"], json!(["lines", "totals"]));
+    for data in ["kunafa", "كنافة", "2275", "6825"] {
+        assert!(!text.contains(data), "frame carries row data {data}: {text}");
+    }
+
+    // What the capsule replaces: the whole order as the legacy stream sent it.
+    let (_, full) = hub.get(&format!("/api/entities/order/{order}"));
+    let row_bytes = serde_json::to_string(&full["payload"]).unwrap().len();
+    eprintln!("capsule frame: {} bytes; full order row with lines: {row_bytes} bytes", text.len());
+    assert!(text.len() * 5 < row_bytes, "capsule {} bytes vs row {row_bytes} bytes", text.len());
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 1);
+    assert_converges(&hub, &[&till]);
+    let before = dump(&hub.db());
+
+    let mid = uuid::Uuid::new_v4().to_string();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed JSON", "{\"mutations\": [".into(), 400, "malformed"),
+        ("not an object", "[1,2]".into(), 400, "malformed"),
+        ("unknown action", json!({"mutations": [{"mid": mid, "table": "order_header", "action": "upsert", "row": {"id": order}}]}).to_string(), 400, "upsert"),
+        ("unknown table", json!({"mutations": [mutation("menu", "insert", json!({"id": "x"}))]}).to_string(), 400, "unknown table 'menu'"),
+        ("unknown column", json!({"mutations": [mutation("order_header", "merge", json!({"id": order, "colour": "red"}))]}).to_string(), 400, "no column 'colour'"),
+        ("wrong type", json!({"mutations": [mutation("order_line", "merge", json!({"id": order, "qty": "two"}))]}).to_string(), 400, "'qty' must be an integer"),
+        ("float money", json!({"mutations": [mutation("order_header", "merge", json!({"id": order, "order_discount": 1.5}))]}).to_string(), 400, "minor units"),
+        ("missing id", json!({"mutations": [mutation("order_header", "merge", json!({"note": "x"}))]}).to_string(), 400, "row.id is missing"),
+        ("derived column", json!({"mutations": [mutation("order_header", "merge", json!({"id": order, "total": 1}))]}).to_string(), 400, "computed by the core"),
+        ("insert existing id", json!({"mutations": [mutation("order_header", "insert", json!({"id": order, "order_no": 9, "shift_id": shift, "opened_at": T}))]}).to_string(), 409, "already exists"),
+        ("merge missing row", json!({"mutations": [mutation("order_header", "merge", json!({"id": "ghost", "note": "x"}))]}).to_string(), 404, "does not exist"),
+        // A good mutation before a bad one is rolled back with it.
+        ("good then bad", json!({"mutations": [mutation("order_header", "merge", json!({"id": order, "note": "should not stick"})), mutation("order_header", "merge", json!({"id": "ghost", "note": "x"}))]}).to_string(), 404, "mutation 1"),
+    ];
+    for node in [&hub, &till] {
+        for (what, body, status, needle) in &cases {
+            let (got, answer) = node.post_raw("/api/mutations", body);
+            assert_eq!(got, *status, "{what} at {}: {answer}", node.url);
+            let error = answer["error"].as_str().unwrap_or_else(|| panic!("{what}: no error field in {answer}"));
+            assert!(error.contains(needle), "{what}: '{error}' should mention '{needle}'");
+        }
+    }
+    let reads: Vec<(String, u16, &str)> = vec![
+        ("/api/entities/menu/x".into(), 404, "unknown entity"),
+        ("/api/entities/order/ghost".into(), 404, "does not exist"),
+        (format!("/api/entities/order/{order}?parts=status,colour"), 400, "no part 'colour'"),
+        ("/api/entities?entity=job".into(), 400, "ids"),
+        ("/api/entities?ids=a".into(), 400, "entity"),
+        ("/api/nothing-here".into(), 404, "no such endpoint"),
+    ];
+    for (path, status, needle) in reads {
+        let (got, answer) = hub.get(&path);
+        assert_eq!(got, status, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{path}: {answer}");
+    }
+    let (got, batch) = hub.get(&format!("/api/entities?entity=order&ids={order},ghost&parts=status"));
+    assert_eq!(got, 200);
+    assert_eq!(batch["missing"], json!(["ghost"]));
+    assert_eq!(batch["items"][0]["payload"]["status"], "open");
+
+    assert_eq!(dump(&hub.db()), before, "bad input changed stored data");
+    assert_eq!(hub.get("/healthz").0, 200);
+    // And the hub still takes good writes from the till afterwards.
+    till.apply(&[("order_header", "merge", json!({"id": order, "note": "after the storm"}))]);
+    assert_converges(&hub, &[&till]);
+}
+
+#[test]
+fn a_retried_mutation_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let (shift, order) = (new_id(), new_id());
+    open_order(&till, &shift, &order, 1);
+    let body = json!({"mutations": [mutation("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Ayran", "qty": 1, "unit_price": 900, "created_at": T}))]}).to_string();
+    let (s1, first) = till.post_raw("/api/mutations", &body);
+    let (s2, second) = till.post_raw("/api/mutations", &body);
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(first["results"][0]["status"], "applied");
+    assert_eq!(second["results"][0]["status"], "duplicate");
+    assert_eq!(second["results"][0]["seq"], first["results"][0]["seq"]);
+    assert_converges(&hub, &[&till]);
+    assert_eq!(count(&hub.db(), "order_line"), 3);
+    let (_, o) = hub.get(&format!("/api/entities/order/{order}?parts=totals"));
+    assert_eq!(o["payload"]["subtotal"], 7200 + 900);
+}
+
+#[test]
+fn a_till_killed_with_sigkill_catches_up_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till_dir = dir.path().join("till");
+    let till = Node::till(&till_dir, &hub);
+    let other = Node::till(&dir.path().join("other"), &hub);
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 1);
+    assert_converges(&hub, &[&till, &other]);
+
+    till.kill9();
+    // Life goes on while it is down: writes through the hub and the other till, a delete.
+    for n in 2..12 {
+        open_order(&other, &shift, &new_id(), n);
+    }
+    hub.apply(&[("order_header", "delete", json!({"id": order}))]);
+
+    let till = Node::till(&till_dir, &hub);
+    assert_converges(&hub, &[&till, &other]);
+    assert_eq!(count(&till.db(), "order_header"), 10);
+    let (_, status) = till.get("/api/status");
+    assert_eq!(status["state"], "online");
+    assert_eq!(status["role"], "till");
+}
+
+#[test]
+fn a_till_says_clearly_when_the_hub_is_down_and_recovers_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let hub = Node::hub(&hub_dir);
+    let port = hub.port();
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 1);
+    assert_converges(&hub, &[&till]);
+    let before = dump(&till.db());
+
+    hub.kill9();
+    let (status, answer) = till.mutate(&[("order_header", "merge", json!({"id": order, "note": "lost?"}))]);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("did not answer"), "{answer}");
+    assert_eq!(dump(&till.db()), before, "a refused write must not be half-recorded");
+    wait_until(Duration::from_secs(10), "till to report offline", || till.get("/api/status").1["state"] == "offline");
+    let (_, st) = till.get("/api/status");
+    assert!(st["offline_since"].as_i64().is_some(), "{st}");
+    // Reads keep working from the local file while the hub is gone.
+    assert_eq!(till.get(&format!("/api/entities/order/{order}?parts=status")).0, 200);
+
+    let listen = format!("127.0.0.1:{port}");
+    let hub = Node::spawn(&hub_dir, &["--role", "hub", "--listen", &listen]);
+    wait_until(Duration::from_secs(15), "till to come back online", || till.get("/api/status").1["state"] == "online");
+    till.apply(&[("order_header", "merge", json!({"id": order, "note": "back"}))]);
+    assert_converges(&hub, &[&till]);
+}
