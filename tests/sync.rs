@@ -34,8 +34,16 @@ fn tills_converge_on_writes_through_the_hub_and_through_a_till() {
     assert_converges(&hub, &[&a, &b]);
 
     // The kitchen bumps both jobs from till B's screen: the batch turns ready everywhere.
-    b.apply(&[("job_order_header", "merge", json!({"id": grill, "status": "ready"}))]);
-    b.apply(&[("job_order_header", "merge", json!({"id": cold, "status": "ready"}))]);
+    b.apply(&[(
+        "job_order_header",
+        "merge",
+        json!({"id": grill, "status": "ready"}),
+    )]);
+    b.apply(&[(
+        "job_order_header",
+        "merge",
+        json!({"id": cold, "status": "ready"}),
+    )]);
     assert_converges(&hub, &[&a, &b]);
     let (_, on_a) = a.get(&format!("/api/entities/batch/{batch}?parts=status"));
     assert_eq!(on_a["payload"]["status"], "ready");
@@ -52,7 +60,10 @@ fn tills_converge_on_writes_through_the_hub_and_through_a_till() {
 
     // A line deleted at the hub disappears from the tills' files.
     let (_, lines) = hub.get(&format!("/api/entities/order/{order}?parts=lines"));
-    let line = lines["payload"]["lines"][0]["id"].as_str().unwrap().to_string();
+    let line = lines["payload"]["lines"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     hub.apply(&[("order_line", "delete", json!({"id": line}))]);
     assert_converges(&hub, &[&a, &b]);
     assert_eq!(count(&a.db(), "order_line"), 1);
@@ -67,12 +78,18 @@ fn capsule_frames_are_signals_without_row_data() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ws_url = format!("{}/ws", hub.url.replace("http://", "ws://"));
-    let (mut ws, _) = rt.block_on(tokio_tungstenite::connect_async(ws_url)).unwrap();
+    let (mut ws, _) = rt
+        .block_on(tokio_tungstenite::connect_async(ws_url))
+        .unwrap();
     let next = |ws: &mut _| -> String {
         rt.block_on(async {
             let ws: &mut tokio_tungstenite::WebSocketStream<_> = ws;
             loop {
-                let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+                let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
                 if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
                     return t.to_string();
                 }
@@ -100,14 +117,24 @@ fn capsule_frames_are_signals_without_row_data() {
     assert_eq!(capsule["id"], order.as_str());
     assert_eq!(capsule["parts"], json!(["lines", "totals"]));
     for data in ["kunafa", "كنافة", "2275", "6825"] {
-        assert!(!text.contains(data), "frame carries row data {data}: {text}");
+        assert!(
+            !text.contains(data),
+            "frame carries row data {data}: {text}"
+        );
     }
 
     // What the capsule replaces: the whole order as the legacy stream sent it.
     let (_, full) = hub.get(&format!("/api/entities/order/{order}"));
     let row_bytes = serde_json::to_string(&full["payload"]).unwrap().len();
-    eprintln!("capsule frame: {} bytes; full order row with lines: {row_bytes} bytes", text.len());
-    assert!(text.len() * 5 < row_bytes, "capsule {} bytes vs row {row_bytes} bytes", text.len());
+    eprintln!(
+        "capsule frame: {} bytes; full order row with lines: {row_bytes} bytes",
+        text.len()
+    );
+    assert!(
+        text.len() * 5 < row_bytes,
+        "capsule {} bytes vs row {row_bytes} bytes",
+        text.len()
+    );
 }
 
 #[test]
@@ -140,14 +167,23 @@ fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         for (what, body, status, needle) in &cases {
             let (got, answer) = node.post_raw("/api/mutations", body);
             assert_eq!(got, *status, "{what} at {}: {answer}", node.url);
-            let error = answer["error"].as_str().unwrap_or_else(|| panic!("{what}: no error field in {answer}"));
-            assert!(error.contains(needle), "{what}: '{error}' should mention '{needle}'");
+            let error = answer["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no error field in {answer}"));
+            assert!(
+                error.contains(needle),
+                "{what}: '{error}' should mention '{needle}'"
+            );
         }
     }
     let reads: Vec<(String, u16, &str)> = vec![
         ("/api/entities/menu/x".into(), 404, "unknown entity"),
         ("/api/entities/order/ghost".into(), 404, "does not exist"),
-        (format!("/api/entities/order/{order}?parts=status,colour"), 400, "no part 'colour'"),
+        (
+            format!("/api/entities/order/{order}?parts=status,colour"),
+            400,
+            "no part 'colour'",
+        ),
         ("/api/entities?entity=job".into(), 400, "ids"),
         ("/api/entities?ids=a".into(), 400, "entity"),
         ("/api/nothing-here".into(), 404, "no such endpoint"),
@@ -155,9 +191,14 @@ fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     for (path, status, needle) in reads {
         let (got, answer) = hub.get(&path);
         assert_eq!(got, status, "{path}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains(needle), "{path}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(needle),
+            "{path}: {answer}"
+        );
     }
-    let (got, batch) = hub.get(&format!("/api/entities?entity=order&ids={order},ghost&parts=status"));
+    let (got, batch) = hub.get(&format!(
+        "/api/entities?entity=order&ids={order},ghost&parts=status"
+    ));
     assert_eq!(got, 200);
     assert_eq!(batch["missing"], json!(["ghost"]));
     assert_eq!(batch["items"][0]["payload"]["status"], "open");
@@ -165,7 +206,11 @@ fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     assert_eq!(dump(&hub.db()), before, "bad input changed stored data");
     assert_eq!(hub.get("/healthz").0, 200);
     // And the hub still takes good writes from the till afterwards.
-    till.apply(&[("order_header", "merge", json!({"id": order, "note": "after the storm"}))]);
+    till.apply(&[(
+        "order_header",
+        "merge",
+        json!({"id": order, "note": "after the storm"}),
+    )]);
     assert_converges(&hub, &[&till]);
 }
 
@@ -228,19 +273,42 @@ fn a_till_says_clearly_when_the_hub_is_down_and_recovers_when_it_returns() {
     let before = dump(&till.db());
 
     hub.kill9();
-    let (status, answer) = till.mutate(&[("order_header", "merge", json!({"id": order, "note": "lost?"}))]);
+    let (status, answer) = till.mutate(&[(
+        "order_header",
+        "merge",
+        json!({"id": order, "note": "lost?"}),
+    )]);
     assert_eq!(status, 503, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("did not answer"), "{answer}");
-    assert_eq!(dump(&till.db()), before, "a refused write must not be half-recorded");
-    wait_until(Duration::from_secs(10), "till to report offline", || till.get("/api/status").1["state"] == "offline");
+    assert!(
+        answer["error"].as_str().unwrap().contains("did not answer"),
+        "{answer}"
+    );
+    assert_eq!(
+        dump(&till.db()),
+        before,
+        "a refused write must not be half-recorded"
+    );
+    wait_until(Duration::from_secs(10), "till to report offline", || {
+        till.get("/api/status").1["state"] == "offline"
+    });
     let (_, st) = till.get("/api/status");
     assert!(st["offline_since"].as_i64().is_some(), "{st}");
     // Reads keep working from the local file while the hub is gone.
-    assert_eq!(till.get(&format!("/api/entities/order/{order}?parts=status")).0, 200);
+    assert_eq!(
+        till.get(&format!("/api/entities/order/{order}?parts=status"))
+            .0,
+        200
+    );
 
     let listen = format!("127.0.0.1:{port}");
     let hub = Node::spawn(&hub_dir, &["--role", "hub", "--listen", &listen]);
-    wait_until(Duration::from_secs(15), "till to come back online", || till.get("/api/status").1["state"] == "online");
-    till.apply(&[("order_header", "merge", json!({"id": order, "note": "back"}))]);
+    wait_until(Duration::from_secs(15), "till to come back online", || {
+        till.get("/api/status").1["state"] == "online"
+    });
+    till.apply(&[(
+        "order_header",
+        "merge",
+        json!({"id": order, "note": "back"}),
+    )]);
     assert_converges(&hub, &[&till]);
 }

@@ -22,7 +22,11 @@ impl Node {
     /// Starts `tilld` with `args` and waits for its `listening on` line.
     pub fn spawn(data: &Path, args: &[&str]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
-        cmd.args(args).arg("--data").arg(data).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args(args)
+            .arg("--data")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -37,9 +41,18 @@ impl Node {
             // Keep draining so the node never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("tilld printed its address");
-        let url = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string();
-        Node { child, url, data: data.to_path_buf() }
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tilld printed its address");
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        Node {
+            child,
+            url,
+            data: data.to_path_buf(),
+        }
     }
 
     pub fn hub(data: &Path) -> Node {
@@ -65,7 +78,10 @@ impl Node {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = client().get(format!("{}{path}", self.url)).send().expect("request");
+        let r = client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(Value::Null))
     }
@@ -106,7 +122,10 @@ impl Drop for Node {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 pub fn mutation(table: &str, action: &str, row: Value) -> Value {
@@ -117,15 +136,25 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-const SYNCED: &[&str] =
-    &["order_header", "order_line", "order_payment", "job_order_header", "job_order_detail", "job_order_batch", "pos_shift"];
+const SYNCED: &[&str] = &[
+    "order_header",
+    "order_line",
+    "order_payment",
+    "job_order_header",
+    "job_order_detail",
+    "job_order_batch",
+    "pos_shift",
+];
 
 /// Every synced row of a node's SQLite file, opened read-only, as sorted text.
 pub fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db read-only");
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open db read-only");
     let mut out = Vec::new();
     for table in SYNCED {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY id")).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
+            .unwrap();
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
         let rows = stmt
             .query_map([], |r| {
@@ -146,14 +175,18 @@ pub fn dump(db: &Path) -> Vec<String> {
 
 pub fn count(db: &Path, table: &str) -> i64 {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
 }
 
 /// Polls until `cond` holds, panicking with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -170,13 +203,21 @@ pub fn assert_converges(hub: &Node, tills: &[&Node]) {
             if have != want {
                 all = false;
                 let diff: Vec<_> = want.iter().filter(|r| !have.contains(r)).take(3).collect();
-                last = format!("{} differs from hub: e.g. hub has {diff:?} ({} vs {} rows)", t.url, want.len(), have.len());
+                last = format!(
+                    "{} differs from hub: e.g. hub has {diff:?} ({} vs {} rows)",
+                    t.url,
+                    want.len(),
+                    have.len()
+                );
             }
         }
         if all {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "tills did not converge: {last}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "tills did not converge: {last}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -40,6 +40,11 @@ impl Hub {
         })
     }
 
+    /// Wakes the publisher; whoever commits to this hub's store outside its router calls it.
+    pub fn notifier(&self) -> Arc<tokio::sync::Notify> {
+        self.publisher.notifier()
+    }
+
     /// The hub's full API: reads, mutations, snapshot and `/ws`.
     pub fn router(&self, status: StatusHandler) -> Router {
         api::router(ApiState {

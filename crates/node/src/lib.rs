@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod demo;
 pub mod node;
+mod routes;
 
 pub use node::{NodeConfig, Role, RunningNode, start};

@@ -124,7 +124,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 pending: 0,
                 offline_since: None,
             });
-            let router = hub.router(status);
+            let commands = crate::routes::router(
+                store.clone(),
+                capsule_hub::api::hub_mutations(store.clone(), hub.notifier()),
+            );
+            let router = hub.router(status).merge(commands);
             // The hub lives as long as the server: its publisher stops when it drops.
             let hub = Arc::new(hub);
             router.layer(axum::Extension(hub))

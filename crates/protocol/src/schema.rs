@@ -385,7 +385,7 @@ impl Schema {
                         c.name
                     )));
                 }
-                if (c.ty == ColumnType::Enum) != !c.values.is_empty() {
+                if (c.ty == ColumnType::Enum) == c.values.is_empty() {
                     return Err(invalid(format!(
                         "column '{name}.{}': values go with type enum, and only there",
                         c.name

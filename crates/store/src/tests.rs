@@ -639,3 +639,46 @@ fn reopening_keeps_node_id_and_data() {
     assert_eq!(s.node_id(), id);
     assert_eq!(s.digest().unwrap(), digest);
 }
+
+#[test]
+fn send_to_kitchen_makes_one_batch_per_round_and_a_job_per_station() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(
+        &store,
+        vec![line("l1", 1, 1000), {
+            let mut cold = line("l2", 2, 500);
+            cold.row.insert("station".into(), json!("cold"));
+            cold
+        }],
+    )
+    .unwrap();
+    let (b1, plan) = store.plan_send_to_kitchen("o1").unwrap();
+    run(&store, plan).unwrap();
+    let batch = store.pull("batch", &b1, None).unwrap();
+    assert_eq!(batch.payload["kind"], "initial");
+    assert_eq!(batch.payload["jobs_total"], 2);
+    assert_eq!(batch.payload["stations"], "cold,grill");
+    assert_eq!(
+        store.pull("order", "o1", Some("status")).unwrap().payload["status"],
+        "sent"
+    );
+    // Nothing new: nothing to send.
+    assert!(matches!(
+        store.plan_send_to_kitchen("o1"),
+        Err(StoreError::Conflict(_))
+    ));
+    // An addition is its own round.
+    run(&store, vec![line("l3", 1, 700)]).unwrap();
+    let (b2, plan) = store.plan_send_to_kitchen("o1").unwrap();
+    run(&store, plan).unwrap();
+    let batch2 = store.pull("batch", &b2, None).unwrap();
+    assert_eq!(
+        (
+            batch2.payload["kind"].clone(),
+            batch2.payload["batch_no"].clone()
+        ),
+        (json!("addition"), json!(2))
+    );
+    assert_eq!(batch2.payload["jobs_total"], 1);
+}

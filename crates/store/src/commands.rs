@@ -1,0 +1,80 @@
+//! Commands: cashier actions that read current state and plan the mutations that carry them
+//! out. Planning here keeps the rule in one place; the mutations go through the normal
+//! pipeline (forwarded by a till, applied by the hub) like any other write.
+
+use std::collections::BTreeMap;
+
+use capsule_protocol::{Action, Mutation, Row, now_rfc3339};
+use serde_json::{Value, json};
+
+use crate::sql::{int, select_rows, text};
+use crate::{Result, Store, StoreError};
+
+fn mutation(table: &str, action: Action, row: Value) -> Mutation {
+    Mutation {
+        mid: uuid::Uuid::new_v4().to_string(),
+        table: table.into(),
+        action,
+        row: row.as_object().expect("rows are objects").clone(),
+    }
+}
+
+impl Store {
+    /// Plans "send to kitchen" for an order: its new lines become one batch (the first send,
+    /// or an addition), with one job per station and one job item per line. Lines already
+    /// sent stay in their own batch, so a served round never goes back to the kitchen.
+    pub fn plan_send_to_kitchen(&self, order_id: &str) -> Result<(String, Vec<Mutation>)> {
+        self.with_reader(|c| {
+            let s = &self.schema;
+            let order = select_rows(c, s, &s.tables["order_header"], "id = ?1", &[&order_id])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NotFound(format!("order '{order_id}' does not exist")))?;
+            let lines: Vec<Row> =
+                select_rows(c, s, &s.tables["order_line"], "order_id = ?1 AND status = 'new'", &[&order_id])?;
+            if lines.is_empty() {
+                return Err(StoreError::Conflict(format!("order '{order_id}' has no new lines to send")));
+            }
+            let batches: i64 =
+                c.query_row("SELECT COUNT(*) FROM job_order_batch WHERE order_id = ?1", [order_id], |r| r.get(0))?;
+            let now = now_rfc3339();
+            let batch = uuid::Uuid::now_v7().to_string();
+            let mut out = vec![mutation(
+                "job_order_batch",
+                Action::Insert,
+                json!({"id": batch, "order_id": order_id, "batch_no": batches + 1,
+                       "kind": if batches == 0 { "initial" } else { "addition" },
+                       "order_no": order["order_no"], "table_label": order["table_label"], "created_at": now}),
+            )];
+            let mut by_station: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+            for l in &lines {
+                by_station.entry(text(l, "station").unwrap_or("kitchen").to_string()).or_default().push(l);
+            }
+            for (station, items) in by_station {
+                let job = uuid::Uuid::now_v7().to_string();
+                out.push(mutation(
+                    "job_order_header",
+                    Action::Insert,
+                    json!({"id": job, "order_id": order_id, "batch_id": batch, "station": station,
+                           "order_no": order["order_no"], "table_label": order["table_label"], "created_at": now}),
+                ));
+                for l in items {
+                    out.push(mutation(
+                        "job_order_detail",
+                        Action::Insert,
+                        json!({"id": uuid::Uuid::now_v7().to_string(), "job_id": job, "order_line_id": l["id"],
+                               "name_en": l["name_en"], "name_ar": l["name_ar"], "qty": int(l, "qty"),
+                               "modifiers": l["modifiers"], "note": l["note"]}),
+                    ));
+                }
+            }
+            for l in &lines {
+                out.push(mutation("order_line", Action::Merge, json!({"id": l["id"], "status": "sent", "batch_id": batch})));
+            }
+            if text(&order, "status") == Some("open") {
+                out.push(mutation("order_header", Action::Merge, json!({"id": order_id, "status": "sent", "updated_at": now})));
+            }
+            Ok((batch, out))
+        })
+    }
+}
