@@ -133,11 +133,21 @@ impl Part {
     }
 }
 
+/// Which rows of an entity a light snapshot carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightFilter {
+    pub column: String,
+    pub values: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Entity {
     pub name: String,
     pub table: String,
     pub id_field: String,
+    /// Rows a light snapshot carries; None means all of them.
+    pub light: Option<LightFilter>,
     /// Parts in a stable (alphabetical) order.
     pub parts: Vec<Part>,
 }
@@ -216,6 +226,8 @@ struct RawTable {
 struct RawEntity {
     table: String,
     id_field: String,
+    #[serde(default)]
+    light: Option<LightFilter>,
     parts: BTreeMap<String, RawPart>,
 }
 
@@ -342,6 +354,14 @@ impl Schema {
                     kind,
                 });
             }
+            if let Some(l) = &re.light
+                && table.columns.iter().all(|c| c.name != l.column)
+            {
+                return Err(invalid(format!(
+                    "light filter of '{name}' names unknown column '{}'",
+                    l.column
+                )));
+            }
             for col in &table.columns {
                 if !seen_cols.contains(col.name.as_str()) {
                     return Err(invalid(format!(
@@ -356,6 +376,7 @@ impl Schema {
                     name: name.clone(),
                     table: re.table.clone(),
                     id_field: re.id_field.clone(),
+                    light: re.light.clone(),
                     parts,
                 },
             );

@@ -31,24 +31,116 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A WebSocket frame from a node's `/ws` stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stream positions are the hub's capsule-log sequence numbers. A frame covering log entries
+/// `from..=seq` follows one that ended at `from - 1` or later; a subscriber that sees
+/// `from > last + 1` has a gap and asks for the missing range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
     /// First frame on every connection.
     Hello {
         node_id: String,
         role: String,
-        /// Stream sequence of the last capsule sent before this connection started.
+        /// Stream position when this connection started (before any replay).
         seq: i64,
         /// Current hub version.
         v: i64,
+        /// Oldest position the hub can still replay from (`since` >= oldest - 1 works).
+        #[serde(default)]
+        oldest: i64,
     },
-    /// One capsule at stream position `seq` (contiguous, starting at 1).
+    /// One capsule at stream position `seq` (coalescing off).
     Capsule { seq: i64, capsule: Capsule },
+    /// Capsules of log entries `from..=seq`, coalesced: one item per entity+id, with the union
+    /// of their parts and the highest version.
+    Capsules {
+        seq: i64,
+        from: i64,
+        items: Vec<Capsule>,
+    },
+    /// Legacy rollout mode: whole entities (every part) for log entries `from..=seq`, as the
+    /// old system pushed them. `ts` is the newest commit time covered.
+    Rows {
+        seq: i64,
+        from: i64,
+        ts: i64,
+        rows: Vec<BatchPull>,
+    },
     /// The subscriber fell too far behind and missed frames; it must resynchronise.
     Lagged { missed: u64 },
+    /// `since` is older than the hub's change log reaches; take a snapshot.
+    TooOld { oldest: i64 },
     /// A till's local stream only: its data was replaced wholesale (a fresh snapshot); reload.
     Reset { seq: i64 },
+}
+
+impl Frame {
+    /// The log range a data frame covers.
+    pub fn range(&self) -> Option<(i64, i64)> {
+        match self {
+            Frame::Capsule { seq, .. } => Some((*seq, *seq)),
+            Frame::Capsules { seq, from, .. } | Frame::Rows { seq, from, .. } => {
+                Some((*from, *seq))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How the hub streams an entity (the rollout path from the old full-row system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Full rows over WS, as the old system did.
+    Legacy,
+    /// Full rows and capsules in parallel.
+    Both,
+    /// Signals only; tills pull parts.
+    Capsule,
+}
+
+impl Mode {
+    pub fn sends_rows(self) -> bool {
+        matches!(self, Mode::Legacy | Mode::Both)
+    }
+
+    pub fn sends_capsules(self) -> bool {
+        matches!(self, Mode::Capsule | Mode::Both)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Legacy => "legacy",
+            Mode::Both => "both",
+            Mode::Capsule => "capsule",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "legacy" => Ok(Mode::Legacy),
+            "both" => Ok(Mode::Both),
+            "capsule" => Ok(Mode::Capsule),
+            other => Err(format!(
+                "unknown mode '{other}' (modes: legacy, both, capsule)"
+            )),
+        }
+    }
+}
+
+/// `GET /api/changes?since=` answer: capsules of log entries after `since`, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Changes {
+    pub since: i64,
+    /// Last position included (== since when there is nothing new).
+    pub seq: i64,
+    pub items: Vec<Capsule>,
+    /// More entries follow; ask again from `seq`.
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -190,6 +190,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The oldest stream position still in the log (0 when it is empty).
+    pub fn oldest_logged(&self) -> Result<i64> {
+        self.with_reader(|c| {
+            Ok(
+                c.query_row("SELECT COALESCE(MIN(seq), 0) FROM _capsule_log", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+
+    /// Number of entries in the capsule log.
+    pub fn log_len(&self) -> Result<i64> {
+        self.with_reader(
+            |c| Ok(c.query_row("SELECT COUNT(*) FROM _capsule_log", [], |r| r.get(0))?),
+        )
+    }
+
+    /// Drops log entries at or before `upto`; the log stays bounded, and a subscriber asking
+    /// for older positions is told to take a snapshot instead.
+    pub fn prune_log(&self, upto: i64) -> Result<usize> {
+        let conn = self.writer();
+        Ok(conn.execute("DELETE FROM _capsule_log WHERE seq <= ?1", [upto])?)
+    }
+
     /// Capsules logged after stream position `since`, oldest first, at most `limit`.
     pub fn capsules_since(&self, since: i64, limit: usize) -> Result<Vec<LoggedCapsule>> {
         self.with_reader(|c| {

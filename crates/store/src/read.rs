@@ -127,13 +127,27 @@ impl Store {
 
     /// Every synced row, read in one transaction so it is consistent at the `seq` it reports.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_with(false)
+    }
+
+    /// With `light`, only what a till needs to open for business: the rows each entity's
+    /// `light` filter selects, and their child rows.
+    pub fn snapshot_with(&self, light: bool) -> Result<Snapshot> {
         self.with_reader(|c| {
             let tx = c.transaction()?;
             let seq = crate::sql::meta_i64(&tx, meta::STREAM_SEQ)?;
             let v = crate::sql::meta_i64(&tx, meta::VERSION)?;
             let mut tables = BTreeMap::new();
             for t in self.schema.tables_parent_first() {
-                tables.insert(t.name.clone(), select_rows(&tx, &self.schema, t, "1", &[])?);
+                let filter = if light {
+                    self.light_filter(t)
+                } else {
+                    "1".to_string()
+                };
+                tables.insert(
+                    t.name.clone(),
+                    select_rows(&tx, &self.schema, t, &filter, &[])?,
+                );
             }
             tx.finish()?;
             Ok(Snapshot {
@@ -143,6 +157,38 @@ impl Store {
                 tables,
             })
         })
+    }
+
+    /// The SQL condition selecting a table's rows for a light snapshot.
+    fn light_filter(&self, t: &capsule_protocol::TableDef) -> String {
+        let entity_filter = |e: &Entity| match &e.light {
+            Some(l) => {
+                let values: Vec<String> = l
+                    .values
+                    .iter()
+                    .map(|v| format!("'{}'", v.replace('\'', "''")))
+                    .collect();
+                format!("\"{}\" IN ({})", l.column, values.join(", "))
+            }
+            None => "1".to_string(),
+        };
+        match &t.role {
+            capsule_protocol::TableRole::Entity { entity } => {
+                entity_filter(&self.schema.entities[entity])
+            }
+            capsule_protocol::TableRole::Child {
+                entity,
+                parent_field,
+                ..
+            } => {
+                let e = &self.schema.entities[entity];
+                format!(
+                    "\"{parent_field}\" IN (SELECT id FROM \"{}\" WHERE {})",
+                    e.table,
+                    entity_filter(e)
+                )
+            }
+        }
     }
 
     /// Local version of each part of an entity row, or None when the row is not here.

@@ -682,3 +682,56 @@ fn send_to_kitchen_makes_one_batch_per_round_and_a_job_per_station() {
     );
     assert_eq!(batch2.payload["jobs_total"], 1);
 }
+
+#[test]
+fn a_light_snapshot_carries_open_business_only() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    run(&store, vec![line("l1", 1, 1000)]).unwrap();
+    run(
+        &store,
+        vec![
+            m("order_header", Action::Insert, json!({"id": "o2", "order_no": 2, "shift_id": "s1", "opened_at": T, "status": "paid"})),
+            m("order_line", Action::Insert, json!({"id": "l9", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 900, "created_at": T})),
+            m("job_order_header", Action::Merge, json!({"id": "j2", "status": "ready"})),
+        ],
+    )
+    .unwrap();
+    let light = store.snapshot_with(true).unwrap();
+    let ids = |t: &str| {
+        light.tables[t]
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("order_header"), ["o1"]);
+    assert_eq!(ids("order_line"), ["l1"]);
+    assert_eq!(ids("job_order_header"), ["j1"]);
+    assert_eq!(ids("job_order_detail"), ["d1"]);
+    assert_eq!(ids("job_order_batch"), ["b1"]);
+    assert_eq!(ids("pos_shift"), ["s1"]);
+    assert_eq!(light.seq, store.snapshot().unwrap().seq);
+    assert_eq!(store.snapshot().unwrap().tables["order_header"].len(), 2);
+}
+
+#[test]
+fn the_capsule_log_can_be_pruned_and_reports_its_oldest_entry() {
+    let (_d, store) = open_temp();
+    kitchen(&store);
+    let last = store.capsules_since(0, 1000).unwrap().last().unwrap().seq;
+    assert_eq!(store.oldest_logged().unwrap(), 1);
+    store.prune_log(last - 2).unwrap();
+    assert_eq!(store.log_len().unwrap(), 2);
+    assert_eq!(store.oldest_logged().unwrap(), last - 1);
+    // Sequence numbers keep counting after a prune.
+    let a = run(
+        &store,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "note": "x"}),
+        )],
+    )
+    .unwrap();
+    assert_eq!(a.capsules[0].seq, last + 1);
+}
