@@ -72,7 +72,11 @@ fn tills_converge_on_writes_through_the_hub_and_through_a_till() {
 #[test]
 fn capsule_frames_are_signals_without_row_data() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Node::hub(&dir.path().join("hub"));
+    // Coalescing off: one frame per capsule, as the walking skeleton sends them.
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--coalesce-ms", "0"],
+    );
     let (shift, order) = (new_id(), new_id());
     open_order(&hub, &shift, &order, 7);
 

@@ -7,17 +7,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use capsule_protocol::{MutationBatch, MutationResponse, NodeStatus};
+use capsule_protocol::{Changes, Mode, MutationBatch, MutationResponse, NodeStatus};
 use capsule_store::{ApplyMode, Store};
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::error::ApiError;
-use crate::stream::{Stream, serve_ws};
+use crate::publisher::Modes;
+use crate::stream::{Stream, WsParams, serve_ws};
 
 /// Most ids accepted in one batch pull.
 pub const MAX_IDS_PER_PULL: usize = 500;
@@ -28,6 +30,11 @@ pub type MutationHandler =
     Arc<dyn Fn(MutationBatch) -> BoxFuture<Result<MutationResponse, ApiError>> + Send + Sync>;
 /// What a node reports at `GET /api/status`.
 pub type StatusHandler = Arc<dyn Fn() -> NodeStatus + Send + Sync>;
+/// Node-specific metrics appended to `/metrics` (Prometheus text) and `/api/metrics` (JSON).
+pub type ExtraMetrics = Arc<dyn Fn(&mut String, &mut serde_json::Map<String, Value>) + Send + Sync>;
+
+/// Most capsules one `GET /api/changes` answers with.
+pub const MAX_CHANGES: usize = 5000;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -35,11 +42,16 @@ pub struct ApiState {
     pub stream: Stream,
     pub mutations: MutationHandler,
     pub status: StatusHandler,
+    /// The hub's stream controls; None on a till (its `/ws` has no log to replay).
+    pub modes: Option<Arc<Modes>>,
+    pub extra_metrics: Option<ExtraMetrics>,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(prometheus))
+        .route("/api/metrics", get(metrics_json))
         .route("/api/schema", get(schema))
         .route("/api/status", get(status))
         .route("/api/mutations", post(mutations))
@@ -47,6 +59,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/entities/{entity}/{id}", get(pull_one))
         .route("/api/tables/{table}", get(table_rows))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/changes", get(changes))
+        .route("/api/admin/modes", get(get_modes).post(set_modes))
         .route("/ws", get(ws))
         .route("/api/{*rest}", axum::routing::any(unknown_api))
         .with_state(state)
@@ -152,14 +166,206 @@ async fn table_rows(
     Ok(Json(serde_json::json!({ "rows": rows })).into_response())
 }
 
-async fn snapshot(State(s): State<ApiState>) -> Result<Response, ApiError> {
+/// `GET /api/snapshot[?light=1]`: encoded here, off the async threads, so its size and build
+/// time can be measured.
+async fn snapshot(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let light = matches!(q.get("light").map(String::as_str), Some("1" | "true"));
     let store = s.store.clone();
-    let snap = tokio::task::spawn_blocking(move || store.snapshot()).await??;
-    Ok(Json(snap).into_response())
+    let started = std::time::Instant::now();
+    let body = tokio::task::spawn_blocking(move || {
+        store
+            .snapshot_with(light)
+            .map(|snap| serde_json::to_vec(&snap).expect("snapshots serialise"))
+    })
+    .await??;
+    let m = s.stream.metrics();
+    m.snapshots.inc();
+    m.snapshot_build.observe(started.elapsed());
+    m.snapshot_last_bytes
+        .store(body.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
-async fn ws(State(s): State<ApiState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| serve_ws(socket, s.stream))
+/// `GET /api/changes?since=SEQ[&limit=N]`: capsules logged after `since`, for a subscriber
+/// repairing a gap. 410 when the log no longer reaches back that far (take a snapshot).
+async fn changes(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Changes>, ApiError> {
+    if s.modes.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "only the hub keeps a change log",
+        ));
+    }
+    let since: i64 = q
+        .get("since")
+        .ok_or_else(|| ApiError::bad_request("query parameter 'since' is required"))?
+        .parse()
+        .map_err(|_| ApiError::bad_request("'since' must be an integer stream position"))?;
+    let limit: usize = match q.get("limit") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request("'limit' must be a positive integer"))?,
+        None => MAX_CHANGES,
+    };
+    let limit = limit.clamp(1, MAX_CHANGES);
+    s.stream.metrics().changes_requests.inc();
+    let store = s.store.clone();
+    let last = s.stream.last_seq();
+    let (oldest, entries) = tokio::task::spawn_blocking(move || {
+        Ok::<_, capsule_store::StoreError>((
+            store.oldest_logged()?,
+            store.capsules_since(since, limit + 1)?,
+        ))
+    })
+    .await??;
+    if since < last && (oldest == 0 || since + 1 < oldest) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "the change log starts at {oldest}; position {since} is too old, take a snapshot"
+            ),
+        ));
+    }
+    let more = entries.len() > limit;
+    let entries: Vec<_> = entries.into_iter().take(limit).collect();
+    let seq = entries.last().map_or(since, |e| e.seq);
+    Ok(Json(Changes {
+        since,
+        seq,
+        items: entries.into_iter().map(|e| e.capsule).collect(),
+        more,
+    }))
+}
+
+async fn get_modes(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let modes = s
+        .modes
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "rollout modes live on the hub"))?;
+    Ok(Json(json!({ "modes": modes.all() })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMode {
+    entity: String,
+    mode: String,
+}
+
+async fn set_modes(
+    State(s): State<ApiState>,
+    body: Result<Json<SetMode>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let modes = s
+        .modes
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "rollout modes live on the hub"))?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"entity\", \"mode\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let mode: Mode = req.mode.parse().map_err(ApiError::bad_request)?;
+    let m = modes.clone();
+    tokio::task::spawn_blocking(move || m.set(&req.entity, mode)).await??;
+    Ok(Json(json!({ "modes": modes.all() })))
+}
+
+async fn prometheus(State(s): State<ApiState>) -> Response {
+    let mut out = String::new();
+    s.stream.metrics().render(&mut out);
+    let subs = s.stream.subscribers();
+    capsule_protocol::metrics::render_value(
+        &mut out,
+        "capsule_subscribers",
+        "gauge",
+        "connected /ws subscribers",
+        "",
+        subs.len() as f64,
+    );
+    let last = s.stream.last_seq();
+    for sub in &subs {
+        let labels = format!(
+            "{{node=\"{}\",role=\"{}\"}}",
+            sub.node_id.replace('"', ""),
+            sub.role.replace('"', "")
+        );
+        capsule_protocol::metrics::render_value(
+            &mut out,
+            "capsule_subscriber_lag",
+            "gauge",
+            "stream positions a subscriber is behind",
+            &labels,
+            (last - sub.seq) as f64,
+        );
+    }
+    capsule_protocol::metrics::render_value(
+        &mut out,
+        "capsule_stream_seq",
+        "gauge",
+        "last stream position published",
+        "",
+        last as f64,
+    );
+    if let Some(extra) = &s.extra_metrics {
+        extra(&mut out, &mut serde_json::Map::new());
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
+    let last = s.stream.last_seq();
+    let subs: Vec<Value> = s
+        .stream
+        .subscribers()
+        .into_iter()
+        .map(|sub| {
+            let lag = last - sub.seq;
+            let mut v = serde_json::to_value(sub).expect("serialises");
+            v["lag"] = json!(lag);
+            v
+        })
+        .collect();
+    let mut out = serde_json::to_value(s.stream.metrics().to_json()).expect("serialises");
+    let obj = out.as_object_mut().expect("an object");
+    obj.insert("ts".into(), json!(capsule_protocol::now_ms()));
+    obj.insert("seq".into(), json!(last));
+    obj.insert("subscribers".into(), json!(subs));
+    if let Some(modes) = &s.modes {
+        obj.insert("modes".into(), json!(modes.all()));
+    }
+    if let Some(extra) = &s.extra_metrics {
+        extra(&mut String::new(), obj);
+    }
+    Json(out)
+}
+
+async fn ws(
+    State(s): State<ApiState>,
+    Query(params): Query<WsParams>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let store = s.modes.as_ref().map(|_| s.store.clone());
+    let peer = peer.to_string();
+    upgrade.on_upgrade(move |socket| serve_ws(socket, s.stream, store, params, peer))
 }
 
 async fn unknown_api(uri: axum::http::Uri) -> ApiError {

@@ -1,12 +1,14 @@
 //! Capsule POS hub: the HTTP API over a store and the capsule WebSocket stream.
 //!
 //! Data flow: `POST /api/mutations` -> [`capsule_store::Store::apply`] (commit + capsule log)
-//! -> [`publisher`] reads the log in order -> [`Stream`] broadcasts frames to every `/ws`
-//! subscriber -> tills pull parts with `GET /api/entities`. The building blocks are public so
-//! a till can serve the same read API and a local UI stream from its replica.
+//! -> [`publisher`] reads the log in order, coalesces and applies rollout modes -> [`Stream`]
+//! fans frames out to every `/ws` subscriber (replaying the log to reconnecting ones) -> tills
+//! pull parts with `GET /api/entities`. The building blocks are public so a till can serve the
+//! same read API and a local UI stream from its replica.
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod publisher;
 pub mod stream;
 
@@ -17,25 +19,35 @@ use axum::Router;
 use capsule_store::Store;
 use tokio::net::TcpListener;
 
-pub use api::{ApiState, MutationHandler, StatusHandler};
+pub use api::{ApiState, ExtraMetrics, MutationHandler, StatusHandler};
 pub use error::ApiError;
+pub use metrics::NodeMetrics;
+pub use publisher::{Modes, PublisherConfig};
 pub use stream::Stream;
 
 /// A running hub: its store, its stream and the task that feeds the stream from the log.
 pub struct Hub {
     pub store: Arc<Store>,
     pub stream: Stream,
+    pub modes: Arc<Modes>,
     publisher: publisher::Publisher,
 }
 
 impl Hub {
     /// Starts the publisher for `store`; call from inside a Tokio runtime.
-    pub fn start(store: Arc<Store>) -> capsule_store::Result<Hub> {
-        let stream = Stream::new(store.node_id().to_string(), "hub");
-        let publisher = publisher::Publisher::start(store.clone(), stream.clone())?;
+    pub fn start(store: Arc<Store>, config: PublisherConfig) -> capsule_store::Result<Hub> {
+        let stream = Stream::new(
+            store.node_id().to_string(),
+            "hub",
+            Arc::new(NodeMetrics::default()),
+        );
+        let modes = Arc::new(Modes::load(store.clone())?);
+        let publisher =
+            publisher::Publisher::start(store.clone(), stream.clone(), modes.clone(), config)?;
         Ok(Hub {
             store,
             stream,
+            modes,
             publisher,
         })
     }
@@ -45,13 +57,15 @@ impl Hub {
         self.publisher.notifier()
     }
 
-    /// The hub's full API: reads, mutations, snapshot and `/ws`.
-    pub fn router(&self, status: StatusHandler) -> Router {
+    /// The hub's full API: reads, mutations, snapshot, changes, modes, metrics and `/ws`.
+    pub fn router(&self, status: StatusHandler, extra_metrics: Option<ExtraMetrics>) -> Router {
         api::router(ApiState {
             store: self.store.clone(),
             stream: self.stream.clone(),
             mutations: api::hub_mutations(self.store.clone(), self.publisher.notifier()),
             status,
+            modes: Some(self.modes.clone()),
+            extra_metrics,
         })
     }
 }
@@ -62,7 +76,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -1,16 +1,50 @@
-//! The capsule stream: frames fanned out to every `/ws` subscriber, in stream order.
+//! The capsule stream: frames fanned out to every `/ws` subscriber, in stream order, with
+//! replay from the capsule log for subscribers that reconnect (`/ws?since=SEQ`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use capsule_protocol::{Capsule, Frame};
+use capsule_store::Store;
 use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::metrics::{FrameKind, NodeMetrics};
 
 /// Frames a subscriber may fall behind by before it is told it lagged and is disconnected;
 /// bounds the hub's memory per slow subscriber.
 pub const SUBSCRIBER_BUFFER: usize = 4096;
+
+/// How often an idle subscriber is pinged, so a till notices a dead link (Wi-Fi gone without
+/// a TCP reset) within its silence timeout.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+
+/// Log entries per replayed frame.
+const REPLAY_CHUNK: usize = 500;
+
+/// A frame as published: its log range, its kind and its text, shared by every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub from: i64,
+    pub seq: i64,
+    pub kind: FrameKind,
+    pub text: Arc<str>,
+}
+
+/// What the hub knows of a connected subscriber.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberInfo {
+    pub node_id: String,
+    pub role: String,
+    pub peer: String,
+    pub connected_at: i64,
+    /// Last stream position sent to it.
+    pub seq: i64,
+}
 
 #[derive(Clone)]
 pub struct Stream {
@@ -18,15 +52,27 @@ pub struct Stream {
 }
 
 struct Inner {
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<Arc<Published>>,
     last_seq: AtomicI64,
     version: AtomicI64,
     node_id: String,
     role: String,
+    metrics: Arc<NodeMetrics>,
+    subscribers: Mutex<HashMap<u64, SubscriberInfo>>,
+    next_subscriber: AtomicU64,
+}
+
+/// Who is connecting, from the `/ws` query string.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct WsParams {
+    /// Replay log entries after this position before going live.
+    pub since: Option<i64>,
+    pub node: Option<String>,
+    pub role: Option<String>,
 }
 
 impl Stream {
-    pub fn new(node_id: String, role: &str) -> Stream {
+    pub fn new(node_id: String, role: &str, metrics: Arc<NodeMetrics>) -> Stream {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         Stream {
             inner: Arc::new(Inner {
@@ -35,18 +81,39 @@ impl Stream {
                 version: AtomicI64::new(0),
                 node_id,
                 role: role.to_string(),
+                metrics,
+                subscribers: Mutex::new(HashMap::new()),
+                next_subscriber: AtomicU64::new(1),
             }),
         }
     }
 
-    /// Sends one capsule at stream position `seq`. Callers publish in `seq` order.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Sends a frame covering log entries `from..=seq`. Callers publish in order.
+    pub fn publish_frame(&self, frame: &Frame, kind: FrameKind) {
+        let (from, seq) = frame.range().unwrap_or_else(|| {
+            let next = self.last_seq() + 1;
+            (next, next)
+        });
+        let text: Arc<str> = Arc::from(serde_json::to_string(frame).expect("frames serialise"));
+        self.inner.metrics.frames_published.inc();
+        // No subscribers is fine: the frame is in the log (hub) or nobody is watching (till UI).
+        let _ = self.inner.tx.send(Arc::new(Published {
+            from,
+            seq,
+            kind,
+            text,
+        }));
+        self.inner.last_seq.store(seq, Ordering::Release);
+    }
+
+    /// Sends one capsule at position `seq`.
     pub fn publish(&self, seq: i64, capsule: Capsule) {
         self.inner.version.fetch_max(capsule.v, Ordering::Relaxed);
-        let frame =
-            serde_json::to_string(&Frame::Capsule { seq, capsule }).expect("frames serialise");
-        // No subscribers is fine: the frame is in the log (hub) or nobody is watching (till UI).
-        let _ = self.inner.tx.send(Arc::from(frame));
-        self.inner.last_seq.store(seq, Ordering::Release);
+        self.publish_frame(&Frame::Capsule { seq, capsule }, FrameKind::Capsule);
     }
 
     /// Sends a capsule at the next position; for a till's local UI stream, which has no log.
@@ -58,8 +125,7 @@ impl Stream {
     /// Tells subscribers to reload everything (a till took a fresh snapshot).
     pub fn publish_reset(&self) {
         let seq = self.last_seq() + 1;
-        let frame = serde_json::to_string(&Frame::Reset { seq }).expect("frames serialise");
-        let _ = self.inner.tx.send(Arc::from(frame));
+        self.publish_frame(&Frame::Reset { seq }, FrameKind::Control);
         self.inner.last_seq.store(seq, Ordering::Release);
     }
 
@@ -67,55 +133,214 @@ impl Stream {
         self.inner.last_seq.load(Ordering::Acquire)
     }
 
+    pub fn version(&self) -> i64 {
+        self.inner.version.load(Ordering::Relaxed)
+    }
+
     pub fn set_position(&self, seq: i64, version: i64) {
         self.inner.last_seq.store(seq, Ordering::Release);
         self.inner.version.fetch_max(version, Ordering::Relaxed);
     }
 
-    pub fn subscribers(&self) -> usize {
-        self.inner.tx.receiver_count()
+    pub fn note_version(&self, version: i64) {
+        self.inner.version.fetch_max(version, Ordering::Relaxed);
     }
 
-    /// Subscribes, then reads the position: a frame sent in between arrives twice at worst
-    /// (harmless, merges are idempotent), never zero times.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<str>>, Frame) {
-        let rx = self.inner.tx.subscribe();
-        let hello = Frame::Hello {
-            node_id: self.inner.node_id.clone(),
-            role: self.inner.role.clone(),
-            seq: self.last_seq(),
-            v: self.inner.version.load(Ordering::Relaxed),
-        };
-        (rx, hello)
+    pub fn subscribers(&self) -> Vec<SubscriberInfo> {
+        let mut subs: Vec<SubscriberInfo> = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        subs.sort_by_key(|s| s.connected_at);
+        subs
+    }
+
+    fn set_subscriber_seq(&self, id: u64, seq: i64) {
+        if let Some(s) = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            s.seq = seq;
+        }
     }
 }
 
-/// How often an idle subscriber is pinged, so a till notices a dead link (Wi-Fi gone without
-/// a TCP reset) within its silence timeout.
-pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Removes a subscriber from the registry when its connection ends, however it ends.
+struct Registration {
+    stream: Stream,
+    id: u64,
+}
 
-/// Serves one `/ws` subscriber until it goes away or falls too far behind.
-pub async fn serve_ws(socket: WebSocket, stream: Stream) {
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stream
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(
+    tx: &mut WsSink,
+    metrics: &NodeMetrics,
+    text: &str,
+    kind: FrameKind,
+) -> Result<(), axum::Error> {
+    metrics.frame_sent(kind, text.len());
+    tx.send(Message::Text(text.into())).await
+}
+
+/// Serves one `/ws` subscriber until it goes away or falls too far behind. With `since`, it
+/// first replays the log entries after that position (from `store`, the hub's log).
+pub async fn serve_ws(
+    socket: WebSocket,
+    stream: Stream,
+    store: Option<Arc<Store>>,
+    params: WsParams,
+    peer: String,
+) {
+    let metrics = stream.metrics().clone();
     let (mut tx, mut rx) = socket.split();
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    let (mut frames, hello) = stream.subscribe();
-    let hello = serde_json::to_string(&hello).expect("frames serialise");
-    if tx.send(Message::Text(hello.into())).await.is_err() {
+    // Subscribe first, then read the position: a frame published in between arrives twice
+    // at worst (and is skipped), never zero times.
+    let mut frames = stream.inner.tx.subscribe();
+    let start = stream.last_seq();
+    let oldest = match &store {
+        Some(s) => {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || s.oldest_logged())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0)
+        }
+        None => 0,
+    };
+    let id = stream.inner.next_subscriber.fetch_add(1, Ordering::Relaxed);
+    stream
+        .inner
+        .subscribers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            id,
+            SubscriberInfo {
+                node_id: params.node.clone().unwrap_or_default(),
+                role: params.role.clone().unwrap_or_else(|| "browser".into()),
+                peer,
+                connected_at: capsule_protocol::now_ms(),
+                seq: params.since.unwrap_or(start),
+            },
+        );
+    let _registration = Registration {
+        stream: stream.clone(),
+        id,
+    };
+
+    let hello = Frame::Hello {
+        node_id: stream.inner.node_id.clone(),
+        role: stream.inner.role.clone(),
+        seq: start,
+        v: stream.version(),
+        oldest,
+    };
+    if send(
+        &mut tx,
+        &metrics,
+        &serde_json::to_string(&hello).expect("frames serialise"),
+        FrameKind::Control,
+    )
+    .await
+    .is_err()
+    {
         return;
     }
+
+    // Replay what the subscriber missed, as capsule frames, up to where the live stream starts.
+    let mut sent_upto = params.since.unwrap_or(start);
+    if let (Some(since), Some(store)) = (params.since, &store) {
+        // Entries after `since` must all still be in the log.
+        if since < start && (oldest == 0 || since + 1 < oldest) {
+            let f = serde_json::to_string(&Frame::TooOld { oldest }).expect("frames serialise");
+            if send(&mut tx, &metrics, &f, FrameKind::Control)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // The subscriber takes a snapshot; it sees live frames from here on.
+            sent_upto = start;
+        }
+        while sent_upto < start {
+            let s = store.clone();
+            let from = sent_upto;
+            let entries =
+                match tokio::task::spawn_blocking(move || s.capsules_since(from, REPLAY_CHUNK))
+                    .await
+                {
+                    Ok(Ok(e)) => e,
+                    _ => return,
+                };
+            let entries: Vec<_> = entries.into_iter().filter(|e| e.seq <= start).collect();
+            let Some(last) = entries.last().map(|e| e.seq) else {
+                break;
+            };
+            let frame = Frame::Capsules {
+                seq: last,
+                from: sent_upto + 1,
+                items: crate::publisher::coalesce(
+                    entries.into_iter().map(|e| e.capsule).collect(),
+                    store.schema(),
+                ),
+            };
+            metrics.replayed_frames.inc();
+            if send(
+                &mut tx,
+                &metrics,
+                &serde_json::to_string(&frame).expect("frames serialise"),
+                FrameKind::Capsule,
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+            sent_upto = last;
+            stream.set_subscriber_seq(id, sent_upto);
+        }
+    }
+
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
-                Ok(text) => {
-                    if tx.send(Message::Text(text.as_ref().into())).await.is_err() {
+                Ok(p) => {
+                    if p.seq <= sent_upto && p.kind != FrameKind::Control {
+                        continue; // covered by the replay
+                    }
+                    if send(&mut tx, &metrics, &p.text, p.kind).await.is_err() {
                         return;
                     }
+                    sent_upto = sent_upto.max(p.seq);
+                    stream.set_subscriber_seq(id, sent_upto);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "subscriber lagged; disconnecting it so it resynchronises");
+                    tracing::warn!(missed, node = ?params.node, "subscriber lagged; disconnecting it so it resynchronises");
+                    metrics.lagged_disconnects.inc();
                     let lagged = serde_json::to_string(&Frame::Lagged { missed }).expect("frames serialise");
-                    let _ = tx.send(Message::Text(lagged.into())).await;
+                    let _ = send(&mut tx, &metrics, &lagged, FrameKind::Control).await;
                     let _ = tx.close().await;
                     return;
                 }

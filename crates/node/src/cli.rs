@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use capsule_hub::PublisherConfig;
 use capsule_protocol::Schema;
 use clap::Parser;
 
@@ -39,6 +42,18 @@ pub struct Args {
     /// Schema file to use instead of the built-in one.
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// Hub: coalescing window in ms for the capsule stream (0 = every capsule at once).
+    #[arg(long, default_value_t = 250)]
+    pub coalesce_ms: u64,
+    /// Hub: capsule-log entries kept for replaying to reconnecting tills.
+    #[arg(long, default_value_t = 100_000)]
+    pub log_keep: i64,
+    /// Till: keep only open business (light snapshots) instead of a full replica.
+    #[arg(long)]
+    pub light: bool,
+    /// Till: at most one pull per entity per this many ms.
+    #[arg(long, default_value_t = 100)]
+    pub pull_window_ms: u64,
 }
 
 /// Entry point of the `tilld` binary.
@@ -86,16 +101,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ui_dir = args
         .ui
         .or_else(|| Some(PathBuf::from("ui/dist")).filter(|p| p.join("index.html").is_file()));
-    let mut node = start(NodeConfig {
-        role: args.role,
-        data_dir: args.data,
-        listen,
-        hub_url: args.hub,
-        demo: args.demo,
-        ui_dir,
-        schema: Arc::new(schema),
-    })
-    .await?;
+    if args.log_keep < 1 {
+        anyhow::bail!("--log-keep must be at least 1");
+    }
+    let mut config = NodeConfig::new(args.role, args.data, listen);
+    config.hub_url = args.hub;
+    config.demo = args.demo;
+    config.ui_dir = ui_dir;
+    config.schema = Arc::new(schema);
+    config.publisher = PublisherConfig {
+        coalesce: Duration::from_millis(args.coalesce_ms),
+        log_keep: args.log_keep,
+    };
+    config.light = args.light;
+    config.pull_window = Duration::from_millis(args.pull_window_ms);
+    let mut node = start(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("listening on {}", node.url());
     tracing::info!(role = ?args.role, node_id = %node.node_id, "node started");

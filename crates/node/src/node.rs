@@ -8,9 +8,11 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
 use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
-use capsule_hub::{ApiError, Hub, Stream};
+use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
 use capsule_protocol::{MutationBatch, NodeStatus, Schema};
-use capsule_replica::{FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError};
+use capsule_replica::{
+    FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError, ReplicaMetrics,
+};
 use capsule_store::Store;
 use tokio::net::TcpListener;
 use tower_http::services::{ServeDir, ServeFile};
@@ -36,6 +38,30 @@ pub struct NodeConfig {
     /// Built UI to serve at `/` (`ui/dist`).
     pub ui_dir: Option<PathBuf>,
     pub schema: Arc<Schema>,
+    /// Hub: coalescing window and change-log length.
+    pub publisher: PublisherConfig,
+    /// Till: light snapshots (open business only) instead of full ones.
+    pub light: bool,
+    /// Till: at most one pull per entity per this window.
+    pub pull_window: std::time::Duration,
+}
+
+impl NodeConfig {
+    /// A config with the defaults the CLI uses.
+    pub fn new(role: Role, data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            role,
+            data_dir,
+            listen,
+            hub_url: None,
+            demo: false,
+            ui_dir: None,
+            schema: Arc::new(Schema::builtin()),
+            publisher: PublisherConfig::default(),
+            light: false,
+            pull_window: std::time::Duration::from_millis(100),
+        }
+    }
 }
 
 /// A node that is serving; dropping it does not stop it, `shutdown` does.
@@ -111,7 +137,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     tracing::info!(mutations = seeded, "seeded demo data");
                 }
             }
-            let hub = Hub::start(store.clone())?;
+            let hub = Hub::start(store.clone(), config.publisher)?;
             let stream = hub.stream.clone();
             let node_id = store.node_id().to_string();
             let status: StatusHandler = Arc::new(move || NodeStatus {
@@ -128,14 +154,18 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 store.clone(),
                 capsule_hub::api::hub_mutations(store.clone(), hub.notifier()),
             );
-            let router = hub.router(status).merge(commands);
+            let router = hub.router(status, None).merge(commands);
             // The hub lives as long as the server: its publisher stops when it drops.
             let hub = Arc::new(hub);
             router.layer(axum::Extension(hub))
         }
         Role::Till => {
             let hub_url = config.hub_url.clone().context("a till needs --hub URL")?;
-            let ui_stream = Stream::new(store.node_id().to_string(), "till");
+            let ui_stream = Stream::new(
+                store.node_id().to_string(),
+                "till",
+                Arc::new(NodeMetrics::default()),
+            );
             let on_change: OnChange = {
                 let ui = ui_stream.clone();
                 Arc::new(move |c| match c {
@@ -144,12 +174,24 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 })
             };
             let link = Link::default();
+            let replica_metrics = Arc::new(ReplicaMetrics::default());
+            let mut follow = FollowConfig::new(hub_url.clone(), store.node_id());
+            follow.light = config.light;
+            follow.pull_window = config.pull_window;
             background.push(tokio::spawn(capsule_replica::follow(
                 store.clone(),
-                FollowConfig::new(hub_url.clone()),
+                follow,
                 link.clone(),
                 on_change.clone(),
+                replica_metrics.clone(),
             )));
+            let extra: ExtraMetrics = Arc::new(move |text, json| {
+                replica_metrics.render(text);
+                json.insert(
+                    "replica".into(),
+                    serde_json::to_value(replica_metrics.to_json()).expect("serialises"),
+                );
+            });
             let forwarder = Arc::new(Forwarder::new(store.clone(), &hub_url, on_change));
             let mutations: MutationHandler = Arc::new(move |batch: MutationBatch| {
                 let f = forwarder.clone();
@@ -169,12 +211,16 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     offline_since: l.offline_since,
                 }
             });
+            let commands = crate::routes::router(store.clone(), mutations.clone());
             api::router(ApiState {
                 store: store.clone(),
                 stream: ui_stream,
                 mutations,
                 status,
+                modes: None,
+                extra_metrics: Some(extra),
             })
+            .merge(commands)
         }
     };
     let router = with_ui(router, config.ui_dir.as_deref());

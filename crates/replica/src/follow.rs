@@ -2,18 +2,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use capsule_protocol::{BatchPull, Capsule, ErrorBody, Frame, Snapshot};
+use capsule_protocol::{BatchPull, Capsule, Changes, ErrorBody, Frame, Snapshot, now_ms};
 use capsule_store::{Store, meta};
 use futures_util::StreamExt;
 use rand::Rng;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::link::{Link, LinkState};
+use crate::metrics::ReplicaMetrics;
 use crate::{LocalChange, OnChange, ReplicaError, Result, ws_url};
 
-/// Most capsules gathered into one burst before it is processed.
+/// Most frames gathered into one burst before it is processed.
 const MAX_BURST: usize = 2000;
 /// How long a burst stays open for more frames once one has arrived.
 const BURST_WINDOW: Duration = Duration::from_millis(3);
@@ -22,36 +23,72 @@ const IDS_PER_PULL: usize = 200;
 /// The hub pings every 10 s; this much silence means the link is dead even if TCP has not
 /// noticed (Wi-Fi gone).
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per REST request before the session is given up (and restarted with backoff).
+const PULL_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
     /// Base URL of the hub, `http://host:port`.
     pub hub_url: String,
+    /// This node's id, told to the hub so its dashboard can name us.
+    pub node_id: String,
+    /// Take light snapshots (open business only) instead of full ones.
+    pub light: bool,
+    /// At most one pull per entity per window, however fast capsules come.
+    pub pull_window: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
 }
 
 impl FollowConfig {
-    pub fn new(hub_url: impl Into<String>) -> FollowConfig {
+    pub fn new(hub_url: impl Into<String>, node_id: impl Into<String>) -> FollowConfig {
         FollowConfig {
             hub_url: hub_url.into().trim_end_matches('/').to_string(),
+            node_id: node_id.into(),
+            light: false,
+            pull_window: Duration::from_millis(100),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
         }
     }
 }
 
+/// Everything a following till shares with its session loop.
+struct Ctx<'a> {
+    store: &'a Arc<Store>,
+    config: &'a FollowConfig,
+    link: &'a Link,
+    ui: &'a OnChange,
+    http: &'a reqwest::Client,
+    metrics: &'a ReplicaMetrics,
+}
+
 /// Keeps `store` following the hub for ever: reconnects with capped, jittered backoff.
 /// Local changes are announced through `ui` for the node's own screens.
-pub async fn follow(store: Arc<Store>, config: FollowConfig, link: Link, ui: OnChange) {
+pub async fn follow(
+    store: Arc<Store>,
+    config: FollowConfig,
+    link: Link,
+    ui: OnChange,
+    metrics: Arc<ReplicaMetrics>,
+) {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a plain HTTP client builds");
+    let ctx = Ctx {
+        store: &store,
+        config: &config,
+        link: &link,
+        ui: &ui,
+        http: &http,
+        metrics: &metrics,
+    };
     let mut backoff = config.min_backoff;
     loop {
-        match session(&store, &config, &link, &ui, &http).await {
+        metrics.reconnects.inc();
+        match session(&ctx).await {
             Ok(()) => backoff = config.min_backoff,
             Err(e) => {
                 tracing::warn!(error = %e, hub = %config.hub_url, "link to hub lost");
@@ -73,33 +110,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(Into::into)
 }
 
-/// One connection's life. Returns Ok when the hub asked us to resynchronise.
-async fn session(
-    store: &Arc<Store>,
-    config: &FollowConfig,
-    link: &Link,
-    ui: &OnChange,
-    http: &reqwest::Client,
-) -> Result<()> {
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(ws_url(&config.hub_url)),
-    )
-    .await
-    .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?
-    .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
-    let hello = match next_frame(&mut ws).await? {
-        Some(Frame::Hello { node_id, seq, .. }) => (node_id, seq),
-        other => {
-            return Err(ReplicaError::Protocol(format!(
-                "expected hello, got {other:?}"
-            )));
-        }
-    };
-    link.set_hub(&hello.0);
-    link.set_state(LinkState::Syncing);
+/// Replaces local data with a snapshot; returns the stream position it is consistent at.
+async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
+    let url = format!(
+        "{}/api/snapshot{}",
+        ctx.config.hub_url,
+        if ctx.config.light { "?light=1" } else { "" }
+    );
+    let snap: Snapshot = get_json(ctx, &url).await?;
+    let seq = snap.seq;
+    let s = ctx.store.clone();
+    blocking(move || s.load_snapshot(&snap)).await?;
+    ctx.metrics.snapshots.inc();
+    (ctx.ui)(LocalChange::Reset);
+    tracing::info!(seq, light = ctx.config.light, "loaded snapshot from hub");
+    Ok(seq)
+}
 
-    let s = store.clone();
+/// One connection's life. Returns Ok when the hub asked us to resynchronise.
+async fn session(ctx: &Ctx<'_>) -> Result<()> {
+    let s = ctx.store.clone();
     let (local_seq, local_hub) = blocking(move || {
         Ok((
             s.meta_i64(meta::STREAM_SEQ)?,
@@ -107,85 +137,210 @@ async fn session(
         ))
     })
     .await?;
-    let mut applied = local_seq;
-    // Nothing happened since we last merged: the local copy is current. Anything else gets a
-    // fresh snapshot (incremental replay from the hub's change log is the next step).
-    if local_hub.as_deref() != Some(hello.0.as_str()) || local_seq != hello.1 {
-        let snap: Snapshot = get_json(http, &format!("{}/api/snapshot", config.hub_url)).await?;
-        applied = snap.seq;
-        let s = store.clone();
-        blocking(move || s.load_snapshot(&snap)).await?;
-        ui(LocalChange::Reset);
-        tracing::info!(seq = applied, "loaded snapshot from hub");
+    // Resume from where we were: the hub replays what we missed from its change log.
+    let mut url = format!(
+        "{}?node={}&role=till",
+        ws_url(&ctx.config.hub_url),
+        ctx.config.node_id
+    );
+    if local_hub.is_some() && local_seq > 0 {
+        url.push_str(&format!("&since={local_seq}"));
     }
-    link.set_seq(applied);
-    link.set_state(LinkState::Online);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?
+    .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
+    let hello = match next_frame(&mut ws, ctx.metrics).await? {
+        Some(Frame::Hello { node_id, seq, .. }) => (node_id, seq),
+        other => {
+            return Err(ReplicaError::Protocol(format!(
+                "expected hello, got {other:?}"
+            )));
+        }
+    };
+    ctx.link.set_hub(&hello.0);
+    ctx.link.set_state(LinkState::Syncing);
+    ctx.metrics
+        .hub_seq
+        .fetch_max(hello.1, std::sync::atomic::Ordering::Relaxed);
 
+    let mut applied = local_seq;
+    if local_hub.as_deref() != Some(hello.0.as_str()) || local_seq == 0 {
+        // New here, or the data came from another hub: start from a snapshot.
+        applied = take_snapshot(ctx).await?;
+    }
+    ctx.link.set_seq(applied);
+    ctx.metrics.set_seq(applied);
+    if applied >= hello.1 {
+        ctx.link.set_state(LinkState::Online);
+    }
+
+    let mut last_pass: Option<Instant> = None;
     loop {
-        let Some(first) = tokio::time::timeout(SILENCE_TIMEOUT, next_frame(&mut ws))
+        let Some(first) = tokio::time::timeout(SILENCE_TIMEOUT, next_frame(&mut ws, ctx.metrics))
             .await
             .map_err(|_| ReplicaError::Unreachable("hub silent for 30 s".into()))??
         else {
             return Err(ReplicaError::Unreachable("hub closed the stream".into()));
         };
+        // Leading edge: a frame after a quiet spell is handled at once; during a rush, passes
+        // are at least a pull window apart, so pulls do not grow with the mutation rate.
+        let now = Instant::now();
+        let mut deadline = now + BURST_WINDOW;
+        if let Some(prev) = last_pass {
+            deadline = deadline.max(prev + ctx.config.pull_window);
+        }
         let mut burst = vec![first];
         while burst.len() < MAX_BURST {
-            match tokio::time::timeout(BURST_WINDOW, next_frame(&mut ws)).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, next_frame(&mut ws, ctx.metrics)).await {
                 Ok(Ok(Some(f))) => burst.push(f),
                 Ok(Ok(None)) | Err(_) => break,
                 Ok(Err(e)) => return Err(e),
             }
         }
+        last_pass = Some(Instant::now());
+
         let mut capsules = Vec::new();
+        let mut rows = Vec::new();
         let mut last = applied;
         for frame in burst {
-            match frame {
-                Frame::Capsule { seq, capsule } if seq > last => {
-                    if seq != last + 1 {
-                        return Err(ReplicaError::Protocol(format!(
-                            "gap in stream: expected {}, got {seq}",
-                            last + 1
-                        )));
+            let Some((from, seq)) = frame.range() else {
+                match frame {
+                    Frame::Lagged { missed } => {
+                        tracing::warn!(missed, "fell behind the hub; reconnecting to replay");
+                        flush(ctx, rows, capsules, last).await?;
+                        return Ok(());
                     }
-                    last = seq;
-                    capsules.push(capsule);
+                    Frame::TooOld { oldest } => {
+                        tracing::warn!(
+                            oldest,
+                            since = last,
+                            "the hub's log no longer reaches back; taking a snapshot"
+                        );
+                        rows.clear();
+                        capsules.clear();
+                        last = take_snapshot(ctx).await?;
+                    }
+                    _ => {}
                 }
-                Frame::Capsule { .. } => {} // already covered by the snapshot
-                Frame::Lagged { missed } => {
-                    tracing::warn!(missed, "fell behind the hub; resynchronising");
-                    return Ok(());
+                continue;
+            };
+            if seq <= last {
+                continue; // covered by the snapshot or an earlier frame
+            }
+            if from > last + 1 {
+                // A gap: fetch what is missing from the hub's change log before going on.
+                ctx.metrics.gap_repairs.inc();
+                match repair_gap(ctx, last, from - 1).await? {
+                    Some(missing) => capsules.extend(missing),
+                    None => {
+                        rows.clear();
+                        capsules.clear();
+                        last = take_snapshot(ctx).await?;
+                        if seq <= last {
+                            continue;
+                        }
+                    }
                 }
-                Frame::Hello { .. } | Frame::Reset { .. } => {}
+            }
+            last = seq;
+            match frame {
+                Frame::Capsule { capsule, .. } => capsules.push(capsule),
+                Frame::Capsules { items, .. } => capsules.extend(items),
+                Frame::Rows { rows: r, ts, .. } => rows.push((ts, r)),
+                _ => {}
             }
         }
-        if capsules.is_empty() {
-            continue;
-        }
         if capsules.len() > 50 {
-            link.set_state(LinkState::Syncing);
+            ctx.link.set_state(LinkState::Syncing);
         }
-        apply_burst(store, config, ui, http, capsules).await?;
-        let s = store.clone();
-        blocking(move || s.set_meta(meta::STREAM_SEQ, &last.to_string())).await?;
+        flush(ctx, rows, capsules, last).await?;
         applied = last;
-        link.set_seq(applied);
-        link.set_state(LinkState::Online);
+        ctx.link.set_seq(applied);
+        ctx.link.set_state(LinkState::Online);
     }
+}
+
+/// Merges a burst's rows and pulls its capsules, then records the position reached.
+async fn flush(
+    ctx: &Ctx<'_>,
+    rows: Vec<(i64, Vec<BatchPull>)>,
+    capsules: Vec<Capsule>,
+    last: i64,
+) -> Result<()> {
+    for (ts, pulls) in rows {
+        for pull in pulls {
+            merge(ctx, pull).await?;
+        }
+        ctx.metrics.e2e_lag.observe_ms((now_ms() - ts) as f64);
+    }
+    ctx.metrics.capsules_received.add(capsules.len() as u64);
+    let stamps: Vec<i64> = capsules.iter().map(|c| c.ts).collect();
+    apply_burst(ctx, capsules).await?;
+    let done = now_ms();
+    for ts in stamps {
+        ctx.metrics.e2e_lag.observe_ms((done - ts) as f64);
+    }
+    let s = ctx.store.clone();
+    blocking(move || s.set_meta(meta::STREAM_SEQ, &last.to_string())).await?;
+    ctx.metrics.set_seq(last);
+    Ok(())
+}
+
+/// Capsules logged after `since` up to `upto`, from the hub's change log; None when the log
+/// no longer reaches back that far.
+async fn repair_gap(ctx: &Ctx<'_>, since: i64, upto: i64) -> Result<Option<Vec<Capsule>>> {
+    let mut out = Vec::new();
+    let mut at = since;
+    while at < upto {
+        let url = format!("{}/api/changes?since={at}", ctx.config.hub_url);
+        let changes: Changes = match get_json(ctx, &url).await {
+            Ok(c) => c,
+            Err(ReplicaError::Hub { status: 410, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if changes.seq <= at {
+            break;
+        }
+        at = changes.seq;
+        out.extend(changes.items);
+        if !changes.more {
+            break;
+        }
+    }
+    Ok(Some(out))
 }
 
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next protocol frame; `None` when the hub closed the connection. Pings count as life.
-async fn next_frame(ws: &mut WsStream) -> Result<Option<Frame>> {
+async fn next_frame(ws: &mut WsStream, metrics: &ReplicaMetrics) -> Result<Option<Frame>> {
     loop {
         match ws.next().await {
             None | Some(Ok(Message::Close(_))) => return Ok(None),
             Some(Err(e)) => return Err(ReplicaError::Unreachable(e.to_string())),
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(t.as_str())
-                    .map(Some)
-                    .map_err(|e| ReplicaError::Protocol(format!("bad frame {t}: {e}")));
+                metrics.ws_frames_received.inc();
+                metrics.ws_bytes_received.add(t.len() as u64);
+                let frame: Frame = serde_json::from_str(t.as_str())
+                    .map_err(|e| ReplicaError::Protocol(format!("bad frame {t}: {e}")))?;
+                if matches!(frame, Frame::Rows { .. }) {
+                    metrics.ws_rows_bytes_received.add(t.len() as u64);
+                }
+                if let Some((_, seq)) = frame.range() {
+                    metrics
+                        .hub_seq
+                        .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(Some(frame));
             }
             Some(Ok(_)) => continue,
         }
@@ -261,14 +416,22 @@ pub fn plan(
     out
 }
 
-async fn apply_burst(
-    store: &Arc<Store>,
-    config: &FollowConfig,
-    ui: &OnChange,
-    http: &reqwest::Client,
-    capsules: Vec<Capsule>,
-) -> Result<()> {
-    let s = store.clone();
+async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<()> {
+    let s = ctx.store.clone();
+    let started = Instant::now();
+    let outcome = blocking(move || s.merge_pulled(&pull)).await?;
+    ctx.metrics.merge_latency.observe(started.elapsed());
+    for c in outcome.changed {
+        (ctx.ui)(LocalChange::Changed(c));
+    }
+    Ok(())
+}
+
+async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
+    if capsules.is_empty() {
+        return Ok(());
+    }
+    let s = ctx.store.clone();
     let plan = blocking(move || {
         let schema = s.schema().clone();
         let mut err = None;
@@ -291,9 +454,9 @@ async fn apply_burst(
     .await?;
 
     for capsule in plan.gone {
-        let s = store.clone();
+        let s = ctx.store.clone();
         if let Some(local) = blocking(move || s.apply_gone(&capsule)).await? {
-            ui(LocalChange::Changed(local));
+            (ctx.ui)(LocalChange::Changed(local));
         }
     }
     for (entity, (ids, parts)) in plan.pulls {
@@ -301,45 +464,74 @@ async fn apply_burst(
         for chunk in ids.chunks(IDS_PER_PULL) {
             let url = format!(
                 "{}/api/entities?entity={entity}&ids={}&parts={}",
-                config.hub_url,
+                ctx.config.hub_url,
                 chunk.join(","),
                 parts.join(",")
             );
-            let pull: BatchPull = get_json(http, &url).await?;
-            let s = store.clone();
-            let outcome = blocking(move || s.merge_pulled(&pull)).await?;
-            for c in outcome.changed {
-                ui(LocalChange::Changed(c));
-            }
+            let started = Instant::now();
+            let pull: BatchPull = get_json(ctx, &url).await?;
+            ctx.metrics.pull_latency.observe(started.elapsed());
+            merge(ctx, pull).await?;
         }
     }
     Ok(())
 }
 
-pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<T> {
-    let resp = http
+/// GET with retries and backoff; a 4xx answer is not retried.
+async fn get_json<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> Result<T> {
+    let mut wait = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match get_once(ctx, url).await {
+            Ok(v) => return Ok(v),
+            Err(
+                e @ ReplicaError::Hub {
+                    status: 400..=499, ..
+                },
+            ) => return Err(e),
+            Err(e) if attempt >= PULL_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "request to hub failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn get_once<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> Result<T> {
+    ctx.metrics.rest_requests.inc();
+    let fail = |e: ReplicaError| {
+        ctx.metrics.rest_failures.inc();
+        e
+    };
+    let resp = ctx
+        .http
         .get(url)
         .send()
         .await
-        .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
+        .map_err(|e| fail(ReplicaError::Unreachable(e.to_string())))?;
     let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| fail(ReplicaError::Unreachable(e.to_string())))?;
+    ctx.metrics.rest_bytes.add(body.len() as u64);
     if !status.is_success() {
-        let message = resp
-            .json::<ErrorBody>()
-            .await
+        let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_default();
-        return Err(ReplicaError::Hub {
+        return Err(fail(ReplicaError::Hub {
             status: status.as_u16(),
             message,
-        });
+        }));
     }
-    resp.json()
-        .await
-        .map_err(|e| ReplicaError::Protocol(format!("bad answer from {url}: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        fail(ReplicaError::Protocol(format!(
+            "bad answer from {url}: {e}"
+        )))
+    })
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 mod follow;
 mod forward;
 mod link;
+pub mod metrics;
 
 pub use follow::{FollowConfig, follow};
 pub use forward::Forwarder;
 pub use link::{Link, LinkState};
+pub use metrics::ReplicaMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
