@@ -231,3 +231,47 @@ pub fn open_order(node: &Node, shift: &str, order: &str, order_no: i64) {
         ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Lamb kofta", "name_ar": "كفتة لحم", "qty": 1, "unit_price": 4200, "station": "grill", "created_at": T})),
     ]);
 }
+
+impl Node {
+    /// A number from this node's `/api/metrics` JSON, by path (`replica.rest_requests`).
+    pub fn metric(&self, path: &str) -> f64 {
+        let (_, m) = self.get("/api/metrics");
+        let mut v = &m;
+        for key in path.split('.') {
+            v = &v[key];
+        }
+        v.as_f64()
+            .unwrap_or_else(|| panic!("no metric {path} in {m}"))
+    }
+
+    /// SIGSTOP / SIGCONT: a till that stops reading without closing its connection.
+    pub fn pause(&self, on: bool) {
+        let sig = if on { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+/// Sends a seeded rush, step by step, each step through `nodes[till % len]`; calls `each`
+/// with the step index after every step. Returns the number of mutations sent.
+pub fn run_rush(orders: usize, seed: u64, nodes: &[&Node], mut each: impl FnMut(usize)) -> usize {
+    let config = capsule_bench::workload::RushConfig {
+        orders,
+        seed,
+        ..Default::default()
+    };
+    let mut n = 0;
+    for (i, step) in capsule_bench::workload::Rush::new(config).enumerate() {
+        let node = nodes[step.till % nodes.len()];
+        let body = serde_json::to_string(&step.batch).unwrap();
+        let (status, answer) = node.post_raw("/api/mutations", &body);
+        assert_eq!(status, 200, "{} via {}: {answer}", step.what, node.url);
+        n += step.batch.mutations.len();
+        each(i);
+    }
+    n
+}

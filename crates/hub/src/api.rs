@@ -105,7 +105,13 @@ async fn mutations(
     let Json(batch) = body.map_err(|e| {
         ApiError::bad_request(format!("malformed mutation request: {}", e.body_text()))
     })?;
-    Ok(Json((s.mutations)(batch).await?))
+    let m = s.stream.metrics().clone();
+    m.mutation_requests.inc();
+    m.mutations.add(batch.mutations.len() as u64);
+    let started = std::time::Instant::now();
+    let out = (s.mutations)(batch).await;
+    m.mutation_latency.observe(started.elapsed());
+    Ok(Json(out?))
 }
 
 async fn pull_one(
@@ -114,10 +120,15 @@ async fn pull_one(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let store = s.store.clone();
+    let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || {
         store.pull(&entity, &id, q.get("parts").map(String::as_str))
     })
     .await??;
+    let m = s.stream.metrics();
+    m.rest_pulls.inc();
+    m.rest_pull_ids.inc();
+    m.rest_pull_latency.observe(started.elapsed());
     Ok(Json(out).into_response())
 }
 
@@ -152,8 +163,14 @@ async fn pull_many(
     }
     let store = s.store.clone();
     let parts = q.get("parts").cloned();
+    let n = ids.len() as u64;
+    let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || store.pull_many(&entity, &ids, parts.as_deref()))
         .await??;
+    let m = s.stream.metrics();
+    m.rest_pulls.inc();
+    m.rest_pull_ids.add(n);
+    m.rest_pull_latency.observe(started.elapsed());
     Ok(Json(out).into_response())
 }
 

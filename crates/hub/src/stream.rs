@@ -271,7 +271,9 @@ pub async fn serve_ws(
     let mut sent_upto = params.since.unwrap_or(start);
     if let (Some(since), Some(store)) = (params.since, &store) {
         // Entries after `since` must all still be in the log.
-        if since < start && (oldest == 0 || since + 1 < oldest) {
+        // A position ahead of ours means the subscriber's data came from another history
+        // (a hub restored from a backup): it must start over too.
+        if since > start || since < start && (oldest == 0 || since + 1 < oldest) {
             let f = serde_json::to_string(&Frame::TooOld { oldest }).expect("frames serialise");
             if send(&mut tx, &metrics, &f, FrameKind::Control)
                 .await
@@ -321,14 +323,22 @@ pub async fn serve_ws(
         }
     }
 
+    let replay_end = if params.since.is_some() {
+        sent_upto
+    } else {
+        i64::MIN
+    };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
                 Ok(p) => {
-                    if p.seq <= sent_upto && p.kind != FrameKind::Control {
-                        continue; // covered by the replay
+                    // A frame published while we replayed is covered by the replay. Compare
+                    // with the replay's end, not the last frame sent: a window can publish a
+                    // rows frame and a capsules frame over the same range.
+                    if p.seq <= replay_end && p.kind != FrameKind::Control {
+                        continue;
                     }
                     if send(&mut tx, &metrics, &p.text, p.kind).await.is_err() {
                         return;

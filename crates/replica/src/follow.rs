@@ -143,7 +143,7 @@ async fn session(ctx: &Ctx<'_>) -> Result<()> {
         ws_url(&ctx.config.hub_url),
         ctx.config.node_id
     );
-    if local_hub.is_some() && local_seq > 0 {
+    if local_hub.is_some() {
         url.push_str(&format!("&since={local_seq}"));
     }
     let (mut ws, _) = tokio::time::timeout(
@@ -168,7 +168,7 @@ async fn session(ctx: &Ctx<'_>) -> Result<()> {
         .fetch_max(hello.1, std::sync::atomic::Ordering::Relaxed);
 
     let mut applied = local_seq;
-    if local_hub.as_deref() != Some(hello.0.as_str()) || local_seq == 0 {
+    if local_hub.as_deref() != Some(hello.0.as_str()) {
         // New here, or the data came from another hub: start from a snapshot.
         applied = take_snapshot(ctx).await?;
     }
@@ -232,9 +232,12 @@ async fn session(ctx: &Ctx<'_>) -> Result<()> {
                 }
                 continue;
             };
-            if seq <= last {
+            if seq < last {
                 continue; // covered by the snapshot or an earlier frame
             }
+            // seq == last may be the sibling of the frame just handled (a window in `both`
+            // mode sends rows and capsules over the same range): handle it; merges are
+            // idempotent.
             if from > last + 1 {
                 // A gap: fetch what is missing from the hub's change log before going on.
                 ctx.metrics.gap_repairs.inc();
@@ -244,7 +247,7 @@ async fn session(ctx: &Ctx<'_>) -> Result<()> {
                         rows.clear();
                         capsules.clear();
                         last = take_snapshot(ctx).await?;
-                        if seq <= last {
+                        if seq < last {
                             continue;
                         }
                     }
