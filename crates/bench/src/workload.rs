@@ -346,69 +346,65 @@ impl Iterator for Rush {
                 },
             });
         }
-        loop {
-            let can_open =
-                self.opened < self.config.orders && self.active.len() < self.config.concurrent;
-            if self.active.is_empty() {
-                if can_open {
-                    return Some(self.open_order());
-                }
-                if self.finished {
-                    return None;
-                }
-                self.finished = true;
-                let muts = self
-                    .shifts
-                    .iter()
-                    .map(|s| {
-                        mutation(
-                            "pos_shift",
-                            Action::Merge,
-                            json!({"id": s, "status": "closed", "closed_at": T0}),
-                        )
-                    })
-                    .collect();
-                return Some(Step {
-                    till: 0,
-                    what: "close shifts",
-                    batch: MutationBatch {
-                        mutations: muts,
-                        source: None,
-                    },
-                });
-            }
-            if can_open && self.rng.random_bool(0.3) {
+        let can_open =
+            self.opened < self.config.orders && self.active.len() < self.config.concurrent;
+        if self.active.is_empty() {
+            if can_open {
                 return Some(self.open_order());
             }
-            let i = self.rng.random_range(0..self.active.len());
-            let till = self.active[i].till;
-            match self.advance(i) {
-                Some((what, mutations)) => {
-                    return Some(Step {
-                        till,
-                        what,
-                        batch: MutationBatch {
-                            mutations,
-                            source: None,
-                        },
-                    });
-                }
-                None => {
-                    let o = self.active.swap_remove(i);
-                    let close = mutation(
-                        "order_header",
+            if self.finished {
+                return None;
+            }
+            self.finished = true;
+            let muts = self
+                .shifts
+                .iter()
+                .map(|s| {
+                    mutation(
+                        "pos_shift",
                         Action::Merge,
-                        json!({"id": o.id, "status": "closed", "closed_at": T0}),
-                    );
-                    return Some(Step {
-                        till: o.till,
-                        what: "close order",
-                        batch: MutationBatch {
-                            mutations: vec![close],
-                            source: None,
-                        },
-                    });
-                }
+                        json!({"id": s, "status": "closed", "closed_at": T0}),
+                    )
+                })
+                .collect();
+            return Some(Step {
+                till: 0,
+                what: "close shifts",
+                batch: MutationBatch {
+                    mutations: muts,
+                    source: None,
+                },
+            });
+        }
+        if can_open && self.rng.random_bool(0.3) {
+            return Some(self.open_order());
+        }
+        let i = self.rng.random_range(0..self.active.len());
+        let till = self.active[i].till;
+        match self.advance(i) {
+            Some((what, mutations)) => Some(Step {
+                till,
+                what,
+                batch: MutationBatch {
+                    mutations,
+                    source: None,
+                },
+            }),
+            None => {
+                let o = self.active.swap_remove(i);
+                let close = mutation(
+                    "order_header",
+                    Action::Merge,
+                    json!({"id": o.id, "status": "closed", "closed_at": T0}),
+                );
+                Some(Step {
+                    till: o.till,
+                    what: "close order",
+                    batch: MutationBatch {
+                        mutations: vec![close],
+                        source: None,
+                    },
+                })
             }
         }
     }
