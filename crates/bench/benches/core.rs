@@ -1,1 +1,121 @@
-fn main() {}
+//! Micro-benchmarks of the hot steps: picking parts, merging pulled parts, encoding capsules
+//! (with the legacy full-row encoding measured beside them as the baseline).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use capsule_bench::workload::{Rush, RushConfig};
+use capsule_protocol::{Frame, Schema};
+use capsule_store::{ApplyMode, Store};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// A hub store after a 200-order rush, and the id of a finished order.
+fn hub() -> (tempfile::TempDir, Store, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("hub.sqlite3"), Arc::new(Schema::builtin())).unwrap();
+    let mode = ApplyMode::Authoritative {
+        source: "bench".into(),
+    };
+    for step in Rush::new(RushConfig::default()) {
+        store.apply(&step.batch, &mode).unwrap();
+    }
+    let ids = store
+        .table_rows("order_header")
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    (dir, store, ids)
+}
+
+fn benches(c: &mut Criterion) {
+    let (_dir, store, ids) = hub();
+    let one = vec![ids[0].clone()];
+    let twenty: Vec<String> = ids[..20].to_vec();
+
+    c.bench_function("pick parts: 1 order, status", |b| {
+        b.iter(|| {
+            store
+                .pull_many("order", black_box(&one), Some("status"))
+                .unwrap()
+        })
+    });
+    c.bench_function("pick parts: 1 order, all parts (legacy row)", |b| {
+        b.iter(|| store.pull_many("order", black_box(&one), None).unwrap())
+    });
+    c.bench_function("pick parts: 20 orders, status+totals", |b| {
+        b.iter(|| {
+            store
+                .pull_many("order", black_box(&twenty), Some("status,totals"))
+                .unwrap()
+        })
+    });
+
+    let capsule = store.capsules_since(0, 1).unwrap().remove(0);
+    c.bench_function("encode capsule frame", |b| {
+        b.iter(|| {
+            serde_json::to_string(&Frame::Capsule {
+                seq: capsule.seq,
+                capsule: black_box(capsule.capsule.clone()),
+            })
+            .unwrap()
+        })
+    });
+    let rows = store.pull_many("order", &one, None).unwrap();
+    c.bench_function("encode legacy rows frame (1 order)", |b| {
+        b.iter(|| {
+            serde_json::to_string(&Frame::Rows {
+                seq: 1,
+                from: 1,
+                ts: 0,
+                rows: vec![black_box(rows.clone())],
+            })
+            .unwrap()
+        })
+    });
+    let text = serde_json::to_string(&Frame::Capsule {
+        seq: capsule.seq,
+        capsule: capsule.capsule.clone(),
+    })
+    .unwrap();
+    c.bench_function("decode capsule frame", |b| {
+        b.iter(|| serde_json::from_str::<Frame>(black_box(&text)).unwrap())
+    });
+
+    // Merge into a replica: a fresh pull merged, then the same pull again (stale, skipped).
+    let rdir = tempfile::tempdir().unwrap();
+    let replica = Store::open(
+        rdir.path().join("replica.sqlite3"),
+        Arc::new(Schema::builtin()),
+    )
+    .unwrap();
+    replica.load_snapshot(&store.snapshot().unwrap()).unwrap();
+    let status = store.pull_many("order", &one, Some("status")).unwrap();
+    c.bench_function("merge: 1 order, status, already current", |b| {
+        b.iter(|| replica.merge_pulled(black_box(&status)).unwrap())
+    });
+    let mut newer = store
+        .pull_many("order", &twenty, Some("status,totals,lines"))
+        .unwrap();
+    let mut bump = 1_000_000;
+    c.bench_function("merge: 20 orders, status+totals+lines, newer", |b| {
+        b.iter(|| {
+            // Each iteration presents newer versions so the merge really writes.
+            bump += 1;
+            for item in &mut newer.items {
+                for v in item.pv.values_mut() {
+                    *v = bump;
+                }
+                item.v = bump;
+            }
+            replica.merge_pulled(black_box(&newer)).unwrap()
+        })
+    });
+}
+
+criterion_group! {
+    name = core;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(core);

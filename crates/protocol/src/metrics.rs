@@ -11,8 +11,8 @@ use serde::Serialize;
 
 /// Histogram bucket upper bounds in milliseconds.
 pub const LATENCY_BUCKETS_MS: &[f64] = &[
-    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
-    10000.0,
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0,
+    150.0, 200.0, 300.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 10000.0,
 ];
 
 #[derive(Debug, Default)]
@@ -167,7 +167,7 @@ mod tests {
         let s = h.summary();
         assert_eq!(s.count, 100);
         assert_eq!(s.p50_ms, 1.0);
-        assert_eq!(s.p99_ms, 40.0);
+        assert_eq!(s.p99_ms, 30.0);
         assert_eq!(s.max_ms, 40.0);
         let mut text = String::new();
         h.render("x_seconds", "test", &mut text);

@@ -77,6 +77,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Opens a connection configured exactly as the store's writer is (for measuring the floor).
+pub fn configured_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+pub use rusqlite;
+
 fn configure(conn: &Connection) -> Result<()> {
     // WAL lets readers (pulls, snapshots) proceed while the writer commits; FULL sync so a
     // committed sale survives a power cut, not only a crash.

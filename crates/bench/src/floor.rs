@@ -1,0 +1,92 @@
+//! The physical floor, measured in the same run: a bare WebSocket round trip on loopback and
+//! one SQLite commit in the configuration the store uses (WAL, synchronous=FULL).
+
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    pub ws_rtt_p50_ms: f64,
+    pub ws_rtt_p99_ms: f64,
+    pub sqlite_commit_p50_ms: f64,
+    pub sqlite_commit_p99_ms: f64,
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+pub async fn measure() -> anyhow::Result<Floor> {
+    // An echo server on loopback; the client times 2000 small text round trips.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        if let Ok((tcp, _)) = listener.accept().await
+            && let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await
+        {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() && ws.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await?;
+    let frame = r#"{"type":"capsule","seq":1,"capsule":{"entity":"order","id":"x","parts":["status"],"v":1,"ts":0,"source":"t"}}"#;
+    let mut rtts = Vec::new();
+    for i in 0..2100 {
+        let t = Instant::now();
+        ws.send(Message::text(frame)).await?;
+        ws.next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("echo closed"))??;
+        if i >= 100 {
+            rtts.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    drop(ws);
+    server.abort();
+
+    let dir = tempfile::tempdir()?;
+    let commits = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+        let conn = rusqlite_conn(&dir.path().join("floor.sqlite3"))?;
+        let mut out = Vec::new();
+        for i in 0..400 {
+            let t = Instant::now();
+            conn.execute("INSERT INTO t(v) VALUES (?1)", [i])?;
+            if i >= 20 {
+                out.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        Ok(out)
+    })
+    .await??;
+    let rtts = sorted(rtts);
+    let commits = sorted(commits);
+    Ok(Floor {
+        ws_rtt_p50_ms: percentile(&rtts, 0.5),
+        ws_rtt_p99_ms: percentile(&rtts, 0.99),
+        sqlite_commit_p50_ms: percentile(&commits, 0.5),
+        sqlite_commit_p99_ms: percentile(&commits, 0.99),
+    })
+}
+
+/// A connection set up exactly as the store's: WAL, synchronous=FULL, one autocommit insert
+/// per transaction.
+fn rusqlite_conn(path: &std::path::Path) -> anyhow::Result<capsule_store::rusqlite::Connection> {
+    let c = capsule_store::configured_connection(path)?;
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)", [])?;
+    Ok(c)
+}

@@ -1,0 +1,125 @@
+//! `capsule-bench`: a seeded restaurant rush against a real hub process, in every stream mode,
+//! with the physical floor (loopback WebSocket round trip, one SQLite commit) measured in the
+//! same run. Prints a table and writes JSON.
+
+mod floor;
+mod run;
+mod snapshot;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "capsule-bench",
+    about = "Benchmark the capsule stream against legacy full rows."
+)]
+pub struct Args {
+    /// Replicas following the hub as tills.
+    #[arg(long, default_value_t = 20)]
+    pub tills: usize,
+    /// Replicas following the hub as kitchen screens.
+    #[arg(long, default_value_t = 4)]
+    pub screens: usize,
+    /// Seed of the rush.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Peak phase: seconds at the peak request rate.
+    #[arg(long, default_value_t = 12)]
+    pub peak_secs: u64,
+    /// Requests per second at peak (a busy restaurant); the burst is ten times this.
+    #[arg(long, default_value_t = 25)]
+    pub peak_rate: u64,
+    /// Burst phase: seconds at ten times the peak rate.
+    #[arg(long, default_value_t = 4)]
+    pub burst_secs: u64,
+    /// Orders in the day used for the snapshot measurement.
+    #[arg(long, default_value_t = 50_000)]
+    pub day_orders: usize,
+    /// Subscribers in the saturation run.
+    #[arg(long, default_value_t = 50)]
+    pub saturation_subscribers: usize,
+    /// Skip the saturation and snapshot runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// The tilld binary (default: next to this one).
+    #[arg(long)]
+    pub tilld: Option<PathBuf>,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    pub json: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let tilld = match &args.tilld {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("tilld"),
+    };
+    anyhow::ensure!(
+        tilld.is_file(),
+        "tilld not found at {}: build it first (cargo build --release --bin tilld) or pass --tilld",
+        tilld.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let started = std::time::Instant::now();
+        eprintln!("floor: loopback WebSocket round trip and one SQLite commit...");
+        let floor = floor::measure().await?;
+        let mut runs = Vec::new();
+        for (mode, coalesce) in run::MODES {
+            eprintln!(
+                "run: {mode} mode, coalescing {coalesce} ms, {} tills + {} screens...",
+                args.tills, args.screens
+            );
+            runs.push(run::rush(&args, &tilld, mode, *coalesce).await?);
+        }
+        let saturation = if args.quick {
+            None
+        } else {
+            eprintln!("saturation: {} subscribers...", args.saturation_subscribers);
+            Some(run::saturation(&args, &tilld).await?)
+        };
+        let snapshots = if args.quick {
+            None
+        } else {
+            eprintln!("snapshots: building a day of {} orders...", args.day_orders);
+            Some(snapshot::measure(&args, &tilld).await?)
+        };
+        let report = run::Report {
+            args: format!("{args:?}"),
+            floor,
+            runs,
+            saturation,
+            snapshots,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        println!("{}", report.table());
+        if let Some(dir) = args.json.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+        eprintln!(
+            "wrote {} ({:.0} s in all)",
+            args.json.display(),
+            report.seconds
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,250 @@
+// End-to-end: a real hub (--demo) and two tills, driven through Debian's chromium.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { REPO, UI_DIST, startNode, stopNode } from './nodes.js';
+
+const SHOTS = join(REPO, 'test-artifacts', 'screenshots');
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const VIEWPORT = { width: 1366, height: 820 };
+const T = 15000; // per-step wait
+
+// playwright-core gives chromium a fresh temporary profile (--user-data-dir) of its own.
+let hub, tillA, tillB, browser;
+let pageA, pageB, pageHub;
+let orderNo;
+
+async function shot(page, name, fullPage = false) {
+  await page.waitForTimeout(150);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
+}
+
+async function setLang(page, lang) {
+  const cur = await page.evaluate(() => document.documentElement.lang);
+  // a DOM click: the toggle must work even under an open dialog's backdrop
+  if (cur !== lang) await page.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+  await page.waitForFunction((l) => document.documentElement.lang === l, lang);
+}
+
+/** Screenshot the current screen in English, then Arabic (RTL), and back to English. */
+async function shotBoth(page, name, fullPage = false) {
+  await setLang(page, 'en');
+  await shot(page, `${name}-en`, fullPage);
+  await setLang(page, 'ar');
+  assert.equal(await page.evaluate(() => document.documentElement.dir), 'rtl');
+  await shot(page, `${name}-ar-rtl`, fullPage);
+  await setLang(page, 'en');
+}
+
+async function openShift(page, cashier, float) {
+  const form = page.getByTestId('open-shift-form');
+  await form.waitFor({ timeout: T });
+  await form.locator('input[name=cashier]').fill(cashier);
+  await form.locator('input[name=float]').fill(float);
+  await form.getByRole('button').click();
+  await page.getByTestId('open-orders').waitFor({ timeout: T });
+}
+
+function watchErrors(page, label) {
+  page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
+}
+
+describe('Capsule POS in a browser', { timeout: 170000 }, () => {
+  before(async () => {
+    assert.ok(existsSync(join(UI_DIST, 'index.html')), `built UI missing at ${UI_DIST}: run npm run build in ui/`);
+    mkdirSync(SHOTS, { recursive: true });
+    hub = await startNode('hub', ['--role', 'hub', '--demo']);
+    [tillA, tillB] = await Promise.all([
+      startNode('till-a', ['--role', 'till', '--hub', hub.url]),
+      startNode('till-b', ['--role', 'till', '--hub', hub.url]),
+    ]);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    const ctx = () => browser.newContext({ viewport: VIEWPORT, locale: 'en-US', timezoneId: 'Asia/Riyadh' });
+    pageA = await (await ctx()).newPage();
+    pageB = await (await ctx()).newPage();
+    pageHub = await (await ctx()).newPage();
+    watchErrors(pageA, 'till A');
+    watchErrors(pageB, 'till B');
+    watchErrors(pageHub, 'hub');
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    for (const n of [tillA, tillB, hub]) stopNode(n);
+  });
+
+  it('shows the home screen and the connection state on every screen', async () => {
+    await pageA.goto(`${tillA.url}/#/home`);
+    await pageA.getByRole('link', { name: 'Till' }).first().waitFor({ timeout: T });
+    await pageA.waitForSelector('[data-testid=conn-state][data-state=online]', { timeout: T });
+    const info = await pageA.getByTestId('node-info').innerText();
+    assert.match(info, /till/i);
+    assert.match(info, new RegExp(new URL(hub.url).host.replace(/\./g, '\\.')));
+    await shotBoth(pageA, 'home');
+  });
+
+  it('defaults to the till on a till and the dashboard on the hub', async () => {
+    await pageHub.goto(`${hub.url}/`);
+    await pageHub.getByTestId('node-status').waitFor({ timeout: T });
+    await pageA.goto(`${tillA.url}/`);
+    await pageA.getByTestId('open-shift-form').waitFor({ timeout: T });
+    await shotBoth(pageA, 'till-open-shift');
+  });
+
+  it('opens a shift on till A and rings up an order', async () => {
+    await openShift(pageA, 'Aisha', '500');
+    const ticket = pageA.getByTestId('ticket');
+    await pageA.getByTestId('table-input').fill('T9');
+    await pageA.locator('[data-code=G05]').click();
+    await ticket.locator('[data-line=G05]').waitFor({ timeout: T });
+    await pageA.locator('[data-code=C01]').click();
+    await ticket.locator('[data-line=C01]').waitFor({ timeout: T });
+    await pageA.locator('[data-code=G05]').click(); // same plain item: qty 2
+    await ticket.locator('[data-line=G05] .lqty', { hasText: '2' }).waitFor({ timeout: T });
+
+    // modifiers and a note on the hummus
+    await ticket.locator('[data-line=C01]').click();
+    const editor = pageA.getByTestId('line-editor');
+    await editor.getByRole('button', { name: 'no garlic' }).click();
+    await ticket.locator('[data-line=C01] .lmods', { hasText: 'no garlic' }).waitFor({ timeout: T });
+    await pageA.getByTestId('line-note').fill('extra oil');
+    await pageA.getByTestId('line-note').press('Enter');
+    await ticket.locator('[data-line=C01] .lnote', { hasText: 'extra oil' }).waitFor({ timeout: T });
+
+    // totals come from the core: 2 x 18.50 + 15.00 = 52.00, +10% service +15% VAT = 65.78
+    await pageA.waitForFunction(
+      () => /65\.78/.test(document.querySelector('[data-testid=order-total]')?.textContent ?? ''),
+      null,
+      { timeout: T },
+    );
+    const title = await ticket.locator('.ticket-title').innerText();
+    orderNo = Number(/#(\d+)/.exec(title)[1]);
+    assert.ok(orderNo > 100, `order number ${orderNo}`);
+    await shotBoth(pageA, 'till-order');
+  });
+
+  it('sends the order to the kitchen', async () => {
+    await pageA.getByTestId('send-kitchen').click();
+    await pageA.getByTestId('toast-ok').waitFor({ timeout: T });
+    const row = pageA.locator(`[data-testid=open-orders] [data-order-no="${orderNo}"]`);
+    await row.getByTestId('kitchen-state').filter({ hasText: /queued/ }).waitFor({ timeout: T });
+  });
+
+  it('shows the jobs on the KDS of till B and bumps them to ready', async () => {
+    await pageB.goto(`${tillB.url}/#/kds`);
+    const cards = pageB.locator(`article[data-job-order="${orderNo}"]`);
+    await cards.first().waitFor({ timeout: T });
+    const stations = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-station')).sort());
+    assert.deepEqual(stations, ['cold', 'grill']);
+    await pageB.locator('.job-items', { hasText: 'no garlic' }).first().waitFor({ timeout: T });
+    await shotBoth(pageB, 'kds');
+
+    // station filter
+    await pageB.locator('[data-station=grill].station-btn').click();
+    await pageB.locator(`article[data-job-order="${orderNo}"][data-station=grill]`).waitFor({ timeout: T });
+    assert.equal(await pageB.locator('article[data-station=cold]').count(), 0);
+    await shot(pageB, 'kds-grill-en');
+
+    // bump grill: queued -> cooking -> ready; then recall it and bump again
+    const grill = pageB.locator(`article[data-job-order="${orderNo}"][data-station=grill]`);
+    await grill.getByTestId('bump').click();
+    await grill.locator('.job-cooking').or(pageB.locator(`article.job-cooking[data-job-order="${orderNo}"]`)).first().waitFor({ timeout: T });
+    await grill.getByTestId('bump').click();
+    await grill.waitFor({ state: 'detached', timeout: T });
+    await pageB.getByTestId('recall').click();
+    await grill.waitFor({ timeout: T });
+    await grill.getByTestId('bump').click();
+    await grill.waitFor({ state: 'detached', timeout: T });
+
+    // the cold job on the all-stations view
+    await pageB.locator('[data-station=all].station-btn').click();
+    const cold = pageB.locator(`article[data-job-order="${orderNo}"][data-station=cold]`);
+    await cold.getByTestId('bump').click();
+    await pageB.locator(`article.job-cooking[data-job-order="${orderNo}"][data-station=cold]`).waitFor({ timeout: T });
+    await cold.getByTestId('bump').click();
+    await cold.waitFor({ state: 'detached', timeout: T });
+  });
+
+  it('shows "ready" live on till A and on till B', async () => {
+    const rowA = pageA.locator(`[data-testid=open-orders] [data-order-no="${orderNo}"]`);
+    await rowA.getByTestId('kitchen-state').filter({ hasText: /^ready$/ }).waitFor({ timeout: T });
+    await pageB.goto(`${tillB.url}/#/till`);
+    await openShift(pageB, 'Bilal', '300');
+    const rowB = pageB.locator(`[data-testid=open-orders] [data-order-no="${orderNo}"]`);
+    await rowB.getByTestId('kitchen-state').filter({ hasText: /^ready$/ }).waitFor({ timeout: T });
+    await shotBoth(pageB, 'till-b-open-orders');
+  });
+
+  it('runs the expo on the hub: assembled, served, gone after reload', async () => {
+    await pageHub.goto(`${hub.url}/#/expo`);
+    const card = pageHub.locator(`article[data-batch-order="${orderNo}"]`);
+    await card.locator('.bstatus-ready').waitFor({ timeout: T });
+    await shotBoth(pageHub, 'expo');
+    await card.getByTestId('assembled').click();
+    await card.locator('.bstatus-assembled').waitFor({ timeout: T });
+    await card.getByTestId('served').click();
+    await card.waitFor({ state: 'detached', timeout: T });
+    await pageHub.reload();
+    await pageHub.locator('article.batch, .big-empty').first().waitFor({ timeout: T });
+    await pageHub.waitForTimeout(500);
+    assert.equal(await pageHub.locator(`article[data-batch-order="${orderNo}"]`).count(), 0);
+  });
+
+  it('takes a cash payment on till A and shows the change from the core', async () => {
+    const row = pageA.locator(`[data-testid=open-orders] [data-order-no="${orderNo}"]`);
+    await row.click();
+    await pageA.getByTestId('pay').click();
+    const dlg = pageA.getByTestId('payment-dialog');
+    await dlg.waitFor({ timeout: T });
+    await pageA.keyboard.type('100');
+    await dlg.getByTestId('tendered').filter({ hasText: '100.00' }).waitFor({ timeout: T });
+    await shotBoth(pageA, 'till-payment');
+    await pageA.keyboard.press('Enter');
+    // 100.00 - 65.78 = 34.22, computed by the core as order_payment.change_due
+    await pageA.getByTestId('change-due').filter({ hasText: '34.22' }).waitFor({ timeout: T });
+    await shot(pageA, 'till-payment-done-en');
+    await pageA.keyboard.press('Enter');
+    await row.waitFor({ state: 'detached', timeout: T });
+  });
+
+  it('closes the shift on till A with the expected cash from the core', async () => {
+    await pageA.getByTestId('close-shift').click();
+    const form = pageA.getByTestId('close-shift-form');
+    // opening float 500.00 + cash sales 65.78
+    await form.getByTestId('expected-cash').filter({ hasText: '565.78' }).waitFor({ timeout: T });
+    await shotBoth(pageA, 'till-close-shift');
+    await form.locator('input').fill('565.78');
+    await form.locator('button[type=submit]').click();
+    await pageA.getByTestId('open-shift-form').waitFor({ timeout: T });
+  });
+
+  it('renders the hub dashboard with status and counters', async () => {
+    await pageHub.goto(`${hub.url}/#/dashboard`);
+    const st = pageHub.getByTestId('node-status');
+    await st.waitFor({ timeout: T });
+    assert.match(await st.innerText(), /hub/i);
+    await pageHub.waitForFunction(() => Number(document.querySelector('[data-testid=status-seq]')?.textContent?.replace(/\D/g, '') || 0) > 0, null, { timeout: T });
+    await pageHub.getByTestId('stat-open-orders').waitFor({ timeout: T });
+    await pageHub.getByTestId('server-metrics').waitFor({ timeout: T });
+    await pageHub.getByTestId('pairing').filter({ hasText: /not available yet/i }).waitFor({ timeout: T });
+    await pageHub.waitForTimeout(4500); // a few samples for the charts
+    // the screen scrolls inside the app shell: a tall viewport shows every chart
+    await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
+    await shotBoth(pageHub, 'dashboard');
+  });
+});

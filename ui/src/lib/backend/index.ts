@@ -1,0 +1,98 @@
+// The only module that talks to the node. Everything else imports from here.
+import { httpTransport } from './http';
+import { tauriTransport } from './tauri';
+import type { Transport, FrameListener, LinkListener } from './transport';
+import type {
+  BatchPull,
+  Menu,
+  Metrics,
+  Mutation,
+  MutationResult,
+  NodeStatus,
+  Row,
+  Schema,
+} from './types';
+
+export type * from './types';
+
+/** An error answer from the node; `message` is the node's own `error` text. */
+export class ApiError extends Error {
+  constructor(
+    public readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+  /** The endpoint does not exist on this node (yet). */
+  get notAvailable(): boolean {
+    return this.status === 404 || this.status === 405 || this.status === 501;
+  }
+}
+
+function pickTransport(): Transport {
+  const w = globalThis as { __TAURI_INTERNALS__?: unknown };
+  return w.__TAURI_INTERNALS__ ? tauriTransport() : httpTransport();
+}
+
+let transport: Transport | null = null;
+function t(): Transport {
+  transport ??= pickTransport();
+  return transport;
+}
+
+/** For tests: use a given transport. */
+export function setTransport(tr: Transport): void {
+  transport = tr;
+}
+
+export function transportKind(): 'http' | 'tauri' {
+  return t().kind;
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let res;
+  try {
+    res = await t().request(method, path, body);
+  } catch (e) {
+    throw new ApiError(0, `node unreachable: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (res.status >= 200 && res.status < 300) return res.body as T;
+  const b = res.body as { error?: unknown } | null;
+  const msg = b && typeof b.error === 'string' ? b.error : `HTTP ${res.status}`;
+  throw new ApiError(res.status, msg);
+}
+
+export const api = {
+  status: () => call<NodeStatus>('GET', '/api/status'),
+  schema: () => call<Schema>('GET', '/api/schema'),
+  menu: () => call<Menu>('GET', '/api/menu'),
+  table: (name: string) => call<{ rows: Row[] }>('GET', `/api/tables/${encodeURIComponent(name)}`),
+  pull: (entity: string, ids: string[], parts: string[]) =>
+    call<BatchPull>(
+      'GET',
+      `/api/entities?entity=${encodeURIComponent(entity)}&ids=${ids.map(encodeURIComponent).join(',')}&parts=${parts
+        .map(encodeURIComponent)
+        .join(',')}`,
+    ),
+  mutate: (mutations: Omit<Mutation, 'mid'>[]) =>
+    call<{ results: MutationResult[] }>('POST', '/api/mutations', {
+      mutations: mutations.map((m) => ({ mid: crypto.randomUUID(), ...m })),
+    }),
+  sendToKitchen: (orderId: string) =>
+    call<{ batch_id: string; results: MutationResult[] }>(
+      'POST',
+      `/api/orders/${encodeURIComponent(orderId)}/send-to-kitchen`,
+    ),
+  metrics: () => call<Metrics>('GET', '/api/metrics'),
+  setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
+    call<unknown>('POST', '/api/admin/modes', { entity, mode }),
+};
+
+export function subscribe(onFrame: FrameListener, onLink: LinkListener): () => void {
+  return t().subscribe(onFrame, onLink);
+}
+
+export function frameBytesReceived(): number {
+  return t().bytesReceived();
+}

@@ -1,0 +1,100 @@
+// Wire types of the node's API. Kept free of any transport detail.
+
+export type Role = 'hub' | 'till';
+export type SyncState = 'online' | 'syncing' | 'offline';
+
+export interface NodeStatus {
+  node_id: string;
+  role: Role;
+  state: SyncState;
+  hub_url: string | null;
+  hub_node_id: string | null;
+  seq: number;
+  pending: number;
+  offline_since: number | null;
+}
+
+export interface MenuItem {
+  code: string;
+  name_en: string;
+  name_ar: string;
+  category: string;
+  station: string;
+  price: number;
+}
+
+export interface Menu {
+  currency: string;
+  items: MenuItem[];
+}
+
+export type EntityName = 'order' | 'job' | 'batch' | 'shift';
+
+export interface SchemaEntity {
+  table: string;
+  id_field: string;
+  /** part name -> columns (for child parts: the child table's columns) */
+  parts: Record<string, string[]>;
+  children?: Record<string, { table: string; parent_field: string }>;
+}
+
+export interface Schema {
+  entities: Record<string, SchemaEntity>;
+}
+
+export type Row = Record<string, unknown> & { id: string };
+
+export interface PulledItem {
+  id: string;
+  v: number;
+  pv: Record<string, number>;
+  payload: Record<string, unknown>;
+}
+
+export interface BatchPull {
+  entity: string;
+  parts: string[];
+  items: PulledItem[];
+  missing: string[];
+}
+
+export interface CapsuleSignal {
+  entity: string;
+  id: string;
+  parts: string[];
+  v: number;
+  ts?: string;
+  source?: string;
+  gone?: boolean;
+}
+
+/**
+ * Frames of a node's /ws stream. Stream positions are the hub's capsule-log sequence numbers;
+ * a data frame covers `from..=seq` (a single capsule: `seq..=seq`).
+ */
+export type Frame =
+  | { type: 'hello'; node_id: string; role: Role; seq: number; v?: number; oldest?: number }
+  | { type: 'capsule'; seq: number; capsule: CapsuleSignal }
+  | { type: 'capsules'; seq: number; from: number; items: CapsuleSignal[] }
+  | { type: 'rows'; seq: number; from: number; ts?: number; rows: BatchPull[] }
+  | { type: 'lagged'; missed?: number }
+  | { type: 'too_old'; oldest?: number }
+  | { type: 'reset'; seq: number };
+
+export type MutationAction = 'insert' | 'merge' | 'save' | 'delete';
+
+export interface Mutation {
+  mid: string;
+  table: string;
+  action: MutationAction;
+  row: Row;
+}
+
+export interface MutationResult {
+  mid: string;
+  status: 'applied' | 'duplicate';
+  seq: number;
+}
+
+/** Counters from GET /api/metrics. Every field is optional: the endpoint is still growing. */
+export type Metrics = Record<string, unknown>;

@@ -1,0 +1,96 @@
+// Display formatting only: money arrives as integer minor units (halalas) computed by the core.
+
+export type Lang = 'en' | 'ar';
+
+export function intlLocale(lang: Lang): string {
+  return lang === 'ar' ? 'ar-SA' : 'en-SA';
+}
+
+const moneyFmts = new Map<string, Intl.NumberFormat>();
+const numFmts = new Map<string, Intl.NumberFormat>();
+
+/** 1850 -> "SAR 18.50" (en-SA) or "١٨٫٥٠ ر.س.‏" (ar-SA). Null/undefined shows a dash. */
+export function formatMoney(minor: number | null | undefined, lang: Lang, currency = 'SAR'): string {
+  if (minor === null || minor === undefined || !Number.isFinite(minor)) return '—';
+  const key = `${lang}:${currency}`;
+  let f = moneyFmts.get(key);
+  if (!f) {
+    f = new Intl.NumberFormat(intlLocale(lang), {
+      style: 'currency',
+      currency,
+      minimumFractionDigits: 2,
+      maximumFractionDigits: 2,
+    });
+    moneyFmts.set(key, f);
+  }
+  return f.format(minorToDecimalString(minor) as unknown as number);
+}
+
+/** Exact decimal text of a minor-unit integer: -1805 -> "-18.05". */
+export function minorToDecimalString(minor: number): string {
+  const n = Math.trunc(minor);
+  const sign = n < 0 ? '-' : '';
+  const abs = Math.abs(n);
+  const major = Math.floor(abs / 100);
+  const cents = abs % 100;
+  return `${sign}${major}.${cents.toString().padStart(2, '0')}`;
+}
+
+/** Plain number in the locale's digits. */
+export function formatNumber(n: number | null | undefined, lang: Lang): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '—';
+  let f = numFmts.get(lang);
+  if (!f) numFmts.set(lang, (f = new Intl.NumberFormat(intlLocale(lang), { maximumFractionDigits: 2 })));
+  return f.format(n);
+}
+
+const ARABIC_DIGITS: Record<string, string> = {
+  '٠': '0', '١': '1', '٢': '2', '٣': '3', '٤': '4', '٥': '5', '٦': '6', '٧': '7', '٨': '8', '٩': '9',
+  '۰': '0', '۱': '1', '۲': '2', '۳': '3', '۴': '4', '۵': '5', '۶': '6', '۷': '7', '۸': '8', '۹': '9',
+  '٫': '.', '٬': ',',
+};
+
+/**
+ * What the user typed ("18.5", "١٨٫٥٠", "1,200") as integer minor units, or null if it is not
+ * an amount. Never goes through floating point.
+ */
+export function parseMoney(text: string): number | null {
+  const s = text
+    .trim()
+    .replace(/[٠-٩۰-۹٫٬]/g, (c) => ARABIC_DIGITS[c] ?? c)
+    .replace(/,/g, '')
+    .replace(/\s/g, '');
+  const m = /^(\d*)(?:\.(\d{0,2}))?$/.exec(s);
+  if (!m || (m[1] === '' && (m[2] ?? '') === '')) return null;
+  const major = Number(m[1] || '0');
+  const frac = (m[2] ?? '').padEnd(2, '0');
+  const minor = major * 100 + Number(frac);
+  return Number.isSafeInteger(minor) ? minor : null;
+}
+
+/** Minutes and seconds since an RFC 3339 time: "3:07", "12:45", "1:02:03". */
+export function formatAge(sinceIso: string | null | undefined, now: number): string {
+  if (!sinceIso) return '';
+  const ms = Math.max(0, now - Date.parse(sinceIso));
+  const s = Math.floor(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = (s % 60).toString().padStart(2, '0');
+  return h > 0 ? `${h}:${m.toString().padStart(2, '0')}:${sec}` : `${m}:${sec}`;
+}
+
+/** Age band of a kitchen job: fresh until 8 minutes, amber until 15, then red. */
+export function ageBand(sinceIso: string | null | undefined, now: number): 'fresh' | 'amber' | 'red' {
+  if (!sinceIso) return 'fresh';
+  const min = (now - Date.parse(sinceIso)) / 60000;
+  return min >= 15 ? 'red' : min >= 8 ? 'amber' : 'fresh';
+}
+
+export function formatClock(ms: number | string, lang: Lang): string {
+  const d = typeof ms === 'string' ? new Date(Date.parse(ms)) : new Date(ms);
+  return d.toLocaleTimeString(intlLocale(lang), { hour: '2-digit', minute: '2-digit' });
+}
+
+export function shortId(id: string | null | undefined): string {
+  return id ? id.replace(/-/g, '').slice(-6) : '—';
+}

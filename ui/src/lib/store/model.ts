@@ -1,0 +1,185 @@
+// Typed views of the synced tables (columns from schema/capsule-schema.toml).
+
+export type OrderStatus = 'open' | 'sent' | 'paid' | 'closed' | 'void';
+export type OrderType = 'dine_in' | 'takeaway' | 'delivery';
+export type LineStatus = 'new' | 'sent' | 'void';
+export type JobStatus = 'queued' | 'cooking' | 'ready';
+export type BatchStatus = 'queued' | 'cooking' | 'ready' | 'assembled' | 'served';
+
+export interface OrderLine {
+  id: string;
+  order_id: string;
+  line_no: number;
+  item_code: string | null;
+  name_en: string;
+  name_ar: string | null;
+  category: string | null;
+  station: string | null;
+  qty: number;
+  unit_price: number;
+  discount: number;
+  modifiers: string | null;
+  note: string | null;
+  status: LineStatus;
+  batch_id: string | null;
+  created_at: string;
+  line_total: number;
+}
+
+export interface Payment {
+  id: string;
+  order_id: string;
+  method: 'cash' | 'card';
+  amount: number;
+  tendered: number | null;
+  reference: string | null;
+  node_id: string | null;
+  paid_at: string;
+  change_due: number | null;
+}
+
+export interface Order {
+  id: string;
+  order_no: number;
+  shift_id: string;
+  node_id: string | null;
+  table_label: string | null;
+  order_type: OrderType;
+  guests: number;
+  note: string | null;
+  opened_by: string | null;
+  opened_at: string;
+  currency: string;
+  status: OrderStatus;
+  updated_at: string | null;
+  closed_at: string | null;
+  tax_rate_bp: number;
+  service_rate_bp: number;
+  order_discount: number;
+  subtotal: number;
+  discount_total: number;
+  service_total: number;
+  tax_total: number;
+  total: number;
+  paid_total: number;
+  balance_due: number;
+  item_count: number;
+  lines: OrderLine[];
+  payments: Payment[];
+}
+
+export interface JobItem {
+  id: string;
+  job_id: string;
+  order_line_id: string | null;
+  name_en: string;
+  name_ar: string | null;
+  qty: number;
+  modifiers: string | null;
+  note: string | null;
+  status: 'pending' | 'done';
+}
+
+export interface Job {
+  id: string;
+  order_id: string;
+  batch_id: string;
+  station: string;
+  order_no: number | null;
+  table_label: string | null;
+  created_at: string;
+  status: JobStatus;
+  started_at: string | null;
+  ready_at: string | null;
+  updated_at: string | null;
+  items_total: number;
+  items_done: number;
+  items: JobItem[];
+}
+
+export interface Batch {
+  id: string;
+  order_id: string;
+  batch_no: number;
+  kind: 'initial' | 'addition';
+  order_no: number | null;
+  table_label: string | null;
+  created_at: string;
+  status: BatchStatus;
+  jobs_total: number;
+  jobs_ready: number;
+  stations: string | null;
+  updated_at: string | null;
+  ready_at: string | null;
+  assembled_at: string | null;
+  served_at: string | null;
+  served_by: string | null;
+}
+
+export interface Shift {
+  id: string;
+  node_id: string;
+  cashier: string;
+  opened_at: string;
+  opening_float: number;
+  status: 'open' | 'closed';
+  closed_at: string | null;
+  counted_cash: number | null;
+  updated_at: string | null;
+  orders_count: number;
+  cash_sales: number;
+  card_sales: number;
+  total_sales: number;
+  expected_cash: number;
+}
+
+export const STATIONS = ['grill', 'fry', 'cold', 'bar', 'dessert'] as const;
+export const MODIFIERS = ['no onion', 'extra cheese', 'no garlic', 'spicy'] as const;
+
+export function nextJobStatus(s: JobStatus): JobStatus | null {
+  return s === 'queued' ? 'cooking' : s === 'cooking' ? 'ready' : null;
+}
+
+/** "no onion; extra cheese" <-> ["no onion", "extra cheese"] */
+export function splitModifiers(m: string | null | undefined): string[] {
+  return (m ?? '')
+    .split(';')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+export function toggleModifier(m: string | null | undefined, mod: string): string {
+  const list = splitModifiers(m);
+  const i = list.indexOf(mod);
+  if (i >= 0) list.splice(i, 1);
+  else list.push(mod);
+  return list.join('; ');
+}
+
+export interface KitchenProgress {
+  total: number;
+  ready: number;
+  cooking: number;
+  state: 'none' | 'queued' | 'cooking' | 'ready';
+}
+
+/** How far the kitchen is with an order, from its jobs' status. */
+export function kitchenProgress(orderId: string, jobs: Iterable<{ data: Job }>): KitchenProgress {
+  let total = 0;
+  let ready = 0;
+  let cooking = 0;
+  for (const { data: j } of jobs) {
+    if (j.order_id !== orderId) continue;
+    total++;
+    if (j.status === 'ready') ready++;
+    else if (j.status === 'cooking') cooking++;
+  }
+  const state = total === 0 ? 'none' : ready === total ? 'ready' : cooking + ready > 0 ? 'cooking' : 'queued';
+  return { total, ready, cooking, state };
+}
+
+export function nextOrderNo(orders: Iterable<{ data: Order }>): number {
+  let max = 100;
+  for (const { data } of orders) if (typeof data.order_no === 'number' && data.order_no > max) max = data.order_no;
+  return max + 1;
+}

@@ -1,0 +1,273 @@
+// Capsule -> debounce -> batch pull -> merge -> Svelte stores.
+import { writable, derived, get, type Readable } from 'svelte/store';
+import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
+import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
+import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
+import type { Batch, Job, Order, Shift } from './model';
+
+export const ENTITIES = ['order', 'job', 'batch', 'shift'] as const;
+export type Entity = (typeof ENTITIES)[number];
+
+const DEBOUNCE_MS = 50;
+
+const caches = new Map<string, EntityCache>();
+const stores = {
+  order: writable(new Map<string, EntityRec<Order>>()),
+  job: writable(new Map<string, EntityRec<Job>>()),
+  batch: writable(new Map<string, EntityRec<Batch>>()),
+  shift: writable(new Map<string, EntityRec<Shift>>()),
+};
+
+export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
+export const jobs: Readable<Map<string, EntityRec<Job>>> = stores.job;
+export const batches: Readable<Map<string, EntityRec<Batch>>> = stores.batch;
+export const shifts: Readable<Map<string, EntityRec<Shift>>> = stores.shift;
+
+/** This node's /api/status, refreshed every 2 s; null until the first answer. */
+export const status = writable<NodeStatus | null>(null);
+/** False while the node itself does not answer (the UI's own link, not the till-hub link). */
+export const nodeReachable = writable(true);
+/** The frame stream (WebSocket or IPC) is connected. */
+export const streamUp = writable(false);
+/** All tables loaded at least once. */
+export const ready = writable(false);
+export const loadError = writable<string | null>(null);
+
+export interface ClientStats {
+  frames: number;
+  capsules: number;
+  duplicates: number;
+  gaps: number;
+  rowFrames: number;
+  skipped: number;
+  pulls: number;
+  pulledItems: number;
+  lastPullMs: number | null;
+  pullMs: number[];
+  bytes: number;
+}
+export const clientStats = writable<ClientStats>({
+  frames: 0,
+  capsules: 0,
+  duplicates: 0,
+  gaps: 0,
+  rowFrames: 0,
+  skipped: 0,
+  pulls: 0,
+  pulledItems: 0,
+  lastPullMs: null,
+  pullMs: [],
+  bytes: 0,
+});
+
+let schema: Schema | null = null;
+const gate = new SeqGate();
+let plan = new PullPlan();
+let timer: ReturnType<typeof setTimeout> | undefined;
+let started = false;
+let loading: Promise<void> | null = null;
+
+function publish(entity: string): void {
+  const c = caches.get(entity);
+  const s = (stores as Record<string, { set: (m: Map<string, EntityRec<never>>) => void }>)[entity];
+  if (c && s) s.set(new Map(c.recs) as Map<string, EntityRec<never>>);
+}
+
+function allParts(entity: string): string[] {
+  return Object.keys(schema?.entities[entity]?.parts ?? {});
+}
+
+async function loadAll(): Promise<void> {
+  schema ??= await api.schema();
+  const tables = new Set<string>();
+  for (const e of ENTITIES) {
+    const def = schema.entities[e];
+    if (!def) continue;
+    tables.add(def.table);
+    for (const c of Object.values(def.children ?? {})) tables.add(c.table);
+  }
+  const rows = new Map<string, Awaited<ReturnType<typeof api.table>>['rows']>();
+  await Promise.all(
+    [...tables].map(async (t) => {
+      rows.set(t, (await api.table(t)).rows);
+    }),
+  );
+  for (const e of ENTITIES) {
+    const def = schema.entities[e];
+    if (!def) continue;
+    let cache = caches.get(e);
+    if (!cache) caches.set(e, (cache = new EntityCache(shapeFromSchema(def))));
+    const children: Record<string, Awaited<ReturnType<typeof api.table>>['rows']> = {};
+    for (const [part, c] of Object.entries(def.children ?? {})) children[part] = rows.get(c.table) ?? [];
+    cache.load(rows.get(def.table) ?? [], children);
+    publish(e);
+  }
+  ready.set(true);
+  loadError.set(null);
+}
+
+/** Reload every table (start, reset frames, reconnects). Concurrent calls share one load. */
+export function reload(): Promise<void> {
+  loading ??= loadAll()
+    .catch((e: unknown) => {
+      loadError.set(e instanceof Error ? e.message : String(e));
+    })
+    .finally(() => {
+      loading = null;
+    });
+  return loading;
+}
+
+async function flush(): Promise<void> {
+  timer = undefined;
+  const requests = plan.drain(allParts);
+  const touched = new Set<string>();
+  await Promise.all(
+    requests.map(async (r) => {
+      const cache = caches.get(r.entity);
+      if (!cache) return;
+      const t0 = performance.now();
+      try {
+        const res = await api.pull(r.entity, r.ids, r.parts);
+        const ms = performance.now() - t0;
+        clientStats.update((s) => ({
+          ...s,
+          pulls: s.pulls + 1,
+          pulledItems: s.pulledItems + res.items.length,
+          lastPullMs: ms,
+          pullMs: [...s.pullMs.slice(-199), ms],
+        }));
+        for (const item of res.items) if (cache.merge(item)) touched.add(r.entity);
+        for (const id of res.missing) if (cache.remove(id, Number.MAX_SAFE_INTEGER)) touched.add(r.entity);
+      } catch (e) {
+        // Pull failed (node busy or restarting): ask again later for the same things.
+        if (!(e instanceof ApiError && e.notAvailable)) {
+          for (const id of r.ids) plan.add({ entity: r.entity, id, parts: r.parts, v: 0 });
+          schedule(1000);
+        }
+      }
+    }),
+  );
+  for (const e of touched) publish(e);
+}
+
+function schedule(ms = DEBOUNCE_MS): void {
+  timer ??= setTimeout(() => void flush(), ms);
+}
+
+function onCapsule(sig: CapsuleSignal): void {
+  const cache = caches.get(sig.entity);
+  if (!cache) return;
+  if (sig.gone) {
+    if (cache.remove(sig.id, sig.v)) publish(sig.entity);
+    return;
+  }
+  if (!cache.needsPull(sig)) {
+    clientStats.update((s) => ({ ...s, skipped: s.skipped + 1 }));
+    return;
+  }
+  plan.add(sig);
+  schedule();
+}
+
+let reloadTimer: ReturnType<typeof setTimeout> | undefined;
+/** Coalesced full reload (gaps, lag, reset): at most one in flight, none more often than 300 ms. */
+function scheduleReload(): void {
+  reloadTimer ??= setTimeout(() => {
+    reloadTimer = undefined;
+    void reload();
+  }, 300);
+}
+
+function admit(from: number, seq: number): boolean {
+  const r = gate.admit(from, seq);
+  if (r === 'dup') {
+    clientStats.update((s) => ({ ...s, duplicates: s.duplicates + 1 }));
+    return false;
+  }
+  if (r === 'gap') {
+    // We missed frames: the simplest correct answer is to read everything again.
+    clientStats.update((s) => ({ ...s, gaps: s.gaps + 1 }));
+    scheduleReload();
+  }
+  return true;
+}
+
+/** Legacy/both rollout: the frame carries whole entities; merge them without a pull. */
+function onRows(pulls: BatchPull[]): void {
+  const touched = new Set<string>();
+  for (const p of pulls) {
+    const cache = caches.get(p.entity);
+    if (!cache) continue;
+    for (const item of p.items) if (cache.merge(item)) touched.add(p.entity);
+    for (const id of p.missing ?? []) if (cache.remove(id, Number.MAX_SAFE_INTEGER)) touched.add(p.entity);
+  }
+  for (const e of touched) publish(e);
+}
+
+function onFrame(f: Frame): void {
+  clientStats.update((s) => ({ ...s, frames: s.frames + 1, bytes: frameBytesReceived() }));
+  switch (f.type) {
+    case 'hello':
+      // A (re)connection: anything may have happened meanwhile.
+      gate.reset(f.seq);
+      if (get(ready)) scheduleReload();
+      break;
+    case 'reset':
+      gate.reset(f.seq);
+      plan = new PullPlan();
+      scheduleReload();
+      break;
+    case 'lagged':
+    case 'too_old':
+      gate.reset(-1);
+      scheduleReload();
+      break;
+    case 'capsule':
+      if (!admit(f.seq, f.seq)) return;
+      clientStats.update((s) => ({ ...s, capsules: s.capsules + 1 }));
+      onCapsule(f.capsule);
+      break;
+    case 'capsules':
+      if (!admit(f.from, f.seq)) return;
+      clientStats.update((s) => ({ ...s, capsules: s.capsules + f.items.length }));
+      for (const c of f.items) onCapsule(c);
+      break;
+    case 'rows':
+      if (!admit(f.from, f.seq)) return;
+      clientStats.update((s) => ({ ...s, rowFrames: s.rowFrames + 1 }));
+      onRows(f.rows);
+      break;
+  }
+}
+
+async function pollStatus(): Promise<void> {
+  try {
+    status.set(await api.status());
+    nodeReachable.set(true);
+  } catch {
+    nodeReachable.set(false);
+  }
+}
+
+/** Start syncing (idempotent). */
+export function start(): void {
+  if (started) return;
+  started = true;
+  void pollStatus();
+  setInterval(() => void pollStatus(), 2000);
+  void reload();
+  subscribe(onFrame, (up) => {
+    streamUp.set(up);
+    if (up) void pollStatus();
+  });
+}
+
+/** Ask for an entity now (after our own write, so the screen does not wait for the frame). */
+export function touch(entity: Entity, id: string, parts: string[]): void {
+  const cache = caches.get(entity);
+  if (!cache) return;
+  plan.add({ entity, id, parts, v: 0 });
+  schedule(0);
+}
+
