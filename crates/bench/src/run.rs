@@ -488,7 +488,8 @@ impl Report {
         );
         let _ = writeln!(out, "|---|{}", "---|".repeat(self.runs.len()));
         type Get = fn(&RunResult) -> f64;
-        let rows: Vec<(&str, Get, fn(f64) -> String)> = vec![
+        type Show = fn(f64) -> String;
+        let rows: Vec<(&str, Get, Show)> = vec![
             (
                 "WS bytes/s per client",
                 |r| r.ws_bytes_per_s_per_client,
