@@ -28,6 +28,7 @@ const USED: &[(&str, &[&str])] = &[
     (
         "order_header",
         &[
+            "order_no",
             "shift_id",
             "status",
             "tax_rate_bp",
@@ -124,6 +125,19 @@ pub fn check_writable(t: &TableDef, row: &Row) -> Result<()> {
         return Err(StoreError::Invalid(format!(
             "job_order_batch.status '{s}' follows from its jobs; only 'assembled' and 'served' can be set"
         )));
+    }
+    Ok(())
+}
+
+/// Values a new row gets from the rest of the table: an order without a number gets the next
+/// one. On the hub this is the number everyone sees; a till's provisional guess is replaced
+/// by the hub's through the usual capsule.
+pub fn fill_on_insert(conn: &Connection, t: &TableDef, row: &mut Row) -> Result<()> {
+    if t.name == "order_header" && row.get("order_no").is_none_or(Value::is_null) {
+        let next: i64 = conn
+            .prepare_cached("SELECT COALESCE(MAX(order_no), 0) + 1 FROM order_header")?
+            .query_row([], |r| r.get(0))?;
+        row.insert("order_no".into(), json!(next));
     }
     Ok(())
 }

@@ -334,7 +334,8 @@ fn apply_row(
             t.name
         ))),
         (Action::Insert | Action::Save, None) => {
-            let row = new_row(t, &m.row);
+            let mut row = new_row(t, &m.row);
+            derive::fill_on_insert(conn, t, &mut row)?;
             check_parent(conn, schema, t, &row)?;
             upsert_row(conn, schema, t, &row)?;
             match &t.role {

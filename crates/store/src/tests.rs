@@ -735,3 +735,28 @@ fn the_capsule_log_can_be_pruned_and_reports_its_oldest_entry() {
     .unwrap();
     assert_eq!(a.capsules[0].seq, last + 1);
 }
+
+#[test]
+fn the_hub_numbers_orders_that_come_without_a_number() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store); // order_no 1, given by the client
+    run(
+        &store,
+        vec![
+            m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o2", "shift_id": "s1", "opened_at": T}),
+            ),
+            m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o3", "shift_id": "s1", "opened_at": T}),
+            ),
+        ],
+    )
+    .unwrap();
+    let no =
+        |id: &str| store.pull("order", id, Some("header")).unwrap().payload["order_no"].clone();
+    assert_eq!((no("o2"), no("o3")), (json!(2), json!(3)));
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ageBand, formatAge, formatMoney, minorToDecimalString, parseMoney } from './format';
-import { kitchenProgress, nextJobStatus, nextOrderNo, splitModifiers, toggleModifier } from './store/model';
+import { kitchenProgress, nextJobStatus, splitModifiers, toggleModifier } from './store/model';
 import { percentile, rate } from './metrics';
 
 const strip = (s: string) => s.replace(/[\u00a0\u202f\u200f\u200e\u061c]/g, ' ');
@@ -81,11 +81,6 @@ describe('kitchen helpers', () => {
     expect(toggleModifier('no onion; spicy', 'no onion')).toBe('spicy');
     expect(splitModifiers(' no onion ;; extra cheese ')).toEqual(['no onion', 'extra cheese']);
     expect(splitModifiers(null)).toEqual([]);
-  });
-
-  it('numbers orders after the highest existing one', () => {
-    expect(nextOrderNo([])).toBe(101);
-    expect(nextOrderNo([{ data: { order_no: 106 } as never }, { data: { order_no: 102 } as never }])).toBe(107);
   });
 });
 

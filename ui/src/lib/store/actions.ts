@@ -32,8 +32,8 @@ export async function closeShift(id: string, countedCash: number): Promise<void>
   touch('shift', id, ['status', 'totals']);
 }
 
+/** A new order; the hub gives it its number (order_no), so two tills never clash. */
 export interface NewOrder {
-  orderNo: number;
   shiftId: string;
   nodeId: string;
   cashier: string;
@@ -51,7 +51,6 @@ export async function createOrder(o: NewOrder, firstLine?: MenuItem): Promise<st
       action: 'insert',
       row: {
         id,
-        order_no: o.orderNo,
         shift_id: o.shiftId,
         node_id: o.nodeId,
         table_label: o.table || null,

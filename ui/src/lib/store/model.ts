@@ -177,9 +177,3 @@ export function kitchenProgress(orderId: string, jobs: Iterable<{ data: Job }>):
   const state = total === 0 ? 'none' : ready === total ? 'ready' : cooking + ready > 0 ? 'cooking' : 'queued';
   return { total, ready, cooking, state };
 }
-
-export function nextOrderNo(orders: Iterable<{ data: Order }>): number {
-  let max = 100;
-  for (const { data } of orders) if (typeof data.order_no === 'number' && data.order_no > max) max = data.order_no;
-  return max + 1;
-}
