@@ -33,6 +33,10 @@ pub type StatusHandler = Arc<dyn Fn() -> NodeStatus + Send + Sync>;
 /// Node-specific metrics appended to `/metrics` (Prometheus text) and `/api/metrics` (JSON).
 pub type ExtraMetrics = Arc<dyn Fn(&mut String, &mut serde_json::Map<String, Value>) + Send + Sync>;
 
+/// Whole-table reads (snapshots, table lists) build their answer in memory; at most this many
+/// run at once, so a client looping on them cannot exhaust a small hub's memory.
+static HEAVY_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Most capsules one `GET /api/changes` answers with.
 pub const MAX_CHANGES: usize = 5000;
 
@@ -178,6 +182,10 @@ async fn table_rows(
     State(s): State<ApiState>,
     Path(table): Path<String>,
 ) -> Result<Response, ApiError> {
+    let _permit = HEAVY_READS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let store = s.store.clone();
     let rows = tokio::task::spawn_blocking(move || store.table_rows(&table)).await??;
     Ok(Json(serde_json::json!({ "rows": rows })).into_response())
@@ -190,6 +198,10 @@ async fn snapshot(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let light = matches!(q.get("light").map(String::as_str), Some("1" | "true"));
+    let _permit = HEAVY_READS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let store = s.store.clone();
     let started = std::time::Instant::now();
     let body = tokio::task::spawn_blocking(move || {
@@ -250,6 +262,13 @@ async fn changes(
             format!(
                 "the change log starts at {oldest}; position {since} is too old, take a snapshot"
             ),
+        ));
+    }
+    if since < last && entries.first().map(|e| e.seq) != Some(since + 1) {
+        // Pruned between the two reads above.
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!("position {since} left the change log while reading; take a snapshot"),
         ));
     }
     let more = entries.len() > limit;

@@ -248,6 +248,7 @@ async fn rows_of(store: &Arc<Store>, entity: &str, ids: Vec<String>) -> Option<B
 
 async fn publish_one(store: &Arc<Store>, stream: &Stream, modes: &Modes, entry: LoggedCapsule) {
     let mode = modes.get(&entry.capsule.entity);
+    let mut rows_sent = false;
     if mode.sends_rows()
         && let Some(pull) =
             rows_of(store, &entry.capsule.entity, vec![entry.capsule.id.clone()]).await
@@ -260,8 +261,11 @@ async fn publish_one(store: &Arc<Store>, stream: &Stream, modes: &Modes, entry: 
             rows: vec![pull],
         };
         stream.publish_frame(&frame, FrameKind::Rows);
+        rows_sent = true;
     }
-    if mode.sends_capsules() {
+    // A legacy entity whose rows could not be read goes out as a capsule instead: the range
+    // must never pass without it.
+    if mode.sends_capsules() || !rows_sent {
         stream.metrics().capsules_sent.inc();
         stream.publish(entry.seq, entry.capsule);
     }
@@ -280,29 +284,41 @@ async fn publish_window(
         batch.into_iter().map(|c| c.capsule).collect(),
         store.schema(),
     );
-    let mut row_ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut row_items: BTreeMap<String, Vec<Capsule>> = BTreeMap::new();
     let mut capsules = Vec::new();
     for c in items {
         stream.note_version(c.v);
         let mode = modes.get(&c.entity);
         if mode.sends_rows() {
-            row_ids
+            row_items
                 .entry(c.entity.clone())
                 .or_default()
-                .push(c.id.clone());
+                .push(c.clone());
         }
         if mode.sends_capsules() {
             capsules.push(c);
         }
     }
-    if !row_ids.is_empty() {
-        let mut rows = Vec::new();
-        for (entity, ids) in row_ids {
-            if let Some(pull) = rows_of(store, &entity, ids).await {
+    let mut rows = Vec::new();
+    for (entity, items) in row_items {
+        let ids = items.iter().map(|c| c.id.clone()).collect();
+        match rows_of(store, &entity, ids).await {
+            Some(pull) => {
                 stream.metrics().rows_sent.add(pull.items.len() as u64);
                 rows.push(pull);
             }
+            // The rows could not be read: signal these entities as capsules instead, so tills
+            // pull them; the range must never pass without them.
+            None => {
+                for c in items {
+                    if !capsules.contains(&c) {
+                        capsules.push(c);
+                    }
+                }
+            }
         }
+    }
+    if !rows.is_empty() {
         stream.publish_frame(
             &Frame::Rows {
                 seq,

@@ -58,6 +58,10 @@ struct Inner {
     node_id: String,
     role: String,
     metrics: Arc<NodeMetrics>,
+    /// Held while publishing (position, then send) and while subscribing (subscribe, then
+    /// read the position), so a subscriber either receives a frame or finds it inside its
+    /// replay range, never neither.
+    order: Mutex<()>,
     subscribers: Mutex<HashMap<u64, SubscriberInfo>>,
     next_subscriber: AtomicU64,
 }
@@ -82,6 +86,7 @@ impl Stream {
                 node_id,
                 role: role.to_string(),
                 metrics,
+                order: Mutex::new(()),
                 subscribers: Mutex::new(HashMap::new()),
                 next_subscriber: AtomicU64::new(1),
             }),
@@ -100,6 +105,8 @@ impl Stream {
         });
         let text: Arc<str> = Arc::from(serde_json::to_string(frame).expect("frames serialise"));
         self.inner.metrics.frames_published.inc();
+        let _order = self.inner.order.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.last_seq.store(seq, Ordering::Release);
         // No subscribers is fine: the frame is in the log (hub) or nobody is watching (till UI).
         let _ = self.inner.tx.send(Arc::new(Published {
             from,
@@ -107,7 +114,6 @@ impl Stream {
             kind,
             text,
         }));
-        self.inner.last_seq.store(seq, Ordering::Release);
     }
 
     /// Sends one capsule at position `seq`.
@@ -126,7 +132,6 @@ impl Stream {
     pub fn publish_reset(&self) {
         let seq = self.last_seq() + 1;
         self.publish_frame(&Frame::Reset { seq }, FrameKind::Control);
-        self.inner.last_seq.store(seq, Ordering::Release);
     }
 
     pub fn last_seq(&self) -> i64 {
@@ -212,10 +217,12 @@ pub async fn serve_ws(
 ) {
     let metrics = stream.metrics().clone();
     let (mut tx, mut rx) = socket.split();
-    // Subscribe first, then read the position: a frame published in between arrives twice
-    // at worst (and is skipped), never zero times.
-    let mut frames = stream.inner.tx.subscribe();
-    let start = stream.last_seq();
+    // Subscribe and read the position under the publish lock: every frame published after
+    // `start` reaches this receiver, and everything up to `start` is in the replay range.
+    let (mut frames, start) = {
+        let _order = stream.inner.order.lock().unwrap_or_else(|p| p.into_inner());
+        (stream.inner.tx.subscribe(), stream.last_seq())
+    };
     let oldest = match &store {
         Some(s) => {
             let s = s.clone();
@@ -298,6 +305,19 @@ pub async fn serve_ws(
             let Some(last) = entries.last().map(|e| e.seq) else {
                 break;
             };
+            if entries[0].seq != sent_upto + 1 {
+                // Pruned while we replayed: the subscriber must start over from a snapshot.
+                let oldest = entries[0].seq;
+                let f = serde_json::to_string(&Frame::TooOld { oldest }).expect("frames serialise");
+                if send(&mut tx, &metrics, &f, FrameKind::Control)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent_upto = start;
+                break;
+            }
             let frame = Frame::Capsules {
                 seq: last,
                 from: sent_upto + 1,

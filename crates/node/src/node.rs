@@ -246,6 +246,7 @@ fn forward_error(e: ReplicaError) -> ApiError {
             message,
         ),
         ReplicaError::Unreachable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+        ReplicaError::OutcomeUnknown(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, m),
         ReplicaError::Protocol(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
     }
 }

@@ -19,6 +19,15 @@ pub struct ValidationError {
     pub message: String,
 }
 
+/// Ids travel in URL paths and comma-separated lists, so they are kept to a safe alphabet.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Checks one value against its column: type, enum values, UTC timestamps.
 pub fn check_value(col: &Column, v: &Value) -> Result<(), String> {
     if v.is_null() {
@@ -108,10 +117,10 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
             ))
         })?;
         match m.row.get(ID_FIELD) {
-            Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_ID_LEN => {}
-            Some(Value::String(_)) => {
+            Some(Value::String(id)) if is_valid_id(id) => {}
+            Some(Value::String(id)) => {
                 return Err(fail(format!(
-                    "row.id must be a non-empty string of at most {MAX_ID_LEN} characters"
+                    "row.id '{id}' must be 1 to {MAX_ID_LEN} characters of A-Z a-z 0-9 . _ : - (a UUID is best)"
                 )));
             }
             Some(other) => return Err(fail(format!("row.id must be a string, got {other}"))),
@@ -274,6 +283,19 @@ mod tests {
             ))
             .contains("only row.id")
         );
+    }
+
+    #[test]
+    fn ids_keep_to_a_url_safe_alphabet() {
+        for bad in ["", "a,b", ",", "a b", "x&y", "caf\u{e9}"] {
+            let e = err(batch(
+                "order_line",
+                Action::Merge,
+                json!({"id": bad, "qty": 1}),
+            ));
+            assert!(e.contains("A-Z a-z 0-9"), "{bad:?}: {e}");
+        }
+        assert!(is_valid_id("01a20f96-dfe6-72fa-950e-078237d8ffd6"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ const IDS_PER_PULL: usize = 200;
 /// The hub pings every 10 s; this much silence means the link is dead even if TCP has not
 /// noticed (Wi-Fi gone).
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Failed sessions at one stream position before the next one starts from a snapshot.
+const STUCK_SESSIONS: u32 = 3;
 /// Attempts per REST request before the session is given up (and restarted with backoff).
 const PULL_ATTEMPTS: u32 = 3;
 
@@ -86,13 +88,34 @@ pub async fn follow(
         metrics: &metrics,
     };
     let mut backoff = config.min_backoff;
+    // Sessions that failed in a row without the stored position moving. A capsule this till
+    // cannot pull or merge (say, during a schema upgrade) would otherwise be replayed and fail
+    // for ever; after a few tries a snapshot moves past it.
+    let mut stuck: (i64, u32) = (-1, 0);
     loop {
         metrics.reconnects.inc();
-        match session(&ctx).await {
+        let force_snapshot = stuck.1 >= STUCK_SESSIONS;
+        match session(&ctx, force_snapshot).await {
             Ok(()) => backoff = config.min_backoff,
             Err(e) => {
                 tracing::warn!(error = %e, hub = %config.hub_url, "link to hub lost");
                 link.set_offline(e.to_string());
+                let s = store.clone();
+                let at = tokio::task::spawn_blocking(move || s.meta_i64(meta::STREAM_SEQ))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or(-1);
+                // Only failures of the data itself count, not a hub that is away.
+                let data_fault = !matches!(
+                    e,
+                    ReplicaError::Unreachable(_) | ReplicaError::OutcomeUnknown(_)
+                );
+                stuck = match (data_fault, at == stuck.0 && !force_snapshot) {
+                    (false, _) => (at, 0),
+                    (true, true) => (at, stuck.1 + 1),
+                    (true, false) => (at, 1),
+                };
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
@@ -128,7 +151,7 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
 }
 
 /// One connection's life. Returns Ok when the hub asked us to resynchronise.
-async fn session(ctx: &Ctx<'_>) -> Result<()> {
+async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     let s = ctx.store.clone();
     let (local_seq, local_hub) = blocking(move || {
         Ok((
@@ -168,8 +191,9 @@ async fn session(ctx: &Ctx<'_>) -> Result<()> {
         .fetch_max(hello.1, std::sync::atomic::Ordering::Relaxed);
 
     let mut applied = local_seq;
-    if local_hub.as_deref() != Some(hello.0.as_str()) {
-        // New here, or the data came from another hub: start from a snapshot.
+    if local_hub.as_deref() != Some(hello.0.as_str()) || force_snapshot {
+        // New here, the data came from another hub, or following got stuck: start from a
+        // snapshot.
         applied = take_snapshot(ctx).await?;
     }
     ctx.link.set_seq(applied);
@@ -465,14 +489,17 @@ async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
     for (entity, (ids, parts)) in plan.pulls {
         let parts: Vec<String> = parts.into_iter().collect();
         for chunk in ids.chunks(IDS_PER_PULL) {
-            let url = format!(
-                "{}/api/entities?entity={entity}&ids={}&parts={}",
-                ctx.config.hub_url,
-                chunk.join(","),
-                parts.join(",")
-            );
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/api/entities", ctx.config.hub_url),
+                &[
+                    ("entity", entity.as_str()),
+                    ("ids", &chunk.join(",")),
+                    ("parts", &parts.join(",")),
+                ],
+            )
+            .map_err(|e| ReplicaError::Protocol(format!("bad hub URL: {e}")))?;
             let started = Instant::now();
-            let pull: BatchPull = get_json(ctx, &url).await?;
+            let pull: BatchPull = get_json(ctx, url.as_str()).await?;
             ctx.metrics.pull_latency.observe(started.elapsed());
             merge(ctx, pull).await?;
         }

@@ -33,7 +33,8 @@ impl Forwarder {
     }
 
     /// Validates, forwards and applies. A hub that cannot be reached is an error and nothing
-    /// is recorded here; retrying with the same mids is always safe.
+    /// is recorded; a hub that took the request but did not answer may have recorded it, and
+    /// the caller is told so. Either way, retrying with the same mids is safe.
     pub async fn submit(&self, mut batch: MutationBatch) -> Result<MutationResponse> {
         validate_batch(self.store.schema(), &batch)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -48,10 +49,18 @@ impl Forwarder {
             .send()
             .await
             .map_err(|e| {
-                ReplicaError::Unreachable(format!(
-                    "the hub at {} did not answer ({e}); nothing was recorded, retrying is safe",
-                    self.hub_url
-                ))
+                if e.is_connect() {
+                    ReplicaError::Unreachable(format!(
+                        "the hub at {} cannot be reached ({e}); nothing was recorded",
+                        self.hub_url
+                    ))
+                } else {
+                    ReplicaError::OutcomeUnknown(format!(
+                        "the hub at {} did not confirm in time ({e}); it may have recorded this: \
+                         retry with the same mids (a repeat is answered as a duplicate), do not re-enter it",
+                        self.hub_url
+                    ))
+                }
             })?;
         let status = resp.status();
         if !status.is_success() {

@@ -19,6 +19,9 @@ pub use metrics::ReplicaMetrics;
 pub enum ReplicaError {
     #[error("hub unreachable: {0}")]
     Unreachable(String),
+    /// The request may or may not have been applied (the answer was lost).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("hub answered {status}: {message}")]
     Hub { status: u16, message: String },
     #[error("protocol error: {0}")]

@@ -10,9 +10,28 @@ use serde_json::{Value, json};
 use crate::sql::{int, select_rows, text};
 use crate::{Result, Store, StoreError};
 
-fn mutation(table: &str, action: Action, row: Value) -> Mutation {
+/// Ids in a planned command are derived from what the command is about, so planning the same
+/// command twice (a cashier retrying after a lost answer) yields the same rows and mutation
+/// ids, and the hub answers the repeat as a duplicate instead of cooking the round twice.
+const COMMAND_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6361_7073_756c_6500_706f_7300_0000_0001);
+
+fn derived_id(parts: &[&str]) -> String {
+    uuid::Uuid::new_v5(&COMMAND_NAMESPACE, parts.join("/").as_bytes()).to_string()
+}
+
+/// A mutation whose mid is derived from the command (`scope`), the table, the row and the
+/// action.
+fn mutation(scope: &str, table: &str, action: Action, row: Value) -> Mutation {
+    let id = row["id"].as_str().unwrap_or_default().to_string();
+    let action_name = match action {
+        Action::Insert => "insert",
+        Action::Merge => "merge",
+        Action::Save => "save",
+        Action::Delete => "delete",
+    };
     Mutation {
-        mid: uuid::Uuid::new_v4().to_string(),
+        mid: derived_id(&["mid", scope, table, &id, action_name]),
         table: table.into(),
         action,
         row: row.as_object().expect("rows are objects").clone(),
@@ -38,8 +57,14 @@ impl Store {
             let batches: i64 =
                 c.query_row("SELECT COUNT(*) FROM job_order_batch WHERE order_id = ?1", [order_id], |r| r.get(0))?;
             let now = now_rfc3339();
-            let batch = uuid::Uuid::now_v7().to_string();
+            // The round is named by its order and the lines in it.
+            let mut line_ids: Vec<&str> = lines.iter().filter_map(|l| text(l, "id")).collect();
+            line_ids.sort_unstable();
+            let mut key = vec!["batch", order_id];
+            key.extend(line_ids);
+            let batch = derived_id(&key);
             let mut out = vec![mutation(
+                &batch,
                 "job_order_batch",
                 Action::Insert,
                 json!({"id": batch, "order_id": order_id, "batch_no": batches + 1,
@@ -51,8 +76,9 @@ impl Store {
                 by_station.entry(text(l, "station").unwrap_or("kitchen").to_string()).or_default().push(l);
             }
             for (station, items) in by_station {
-                let job = uuid::Uuid::now_v7().to_string();
+                let job = derived_id(&["job", &batch, &station]);
                 out.push(mutation(
+                    &batch,
                     "job_order_header",
                     Action::Insert,
                     json!({"id": job, "order_id": order_id, "batch_id": batch, "station": station,
@@ -60,19 +86,20 @@ impl Store {
                 ));
                 for l in items {
                     out.push(mutation(
+                        &batch,
                         "job_order_detail",
                         Action::Insert,
-                        json!({"id": uuid::Uuid::now_v7().to_string(), "job_id": job, "order_line_id": l["id"],
+                        json!({"id": derived_id(&["item", &job, text(l, "id").unwrap_or_default()]), "job_id": job, "order_line_id": l["id"],
                                "name_en": l["name_en"], "name_ar": l["name_ar"], "qty": int(l, "qty"),
                                "modifiers": l["modifiers"], "note": l["note"]}),
                     ));
                 }
             }
             for l in &lines {
-                out.push(mutation("order_line", Action::Merge, json!({"id": l["id"], "status": "sent", "batch_id": batch})));
+                out.push(mutation(&batch, "order_line", Action::Merge, json!({"id": l["id"], "status": "sent", "batch_id": batch})));
             }
             if text(&order, "status") == Some("open") {
-                out.push(mutation("order_header", Action::Merge, json!({"id": order_id, "status": "sent", "updated_at": now})));
+                out.push(mutation(&batch, "order_header", Action::Merge, json!({"id": order_id, "status": "sent", "updated_at": now})));
             }
             Ok((batch, out))
         })

@@ -183,22 +183,42 @@ pub fn note_related(t: &TableDef, old: Option<&Row>, new: Option<&Row>, changes:
 }
 
 /// Recomputes every derived value the changes may have moved, parents after children.
-pub fn propagate(conn: &Connection, schema: &Schema, changes: &mut Changes) -> Result<()> {
+///
+/// With `whole_shop` false (a till applying its own write before the hub's version arrives)
+/// only values computed from an entity's own child rows are recomputed (order totals, job
+/// progress): a till, a light one above all, may not hold every order of a shift or every job
+/// of a batch, and a total computed from part of them would be wrong with nothing to correct
+/// it. The hub's capsules bring shift and batch values.
+pub fn propagate(
+    conn: &Connection,
+    schema: &Schema,
+    changes: &mut Changes,
+    whole_shop: bool,
+) -> Result<()> {
+    if !whole_shop {
+        changes.related.clear();
+    }
     for id in changes.ids_of(ORDER) {
-        if let Some(shift) = recompute_order(conn, schema, &id, changes)? {
+        if let Some(shift) = recompute_order(conn, schema, &id, changes)?
+            && whole_shop
+        {
             changes.related.insert((SHIFT.into(), shift));
         }
     }
-    for id in changes.ids_of(SHIFT) {
-        recompute_shift(conn, schema, &id, changes)?;
-    }
     for id in changes.ids_of(JOB) {
-        if let Some(batch) = recompute_job(conn, schema, &id, changes)? {
+        if let Some(batch) = recompute_job(conn, schema, &id, changes)?
+            && whole_shop
+        {
             changes.related.insert((BATCH.into(), batch));
         }
     }
-    for id in changes.ids_of(BATCH) {
-        recompute_batch(conn, schema, &id, changes)?;
+    if whole_shop {
+        for id in changes.ids_of(SHIFT) {
+            recompute_shift(conn, schema, &id, changes)?;
+        }
+        for id in changes.ids_of(BATCH) {
+            recompute_batch(conn, schema, &id, changes)?;
+        }
     }
     Ok(())
 }

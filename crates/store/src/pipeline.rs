@@ -135,7 +135,7 @@ impl Store {
                     sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
                     let mut changes = Changes::default();
                     apply_row(&tx, &self.schema, m, &mut changes).map_err(at)?;
-                    derive::propagate(&tx, &self.schema, &mut changes)?;
+                    derive::propagate(&tx, &self.schema, &mut changes, true)?;
                     for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
                         out.capsules.push(log_capsule(&tx, capsule)?);
                     }
@@ -165,7 +165,7 @@ impl Store {
                     tx.execute_batch("SAVEPOINT provisional")?;
                     let mut changes = Changes::default();
                     let applied = apply_row(&tx, &self.schema, m, &mut changes)
-                        .and_then(|()| derive::propagate(&tx, &self.schema, &mut changes))
+                        .and_then(|()| derive::propagate(&tx, &self.schema, &mut changes, false))
                         .and_then(|()| finalize(&tx, &self.schema, &changes, None, "local"));
                     match applied {
                         Ok(capsules) => {

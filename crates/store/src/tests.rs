@@ -760,3 +760,69 @@ fn the_hub_numbers_orders_that_come_without_a_number() {
         |id: &str| store.pull("order", id, Some("header")).unwrap().payload["order_no"].clone();
     assert_eq!((no("o2"), no("o3")), (json!(2), json!(3)));
 }
+
+#[test]
+fn a_till_never_recomputes_shop_wide_totals_from_its_partial_copy() {
+    // A light till holds the open order only; the paid one is on the hub alone.
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    run(
+        &hub,
+        vec![
+            m("order_header", Action::Insert, json!({"id": "o2", "order_no": 2, "shift_id": "s1", "opened_at": T})),
+            m("order_payment", Action::Insert, json!({"id": "p2", "order_id": "o2", "method": "cash", "amount": 5000, "paid_at": T})),
+            m("order_header", Action::Merge, json!({"id": "o2", "status": "paid"})),
+        ],
+    )
+    .unwrap();
+    let (_r, till) = open_temp();
+    till.load_snapshot(&hub.snapshot_with(true).unwrap())
+        .unwrap();
+    let close = MutationBatch {
+        mutations: vec![m(
+            "pos_shift",
+            Action::Merge,
+            json!({"id": "s1", "status": "closed", "counted_cash": 25000}),
+        )],
+        source: None,
+    };
+    let confirmed = hub.apply(&close, &hub_mode()).unwrap();
+    let seqs = confirmed
+        .results
+        .iter()
+        .map(|r| (r.mid.clone(), r.seq))
+        .collect();
+    till.apply(&close, &ApplyMode::Provisional { confirmed: seqs })
+        .unwrap();
+    let on_till = till.pull("shift", "s1", Some("totals,status")).unwrap();
+    assert_eq!(on_till.payload["status"], "closed");
+    assert_eq!(
+        on_till.payload["cash_sales"], 5000,
+        "the till keeps the hub's total, not one from its partial copy"
+    );
+    assert_eq!(on_till.payload["expected_cash"], 25000);
+}
+
+#[test]
+fn sending_the_same_round_twice_cooks_it_once() {
+    // The cashier's first "send" reached the hub but the answer was lost; the retry plans
+    // from the till's copy, which still shows the lines as new.
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    run(&hub, vec![line("l1", 1, 1000)]).unwrap();
+    let (_r, till) = open_temp();
+    till.load_snapshot(&hub.snapshot().unwrap()).unwrap();
+    let (b1, first) = till.plan_send_to_kitchen("o1").unwrap();
+    run(&hub, first).unwrap();
+    let (b2, retry) = till.plan_send_to_kitchen("o1").unwrap();
+    assert_eq!(b1, b2);
+    let again = run(&hub, retry).unwrap();
+    assert!(
+        again
+            .results
+            .iter()
+            .all(|r| r.status == MutationStatus::Duplicate)
+    );
+    assert_eq!(hub.table_rows("job_order_batch").unwrap().len(), 1);
+    assert_eq!(hub.table_rows("job_order_header").unwrap().len(), 1);
+}
