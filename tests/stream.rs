@@ -302,3 +302,35 @@ fn a_light_till_opens_with_the_open_business_only() {
         || light.get(&format!("/api/entities/order/{order}")).0 == 200,
     );
 }
+
+#[test]
+fn tills_report_their_sync_health_to_the_hub_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let node_id = till.get("/api/status").1["node_id"].clone();
+    run_rush(5, 2, &[&till], |_| {});
+    wait_until(
+        Duration::from_secs(10),
+        "a report with merges in it",
+        || {
+            let (_, m) = hub.get("/api/metrics");
+            m["nodes"].as_array().is_some_and(|nodes| {
+                nodes.iter().any(|n| {
+                    n["node_id"] == node_id
+                        && n["connected"] == true
+                        && n["report"]["state"] == "online"
+                        && n["report"]["replica"]["merge_latency"]["count"]
+                            .as_u64()
+                            .unwrap_or(0)
+                            > 0
+                })
+            })
+        },
+    );
+    let (status, answer) =
+        hub.post_raw("/api/nodes/report", r#"{"node_id": "a,b", "role": "till"}"#);
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = till.post_raw("/api/nodes/report", r#"{"node_id": "x", "role": "till"}"#);
+    assert_eq!(status, 404, "tills do not collect reports");
+}

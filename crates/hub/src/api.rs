@@ -65,6 +65,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/snapshot", get(snapshot))
         .route("/api/changes", get(changes))
         .route("/api/admin/modes", get(get_modes).post(set_modes))
+        .route(
+            "/api/nodes/report",
+            post(node_report).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
+        )
         .route("/ws", get(ws))
         .route("/api/{*rest}", axum::routing::any(unknown_api))
         .with_state(state)
@@ -317,6 +321,42 @@ async fn set_modes(
     Ok(Json(json!({ "modes": modes.all() })))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeReport {
+    node_id: String,
+    role: String,
+    #[serde(default)]
+    state: Option<String>,
+    /// The node's replica measurements (`ReplicaMetricsJson`), shown as they are.
+    #[serde(default)]
+    replica: Option<Value>,
+}
+
+/// `POST /api/nodes/report`: a till's periodic report of how its sync is doing, so the hub
+/// dashboard can show every node's state, lag and merge latency.
+async fn node_report(
+    State(s): State<ApiState>,
+    body: Result<Json<NodeReport>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    if s.modes.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "only the hub collects node reports",
+        ));
+    }
+    let Json(r) = body
+        .map_err(|e| ApiError::bad_request(format!("malformed node report: {}", e.body_text())))?;
+    if !capsule_protocol::validate::is_valid_id(&r.node_id) || r.role.len() > 32 {
+        return Err(ApiError::bad_request(
+            "node_id must be an id and role a short name",
+        ));
+    }
+    let report = json!({"role": r.role, "state": r.state, "replica": r.replica});
+    s.stream.record_report(r.node_id, report);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn prometheus(State(s): State<ApiState>) -> Response {
     let mut out = String::new();
     s.stream.metrics().render(&mut out);
@@ -384,6 +424,24 @@ async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
     obj.insert("ts".into(), json!(capsule_protocol::now_ms()));
     obj.insert("seq".into(), json!(last));
     obj.insert("subscribers".into(), json!(subs));
+    // Every node that reported, with its lag when it is connected now.
+    let mut nodes: Vec<Value> = s
+        .stream
+        .reports()
+        .into_iter()
+        .map(|(node_id, (at, report))| {
+            let sub = subs.iter().find(|sub| sub["node_id"] == node_id.as_str());
+            json!({
+                "node_id": node_id,
+                "reported_at": at,
+                "connected": sub.is_some(),
+                "lag": sub.map(|sub| sub["lag"].clone()).unwrap_or(Value::Null),
+                "report": report,
+            })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a["node_id"].as_str().cmp(&b["node_id"].as_str()));
+    obj.insert("nodes".into(), json!(nodes));
     if let Some(modes) = &s.modes {
         obj.insert("modes".into(), json!(modes.all()));
     }

@@ -23,6 +23,9 @@ pub const SUBSCRIBER_BUFFER: usize = 4096;
 /// a TCP reset) within its silence timeout.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
 
+/// Nodes whose reports the hub keeps.
+pub const MAX_REPORTS: usize = 64;
+
 /// Log entries per replayed frame.
 const REPLAY_CHUNK: usize = 500;
 
@@ -63,6 +66,8 @@ struct Inner {
     /// replay range, never neither.
     order: Mutex<()>,
     subscribers: Mutex<HashMap<u64, SubscriberInfo>>,
+    /// The latest report of each till (its sync measurements), for the hub dashboard.
+    reports: Mutex<HashMap<String, (i64, serde_json::Value)>>,
     next_subscriber: AtomicU64,
 }
 
@@ -88,6 +93,7 @@ impl Stream {
                 metrics,
                 order: Mutex::new(()),
                 subscribers: Mutex::new(HashMap::new()),
+                reports: Mutex::new(HashMap::new()),
                 next_subscriber: AtomicU64::new(1),
             }),
         }
@@ -149,6 +155,31 @@ impl Stream {
 
     pub fn note_version(&self, version: i64) {
         self.inner.version.fetch_max(version, Ordering::Relaxed);
+    }
+
+    /// Keeps a node's latest report; the oldest is forgotten beyond `MAX_REPORTS` nodes.
+    pub fn record_report(&self, node_id: String, report: serde_json::Value) {
+        let mut reports = self.inner.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.insert(node_id, (capsule_protocol::now_ms(), report));
+        while reports.len() > MAX_REPORTS {
+            let oldest = reports
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => reports.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// Node id -> (received at, report).
+    pub fn reports(&self) -> HashMap<String, (i64, serde_json::Value)> {
+        self.inner
+            .reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn subscribers(&self) -> Vec<SubscriberInfo> {

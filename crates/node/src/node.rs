@@ -185,6 +185,12 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 on_change.clone(),
                 replica_metrics.clone(),
             )));
+            background.push(tokio::spawn(capsule_replica::report(
+                hub_url.clone(),
+                store.node_id().to_string(),
+                link.clone(),
+                replica_metrics.clone(),
+            )));
             let extra: ExtraMetrics = Arc::new(move |text, json| {
                 replica_metrics.render(text);
                 json.insert(

@@ -9,11 +9,13 @@ mod follow;
 mod forward;
 mod link;
 pub mod metrics;
+mod report;
 
 pub use follow::{FollowConfig, follow};
 pub use forward::Forwarder;
 pub use link::{Link, LinkState};
 pub use metrics::ReplicaMetrics;
+pub use report::report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {

@@ -1,0 +1,34 @@
+//! A till tells its hub, every few seconds, how its sync is doing (state, position, pull and
+//! merge latency, end-to-end lag), so the manager sees every node on the hub dashboard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::{Link, ReplicaMetrics};
+
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Reports for ever; a hub that is away simply misses reports.
+pub async fn report(hub_url: String, node_id: String, link: Link, metrics: Arc<ReplicaMetrics>) {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client builds");
+    let url = format!("{}/api/nodes/report", hub_url.trim_end_matches('/'));
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tick.tick().await;
+        let body = json!({
+            "node_id": node_id,
+            "role": "till",
+            "state": link.get().state.as_str(),
+            "replica": metrics.to_json(),
+        });
+        if let Err(e) = http.post(&url).json(&body).send().await {
+            tracing::debug!(error = %e, "could not report to the hub");
+        }
+    }
+}
