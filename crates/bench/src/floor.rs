@@ -13,6 +13,9 @@ pub struct Floor {
     pub ws_rtt_p99_ms: f64,
     pub sqlite_commit_p50_ms: f64,
     pub sqlite_commit_p99_ms: f64,
+    /// The same commit as a till's replica makes it (synchronous=NORMAL).
+    pub replica_commit_p50_ms: f64,
+    pub replica_commit_p99_ms: f64,
 }
 
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -59,9 +62,24 @@ pub async fn measure() -> anyhow::Result<Floor> {
     drop(ws);
     server.abort();
 
+    let hub_commits = commits(capsule_store::Durability::Full).await?;
+    let replica_commits = commits(capsule_store::Durability::Replica).await?;
+    let rtts = sorted(rtts);
+    Ok(Floor {
+        ws_rtt_p50_ms: percentile(&rtts, 0.5),
+        ws_rtt_p99_ms: percentile(&rtts, 0.99),
+        sqlite_commit_p50_ms: percentile(&hub_commits, 0.5),
+        sqlite_commit_p99_ms: percentile(&hub_commits, 0.99),
+        replica_commit_p50_ms: percentile(&replica_commits, 0.5),
+        replica_commit_p99_ms: percentile(&replica_commits, 0.99),
+    })
+}
+
+/// 380 timed one-row commits (after 20 to warm up), sorted.
+async fn commits(durability: capsule_store::Durability) -> anyhow::Result<Vec<f64>> {
     let dir = tempfile::tempdir()?;
-    let commits = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
-        let conn = rusqlite_conn(&dir.path().join("floor.sqlite3"))?;
+    let out = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<f64>> {
+        let conn = rusqlite_conn(&dir.path().join("floor.sqlite3"), durability)?;
         let mut out = Vec::new();
         for i in 0..400 {
             let t = Instant::now();
@@ -73,20 +91,15 @@ pub async fn measure() -> anyhow::Result<Floor> {
         Ok(out)
     })
     .await??;
-    let rtts = sorted(rtts);
-    let commits = sorted(commits);
-    Ok(Floor {
-        ws_rtt_p50_ms: percentile(&rtts, 0.5),
-        ws_rtt_p99_ms: percentile(&rtts, 0.99),
-        sqlite_commit_p50_ms: percentile(&commits, 0.5),
-        sqlite_commit_p99_ms: percentile(&commits, 0.99),
-    })
+    Ok(sorted(out))
 }
 
-/// A connection set up exactly as the store's: WAL, synchronous=FULL, one autocommit insert
-/// per transaction.
-fn rusqlite_conn(path: &std::path::Path) -> anyhow::Result<capsule_store::rusqlite::Connection> {
-    let c = capsule_store::configured_connection(path)?;
+/// A connection set up exactly as a store's, one autocommit insert per transaction.
+fn rusqlite_conn(
+    path: &std::path::Path,
+    durability: capsule_store::Durability,
+) -> anyhow::Result<capsule_store::rusqlite::Connection> {
+    let c = capsule_store::configured_connection(path, durability)?;
     c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)", [])?;
     Ok(c)
 }

@@ -13,7 +13,7 @@ use capsule_protocol::{MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
     FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError, ReplicaMetrics,
 };
-use capsule_store::Store;
+use capsule_store::{Durability, Store};
 use tokio::net::TcpListener;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -111,7 +111,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let db = config.data_dir.join("node.sqlite3");
     let schema = config.schema.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db, schema))
+    let durability = match config.role {
+        Role::Hub => Durability::Full,
+        Role::Till => Durability::Replica,
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&db, schema, durability))
         .await?
         .with_context(|| {
             format!(

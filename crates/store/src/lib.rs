@@ -77,20 +77,36 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Opens a connection configured exactly as the store's writer is (for measuring the floor).
-pub fn configured_connection(path: &Path) -> Result<Connection> {
+/// How hard a commit holds on to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The hub: the only copy of the truth. Every commit is fsynced (synchronous=FULL), so a
+    /// committed sale survives a power cut, not only a crash.
+    Full,
+    /// A till's replica: fsync at checkpoints only (synchronous=NORMAL in WAL). A power cut may
+    /// lose the last merges, never corrupt the file; the stream position is stored in the same
+    /// transactions as the data it covers, so the till simply pulls them again. Writes of its
+    /// own reach it only after the hub has committed them.
+    Replica,
+}
+
+/// Opens a connection configured exactly as a store's writer is (for measuring the floor).
+pub fn configured_connection(path: &Path, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(path)?;
-    configure(&conn)?;
+    configure(&conn, durability)?;
     Ok(conn)
 }
 
 pub use rusqlite;
 
-fn configure(conn: &Connection) -> Result<()> {
-    // WAL lets readers (pulls, snapshots) proceed while the writer commits; FULL sync so a
-    // committed sale survives a power cut, not only a crash.
+fn configure(conn: &Connection, durability: Durability) -> Result<()> {
+    // WAL lets readers (pulls, snapshots) proceed while the writer commits.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Replica => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(())
 }
@@ -99,10 +115,19 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, creates or extends the tables the
     /// schema declares, and makes a node id on first open.
     pub fn open(path: impl AsRef<Path>, schema: Arc<Schema>) -> Result<Store> {
+        Store::open_with(path, schema, Durability::Full)
+    }
+
+    /// Opens with the durability of the node's role.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        schema: Arc<Schema>,
+        durability: Durability,
+    ) -> Result<Store> {
         derive::check_schema(&schema).map_err(StoreError::Invalid)?;
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path)?;
-        configure(&conn)?;
+        configure(&conn, durability)?;
         let tx = conn.transaction()?;
         ddl::create_all(&tx, &schema)?;
         let existing: Option<String> = tx
