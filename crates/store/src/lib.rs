@@ -84,9 +84,10 @@ pub enum Durability {
     /// committed sale survives a power cut, not only a crash.
     Full,
     /// A till's replica: fsync at checkpoints only (synchronous=NORMAL in WAL). A power cut may
-    /// lose the last merges, never corrupt the file; the stream position is stored in the same
-    /// transactions as the data it covers, so the till simply pulls them again. Writes of its
-    /// own reach it only after the hub has committed them.
+    /// lose the last commits, only ever a suffix of them, never corrupt the file; the till
+    /// commits its stream position after the data it covers, so the position never runs ahead
+    /// and the till simply pulls the rest again. Its own writes reach it only after the hub
+    /// has committed them.
     Replica,
 }
 
