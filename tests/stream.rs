@@ -334,3 +334,42 @@ fn tills_report_their_sync_health_to_the_hub_dashboard() {
     let (status, _) = till.post_raw("/api/nodes/report", r#"{"node_id": "x", "role": "till"}"#);
     assert_eq!(status, 404, "tills do not collect reports");
 }
+
+#[test]
+fn an_idle_link_stays_up_on_pings() {
+    // Pings every 100 ms, silence allowed for 600 ms: two seconds of a quiet shop must not
+    // look like a dead hub.
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--ping-ms", "100"],
+    );
+    let till = Node::spawn(
+        &dir.path().join("till"),
+        &["--role", "till", "--hub", &hub.url, "--silence-ms", "600"],
+    );
+    wait_until(Duration::from_secs(10), "till online", || {
+        till.get("/api/status").1["state"] == "online"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        till.metric("replica.reconnects"),
+        1.0,
+        "the till reconnected on an idle link"
+    );
+    assert_eq!(till.get("/api/status").1["state"], "online");
+    // Without pings the same silence is a dead link, and the till says so.
+    let quiet = Node::spawn(
+        &dir.path().join("hub2"),
+        &["--role", "hub", "--ping-ms", "60000"],
+    );
+    let t2 = Node::spawn(
+        &dir.path().join("till2"),
+        &["--role", "till", "--hub", &quiet.url, "--silence-ms", "600"],
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "second till to notice silence",
+        || t2.metric("replica.reconnects") >= 2.0,
+    );
+}

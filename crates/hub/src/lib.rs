@@ -41,6 +41,7 @@ impl Hub {
             "hub",
             Arc::new(NodeMetrics::default()),
         );
+        stream.set_ping_every(config.ping_every);
         let modes = Arc::new(Modes::load(store.clone())?);
         let publisher =
             publisher::Publisher::start(store.clone(), stream.clone(), modes.clone(), config)?;

@@ -23,6 +23,8 @@ pub struct PublisherConfig {
     pub coalesce: Duration,
     /// Capsule-log entries kept for replay.
     pub log_keep: i64,
+    /// How often idle `/ws` subscribers are pinged.
+    pub ping_every: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -30,6 +32,7 @@ impl Default for PublisherConfig {
         PublisherConfig {
             coalesce: Duration::from_millis(250),
             log_keep: 100_000,
+            ping_every: crate::stream::PING_EVERY,
         }
     }
 }

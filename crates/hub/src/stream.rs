@@ -19,8 +19,8 @@ use crate::metrics::{FrameKind, NodeMetrics};
 /// bounds the hub's memory per slow subscriber.
 pub const SUBSCRIBER_BUFFER: usize = 4096;
 
-/// How often an idle subscriber is pinged, so a till notices a dead link (Wi-Fi gone without
-/// a TCP reset) within its silence timeout.
+/// How often an idle subscriber is pinged by default, so a till notices a dead link (Wi-Fi
+/// gone without a TCP reset) within its silence timeout and a live one never looks dead.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// Nodes whose reports the hub keeps.
@@ -69,6 +69,7 @@ struct Inner {
     /// The latest report of each till (its sync measurements), for the hub dashboard.
     reports: Mutex<HashMap<String, (i64, serde_json::Value)>>,
     next_subscriber: AtomicU64,
+    ping_every_ms: AtomicU64,
 }
 
 /// Who is connecting, from the `/ws` query string.
@@ -95,8 +96,15 @@ impl Stream {
                 subscribers: Mutex::new(HashMap::new()),
                 reports: Mutex::new(HashMap::new()),
                 next_subscriber: AtomicU64::new(1),
+                ping_every_ms: AtomicU64::new(PING_EVERY.as_millis() as u64),
             }),
         }
+    }
+
+    pub fn set_ping_every(&self, every: Duration) {
+        self.inner
+            .ping_every_ms
+            .store(every.as_millis().max(1) as u64, Ordering::Relaxed);
     }
 
     pub fn metrics(&self) -> &Arc<NodeMetrics> {
@@ -379,7 +387,9 @@ pub async fn serve_ws(
     } else {
         i64::MIN
     };
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(Duration::from_millis(
+        stream.inner.ping_every_ms.load(Ordering::Relaxed),
+    ));
     ping.tick().await;
     loop {
         tokio::select! {

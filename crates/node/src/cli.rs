@@ -54,6 +54,12 @@ pub struct Args {
     /// Till: at most one pull per entity per this many ms.
     #[arg(long, default_value_t = 100)]
     pub pull_window_ms: u64,
+    /// Hub: ping idle subscribers this often (ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub ping_ms: u64,
+    /// Till: treat the hub as gone after this long without hearing from it (ms).
+    #[arg(long, default_value_t = 30_000)]
+    pub silence_ms: u64,
 }
 
 /// Entry point of the `tilld` binary.
@@ -112,9 +118,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.publisher = PublisherConfig {
         coalesce: Duration::from_millis(args.coalesce_ms),
         log_keep: args.log_keep,
+        ping_every: Duration::from_millis(args.ping_ms.max(1)),
     };
     config.light = args.light;
     config.pull_window = Duration::from_millis(args.pull_window_ms);
+    config.silence_timeout = Duration::from_millis(args.silence_ms.max(1));
     let mut node = start(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("listening on {}", node.url());

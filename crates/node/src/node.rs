@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub light: bool,
     /// Till: at most one pull per entity per this window.
     pub pull_window: std::time::Duration,
+    /// Till: how long without a word from the hub before the link counts as dead.
+    pub silence_timeout: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -60,6 +62,7 @@ impl NodeConfig {
             publisher: PublisherConfig::default(),
             light: false,
             pull_window: std::time::Duration::from_millis(100),
+            silence_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -182,6 +185,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             let mut follow = FollowConfig::new(hub_url.clone(), store.node_id());
             follow.light = config.light;
             follow.pull_window = config.pull_window;
+            follow.silence_timeout = config.silence_timeout;
             background.push(tokio::spawn(capsule_replica::follow(
                 store.clone(),
                 follow,

@@ -20,9 +20,7 @@ const MAX_BURST: usize = 2000;
 const BURST_WINDOW: Duration = Duration::from_millis(3);
 /// Ids per batch pull (the hub accepts up to 500).
 const IDS_PER_PULL: usize = 200;
-/// The hub pings every 10 s; this much silence means the link is dead even if TCP has not
-/// noticed (Wi-Fi gone).
-const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Failed sessions at one stream position before the next one starts from a snapshot.
 const STUCK_SESSIONS: u32 = 3;
 /// Attempts per REST request before the session is given up (and restarted with backoff).
@@ -40,6 +38,9 @@ pub struct FollowConfig {
     pub pull_window: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// The hub pings every 10 s; this much silence means the link is dead even if TCP has
+    /// not noticed (Wi-Fi gone).
+    pub silence_timeout: Duration,
 }
 
 impl FollowConfig {
@@ -51,6 +52,7 @@ impl FollowConfig {
             pull_window: Duration::from_millis(100),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
+            silence_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -176,7 +178,7 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     .await
     .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?
     .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
-    let hello = match next_frame(&mut ws, ctx.metrics).await? {
+    let hello = match next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await? {
         Some(Frame::Hello { node_id, seq, .. }) => (node_id, seq),
         other => {
             return Err(ReplicaError::Protocol(format!(
@@ -204,9 +206,7 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
 
     let mut last_pass: Option<Instant> = None;
     loop {
-        let Some(first) = tokio::time::timeout(SILENCE_TIMEOUT, next_frame(&mut ws, ctx.metrics))
-            .await
-            .map_err(|_| ReplicaError::Unreachable("hub silent for 30 s".into()))??
+        let Some(first) = next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await?
         else {
             return Err(ReplicaError::Unreachable("hub closed the stream".into()));
         };
@@ -223,7 +223,12 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
             if left.is_zero() {
                 break;
             }
-            match tokio::time::timeout(left, next_frame(&mut ws, ctx.metrics)).await {
+            match tokio::time::timeout(
+                left,
+                next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout),
+            )
+            .await
+            {
                 Ok(Ok(Some(f))) => burst.push(f),
                 Ok(Ok(None)) | Err(_) => break,
                 Ok(Err(e)) => return Err(e),
@@ -348,10 +353,18 @@ async fn repair_gap(ctx: &Ctx<'_>, since: i64, upto: i64) -> Result<Option<Vec<C
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The next protocol frame; `None` when the hub closed the connection. Pings count as life.
-async fn next_frame(ws: &mut WsStream, metrics: &ReplicaMetrics) -> Result<Option<Frame>> {
+/// The next protocol frame; `None` when the hub closed the connection. Any message, pings
+/// included, counts as life; `silence` without one means the link is dead.
+async fn next_frame(
+    ws: &mut WsStream,
+    metrics: &ReplicaMetrics,
+    silence: Duration,
+) -> Result<Option<Frame>> {
     loop {
-        match ws.next().await {
+        let next = tokio::time::timeout(silence, ws.next())
+            .await
+            .map_err(|_| ReplicaError::Unreachable(format!("hub silent for {silence:?}")))?;
+        match next {
             None | Some(Ok(Message::Close(_))) => return Ok(None),
             Some(Err(e)) => return Err(ReplicaError::Unreachable(e.to_string())),
             Some(Ok(Message::Text(t))) => {
