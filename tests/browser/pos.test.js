@@ -242,6 +242,13 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageHub.getByTestId('stat-open-orders').waitFor({ timeout: T });
     await pageHub.getByTestId('server-metrics').waitFor({ timeout: T });
     await pageHub.getByTestId('pairing').filter({ hasText: /not available yet/i }).waitFor({ timeout: T });
+    // the connected nodes table: the hub first, then both tills (as they report every 2 s)
+    const tillIds = await Promise.all([tillA, tillB].map(async (n) => (await (await fetch(`${n.url}/api/status`)).json()).node_id));
+    const rows = pageHub.getByTestId('nodes-table').getByTestId('node-row');
+    for (const id of tillIds) await rows.and(pageHub.locator(`[data-node-id="${id}"][data-role=till]`)).waitFor({ timeout: T });
+    assert.equal(await rows.first().getAttribute('data-role'), 'hub');
+    for (const id of tillIds) assert.equal(await pageHub.locator(`[data-testid=node-row][data-node-id="${id}"]`).getAttribute('data-state'), 'online');
+    await pageHub.getByTestId('screens-count').filter({ hasText: /screens? connected/ }).waitFor({ timeout: T });
     await pageHub.waitForTimeout(4500); // a few samples for the charts
     // the screen scrolls inside the app shell: a tall viewport shows every chart
     await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
