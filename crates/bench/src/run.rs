@@ -649,7 +649,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "(the day itself took {:.0} s to write through the pipeline: {} mutations)",
+                "(the day took {:.0} s to build: {} mutations through the pipeline for its first tenth, the rest copied as finished orders with fresh ids)",
                 s.build_secs, s.mutations
             );
         }
