@@ -245,6 +245,21 @@ async fn send(
     tx.send(Message::Text(text.into())).await
 }
 
+async fn send_frame(
+    tx: &mut WsSink,
+    metrics: &NodeMetrics,
+    frame: &Frame,
+    kind: FrameKind,
+) -> Result<(), axum::Error> {
+    send(
+        tx,
+        metrics,
+        &serde_json::to_string(frame).expect("frames serialise"),
+        kind,
+    )
+    .await
+}
+
 /// Serves one `/ws` subscriber until it goes away or falls too far behind. With `since`, it
 /// first replays the log entries after that position (from `store`, the hub's log).
 pub async fn serve_ws(
@@ -301,14 +316,9 @@ pub async fn serve_ws(
         v: stream.version(),
         oldest,
     };
-    if send(
-        &mut tx,
-        &metrics,
-        &serde_json::to_string(&hello).expect("frames serialise"),
-        FrameKind::Control,
-    )
-    .await
-    .is_err()
+    if send_frame(&mut tx, &metrics, &hello, FrameKind::Control)
+        .await
+        .is_err()
     {
         return;
     }
@@ -320,10 +330,14 @@ pub async fn serve_ws(
         // A position ahead of ours means the subscriber's data came from another history
         // (a hub restored from a backup): it must start over too.
         if since > start || since < start && (oldest == 0 || since + 1 < oldest) {
-            let f = serde_json::to_string(&Frame::TooOld { oldest }).expect("frames serialise");
-            if send(&mut tx, &metrics, &f, FrameKind::Control)
-                .await
-                .is_err()
+            if send_frame(
+                &mut tx,
+                &metrics,
+                &Frame::TooOld { oldest },
+                FrameKind::Control,
+            )
+            .await
+            .is_err()
             {
                 return;
             }
@@ -347,10 +361,14 @@ pub async fn serve_ws(
             if entries[0].seq != sent_upto + 1 {
                 // Pruned while we replayed: the subscriber must start over from a snapshot.
                 let oldest = entries[0].seq;
-                let f = serde_json::to_string(&Frame::TooOld { oldest }).expect("frames serialise");
-                if send(&mut tx, &metrics, &f, FrameKind::Control)
-                    .await
-                    .is_err()
+                if send_frame(
+                    &mut tx,
+                    &metrics,
+                    &Frame::TooOld { oldest },
+                    FrameKind::Control,
+                )
+                .await
+                .is_err()
                 {
                     return;
                 }
@@ -366,14 +384,9 @@ pub async fn serve_ws(
                 ),
             };
             metrics.replayed_frames.inc();
-            if send(
-                &mut tx,
-                &metrics,
-                &serde_json::to_string(&frame).expect("frames serialise"),
-                FrameKind::Capsule,
-            )
-            .await
-            .is_err()
+            if send_frame(&mut tx, &metrics, &frame, FrameKind::Capsule)
+                .await
+                .is_err()
             {
                 return;
             }
@@ -410,8 +423,7 @@ pub async fn serve_ws(
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, node = ?params.node, "subscriber lagged; disconnecting it so it resynchronises");
                     metrics.lagged_disconnects.inc();
-                    let lagged = serde_json::to_string(&Frame::Lagged { missed }).expect("frames serialise");
-                    let _ = send(&mut tx, &metrics, &lagged, FrameKind::Control).await;
+                    let _ = send_frame(&mut tx, &metrics, &Frame::Lagged { missed }, FrameKind::Control).await;
                     let _ = tx.close().await;
                     return;
                 }
