@@ -373,3 +373,32 @@ fn an_idle_link_stays_up_on_pings() {
         || t2.metric("replica.reconnects") >= 2.0,
     );
 }
+
+#[test]
+fn in_both_mode_the_rows_are_enough_and_tills_pull_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    for entity in ["order", "job", "batch", "shift"] {
+        let (status, _) = hub.post_raw(
+            "/api/admin/modes",
+            &json!({"entity": entity, "mode": "both"}).to_string(),
+        );
+        assert_eq!(status, 200);
+    }
+    let till = Node::till(&dir.path().join("till"), &hub);
+    wait_until(Duration::from_secs(10), "till online", || {
+        till.get("/api/status").1["state"] == "online"
+    });
+    let before = till.metric("replica.rest_requests");
+    run_rush(20, 4, &[&hub], |_| {});
+    assert_converges(&hub, &[&till]);
+    assert!(
+        till.metric("replica.capsules_received") > 0.0
+            || till.metric("replica.ws_rows_bytes_received") > 0.0
+    );
+    assert_eq!(
+        till.metric("replica.rest_requests"),
+        before,
+        "capsules covered by rows frames pulled anyway"
+    );
+}

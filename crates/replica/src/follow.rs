@@ -1,6 +1,6 @@
 //! Following the hub: connect, catch up, then capsule -> plan -> pull -> merge, burst by burst.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ const BURST_WINDOW: Duration = Duration::from_millis(3);
 /// Ids per batch pull (the hub accepts up to 500).
 const IDS_PER_PULL: usize = 200;
 
+/// Entities remembered as received whole in rows frames (memory bound).
+const MAX_ROWS_SEEN: usize = 100_000;
 /// Failed sessions at one stream position before the next one starts from a snapshot.
 const STUCK_SESSIONS: u32 = 3;
 /// Attempts per REST request before the session is given up (and restarted with backoff).
@@ -205,6 +207,9 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     }
 
     let mut last_pass: Option<Instant> = None;
+    // Entities that arrived whole in a rows frame (legacy/both mode), with that frame's
+    // position: a capsule for them from the same or an earlier range asks for nothing new.
+    let mut rows_seen: HashMap<(String, String), i64> = HashMap::new();
     loop {
         let Some(first) = next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await?
         else {
@@ -283,10 +288,29 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
                 }
             }
             last = seq;
+            let covered = |c: &Capsule| {
+                rows_seen
+                    .get(&(c.entity.clone(), c.id.clone()))
+                    .is_some_and(|s| *s >= seq)
+            };
             match frame {
-                Frame::Capsule { capsule, .. } => capsules.push(capsule),
-                Frame::Capsules { items, .. } => capsules.extend(items),
-                Frame::Rows { rows: r, ts, .. } => rows.push((ts, r)),
+                Frame::Capsule { capsule, .. } => {
+                    capsules.extend(Some(capsule).filter(|c| !covered(c)))
+                }
+                Frame::Capsules { items, .. } => {
+                    capsules.extend(items.into_iter().filter(|c| !covered(c)))
+                }
+                Frame::Rows { rows: r, ts, .. } => {
+                    if rows_seen.len() > MAX_ROWS_SEEN {
+                        rows_seen.clear();
+                    }
+                    for pull in &r {
+                        for id in pull.items.iter().map(|i| &i.id).chain(&pull.missing) {
+                            rows_seen.insert((pull.entity.clone(), id.clone()), seq);
+                        }
+                    }
+                    rows.push((ts, r));
+                }
                 _ => {}
             }
         }
