@@ -162,13 +162,7 @@ const LOCALE_GUARD: &str = r#"(function () {
 })();"#;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    capsule_node::cli::init_logging();
     let launch = match launch::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(Parsed::Run(l)) => l,
         Ok(Parsed::Help) => {

@@ -326,25 +326,12 @@ pub async fn serve_ws(
     // Replay what the subscriber missed, as capsule frames, up to where the live stream starts.
     let mut sent_upto = params.since.unwrap_or(start);
     if let (Some(since), Some(store)) = (params.since, &store) {
-        // Entries after `since` must all still be in the log.
-        // A position ahead of ours means the subscriber's data came from another history
+        // Entries after `since` must all still be in the log, or the subscriber is told to
+        // take a snapshot. A position ahead of ours means its data came from another history
         // (a hub restored from a backup): it must start over too.
-        if since > start || since < start && (oldest == 0 || since + 1 < oldest) {
-            if send_frame(
-                &mut tx,
-                &metrics,
-                &Frame::TooOld { oldest },
-                FrameKind::Control,
-            )
-            .await
-            .is_err()
-            {
-                return;
-            }
-            // The subscriber takes a snapshot; it sees live frames from here on.
-            sent_upto = start;
-        }
-        while sent_upto < start {
+        let mut too_old = (since > start || since < start && (oldest == 0 || since + 1 < oldest))
+            .then_some(oldest);
+        while too_old.is_none() && sent_upto < start {
             let s = store.clone();
             let from = sent_upto;
             let entries =
@@ -359,20 +346,8 @@ pub async fn serve_ws(
                 break;
             };
             if entries[0].seq != sent_upto + 1 {
-                // Pruned while we replayed: the subscriber must start over from a snapshot.
-                let oldest = entries[0].seq;
-                if send_frame(
-                    &mut tx,
-                    &metrics,
-                    &Frame::TooOld { oldest },
-                    FrameKind::Control,
-                )
-                .await
-                .is_err()
-                {
-                    return;
-                }
-                sent_upto = start;
+                // Pruned while we replayed.
+                too_old = Some(entries[0].seq);
                 break;
             }
             let frame = Frame::Capsules {
@@ -392,6 +367,21 @@ pub async fn serve_ws(
             }
             sent_upto = last;
             stream.set_subscriber_seq(id, sent_upto);
+        }
+        if let Some(oldest) = too_old {
+            // The subscriber takes a snapshot; it sees live frames from here on.
+            if send_frame(
+                &mut tx,
+                &metrics,
+                &Frame::TooOld { oldest },
+                FrameKind::Control,
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+            sent_upto = start;
         }
     }
 

@@ -62,9 +62,8 @@ pub struct Args {
     pub silence_ms: u64,
 }
 
-/// Entry point of the `tilld` binary.
-pub fn main() -> ExitCode {
-    let args = Args::parse();
+/// Logs to stderr, `info` unless `RUST_LOG` says otherwise; for every binary that runs a node.
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -72,6 +71,12 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Entry point of the `tilld` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
