@@ -3,7 +3,7 @@
 //! opened and closed. The same seed gives the same sequence of requests.
 
 use capsule_node::demo::MENU;
-use capsule_protocol::{Action, Mutation, MutationBatch, Row};
+use capsule_protocol::{Action, Mutation, MutationBatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -72,16 +72,6 @@ pub struct Rush {
 
 const T0: &str = "2026-11-24T12:00:00.000Z";
 
-fn mutation(table: &str, action: Action, row: Value) -> Mutation {
-    let row: Row = row.as_object().expect("rows are objects").clone();
-    Mutation {
-        mid: uuid::Uuid::new_v4().to_string(),
-        table: table.into(),
-        action,
-        row,
-    }
-}
-
 impl Rush {
     pub fn new(config: RushConfig) -> Rush {
         let rng = StdRng::seed_from_u64(config.seed);
@@ -114,7 +104,7 @@ impl Rush {
         } else {
             Value::Null
         };
-        let m = mutation(
+        let m = Mutation::new(
             "order_line",
             Action::Insert,
             json!({"id": id, "order_id": order, "line_no": no, "item_code": item.code, "name_en": item.name_en,
@@ -130,7 +120,7 @@ impl Rush {
         let id = self.id();
         let no = self.next_no;
         self.next_no += 1;
-        let mut muts = vec![mutation(
+        let mut muts = vec![Mutation::new(
             "order_header",
             Action::Insert,
             json!({"id": id, "order_no": no, "shift_id": self.shifts[till], "node_id": format!("till-{till}"),
@@ -178,7 +168,7 @@ impl Rush {
                 o.rounds.len() + 1,
             )
         };
-        let mut muts = vec![mutation(
+        let mut muts = vec![Mutation::new(
             "job_order_batch",
             Action::Insert,
             json!({"id": round_id, "order_id": order_id, "batch_no": no, "kind": kind, "created_at": T0}),
@@ -191,7 +181,7 @@ impl Rush {
         let mut jobs = Vec::new();
         for station in stations {
             let job = self.id();
-            muts.push(mutation(
+            muts.push(Mutation::new(
                 "job_order_header",
                 Action::Insert,
                 json!({"id": job, "order_id": order_id, "batch_id": round_id, "station": station, "created_at": T0}),
@@ -203,7 +193,7 @@ impl Rush {
                 .collect();
             for line_id in here {
                 let detail = self.id();
-                muts.push(mutation(
+                muts.push(Mutation::new(
                     "job_order_detail",
                     Action::Insert,
                     json!({"id": detail, "job_id": job, "order_line_id": line_id, "name_en": "item", "qty": 1}),
@@ -213,13 +203,13 @@ impl Rush {
         }
         for l in &unsent {
             let line_id = self.active[i].lines[*l].0.clone();
-            muts.push(mutation(
+            muts.push(Mutation::new(
                 "order_line",
                 Action::Merge,
                 json!({"id": line_id, "status": "sent", "batch_id": round_id}),
             ));
         }
-        muts.push(mutation(
+        muts.push(Mutation::new(
             "order_header",
             Action::Merge,
             json!({"id": order_id, "status": "sent"}),
@@ -243,7 +233,7 @@ impl Rush {
                 let qty = self.rng.random_range(1..=4);
                 return Some((
                     "change line",
-                    vec![mutation(
+                    vec![Mutation::new(
                         "order_line",
                         Action::Merge,
                         json!({"id": line, "qty": qty}),
@@ -261,7 +251,7 @@ impl Rush {
             let id = job.id.clone();
             return Some((
                 "bump job",
-                vec![mutation(
+                vec![Mutation::new(
                     "job_order_header",
                     Action::Merge,
                     json!({"id": id, "status": status}),
@@ -275,7 +265,7 @@ impl Rush {
             let id = r.id.clone();
             return Some((
                 "hand off",
-                vec![mutation(
+                vec![Mutation::new(
                     "job_order_batch",
                     Action::Merge,
                     json!({"id": id, "status": status}),
@@ -304,12 +294,12 @@ impl Rush {
             return Some((
                 "pay",
                 vec![
-                    mutation(
+                    Mutation::new(
                         "order_payment",
                         Action::Insert,
                         json!({"id": pay, "order_id": order_id, "method": method, "amount": amount, "tendered": amount, "paid_at": T0}),
                     ),
-                    mutation(
+                    Mutation::new(
                         "order_header",
                         Action::Merge,
                         json!({"id": order_id, "status": "paid"}),
@@ -330,7 +320,7 @@ impl Iterator for Rush {
             let mut muts = Vec::new();
             for t in 0..self.config.tills {
                 let id = self.id();
-                muts.push(mutation(
+                muts.push(Mutation::new(
                     "pos_shift",
                     Action::Insert,
                     json!({"id": id, "node_id": format!("till-{t}"), "cashier": format!("Cashier {t}"), "opened_at": T0, "opening_float": 50_000}),
@@ -360,7 +350,7 @@ impl Iterator for Rush {
                 .shifts
                 .iter()
                 .map(|s| {
-                    mutation(
+                    Mutation::new(
                         "pos_shift",
                         Action::Merge,
                         json!({"id": s, "status": "closed", "closed_at": T0}),
@@ -392,7 +382,7 @@ impl Iterator for Rush {
             }),
             None => {
                 let o = self.active.swap_remove(i);
-                let close = mutation(
+                let close = Mutation::new(
                     "order_header",
                     Action::Merge,
                     json!({"id": o.id, "status": "closed", "closed_at": T0}),

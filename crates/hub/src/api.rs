@@ -133,10 +133,7 @@ async fn pull_one(
         store.pull(&entity, &id, q.get("parts").map(String::as_str))
     })
     .await??;
-    let m = s.stream.metrics();
-    m.rest_pulls.inc();
-    m.rest_pull_ids.inc();
-    m.rest_pull_latency.observe(started.elapsed());
+    s.stream.metrics().pull_served(1, started.elapsed());
     Ok(Json(out).into_response())
 }
 
@@ -175,10 +172,7 @@ async fn pull_many(
     let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || store.pull_many(&entity, &ids, parts.as_deref()))
         .await??;
-    let m = s.stream.metrics();
-    m.rest_pulls.inc();
-    m.rest_pull_ids.add(n);
-    m.rest_pull_latency.observe(started.elapsed());
+    s.stream.metrics().pull_served(n, started.elapsed());
     Ok(Json(out).into_response())
 }
 

@@ -88,6 +88,13 @@ impl NodeMetrics {
         self.ws_bytes_sent[kind.index()].add(bytes as u64);
     }
 
+    /// Records one part pull served for `ids` entities.
+    pub fn pull_served(&self, ids: u64, took: std::time::Duration) {
+        self.rest_pulls.inc();
+        self.rest_pull_ids.add(ids);
+        self.rest_pull_latency.observe(took);
+    }
+
     pub fn ws_bytes_total(&self) -> u64 {
         self.ws_bytes_sent.iter().map(Counter::get).sum()
     }

@@ -1,7 +1,7 @@
 //! The built-in demo: a restaurant's menu and a lunch service in progress, written through the
 //! same mutation pipeline as real sales so every derived total is genuine.
 
-use capsule_protocol::{Action, Mutation, MutationBatch, Row};
+use capsule_protocol::{Action, Mutation, MutationBatch};
 use capsule_store::{ApplyMode, Store, meta};
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
@@ -56,16 +56,6 @@ fn id() -> String {
 fn ts(minutes_ago: i64) -> String {
     (Utc::now() - Duration::minutes(minutes_ago))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn mutation(table: &str, action: Action, row: Value) -> Mutation {
-    let row: Row = row.as_object().expect("demo rows are objects").clone();
-    Mutation {
-        mid: uuid::Uuid::new_v4().to_string(),
-        table: table.into(),
-        action,
-        row,
-    }
 }
 
 struct DemoOrder {
@@ -130,7 +120,7 @@ pub fn seed_if_empty(store: &Store) -> capsule_store::Result<usize> {
     }
     let mut muts = Vec::new();
     let shift = id();
-    muts.push(mutation(
+    muts.push(Mutation::new(
         "pos_shift",
         Action::Insert,
         json!({"id": shift, "node_id": "demo-till-1", "cashier": "Mona", "opened_at": ts(180), "opening_float": 50_000}),
@@ -150,13 +140,13 @@ pub fn seed_if_empty(store: &Store) -> capsule_store::Result<usize> {
             .as_i64()
             .unwrap_or(0);
         let tendered = (total / 5_000 + 1) * 5_000;
-        payments.push(mutation(
+        payments.push(Mutation::new(
             "order_payment",
             Action::Insert,
             json!({"id": id(), "order_id": order, "method": "cash", "amount": total, "tendered": tendered,
                    "node_id": "demo-till-1", "paid_at": ts(4)}),
         ));
-        payments.push(mutation(
+        payments.push(Mutation::new(
             "order_header",
             Action::Merge,
             json!({"id": order, "status": "paid", "updated_at": ts(4)}),
@@ -191,7 +181,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
     } else {
         "dine_in"
     };
-    muts.push(mutation(
+    muts.push(Mutation::new(
         "order_header",
         Action::Insert,
         json!({"id": order, "order_no": o.no, "shift_id": shift, "node_id": "demo-till-1", "table_label": o.table,
@@ -205,7 +195,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
             .find(|m| m.code == *code)
             .expect("demo uses menu codes");
         let line = id();
-        muts.push(mutation(
+        muts.push(Mutation::new(
             "order_line",
             Action::Insert,
             json!({"id": line, "order_id": order, "line_no": n as i64 + 1, "item_code": item.code,
@@ -220,7 +210,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
     }
     // Send to the kitchen: one batch, one job per station, one detail per line.
     let batch = id();
-    muts.push(mutation(
+    muts.push(Mutation::new(
         "job_order_batch",
         Action::Insert,
         json!({"id": batch, "order_id": order, "batch_no": 1, "kind": "initial", "order_no": o.no,
@@ -232,7 +222,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
     let mut jobs = Vec::new();
     for station in stations {
         let job = id();
-        muts.push(mutation(
+        muts.push(Mutation::new(
             "job_order_header",
             Action::Insert,
             json!({"id": job, "order_id": order, "batch_id": batch, "station": station, "order_no": o.no,
@@ -242,7 +232,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
             .iter()
             .filter(|(_, item, _, _)| item.station == station)
         {
-            muts.push(mutation(
+            muts.push(Mutation::new(
                 "job_order_detail",
                 Action::Insert,
                 json!({"id": id(), "job_id": job, "order_line_id": line, "name_en": item.name_en,
@@ -252,13 +242,13 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         jobs.push(job);
     }
     for (line, _, _, _) in &lines {
-        muts.push(mutation(
+        muts.push(Mutation::new(
             "order_line",
             Action::Merge,
             json!({"id": line, "status": "sent", "batch_id": batch}),
         ));
     }
-    muts.push(mutation(
+    muts.push(Mutation::new(
         "order_header",
         Action::Merge,
         json!({"id": order, "status": "sent", "updated_at": at}),
@@ -276,7 +266,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
             } else {
                 status
             };
-            muts.push(mutation(
+            muts.push(Mutation::new(
                 "job_order_header",
                 Action::Merge,
                 json!({"id": job, "status": s, "updated_at": ts(o.minutes_ago / 2)}),
@@ -284,7 +274,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         }
     }
     if o.stage == 4 {
-        muts.push(mutation(
+        muts.push(Mutation::new(
             "job_order_batch",
             Action::Merge,
             json!({"id": batch, "status": "served", "served_at": ts(5), "served_by": "Karim"}),

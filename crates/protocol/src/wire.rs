@@ -166,6 +166,24 @@ pub struct Mutation {
     pub row: Row,
 }
 
+impl Mutation {
+    /// A mutation with a fresh mid, for code that writes (demo data, workloads).
+    ///
+    /// # Panics
+    /// If `row` is not a JSON object: a programming error in the caller.
+    pub fn new(table: &str, action: Action, row: Value) -> Mutation {
+        let Value::Object(row) = row else {
+            panic!("a mutation's row must be a JSON object, got {row}")
+        };
+        Mutation {
+            mid: uuid::Uuid::new_v4().to_string(),
+            table: table.into(),
+            action,
+            row,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MutationBatch {
