@@ -95,10 +95,6 @@ impl NodeMetrics {
         self.rest_pull_latency.observe(took);
     }
 
-    pub fn ws_bytes_total(&self) -> u64 {
-        self.ws_bytes_sent.iter().map(Counter::get).sum()
-    }
-
     fn coalescing_ratio(&self) -> f64 {
         let sent = self.capsules_sent.get();
         if sent == 0 {
