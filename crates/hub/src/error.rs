@@ -31,7 +31,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
-            StoreError::Sqlite(_) | StoreError::Corrupt(_) => {
+            StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::Storage(_) => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR
             }

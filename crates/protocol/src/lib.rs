@@ -11,7 +11,7 @@ pub mod wire;
 pub use schema::{
     Column, ColumnType, Entity, Part, PartKind, Schema, SchemaError, TableDef, TableRole,
 };
-pub use validate::{ValidationError, validate_batch};
+pub use validate::{ValidationError, canonical_timestamp, prepare_batch, validate_batch};
 pub use wire::*;
 
 /// Milliseconds since the Unix epoch, UTC.

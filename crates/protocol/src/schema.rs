@@ -28,7 +28,7 @@ pub enum ColumnType {
     Integer,
     /// Integer minor units (halalas, cents). Never a float.
     Money,
-    /// RFC 3339 text in UTC (`...Z` or `+00:00`).
+    /// RFC 3339 text in UTC, stored in one canonical form: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     Timestamp,
     Boolean,
     /// Text limited to the column's `values`.
@@ -61,6 +61,15 @@ pub struct Column {
     pub index: bool,
     #[serde(default)]
     pub default: Option<toml::Value>,
+    /// Smallest accepted value of an integer or money column (required on writable ones).
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// Largest accepted value of an integer or money column (required on writable ones).
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// Longest accepted text in bytes (required on writable text columns).
+    #[serde(default)]
+    pub max_len: Option<usize>,
     #[serde(default)]
     pub doc: Option<String>,
 }
@@ -97,6 +106,9 @@ pub struct TableDef {
     pub doc: Option<String>,
     pub columns: Vec<Column>,
     pub role: TableRole,
+    /// Child tables: most rows one parent may hold, so one entity's derived state stays cheap
+    /// to recompute and one client cannot grow an order without bound.
+    pub max_per_parent: Option<usize>,
 }
 
 impl TableDef {
@@ -218,6 +230,8 @@ struct RawSchema {
 struct RawTable {
     #[serde(default)]
     doc: Option<String>,
+    #[serde(default)]
+    max_per_parent: Option<usize>,
     columns: Vec<Column>,
 }
 
@@ -236,6 +250,42 @@ struct RawEntity {
 enum RawPart {
     Columns(Vec<String>),
     Child { child: String, parent_field: String },
+}
+
+/// Every value a client can write has a declared range: integers and money a `min` and `max`,
+/// text a `max_len`. Derived columns are bounded by the rules that compute them.
+fn check_bounds(table: &str, c: &Column) -> Result<(), SchemaError> {
+    let numeric = matches!(c.ty, ColumnType::Integer | ColumnType::Money);
+    let at = format!("{table}.{}", c.name);
+    if !numeric && (c.min.is_some() || c.max.is_some()) {
+        return Err(invalid(format!(
+            "column '{at}': min and max go with integer and money columns"
+        )));
+    }
+    if c.ty != ColumnType::Text && c.max_len.is_some() {
+        return Err(invalid(format!(
+            "column '{at}': max_len goes with text columns"
+        )));
+    }
+    if c.derived {
+        return Ok(());
+    }
+    match c.ty {
+        ColumnType::Integer | ColumnType::Money => match (c.min, c.max) {
+            (Some(lo), Some(hi)) if lo <= hi => Ok(()),
+            (Some(_), Some(_)) => Err(invalid(format!("column '{at}': min is above max"))),
+            _ => Err(invalid(format!(
+                "writable column '{at}' must declare its range (min and max)"
+            ))),
+        },
+        ColumnType::Text => match c.max_len {
+            Some(n) if n > 0 => Ok(()),
+            _ => Err(invalid(format!(
+                "writable text column '{at}' must declare max_len (at least 1)"
+            ))),
+        },
+        _ => Ok(()),
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> SchemaError {
@@ -418,6 +468,7 @@ impl Schema {
                         c.name
                     )));
                 }
+                check_bounds(&name, c)?;
                 if let Some(d) = &c.default {
                     crate::validate::check_value(c, &c.default_json()).map_err(|e| {
                         invalid(format!(
@@ -427,6 +478,25 @@ impl Schema {
                     })?;
                 }
             }
+            let is_child = matches!(role, TableRole::Child { .. });
+            match rt.max_per_parent {
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "table '{name}': max_per_parent must be at least 1"
+                    )));
+                }
+                Some(_) if !is_child => {
+                    return Err(invalid(format!(
+                        "table '{name}' is no child table, so max_per_parent does not apply"
+                    )));
+                }
+                None if is_child => {
+                    return Err(invalid(format!(
+                        "child table '{name}' must declare max_per_parent"
+                    )));
+                }
+                _ => {}
+            }
             tables.insert(
                 name.clone(),
                 TableDef {
@@ -434,6 +504,7 @@ impl Schema {
                     doc: rt.doc,
                     columns: rt.columns,
                     role,
+                    max_per_parent: rt.max_per_parent,
                 },
             );
         }
@@ -590,5 +661,32 @@ mod tests {
         );
         let err = order.parse_parts(Some("status,colour")).unwrap_err();
         assert!(err.contains("'colour'") && err.contains("totals"), "{err}");
+    }
+
+    #[test]
+    fn every_writable_value_declares_its_range() {
+        let unbounded = BUILTIN_SCHEMA_TOML.replace(
+            r#"{ name = "qty", type = "integer", min = 1, max = 10_000, required = true },"#,
+            r#"{ name = "qty", type = "integer", required = true },"#,
+        );
+        assert_ne!(unbounded, BUILTIN_SCHEMA_TOML);
+        let err = Schema::from_toml(&unbounded).unwrap_err().to_string();
+        assert!(err.contains("qty") && err.contains("range"), "{err}");
+
+        let long =
+            BUILTIN_SCHEMA_TOML.replacen(r#"type = "text", max_len = 500"#, r#"type = "text""#, 1);
+        let err = Schema::from_toml(&long).unwrap_err().to_string();
+        assert!(err.contains("max_len"), "{err}");
+
+        let no_cap = BUILTIN_SCHEMA_TOML.replace("max_per_parent = 500\n", "");
+        let err = Schema::from_toml(&no_cap).unwrap_err().to_string();
+        assert!(err.contains("max_per_parent"), "{err}");
+
+        let bad_default = BUILTIN_SCHEMA_TOML.replace(
+            r#"min = 0, max = 999, default = 1"#,
+            r#"min = 0, max = 999, default = 1000"#,
+        );
+        let err = Schema::from_toml(&bad_default).unwrap_err().to_string();
+        assert!(err.contains("guests"), "{err}");
     }
 }

@@ -10,7 +10,11 @@ use crate::wire::{Action, MutationBatch};
 /// Longest accepted row id; ids are UUIDs in practice.
 pub const MAX_ID_LEN: usize = 128;
 /// Most mutations accepted in one request, so one client cannot hold the writer for long.
-pub const MAX_MUTATIONS_PER_REQUEST: usize = 1000;
+pub const MAX_MUTATIONS_PER_REQUEST: usize = 200;
+/// Longest node id (a batch's `source`, copied into every capsule it causes).
+pub const MAX_NODE_ID_LEN: usize = 64;
+/// Timestamps outside these years are typing or clock errors, never a sale.
+pub const TIMESTAMP_YEARS: std::ops::RangeInclusive<i32> = 2000..=2999;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mutation {index}: {message}")]
@@ -28,7 +32,64 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Checks one value against its column: type, enum values, UTC timestamps.
+/// A node id (a batch's `source`): the id alphabet, at most [`MAX_NODE_ID_LEN`] bytes.
+pub fn is_valid_node_id(id: &str) -> bool {
+    id.len() <= MAX_NODE_ID_LEN && is_valid_id(id)
+}
+
+/// Parses a UTC timestamp and returns its one stored form, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+///
+/// Accepted: exactly `YYYY-MM-DDTHH:MM:SS` with an optional fraction of 1 to 9 digits and an
+/// upper-case `Z`. Offsets (even `+00:00`), lower-case `t`/`z`, a space, leap seconds and
+/// years outside [`TIMESTAMP_YEARS`] are refused, so two spellings of one instant never
+/// reach the rows (they compare as text).
+pub fn canonical_timestamp(s: &str) -> Result<String, String> {
+    let refuse = || {
+        format!(
+            "must be an RFC 3339 UTC timestamp like 2026-11-24T12:00:00.000Z (upper-case T and Z, no offset), got '{s}'"
+        )
+    };
+    let b = s.as_bytes();
+    let shape_ok = b.len() >= 20
+        && b.len() <= 30
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            0..=18 => c.is_ascii_digit(),
+            19 if b.len() > 20 => c == b'.',
+            _ if i == b.len() - 1 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok || b.len() == 21 {
+        return Err(refuse());
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(&s[..19], "%Y-%m-%dT%H:%M:%S")
+        .map_err(|_| refuse())?;
+    // chrono reads second 60 as a leap second; a till's clock never shows one.
+    if &s[17..19] == "60" {
+        return Err(refuse());
+    }
+    use chrono::Datelike;
+    if !TIMESTAMP_YEARS.contains(&t.year()) {
+        return Err(format!(
+            "year {} is outside {}..={}, got '{s}'",
+            t.year(),
+            TIMESTAMP_YEARS.start(),
+            TIMESTAMP_YEARS.end()
+        ));
+    }
+    let millis = if b.len() > 20 {
+        let digits = &s[20..s.len() - 1];
+        format!("{digits:0<3}")[..3].to_string()
+    } else {
+        "000".to_string()
+    };
+    Ok(format!("{}.{millis}Z", &s[..19]))
+}
+
+/// Checks one value against its column: type, declared range or length, enum values, UTC
+/// timestamps.
 pub fn check_value(col: &Column, v: &Value) -> Result<(), String> {
     if v.is_null() {
         return if col.required {
@@ -38,22 +99,38 @@ pub fn check_value(col: &Column, v: &Value) -> Result<(), String> {
         };
     }
     let ok = match col.ty {
-        ColumnType::Text => v.is_string(),
-        ColumnType::Integer | ColumnType::Money => v.is_i64(),
+        ColumnType::Text => match v.as_str() {
+            Some(s) if col.max_len.is_some_and(|n| s.len() > n) => {
+                return Err(format!(
+                    "'{}' is {} bytes long; at most {} are allowed",
+                    col.name,
+                    s.len(),
+                    col.max_len.unwrap_or_default()
+                ));
+            }
+            Some(_) => true,
+            None => false,
+        },
+        ColumnType::Integer | ColumnType::Money => match v.as_i64() {
+            Some(n) => {
+                let lo = col.min.unwrap_or(i64::MIN);
+                let hi = col.max.unwrap_or(i64::MAX);
+                if n < lo || n > hi {
+                    return Err(format!(
+                        "'{}' must be between {lo} and {hi}, got {n}",
+                        col.name
+                    ));
+                }
+                true
+            }
+            None => false,
+        },
         ColumnType::Boolean => v.is_boolean(),
         ColumnType::Timestamp => match v.as_str() {
             Some(s) => {
-                return match chrono::DateTime::parse_from_rfc3339(s) {
-                    Ok(t) if t.offset().local_minus_utc() == 0 => Ok(()),
-                    Ok(_) => Err(format!(
-                        "'{}' must be a UTC timestamp (ending in Z), got '{s}'",
-                        col.name
-                    )),
-                    Err(_) => Err(format!(
-                        "'{}' must be an RFC 3339 UTC timestamp, got '{s}'",
-                        col.name
-                    )),
-                };
+                return canonical_timestamp(s)
+                    .map(drop)
+                    .map_err(|e| format!("'{}' {e}", col.name));
             }
             None => false,
         },
@@ -95,6 +172,17 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
         return Err(ValidationError {
             index: MAX_MUTATIONS_PER_REQUEST,
             message: format!("at most {MAX_MUTATIONS_PER_REQUEST} mutations per request"),
+        });
+    }
+    if let Some(source) = &batch.source
+        && !is_valid_node_id(source)
+    {
+        return Err(ValidationError {
+            index: 0,
+            message: format!(
+                "source must be a node id: 1 to {MAX_NODE_ID_LEN} characters of A-Z a-z 0-9 . _ : - ({} bytes given)",
+                source.len()
+            ),
         });
     }
     let mut mids = HashSet::new();
@@ -158,6 +246,30 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
             Action::Merge | Action::Delete => {}
         }
     }
+    Ok(())
+}
+
+/// Rewrites every timestamp of a batch [`validate_batch`] accepted into its stored form.
+pub fn canonicalize(schema: &Schema, batch: &mut MutationBatch) {
+    for m in &mut batch.mutations {
+        let Some(table) = schema.table(&m.table) else {
+            continue;
+        };
+        for (key, value) in m.row.iter_mut() {
+            if let (Some(col), Value::String(s)) = (table.column(key), &*value)
+                && col.ty == ColumnType::Timestamp
+                && let Ok(c) = canonical_timestamp(s)
+            {
+                *value = Value::String(c);
+            }
+        }
+    }
+}
+
+/// Validates a batch and puts it in stored form: what every write path calls first.
+pub fn prepare_batch(schema: &Schema, batch: &mut MutationBatch) -> Result<(), ValidationError> {
+    validate_batch(schema, batch)?;
+    canonicalize(schema, batch);
     Ok(())
 }
 
@@ -312,5 +424,134 @@ mod tests {
         let e = validate_batch(&Schema::builtin(), &b).unwrap_err();
         assert_eq!(e.index, 1);
         assert!(e.message.contains("twice"));
+    }
+
+    #[test]
+    fn values_outside_their_declared_range_are_refused() {
+        let cases = [
+            (
+                "order_line",
+                json!({"id": "x", "qty": -5}),
+                "between 1 and 10000",
+            ),
+            (
+                "order_line",
+                json!({"id": "x", "qty": 0}),
+                "between 1 and 10000",
+            ),
+            (
+                "order_line",
+                json!({"id": "x", "unit_price": -1}),
+                "between 0 and",
+            ),
+            (
+                "order_line",
+                json!({"id": "x", "discount": -300}),
+                "between 0 and",
+            ),
+            (
+                "order_payment",
+                json!({"id": "x", "amount": i64::MAX}),
+                "between 1 and",
+            ),
+            (
+                "order_payment",
+                json!({"id": "x", "amount": -33934}),
+                "between 1 and",
+            ),
+            (
+                "order_header",
+                json!({"id": "x", "tax_rate_bp": 1_000_000_000_000_000i64}),
+                "between 0 and 10000",
+            ),
+            (
+                "order_header",
+                json!({"id": "x", "order_no": i64::MAX}),
+                "between 1 and 1000000000",
+            ),
+            (
+                "order_header",
+                json!({"id": "x", "note": "n".repeat(501)}),
+                "at most 500",
+            ),
+        ];
+        for (table, row, want) in cases {
+            let e = err(batch(table, Action::Merge, row.clone()));
+            assert!(e.contains(want), "{table} {row}: {e}");
+        }
+        validate_batch(
+            &Schema::builtin(),
+            &batch(
+                "order_line",
+                Action::Merge,
+                json!({"id": "x", "qty": 10_000, "unit_price": 100_000_000_000i64}),
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn timestamps_have_one_stored_form() {
+        for bad in [
+            "2026-11-24T12:00:00+00:00",
+            "2026-11-24t12:00:00Z",
+            "2026-11-24T12:00:00z",
+            "2026-11-24 12:00:00Z",
+            "2026-11-24T23:59:60Z",
+            "0000-01-01T00:00:00Z",
+            "2026-02-30T12:00:00Z",
+            "2026-11-24T12:00:00.Z",
+            "2026-11-24T12:00:00.1234567890Z",
+            "2026-11-24T12:00Z",
+            "2026-11-24T12:00:00",
+        ] {
+            assert!(canonical_timestamp(bad).is_err(), "{bad} was accepted");
+            let e = err(batch(
+                "order_header",
+                Action::Merge,
+                json!({"id": "x", "updated_at": bad}),
+            ));
+            assert!(e.contains("updated_at"), "{bad}: {e}");
+        }
+        for (given, stored) in [
+            ("2026-11-24T12:00:00Z", "2026-11-24T12:00:00.000Z"),
+            ("2026-11-24T12:00:00.5Z", "2026-11-24T12:00:00.500Z"),
+            ("2026-11-24T12:00:00.123456789Z", "2026-11-24T12:00:00.123Z"),
+            ("2026-11-24T12:00:00.123Z", "2026-11-24T12:00:00.123Z"),
+        ] {
+            assert_eq!(canonical_timestamp(given).unwrap(), stored);
+        }
+        let mut b = batch(
+            "order_header",
+            Action::Merge,
+            json!({"id": "x", "updated_at": "2026-11-24T12:00:00Z"}),
+        );
+        prepare_batch(&Schema::builtin(), &mut b).unwrap();
+        assert_eq!(b.mutations[0].row["updated_at"], "2026-11-24T12:00:00.000Z");
+    }
+
+    #[test]
+    fn a_source_must_be_a_short_node_id() {
+        let mut b = batch(
+            "order_header",
+            Action::Merge,
+            json!({"id": "x", "note": "hi"}),
+        );
+        b.source = Some("s".repeat(1_800_000));
+        assert!(err(b.clone()).contains("source must be a node id"));
+        b.source = Some("till 1".into());
+        assert!(err(b.clone()).contains("source must be a node id"));
+        b.source = Some("till-1".into());
+        validate_batch(&Schema::builtin(), &b).unwrap();
+    }
+
+    #[test]
+    fn a_column_named_twice_in_a_row_is_refused() {
+        let text = r#"{"mutations": [{"mid": "3b8f5f5e-4d6f-4b86-9a53-3f0a3c1f0a11", "table": "order_line",
+            "action": "merge", "row": {"id": "x", "qty": 1, "qty": -5}}]}"#;
+        let e = serde_json::from_str::<MutationBatch>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'qty' appears twice"), "{e}");
     }
 }

@@ -163,7 +163,33 @@ pub struct Mutation {
     pub mid: String,
     pub table: String,
     pub action: Action,
+    /// Column -> value; a column named twice is refused (JSON would keep the last silently).
+    #[serde(deserialize_with = "row_without_duplicate_keys")]
     pub row: Row,
+}
+
+/// Reads a JSON object into a [`Row`], refusing a key that appears twice.
+fn row_without_duplicate_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = Row;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object of column values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+            let mut row = Row::new();
+            while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                if row.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "column '{key}' appears twice in one row"
+                    )));
+                }
+                row.insert(key, value);
+            }
+            Ok(row)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 impl Mutation {

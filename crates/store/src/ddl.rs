@@ -1,12 +1,12 @@
 //! Creates the schema's tables (and adds columns a newer schema declares) plus the system tables.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use capsule_protocol::{Schema, TableRole};
 use rusqlite::Connection;
 
-use crate::Result;
 use crate::sql::{q, sql_columns};
+use crate::{Result, StoreError};
 
 const SYSTEM_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,11 +49,27 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
 
         // A schema that grew since this file was made: add the new columns.
         let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", q(&t.name)))?;
-        let have: HashSet<String> = stmt
-            .query_map([], |r| r.get::<_, String>(1))?
+        let have: HashMap<String, String> = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
             .collect::<Result<_, _>>()?;
-        for (i, (name, _)) in cols.iter().enumerate() {
-            if !have.contains(name) {
+        for (i, (name, ty)) in cols.iter().enumerate() {
+            // A column whose stored type differs from the schema's holds values the code would
+            // misread; refuse rather than guess which one is right.
+            let want = match ty {
+                _ if name == "id" => "TEXT",
+                Some(ty) => ty.sql_type(),
+                None => "INTEGER",
+            };
+            if let Some(found) = have.get(name)
+                && !found.eq_ignore_ascii_case(want)
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "column {}.{name} is {found} in the database file but {want} in the schema; \
+                     restore a backup or migrate the file, the node will not guess",
+                    t.name
+                )));
+            }
+            if !have.contains_key(name) {
                 let def = &defs[i];
                 conn.execute_batch(&format!("ALTER TABLE {} ADD COLUMN {def};", q(&t.name)))?;
             }

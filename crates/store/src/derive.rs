@@ -132,24 +132,61 @@ pub fn check_writable(t: &TableDef, row: &Row) -> Result<()> {
 /// Values a new row gets from the rest of the table: an order without a number gets the next
 /// one. On the hub this is the number everyone sees; a till's provisional guess is replaced
 /// by the hub's through the usual capsule.
+///
+/// The next number is the highest + 1; past the top of the column's declared range it starts
+/// again at the lowest number no open order holds, so one order stored with the largest
+/// number cannot stop numbering.
 pub fn fill_on_insert(conn: &Connection, t: &TableDef, row: &mut Row) -> Result<()> {
     if t.name == "order_header" && row.get("order_no").is_none_or(Value::is_null) {
-        let next: i64 = conn
-            .prepare_cached("SELECT COALESCE(MAX(order_no), 0) + 1 FROM order_header")?
+        let top = t.column("order_no").and_then(|c| c.max).unwrap_or(i64::MAX);
+        let highest: i64 = conn
+            .prepare_cached("SELECT COALESCE(MAX(order_no), 0) FROM order_header")?
             .query_row([], |r| r.get(0))?;
+        let next = match highest.checked_add(1) {
+            Some(n) if n <= top => n,
+            _ => conn
+                .prepare_cached(
+                    "SELECT COALESCE(MIN(n), 1) FROM (
+                         SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM order_header
+                             WHERE order_no = 1 AND status IN ('open', 'sent'))
+                         UNION ALL
+                         SELECT o.order_no + 1 FROM order_header o
+                         WHERE o.status IN ('open', 'sent') AND o.order_no >= 1 AND o.order_no < ?1
+                           AND NOT EXISTS (SELECT 1 FROM order_header p
+                               WHERE p.order_no = o.order_no + 1 AND p.status IN ('open', 'sent')))",
+                )?
+                .query_row([top], |r| r.get(0))?,
+        };
         row.insert("order_no".into(), json!(next));
     }
     Ok(())
 }
 
-/// Derived values that depend only on the row itself.
-pub fn row_local(t: &TableDef, row: &mut Row) {
+/// An arithmetic result that does not fit: refused as bad input, never wrapped.
+fn overflow(what: &str) -> StoreError {
+    StoreError::Invalid(format!("{what} is too large to compute"))
+}
+
+/// Derived values that depend only on the row itself; all arithmetic is checked.
+pub fn row_local(t: &TableDef, row: &mut Row) -> Result<()> {
     match t.name.as_str() {
         "order_line" => {
             let total = if text(row, "status") == Some("void") {
                 0
             } else {
-                int(row, "qty") * int(row, "unit_price") - int(row, "discount")
+                let gross = int(row, "qty")
+                    .checked_mul(int(row, "unit_price"))
+                    .ok_or_else(|| overflow("the line's qty x unit_price"))?;
+                let net = gross
+                    .checked_sub(int(row, "discount"))
+                    .ok_or_else(|| overflow("the line's total"))?;
+                if net < 0 {
+                    return Err(StoreError::Invalid(format!(
+                        "the line's discount ({}) is larger than qty x unit_price ({gross})",
+                        int(row, "discount")
+                    )));
+                }
+                net
             };
             row.insert("line_total".into(), json!(total));
         }
@@ -158,13 +195,17 @@ pub fn row_local(t: &TableDef, row: &mut Row) {
                 text(row, "method"),
                 row.get("tendered").and_then(Value::as_i64),
             ) {
-                (Some("cash"), Some(tendered)) => (tendered - int(row, "amount")).max(0),
+                (Some("cash"), Some(tendered)) => tendered
+                    .checked_sub(int(row, "amount"))
+                    .ok_or_else(|| overflow("the change due"))?
+                    .max(0),
                 _ => 0,
             };
             row.insert("change_due".into(), json!(change));
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// Records entities whose derived state follows a reference the written row held before or
@@ -182,7 +223,8 @@ pub fn note_related(t: &TableDef, old: Option<&Row>, new: Option<&Row>, changes:
     }
 }
 
-/// Recomputes every derived value the changes may have moved, parents after children.
+/// Recomputes every derived value `written` may have moved, parents after children, and
+/// returns what the recomputation changed.
 ///
 /// With `whole_shop` false (a till applying its own write before the hub's version arrives)
 /// only values computed from an entity's own child rows are recomputed (order totals, job
@@ -192,35 +234,31 @@ pub fn note_related(t: &TableDef, old: Option<&Row>, new: Option<&Row>, changes:
 pub fn propagate(
     conn: &Connection,
     schema: &Schema,
-    changes: &mut Changes,
+    written: &Changes,
     whole_shop: bool,
-) -> Result<()> {
-    if !whole_shop {
-        changes.related.clear();
-    }
-    for id in changes.ids_of(ORDER) {
-        if let Some(shift) = recompute_order(conn, schema, &id, changes)?
-            && whole_shop
-        {
-            changes.related.insert((SHIFT.into(), shift));
+) -> Result<Changes> {
+    let mut out = Changes::default();
+    let mut shifts = written.ids_of(SHIFT);
+    let mut batches = written.ids_of(BATCH);
+    for id in written.ids_of(ORDER) {
+        if let Some(shift) = recompute_order(conn, schema, &id, &mut out)? {
+            shifts.insert(shift);
         }
     }
-    for id in changes.ids_of(JOB) {
-        if let Some(batch) = recompute_job(conn, schema, &id, changes)?
-            && whole_shop
-        {
-            changes.related.insert((BATCH.into(), batch));
+    for id in written.ids_of(JOB) {
+        if let Some(batch) = recompute_job(conn, schema, &id, &mut out)? {
+            batches.insert(batch);
         }
     }
     if whole_shop {
-        for id in changes.ids_of(SHIFT) {
-            recompute_shift(conn, schema, &id, changes)?;
+        for id in shifts {
+            recompute_shift(conn, schema, &id, &mut out)?;
         }
-        for id in changes.ids_of(BATCH) {
-            recompute_batch(conn, schema, &id, changes)?;
+        for id in batches {
+            recompute_batch(conn, schema, &id, &mut out)?;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Writes the derived values that differ from `current` and marks their parts changed.
@@ -251,9 +289,30 @@ fn set_derived(
     Ok(())
 }
 
-/// Rounds `amount * bp / 10000` half up (amounts here are never negative).
-fn apply_bp(amount: i64, bp: i64) -> i64 {
-    (amount * bp + 5_000).div_euclid(10_000)
+/// `amount * bp / 10000` rounded half up, in 128-bit so no rate can overflow it; amounts are
+/// never negative (the schema's ranges), and the result is at most `amount` for rates up to
+/// 100%, so it fits back in 64 bits whenever the rates are in their declared range.
+fn apply_bp(amount: i64, bp: i64) -> Result<i64> {
+    let v = (i128::from(amount) * i128::from(bp) + 5_000).div_euclid(10_000);
+    i64::try_from(v).map_err(|_| overflow("a tax or service amount"))
+}
+
+/// Sums with a checked add; `what` names the total in the error.
+fn checked_sum(values: impl IntoIterator<Item = i64>, what: &str) -> Result<i64> {
+    values
+        .into_iter()
+        .try_fold(0i64, |acc, v| acc.checked_add(v))
+        .ok_or_else(|| overflow(what))
+}
+
+/// An SQLite `SUM` over integers fails rather than wrap; that failure is a refused write.
+fn sql_sum_error(e: rusqlite::Error, what: &str) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("integer overflow") => {
+            overflow(what)
+        }
+        _ => StoreError::Sqlite(e),
+    }
 }
 
 fn recompute_order(
@@ -265,19 +324,51 @@ fn recompute_order(
     let Some(order) = select_by_id(conn, schema, &schema.tables["order_header"], id)? else {
         return Ok(None);
     };
-    let (subtotal, line_discounts, items): (i64, i64, i64) = conn.prepare_cached(
-        "SELECT COALESCE(SUM(qty * unit_price), 0), COALESCE(SUM(discount), 0), COALESCE(SUM(qty), 0)
-         FROM order_line WHERE order_id = ?1 AND COALESCE(status, '') != 'void'",
-    )?
-    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let paid: i64 = conn
-        .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM order_payment WHERE order_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
-    let discount_total = line_discounts + int(&order, "order_discount");
-    let net = (subtotal - discount_total).max(0);
-    let service = apply_bp(net, int(&order, "service_rate_bp"));
-    let tax = apply_bp(net + service, int(&order, "tax_rate_bp"));
-    let total = net + service + tax;
+    // At most the schema's max_per_parent lines and payments: summed here with checked
+    // arithmetic rather than by SQL, whose integer products silently turn into floats.
+    let lines: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT qty, unit_price, discount FROM order_line
+             WHERE order_id = ?1 AND COALESCE(status, '') != 'void'",
+        )?
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut gross = Vec::with_capacity(lines.len());
+    for (qty, price, _) in &lines {
+        gross.push(
+            qty.checked_mul(*price)
+                .ok_or_else(|| overflow("a line's qty x unit_price"))?,
+        );
+    }
+    let subtotal = checked_sum(gross, "the order's subtotal")?;
+    let line_discounts = checked_sum(lines.iter().map(|l| l.2), "the order's discounts")?;
+    let items = checked_sum(lines.iter().map(|l| l.0), "the order's item count")?;
+    let payments: Vec<i64> = conn
+        .prepare_cached("SELECT COALESCE(amount, 0) FROM order_payment WHERE order_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let paid = checked_sum(payments, "the order's payments")?;
+    let discount_total = line_discounts
+        .checked_add(int(&order, "order_discount"))
+        .ok_or_else(|| overflow("the order's discounts"))?;
+    let net = subtotal.saturating_sub(discount_total).max(0);
+    let service = apply_bp(net, int(&order, "service_rate_bp"))?;
+    let taxable = net
+        .checked_add(service)
+        .ok_or_else(|| overflow("the order's total"))?;
+    let tax = apply_bp(taxable, int(&order, "tax_rate_bp"))?;
+    let total = taxable
+        .checked_add(tax)
+        .ok_or_else(|| overflow("the order's total"))?;
+    let balance = total
+        .checked_sub(paid)
+        .ok_or_else(|| overflow("the order's balance"))?;
     set_derived(
         conn,
         schema,
@@ -290,7 +381,7 @@ fn recompute_order(
             ("tax_total", json!(tax)),
             ("total", json!(total)),
             ("paid_total", json!(paid)),
-            ("balance_due", json!(total - paid)),
+            ("balance_due", json!(balance)),
             ("item_count", json!(items)),
         ],
         changes,
@@ -317,7 +408,14 @@ fn recompute_shift(
              FROM order_payment p JOIN order_header o ON o.id = p.order_id
              WHERE o.shift_id = ?1 AND COALESCE(o.status, '') != 'void'",
         )?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(|e| sql_sum_error(e, "the shift's sales"))?;
+    let total = cash
+        .checked_add(card)
+        .ok_or_else(|| overflow("the shift's sales"))?;
+    let expected = int(&shift, "opening_float")
+        .checked_add(cash)
+        .ok_or_else(|| overflow("the shift's expected cash"))?;
     set_derived(
         conn,
         schema,
@@ -327,8 +425,8 @@ fn recompute_shift(
             ("orders_count", json!(orders)),
             ("cash_sales", json!(cash)),
             ("card_sales", json!(card)),
-            ("total_sales", json!(cash + card)),
-            ("expected_cash", json!(int(&shift, "opening_float") + cash)),
+            ("total_sales", json!(total)),
+            ("expected_cash", json!(expected)),
         ],
         changes,
     )
@@ -434,9 +532,12 @@ mod tests {
 
     #[test]
     fn basis_points_round_half_up() {
-        assert_eq!(apply_bp(10_000, 1_500), 1_500);
-        assert_eq!(apply_bp(333, 1_500), 50); // 49.95 -> 50
-        assert_eq!(apply_bp(3, 1_500), 0); // 0.45 -> 0
-        assert_eq!(apply_bp(0, 1_500), 0);
+        assert_eq!(apply_bp(10_000, 1_500).unwrap(), 1_500);
+        assert_eq!(apply_bp(333, 1_500).unwrap(), 50); // 49.95 -> 50
+        assert_eq!(apply_bp(3, 1_500).unwrap(), 0); // 0.45 -> 0
+        assert_eq!(apply_bp(0, 1_500).unwrap(), 0);
+        // Rates out of their declared range are refused, never wrapped.
+        assert!(apply_bp(i64::MAX, 1_000_000_000_000_000).is_err());
+        assert_eq!(apply_bp(i64::MAX, 10_000).unwrap(), i64::MAX);
     }
 }

@@ -6,6 +6,7 @@
 //! nothing about HTTP or WebSockets; its API is blocking, so async callers use
 //! `spawn_blocking`.
 
+mod backup;
 mod commands;
 mod ddl;
 mod derive;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use capsule_protocol::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use backup::backup_file;
 pub use merge::MergeOutcome;
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
 
@@ -40,6 +42,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is not what the schema says: {0}")]
     Corrupt(String),
+    /// The database file cannot be used as this node needs it (read-only, wrong owner, a
+    /// backup that cannot be written).
+    #[error("{0}")]
+    Storage(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -128,7 +134,12 @@ impl Store {
         derive::check_schema(&schema).map_err(StoreError::Invalid)?;
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path)?;
-        configure(&conn, durability)?;
+        configure(&conn, durability).map_err(|e| {
+            StoreError::Storage(format!(
+                "{} cannot be opened for writing: {e}",
+                path.display()
+            ))
+        })?;
         let tx = conn.transaction()?;
         ddl::create_all(&tx, &schema)?;
         let existing: Option<String> = tx
@@ -150,6 +161,26 @@ impl Store {
             }
         };
         tx.commit()?;
+        // A file the node cannot write opens "fine" and fails every later write: find out now
+        // and refuse to start, rather than report online and answer 500s.
+        let unwritable = |e: String| {
+            StoreError::Storage(format!(
+                "{} cannot be written ({e}); check the file's and its folder's permissions and owner",
+                path.display()
+            ))
+        };
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| unwritable(e.to_string()))?
+        {
+            return Err(unwritable("opened read-only".into()));
+        }
+        conn.execute(
+            "INSERT INTO _meta(key, value) VALUES ('opened_at', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [capsule_protocol::now_rfc3339()],
+        )
+        .map_err(|e| unwritable(e.to_string()))?;
         Ok(Store {
             schema,
             path,
@@ -215,6 +246,11 @@ impl Store {
                 .optional()?,
             )
         })
+    }
+
+    /// Writes a consistent single-file copy of the database to `dest` while the node runs.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64> {
+        backup_file(&self.path, dest)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use capsule_protocol::schema::ID_FIELD;
 use capsule_protocol::{
     Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, Row, Schema,
-    TableDef, TableRole, now_ms, validate_batch,
+    TableDef, TableRole, now_ms, prepare_batch,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -61,6 +61,21 @@ pub(crate) struct EntityChange {
 }
 
 impl Changes {
+    /// Adds what a later change set moved; the later word on whether an entity is gone wins
+    /// (deleted then written again within one request means written).
+    pub fn absorb(&mut self, other: Changes) {
+        for (key, ch) in other.entities {
+            let e = self.entities.entry(key).or_default();
+            e.gone = ch.gone;
+            if ch.gone {
+                e.parts.clear();
+            } else {
+                e.parts.extend(ch.parts);
+            }
+        }
+        self.related.extend(other.related);
+    }
+
     pub fn touch(&mut self, entity: &str, id: &str, part: &str) {
         self.entities
             .entry((entity.to_string(), id.to_string()))
@@ -105,15 +120,22 @@ impl Changes {
 impl Store {
     /// Applies a request in one SQLite transaction. On any error nothing is written.
     pub fn apply(&self, batch: &MutationBatch, mode: &ApplyMode) -> Result<Applied> {
-        validate_batch(&self.schema, batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut batch = batch.clone();
+        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Applied::default();
+        // The hub derives once per request, after all its rows are written: the cost follows
+        // the entities the request touched, not the number of mutations times their size.
+        let mut request_changes = Changes::default();
+        let mut last_version = None;
+        // One capsule per entity per request (union of parts, highest version): a request of
+        // 200 writes to one order logs one capsule, not 200.
+        let mut request_capsules: Vec<Capsule> = Vec::new();
         for (index, m) in batch.mutations.iter().enumerate() {
             let prior: Option<i64> = tx
-                .query_row("SELECT seq FROM _mutation WHERE mid = ?1", [&m.mid], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
+                .query_row([&m.mid], |r| r.get(0))
                 .optional()?;
             if let Some(seq) = prior {
                 out.results.push(MutationResult {
@@ -131,14 +153,19 @@ impl Store {
             };
             match mode {
                 ApplyMode::Authoritative { source } => {
-                    let seq = sql::meta_i64(&tx, meta::VERSION)? + 1;
+                    let seq = sql::meta_i64(&tx, meta::VERSION)?
+                        .checked_add(1)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("version counter is exhausted".into())
+                        })?;
                     sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
                     let mut changes = Changes::default();
                     apply_row(&tx, &self.schema, m, &mut changes).map_err(at)?;
-                    derive::propagate(&tx, &self.schema, &mut changes, true)?;
                     for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
-                        out.capsules.push(log_capsule(&tx, capsule)?);
+                        combine(&mut request_capsules, capsule);
                     }
+                    request_changes.absorb(changes);
+                    last_version = Some(seq);
                     record_mid(&tx, &m.mid, seq)?;
                     out.results.push(MutationResult {
                         mid: m.mid.clone(),
@@ -165,7 +192,11 @@ impl Store {
                     tx.execute_batch("SAVEPOINT provisional")?;
                     let mut changes = Changes::default();
                     let applied = apply_row(&tx, &self.schema, m, &mut changes)
-                        .and_then(|()| derive::propagate(&tx, &self.schema, &mut changes, false))
+                        .and_then(|()| {
+                            let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
+                            changes.absorb(derived);
+                            Ok(())
+                        })
                         .and_then(|()| finalize(&tx, &self.schema, &changes, None, "local"));
                     match applied {
                         Ok(capsules) => {
@@ -185,6 +216,16 @@ impl Store {
                     }
                 }
             }
+        }
+        if let (ApplyMode::Authoritative { source }, Some(seq)) = (mode, last_version) {
+            let derived = derive::propagate(&tx, &self.schema, &request_changes, true)?;
+            for capsule in finalize(&tx, &self.schema, &derived, Some(seq), source)? {
+                combine(&mut request_capsules, capsule);
+            }
+        }
+        request_capsules.sort_by(|a, b| (&a.entity, &a.id).cmp(&(&b.entity, &b.id)));
+        for capsule in request_capsules {
+            out.capsules.push(log_capsule(&tx, capsule)?);
         }
         tx.commit()?;
         Ok(out)
@@ -242,6 +283,32 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+/// Folds a later capsule into the request's list: same entity and id become one capsule with
+/// the union of parts and the later version; the later word on deletion wins.
+fn combine(list: &mut Vec<Capsule>, c: Capsule) {
+    match list
+        .iter_mut()
+        .find(|x| x.entity == c.entity && x.id == c.id)
+    {
+        Some(x) => {
+            x.v = x.v.max(c.v);
+            x.ts = x.ts.max(c.ts);
+            x.gone = c.gone;
+            if c.gone {
+                x.parts.clear();
+            } else {
+                for p in c.parts {
+                    if !x.parts.contains(&p) {
+                        x.parts.push(p);
+                    }
+                }
+                x.parts.sort();
+            }
+        }
+        None => list.push(c),
     }
 }
 
@@ -304,7 +371,7 @@ fn reflects(conn: &Connection, schema: &Schema, m: &Mutation, seq: i64) -> Resul
 }
 
 /// A full row for a new record: defaults, then the given values, then row-local derived values.
-fn new_row(t: &TableDef, given: &Row) -> Row {
+fn new_row(t: &TableDef, given: &Row) -> Result<Row> {
     let mut row = Row::new();
     row.insert(ID_FIELD.into(), given[ID_FIELD].clone());
     for c in &t.columns {
@@ -314,8 +381,8 @@ fn new_row(t: &TableDef, given: &Row) -> Row {
             .unwrap_or_else(|| c.default_json());
         row.insert(c.name.clone(), v);
     }
-    derive::row_local(t, &mut row);
-    row
+    derive::row_local(t, &mut row)?;
+    Ok(row)
 }
 
 fn apply_row(
@@ -334,9 +401,9 @@ fn apply_row(
             t.name
         ))),
         (Action::Insert | Action::Save, None) => {
-            let mut row = new_row(t, &m.row);
+            let mut row = new_row(t, &m.row)?;
             derive::fill_on_insert(conn, t, &mut row)?;
-            check_parent(conn, schema, t, &row)?;
+            check_parent(conn, schema, t, &row, None)?;
             upsert_row(conn, schema, t, &row)?;
             match &t.role {
                 TableRole::Entity { entity } => {
@@ -357,7 +424,7 @@ fn apply_row(
         }
         (Action::Save, Some(old)) => {
             // A save replaces the whole row: columns it leaves out go back to their defaults.
-            let mut new = new_row(t, &m.row);
+            let mut new = new_row(t, &m.row)?;
             for (k, v) in &old {
                 if !new.contains_key(k) {
                     new.insert(k.clone(), v.clone());
@@ -408,14 +475,25 @@ fn apply_row(
     }
 }
 
-/// A child row must point at a parent that exists, or it would never reach any till.
-fn check_parent(conn: &Connection, schema: &Schema, t: &TableDef, row: &Row) -> Result<()> {
+/// A child row must point at a parent that exists, or it would never reach any till, and a
+/// parent holds at most the table's `max_per_parent` rows. `old` is the row before an update
+/// (a row that stays with its parent does not count twice).
+fn check_parent(
+    conn: &Connection,
+    schema: &Schema,
+    t: &TableDef,
+    row: &Row,
+    old: Option<&Row>,
+) -> Result<()> {
     if let TableRole::Child {
         entity,
         parent_field,
         ..
     } = &t.role
     {
+        if old.is_some_and(|o| o.get(parent_field) == row.get(parent_field)) {
+            return Ok(());
+        }
         let parent_table = &schema.entities[entity].table;
         let parent = text(row, parent_field).unwrap_or_default();
         let exists: bool = conn.query_row(
@@ -432,6 +510,21 @@ fn check_parent(conn: &Connection, schema: &Schema, t: &TableDef, row: &Row) -> 
                 t.name, row[ID_FIELD]
             )));
         }
+        if let Some(cap) = t.max_per_parent {
+            let held: i64 = conn
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM {} WHERE {} = ?1",
+                    q(&t.name),
+                    q(parent_field)
+                ))?
+                .query_row([parent], |r| r.get(0))?;
+            if held >= cap as i64 {
+                return Err(StoreError::Invalid(format!(
+                    "{parent_table} '{parent}' already holds {held} {} rows, the most allowed",
+                    t.name
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -444,7 +537,7 @@ fn update_row(
     mut new: Row,
     changes: &mut Changes,
 ) -> Result<()> {
-    derive::row_local(t, &mut new);
+    derive::row_local(t, &mut new)?;
     let id = text(old, ID_FIELD).unwrap_or_default().to_string();
     let set: Vec<(String, Option<capsule_protocol::ColumnType>, Value)> = t
         .columns
@@ -455,7 +548,7 @@ fn update_row(
     if set.is_empty() {
         return Ok(());
     }
-    check_parent(conn, schema, t, &new)?;
+    check_parent(conn, schema, t, &new, Some(old))?;
     update_columns(conn, t, &id, &set)?;
     match &t.role {
         TableRole::Entity { entity } => {
