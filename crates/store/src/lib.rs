@@ -10,6 +10,8 @@ mod backup;
 mod commands;
 mod ddl;
 mod derive;
+#[cfg(test)]
+mod hardening_tests;
 mod merge;
 mod pipeline;
 mod read;
