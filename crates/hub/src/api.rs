@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_protocol::{Changes, Mode, MutationBatch, MutationResponse, NodeStatus};
-use capsule_store::{ApplyMode, Store};
+use capsule_store::Store;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::error::ApiError;
 use crate::publisher::Modes;
 use crate::stream::{Stream, WsParams, serve_ws};
+use crate::writer::WriteQueue;
 
 /// Most ids accepted in one batch pull.
 pub const MAX_IDS_PER_PULL: usize = 500;
@@ -74,23 +74,13 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// The hub's mutation handling: apply authoritatively, then wake the publisher.
-pub fn hub_mutations(store: Arc<Store>, notify: Arc<Notify>) -> MutationHandler {
+/// The hub's mutation handling: queue for the one writer (fair per source), which applies
+/// authoritatively and wakes the publisher.
+pub fn hub_mutations(writer: WriteQueue) -> MutationHandler {
     Arc::new(move |batch: MutationBatch| {
-        let store = store.clone();
-        let notify = notify.clone();
+        let writer = writer.clone();
         Box::pin(async move {
-            let applied = tokio::task::spawn_blocking(move || {
-                let source = batch
-                    .source
-                    .clone()
-                    .unwrap_or_else(|| store.node_id().to_string());
-                store.apply(&batch, &ApplyMode::Authoritative { source })
-            })
-            .await??;
-            if !applied.capsules.is_empty() {
-                notify.notify_one();
-            }
+            let applied = writer.submit(batch).await?;
             Ok(MutationResponse {
                 results: applied.results,
             })

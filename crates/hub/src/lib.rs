@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod publisher;
 pub mod stream;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Hub {
     pub stream: Stream,
     pub modes: Arc<Modes>,
     publisher: publisher::Publisher,
+    writer: writer::WriteQueue,
 }
 
 impl Hub {
@@ -45,11 +47,13 @@ impl Hub {
         let modes = Arc::new(Modes::load(store.clone())?);
         let publisher =
             publisher::Publisher::start(store.clone(), stream.clone(), modes.clone(), config)?;
+        let writer = writer::WriteQueue::start(store.clone(), publisher.notifier());
         Ok(Hub {
             store,
             stream,
             modes,
             publisher,
+            writer,
         })
     }
 
@@ -58,12 +62,17 @@ impl Hub {
         self.publisher.notifier()
     }
 
+    /// What `POST /api/mutations` does on this hub; for routes outside [`Hub::router`] that write.
+    pub fn mutations(&self) -> MutationHandler {
+        api::hub_mutations(self.writer.clone())
+    }
+
     /// The hub's full API: reads, mutations, snapshot, changes, modes, metrics and `/ws`.
     pub fn router(&self, status: StatusHandler, extra_metrics: Option<ExtraMetrics>) -> Router {
         api::router(ApiState {
             store: self.store.clone(),
             stream: self.stream.clone(),
-            mutations: api::hub_mutations(self.store.clone(), self.publisher.notifier()),
+            mutations: self.mutations(),
             status,
             modes: Some(self.modes.clone()),
             extra_metrics,

@@ -60,6 +60,28 @@ pub struct Args {
     /// Till: treat the hub as gone after this long without hearing from it (ms).
     #[arg(long, default_value_t = 30_000)]
     pub silence_ms: u64,
+    /// Hub: write a consistent copy of the database into this folder on a schedule.
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// Hub: how often to back up (30m, 1h, 1d; at least a minute).
+    #[arg(long, default_value = "1h", value_parser = crate::backup::parse_every)]
+    pub backup_every: Duration,
+    /// Hub: how many backups to keep (the oldest go first).
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..))]
+    pub backup_keep: u16,
+}
+
+/// `tilld backup`: a consistent single-file copy of a node's database, safe while it runs.
+#[derive(Debug, Parser)]
+#[command(name = "tilld backup", version)]
+pub struct BackupArgs {
+    /// The node's data directory (the one given to --data).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// File to write the copy to (replaced if it exists). Restore by starting a node on a new
+    /// data directory holding this file as node.sqlite3.
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise; for every binary that runs a node.
@@ -75,6 +97,19 @@ pub fn init_logging() {
 
 /// Entry point of the `tilld` binary.
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "backup") {
+        let args = BackupArgs::parse_from(std::env::args_os().skip(1));
+        return match capsule_store::backup_file(&args.data.join("node.sqlite3"), &args.to) {
+            Ok(bytes) => {
+                println!("backup written to {} ({bytes} bytes)", args.to.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tilld backup: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = Args::parse();
     init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
@@ -112,6 +147,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ui_dir = args
         .ui
         .or_else(|| Some(PathBuf::from("ui/dist")).filter(|p| p.join("index.html").is_file()));
+    if args.backup_dir.is_some() && args.role != Role::Hub {
+        anyhow::bail!("--backup-dir is for the hub; tills hold copies of its data");
+    }
     if args.log_keep < 1 {
         anyhow::bail!("--log-keep must be at least 1");
     }
@@ -128,6 +166,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.light = args.light;
     config.pull_window = Duration::from_millis(args.pull_window_ms);
     config.silence_timeout = Duration::from_millis(args.silence_ms.max(1));
+    config.backup = args.backup_dir.map(|dir| crate::backup::BackupSchedule {
+        dir,
+        every: args.backup_every,
+        keep: usize::from(args.backup_keep),
+    });
     let mut node = start(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("listening on {}", node.url());

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
 use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
-use capsule_protocol::{MutationBatch, NodeStatus, Schema};
+use capsule_protocol::{BackupStatus, MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
     FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError, ReplicaMetrics,
 };
@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub pull_window: std::time::Duration,
     /// Till: how long without a word from the hub before the link counts as dead.
     pub silence_timeout: std::time::Duration,
+    /// Hub: scheduled backups.
+    pub backup: Option<crate::backup::BackupSchedule>,
 }
 
 impl NodeConfig {
@@ -63,6 +65,7 @@ impl NodeConfig {
             light: false,
             pull_window: std::time::Duration::from_millis(100),
             silence_timeout: std::time::Duration::from_secs(30),
+            backup: None,
         }
     }
 }
@@ -145,6 +148,20 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 }
             }
             let hub = Hub::start(store.clone(), config.publisher)?;
+            let backup_state = config.backup.as_ref().map(|b| {
+                let state = Arc::new(std::sync::Mutex::new(BackupStatus {
+                    dir: b.dir.display().to_string(),
+                    every_s: b.every.as_secs(),
+                    keep: b.keep,
+                    ..BackupStatus::default()
+                }));
+                background.push(tokio::spawn(crate::backup::run_schedule(
+                    store.clone(),
+                    b.clone(),
+                    state.clone(),
+                )));
+                state
+            });
             let stream = hub.stream.clone();
             let node_id = store.node_id().to_string();
             let status: StatusHandler = Arc::new(move || NodeStatus {
@@ -156,11 +173,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 seq: stream.last_seq(),
                 pending: 0,
                 offline_since: None,
+                backup: backup_state
+                    .as_ref()
+                    .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             });
-            let commands = crate::routes::router(
-                store.clone(),
-                capsule_hub::api::hub_mutations(store.clone(), hub.notifier()),
-            );
+            let commands = crate::routes::router(store.clone(), hub.mutations());
             let router = hub.router(status, None).merge(commands);
             // The hub lives as long as the server: its publisher stops when it drops.
             let hub = Arc::new(hub);
@@ -223,6 +240,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     seq: l.seq,
                     pending: 0,
                     offline_since: l.offline_since,
+                    backup: None,
                 }
             });
             let commands = crate::routes::router(store.clone(), mutations.clone());

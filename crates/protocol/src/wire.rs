@@ -308,4 +308,23 @@ pub struct NodeStatus {
     pub pending: u64,
     /// When the node last lost the hub, ms since epoch, while offline.
     pub offline_since: Option<i64>,
+    /// Scheduled backups, on a node that makes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// What the dashboard shows of a node's scheduled backups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    pub dir: String,
+    pub every_s: u64,
+    pub keep: usize,
+    /// Last successful copy: its file, size in bytes, and when (RFC 3339 UTC).
+    pub last_file: Option<String>,
+    pub last_bytes: Option<u64>,
+    pub last_at: Option<String>,
+    /// Why the last attempt failed, when it did.
+    pub last_error: Option<String>,
+    /// Copies in the folder now.
+    pub count: usize,
 }

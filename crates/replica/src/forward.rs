@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capsule_protocol::{ErrorBody, MutationBatch, MutationResponse, validate_batch};
+use capsule_protocol::{ErrorBody, MutationBatch, MutationResponse, prepare_batch};
 use capsule_store::{ApplyMode, Store, StoreError};
 
 use crate::{LocalChange, OnChange, ReplicaError, Result};
@@ -36,7 +36,7 @@ impl Forwarder {
     /// is recorded; a hub that took the request but did not answer may have recorded it, and
     /// the caller is told so. Either way, retrying with the same mids is safe.
     pub async fn submit(&self, mut batch: MutationBatch) -> Result<MutationResponse> {
-        validate_batch(self.store.schema(), &batch)
+        prepare_batch(self.store.schema(), &mut batch)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         if batch.source.is_none() {
             batch.source = Some(self.store.node_id().to_string());

@@ -223,7 +223,6 @@ impl Store {
                 combine(&mut request_capsules, capsule);
             }
         }
-        request_capsules.sort_by(|a, b| (&a.entity, &a.id).cmp(&(&b.entity, &b.id)));
         for capsule in request_capsules {
             out.capsules.push(log_capsule(&tx, capsule)?);
         }

@@ -309,8 +309,8 @@ fn bumping_the_last_job_makes_the_batch_ready() {
     assert_eq!(
         sig,
         [
-            ("batch", vec!["handoff".to_string(), "status".to_string()]),
-            ("job", vec!["status".to_string()])
+            ("job", vec!["status".to_string()]),
+            ("batch", vec!["handoff".to_string(), "status".to_string()])
         ]
     );
 

@@ -1,0 +1,155 @@
+//! The hub's one writer: write requests wait in a queue per source and are applied
+//! round-robin, so one client looping on big writes cannot starve a cashier's single sale.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use axum::http::StatusCode;
+use capsule_protocol::MutationBatch;
+use capsule_store::{Applied, ApplyMode, Store};
+use tokio::sync::{Notify, oneshot};
+
+use crate::error::ApiError;
+
+/// Requests one source may have waiting; more answer 429 (a till sends one at a time).
+pub const MAX_WAITING_PER_SOURCE: usize = 16;
+/// Requests waiting over all sources; more answer 503.
+pub const MAX_WAITING: usize = 1024;
+/// Queue key of a request that names no source.
+const ANONYMOUS: &str = "";
+
+type Reply = oneshot::Sender<Result<Applied, ApiError>>;
+
+#[derive(Default)]
+struct Queues {
+    by_source: HashMap<String, VecDeque<(MutationBatch, Reply)>>,
+    /// Sources with waiting requests, in the order they are next served.
+    turn: VecDeque<String>,
+    waiting: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+/// Handle to the writer thread; dropping the last handle stops it after the queued work.
+#[derive(Clone)]
+pub struct WriteQueue {
+    shared: Arc<Shared>,
+    _stop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        lock(&self.0).closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queues> {
+    shared.queues.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WriteQueue {
+    /// Starts the writer thread over `store`; `committed` is woken after each commit that
+    /// logged capsules.
+    pub fn start(store: Arc<Store>, committed: Arc<Notify>) -> WriteQueue {
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues::default()),
+            ready: Condvar::new(),
+        });
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("hub-writer".into())
+            .spawn(move || writer_loop(&worker, &store, &committed))
+            .expect("the writer thread starts");
+        WriteQueue {
+            _stop: Arc::new(StopOnDrop(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Queues a request behind its source's earlier ones and waits for its commit.
+    pub async fn submit(&self, batch: MutationBatch) -> Result<Applied, ApiError> {
+        let source = batch.source.clone().unwrap_or_else(|| ANONYMOUS.into());
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = lock(&self.shared);
+            if q.waiting >= MAX_WAITING {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the hub has {MAX_WAITING} writes waiting; try again shortly"),
+                ));
+            }
+            let queue = q.by_source.entry(source.clone()).or_default();
+            if queue.len() >= MAX_WAITING_PER_SOURCE {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "source '{source}' already has {MAX_WAITING_PER_SOURCE} writes waiting; send the next after an answer"
+                    ),
+                ));
+            }
+            queue.push_back((batch, tx));
+            if queue.len() == 1 {
+                q.turn.push_back(source);
+            }
+            q.waiting += 1;
+        }
+        self.shared.ready.notify_one();
+        rx.await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub is shutting down",
+            ))
+        })
+    }
+}
+
+/// Takes the next request round-robin over sources, applies it, answers, repeats.
+fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
+    loop {
+        let (batch, reply) = {
+            let mut q = lock(shared);
+            loop {
+                if let Some(source) = q.turn.pop_front() {
+                    let queue = q
+                        .by_source
+                        .get_mut(&source)
+                        .expect("a source in turn has a queue");
+                    let job = queue.pop_front().expect("a source in turn has a request");
+                    if queue.is_empty() {
+                        q.by_source.remove(&source);
+                    } else {
+                        q.turn.push_back(source);
+                    }
+                    q.waiting -= 1;
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        if reply.is_closed() {
+            // The client went away before its turn; an unanswered write is one not made.
+            continue;
+        }
+        let source = batch
+            .source
+            .clone()
+            .unwrap_or_else(|| store.node_id().to_string());
+        let out = store
+            .apply(&batch, &ApplyMode::Authoritative { source })
+            .map_err(ApiError::from);
+        if out.as_ref().is_ok_and(|a| !a.capsules.is_empty()) {
+            committed.notify_one();
+        }
+        let _ = reply.send(out);
+    }
+}
