@@ -12,6 +12,19 @@ export interface NodeStatus {
   seq: number;
   pending: number;
   offline_since: number | null;
+  /** Scheduled backups, on a hub started with --backup-dir. */
+  backup?: BackupStatus;
+}
+
+export interface BackupStatus {
+  dir: string;
+  every_s: number;
+  keep: number;
+  last_file: string | null;
+  last_bytes: number | null;
+  last_at: string | null;
+  last_error: string | null;
+  count: number;
 }
 
 export interface MenuItem {
