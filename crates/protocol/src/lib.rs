@@ -21,6 +21,13 @@ pub fn now_ms() -> i64 {
 
 /// The current time as RFC 3339 UTC text with millisecond precision, the form of every
 /// `timestamp` column.
+/// Milliseconds since the epoch as the stored timestamp form.
+pub fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -313,6 +313,33 @@ pub struct NodeStatus {
     pub backup: Option<BackupStatus>,
 }
 
+/// One write in a till's outbox (`GET /api/outbox`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub mid: String,
+    pub table: String,
+    pub action: String,
+    /// When the cashier made it (RFC 3339 UTC).
+    pub queued_at: String,
+    /// Sends to the hub so far.
+    pub attempts: i64,
+    /// `pending` (not yet confirmed), `sent` (confirmed, not yet seen back in the stream),
+    /// `rejected` (the hub refused it; set aside until retried or discarded).
+    pub state: String,
+    /// Hub version once confirmed.
+    pub hub_seq: Option<i64>,
+    /// The hub's reason for a rejection, or the last failed attempt's error.
+    pub error: Option<String>,
+}
+
+/// `GET /api/outbox` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// Waiting for the hub (pending or sent but not yet seen back), oldest first.
+    pub pending: Vec<OutboxEntry>,
+    pub rejected: Vec<OutboxEntry>,
+}
+
 /// What the dashboard shows of a node's scheduled backups.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupStatus {

@@ -13,6 +13,9 @@ mod derive;
 #[cfg(test)]
 mod hardening_tests;
 mod merge;
+mod outbox;
+#[cfg(test)]
+mod outbox_tests;
 mod pipeline;
 mod read;
 mod sql;
@@ -27,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use backup::backup_file;
 pub use merge::MergeOutcome;
+pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,11 @@ pub mod meta {
     pub const STREAM_SEQ: &str = "stream_seq";
     /// Till: the node id of the hub its data came from.
     pub const HUB_NODE_ID: &str = "hub_node_id";
+    /// Till: highest hub version its merged stream has carried (outbox entries at or below it
+    /// are back from the hub).
+    pub const MERGED_VERSION: &str = "merged_version";
+    /// Till: last provisional order number handed out.
+    pub const PROVISIONAL_NEXT: &str = "provisional_next";
 }
 
 /// How many read connections are kept open for reuse.

@@ -23,6 +23,16 @@ impl Store {
     /// Merges a batch pull into the local tables in one transaction. Ids the hub reported
     /// missing are deleted here: the hub never forgets a live row.
     pub fn merge_pulled(&self, pull: &BatchPull) -> Result<MergeOutcome> {
+        self.merge_pulled_with(pull, false)
+    }
+
+    /// Merges a pull over whatever is here, whatever its versions: after the hub refused a
+    /// local write, its entities are re-read so the refused change leaves the screens.
+    pub fn merge_pulled_over_local(&self, pull: &BatchPull) -> Result<MergeOutcome> {
+        self.merge_pulled_with(pull, true)
+    }
+
+    fn merge_pulled_with(&self, pull: &BatchPull, force: bool) -> Result<MergeOutcome> {
         let e = self
             .schema
             .entity(&pull.entity)
@@ -46,7 +56,7 @@ impl Store {
                 let vcol = part.version_column();
                 let incoming = item.pv.get(name).copied().unwrap_or(0);
                 let have = local.as_ref().map_or(-1, |r| sql::int(r, &vcol));
-                if incoming <= have {
+                if incoming <= have && !force {
                     continue;
                 }
                 match &part.kind {
@@ -102,6 +112,15 @@ impl Store {
                     .push(local_capsule(&e.name, id, vec![], 0, true));
             }
         }
+        // The till's own writes not yet back from the hub stay on its screens.
+        let touched = out
+            .changed
+            .iter()
+            .filter(|c| !c.gone)
+            .map(|c| (c.entity.clone(), c.id.clone()))
+            .collect();
+        out.changed
+            .extend(crate::outbox::reapply_pending(&tx, self, &touched)?);
         tx.commit()?;
         Ok(out)
     }
@@ -155,7 +174,14 @@ impl Store {
         }
         sql::set_meta(&tx, meta::STREAM_SEQ, &snap.seq.to_string())?;
         sql::set_meta(&tx, meta::VERSION, &snap.v.to_string())?;
+        sql::set_meta(&tx, meta::MERGED_VERSION, &snap.v.to_string())?;
         sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
+        crate::outbox::prune(&tx)?;
+        let everything = tx
+            .prepare("SELECT DISTINCT entity, entity_id FROM _outbox WHERE entity IS NOT NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        crate::outbox::reapply_pending(&tx, self, &everything)?;
         tx.commit()?;
         Ok(())
     }

@@ -160,7 +160,7 @@ impl Store {
                         })?;
                     sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
                     let mut changes = Changes::default();
-                    apply_row(&tx, &self.schema, m, &mut changes).map_err(at)?;
+                    apply_row(&tx, &self.schema, m, &mut changes, true).map_err(at)?;
                     for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
                         combine(&mut request_capsules, capsule);
                     }
@@ -191,7 +191,7 @@ impl Store {
                     }
                     tx.execute_batch("SAVEPOINT provisional")?;
                     let mut changes = Changes::default();
-                    let applied = apply_row(&tx, &self.schema, m, &mut changes)
+                    let applied = apply_row(&tx, &self.schema, m, &mut changes, false)
                         .and_then(|()| {
                             let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
                             changes.absorb(derived);
@@ -329,7 +329,7 @@ fn log_capsule(conn: &Connection, capsule: Capsule) -> Result<LoggedCapsule> {
 }
 
 /// The entity a mutation lands on: its own row, or the parent of a child row.
-fn target_entity(
+pub(crate) fn target_entity(
     conn: &Connection,
     schema: &Schema,
     m: &Mutation,
@@ -384,11 +384,14 @@ fn new_row(t: &TableDef, given: &Row) -> Result<Row> {
     Ok(row)
 }
 
-fn apply_row(
+/// Writes one mutation's row. `hub_numbers`: this node hands out order numbers (the hub);
+/// a till leaves them to the hub.
+pub(crate) fn apply_row(
     conn: &Connection,
     schema: &Schema,
     m: &Mutation,
     changes: &mut Changes,
+    hub_numbers: bool,
 ) -> Result<()> {
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
@@ -401,7 +404,9 @@ fn apply_row(
         ))),
         (Action::Insert | Action::Save, None) => {
             let mut row = new_row(t, &m.row)?;
-            derive::fill_on_insert(conn, t, &mut row)?;
+            if hub_numbers {
+                derive::fill_on_insert(conn, t, &mut row)?;
+            }
             check_parent(conn, schema, t, &row, None)?;
             upsert_row(conn, schema, t, &row)?;
             match &t.role {

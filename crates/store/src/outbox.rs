@@ -1,0 +1,400 @@
+//! A till's outbox: its own writes, committed locally together with the rows they change, and
+//! kept until the hub's stream has brought them back.
+//!
+//! Local first: [`Store::apply_local`] writes the rows, their own-entity derived values and one
+//! outbox entry per mutation in one transaction, so the cashier's sale is on disk before the
+//! till answers. The drain sends entries to the hub in order, one request at a time, with the
+//! same mids (a resend is a duplicate there). An entry the hub confirmed stays until the till
+//! has merged the hub's stream up to that entry's version ([`Store::advance_position`]); only
+//! then is it forgotten (its mid kept in `_mutation`). Until then every merge re-applies the
+//! still-unseen entries of the entities it touched, so an incoming capsule never wipes a
+//! pending change off the screen. A request the hub refuses is set aside, never blocking the
+//! rest, until the manager retries or discards it.
+
+use std::collections::BTreeSet;
+
+use capsule_protocol::{
+    Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, OutboxEntry, now_ms,
+    prepare_batch, schema::ID_FIELD,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use crate::pipeline::{Changes, apply_row, finalize, target_entity};
+use crate::sql::{self, text};
+use crate::{Result, Store, StoreError, derive, meta};
+
+pub(crate) const DDL: &str = "
+CREATE TABLE IF NOT EXISTS _outbox (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    mid TEXT NOT NULL UNIQUE,
+    request TEXT NOT NULL,
+    tbl TEXT NOT NULL,
+    action TEXT NOT NULL,
+    mutation TEXT NOT NULL,
+    entity TEXT,
+    entity_id TEXT,
+    queued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    hub_seq INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS _outbox_request ON _outbox(request);
+CREATE INDEX IF NOT EXISTS _outbox_entity ON _outbox(entity, entity_id);
+";
+
+/// Source named in the capsules a till's local writes show its own screens.
+const LOCAL_SOURCE: &str = "local";
+
+/// What a local write did: per mid applied or duplicate, and the local changes to show.
+#[derive(Debug, Clone, Default)]
+pub struct LocalApplied {
+    pub results: Vec<MutationResult>,
+    pub capsules: Vec<Capsule>,
+    /// The outbox request the new mutations were queued under (None when all were repeats).
+    pub request: Option<String>,
+}
+
+/// The next request to send to the hub.
+#[derive(Debug, Clone)]
+pub struct OutboxRequest {
+    pub request: String,
+    pub batch: MutationBatch,
+}
+
+impl Store {
+    /// Applies a till's own write locally and queues it for the hub, in one transaction. An
+    /// order opened here without a number gets a provisional one (`{prefix}-{n}`), which the
+    /// hub keeps beside the real number it assigns.
+    pub fn apply_local(&self, batch: &MutationBatch, prefix: &str) -> Result<LocalApplied> {
+        let mut batch = batch.clone();
+        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let request = uuid::Uuid::new_v4().to_string();
+        let mut out = LocalApplied::default();
+        let mut changes = Changes::default();
+        let at = now_ms();
+        for (index, m) in batch.mutations.iter_mut().enumerate() {
+            if let Some(seq) = known_mid(&tx, &m.mid)? {
+                out.results.push(MutationResult {
+                    mid: m.mid.clone(),
+                    status: MutationStatus::Duplicate,
+                    seq,
+                });
+                continue;
+            }
+            number_provisionally(&tx, m, prefix)?;
+            let target = target_entity(&tx, &self.schema, m)?;
+            let mut one = Changes::default();
+            apply_row(&tx, &self.schema, m, &mut one, false).map_err(|e| match e {
+                StoreError::Invalid(s) => StoreError::Invalid(format!("mutation {index}: {s}")),
+                StoreError::NotFound(s) => StoreError::NotFound(format!("mutation {index}: {s}")),
+                StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
+                other => other,
+            })?;
+            changes.absorb(one);
+            tx.prepare_cached(
+                "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                m.mid,
+                request,
+                m.table,
+                action_name(m.action),
+                serde_json::to_string(&*m).expect("a mutation serialises"),
+                target.as_ref().map(|t| t.0.clone()),
+                target.as_ref().map(|t| t.1.clone()),
+                at
+            ])?;
+            out.results.push(MutationResult {
+                mid: m.mid.clone(),
+                status: MutationStatus::Applied,
+                seq: 0,
+            });
+            out.request = Some(request.clone());
+        }
+        let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
+        changes.absorb(derived);
+        out.capsules = finalize(&tx, &self.schema, &changes, None, LOCAL_SOURCE)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The oldest request still waiting for the hub, as one batch (all-or-nothing there too).
+    pub fn outbox_next(&self, source: &str) -> Result<Option<OutboxRequest>> {
+        self.with_reader(|c| {
+            let request: Option<String> = c
+                .query_row(
+                    "SELECT request FROM _outbox WHERE state = 'pending' ORDER BY pos LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(request) = request else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT mutation FROM _outbox WHERE request = ?1 AND state = 'pending' ORDER BY pos",
+            )?;
+            let mutations = stmt
+                .query_map([&request], |r| r.get::<_, String>(0))?
+                .map(|t| {
+                    let t = t?;
+                    serde_json::from_str::<Mutation>(&t)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(OutboxRequest {
+                request,
+                batch: MutationBatch {
+                    mutations,
+                    source: Some(source.to_string()),
+                },
+            }))
+        })
+    }
+
+    /// The hub confirmed a request: its entries wait for the stream to bring them back.
+    pub fn outbox_confirmed(&self, request: &str, results: &[MutationResult]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        for r in results {
+            tx.prepare_cached(
+                "UPDATE _outbox SET state = 'sent', hub_seq = ?2, attempts = attempts + 1, error = NULL
+                 WHERE mid = ?1 AND request = ?3",
+            )?
+            .execute(params![r.mid, r.seq, request])?;
+        }
+        prune(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A send that failed for a reason that may pass (hub unreachable, busy, 5xx).
+    pub fn outbox_attempt_failed(&self, request: &str, error: &str) -> Result<()> {
+        let conn = self.writer();
+        conn.execute(
+            "UPDATE _outbox SET attempts = attempts + 1, error = ?2 WHERE request = ?1 AND state = 'pending'",
+            params![request, error],
+        )?;
+        Ok(())
+    }
+
+    /// The hub refused a request: set it aside with the hub's reason and take its local effect
+    /// back out of the rows. Returns the entities it touched, which the caller re-reads from
+    /// the hub ([`Store::merge_pulled_over_local`]).
+    pub fn outbox_rejected(&self, request: &str, error: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.writer();
+        conn.execute(
+            "UPDATE _outbox SET state = 'rejected', attempts = attempts + 1, error = ?2 WHERE request = ?1",
+            params![request, error],
+        )?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT entity, entity_id FROM _outbox WHERE request = ?1 AND entity IS NOT NULL",
+        )?;
+        let touched = stmt
+            .query_map([request], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(touched)
+    }
+
+    /// Puts a rejected request (named by any of its mids) back in line, at its old place.
+    pub fn outbox_retry(&self, mid: &str) -> Result<usize> {
+        let conn = self.writer();
+        let n = conn.execute(
+            "UPDATE _outbox SET state = 'pending', error = NULL
+             WHERE request = (SELECT request FROM _outbox WHERE mid = ?1) AND state = 'rejected'",
+            [mid],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no rejected outbox entry has mid '{mid}'"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Drops a rejected request (named by any of its mids) for good.
+    pub fn outbox_discard(&self, mid: &str) -> Result<usize> {
+        let conn = self.writer();
+        let n = conn.execute(
+            "DELETE FROM _outbox WHERE request = (SELECT request FROM _outbox WHERE mid = ?1) AND state = 'rejected'",
+            [mid],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no rejected outbox entry has mid '{mid}'"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Entries not yet seen back from the hub (`pending` or `sent`) and set-aside ones.
+    pub fn outbox_list(&self) -> Result<Vec<OutboxEntry>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT mid, tbl, action, queued_at, attempts, state, hub_seq, error FROM _outbox ORDER BY pos",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(OutboxEntry {
+                    mid: r.get(0)?,
+                    table: r.get(1)?,
+                    action: r.get(2)?,
+                    queued_at: capsule_protocol::ms_to_rfc3339(r.get(3)?),
+                    attempts: r.get(4)?,
+                    state: r.get(5)?,
+                    hub_seq: r.get(6)?,
+                    error: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    /// Counts of entries waiting for the hub (pending or sent, not yet seen) and set aside.
+    pub fn outbox_counts(&self) -> Result<(u64, u64)> {
+        self.with_reader(|c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(SUM(state != 'rejected'), 0), COALESCE(SUM(state = 'rejected'), 0) FROM _outbox",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+    }
+
+    /// Records the stream position merged up to and the highest hub version it carried;
+    /// confirmed outbox entries at or below that version are now in the replica and go.
+    pub fn advance_position(&self, seq: i64, version: i64) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        sql::set_meta(&tx, meta::STREAM_SEQ, &seq.to_string())?;
+        let merged = sql::meta_i64(&tx, meta::MERGED_VERSION)?;
+        if version > merged {
+            sql::set_meta(&tx, meta::MERGED_VERSION, &version.to_string())?;
+        }
+        prune(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`).
+pub(crate) fn prune(conn: &Connection) -> Result<()> {
+    let merged = sql::meta_i64(conn, meta::MERGED_VERSION)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT mid, hub_seq FROM _outbox WHERE state = 'sent' AND hub_seq <= ?1",
+    )?;
+    let done: Vec<(String, i64)> = stmt
+        .query_map([merged], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (mid, seq) in done {
+        conn.execute(
+            "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
+            params![mid, seq, now_ms()],
+        )?;
+        conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&mid])?;
+    }
+    Ok(())
+}
+
+/// Re-applies, in queue order, the entries not yet seen back from the hub that touch
+/// `entities`, after a merge replaced their rows. Each goes in its own savepoint: one that no
+/// longer fits (its row deleted at the hub) is skipped, the hub will say what became of it.
+pub(crate) fn reapply_pending(
+    conn: &Connection,
+    store: &Store,
+    entities: &BTreeSet<(String, String)>,
+) -> Result<Vec<Capsule>> {
+    if entities.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT mutation, entity, entity_id FROM _outbox WHERE state != 'rejected' ORDER BY pos",
+    )?;
+    let queued: Vec<(String, Option<String>, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut changes = Changes::default();
+    for (text, entity, id) in queued {
+        let (Some(entity), Some(id)) = (entity, id) else {
+            continue;
+        };
+        if !entities.contains(&(entity, id)) {
+            continue;
+        }
+        let m: Mutation = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))?;
+        conn.execute_batch("SAVEPOINT reapply")?;
+        let mut one = Changes::default();
+        let r = match (m.action, reflects_insert(conn, store, &m)?) {
+            // An insert the merged rows already hold needs nothing.
+            (Action::Insert, true) => Ok(()),
+            _ => apply_row(conn, &store.schema, &m, &mut one, false),
+        };
+        match r {
+            Ok(()) => {
+                conn.execute_batch("RELEASE reapply")?;
+                changes.absorb(one);
+            }
+            Err(e) => {
+                tracing::debug!(mid = %m.mid, error = %e, "pending write does not fit the merged rows");
+                conn.execute_batch("ROLLBACK TO reapply; RELEASE reapply")?;
+            }
+        }
+    }
+    let derived = derive::propagate(conn, &store.schema, &changes, false)?;
+    changes.absorb(derived);
+    finalize(conn, &store.schema, &changes, None, LOCAL_SOURCE)
+}
+
+/// Whether an insert's row already exists (a merge brought it, or it was never taken out).
+fn reflects_insert(conn: &Connection, store: &Store, m: &Mutation) -> Result<bool> {
+    let t = &store.schema.tables[&m.table];
+    let id = text(&m.row, ID_FIELD).unwrap_or_default();
+    Ok(crate::sql::select_by_id(conn, &store.schema, t, id)?.is_some())
+}
+
+/// Whether this node has seen `mid` before: queued here, or applied (its hub version).
+fn known_mid(conn: &Connection, mid: &str) -> Result<Option<i64>> {
+    let queued: Option<Option<i64>> = conn
+        .prepare_cached("SELECT hub_seq FROM _outbox WHERE mid = ?1")?
+        .query_row([mid], |r| r.get(0))
+        .optional()?;
+    if let Some(seq) = queued {
+        return Ok(Some(seq.unwrap_or(0)));
+    }
+    Ok(conn
+        .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
+        .query_row([mid], |r| r.get(0))
+        .optional()?)
+}
+
+/// An order opened on a till without a number gets `{prefix}-{n}` to call out meanwhile.
+fn number_provisionally(conn: &Connection, m: &mut Mutation, prefix: &str) -> Result<()> {
+    let wants = m.table == "order_header"
+        && matches!(m.action, Action::Insert | Action::Save)
+        && m.row.get("order_no").is_none_or(Value::is_null)
+        && m.row.get("provisional_no").is_none_or(Value::is_null);
+    if !wants {
+        return Ok(());
+    }
+    let n = sql::meta_i64(conn, meta::PROVISIONAL_NEXT)?.max(0) + 1;
+    sql::set_meta(conn, meta::PROVISIONAL_NEXT, &n.to_string())?;
+    m.row.insert(
+        "provisional_no".into(),
+        Value::String(format!("{prefix}-{n}")),
+    );
+    Ok(())
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Insert => "insert",
+        Action::Merge => "merge",
+        Action::Save => "save",
+        Action::Delete => "delete",
+    }
+}

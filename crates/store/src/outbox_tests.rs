@@ -1,0 +1,342 @@
+//! A till's outbox against a real hub store: local-first writes, provisional numbers, the
+//! drain's order, confirmation and pruning, pending writes surviving merges, rejections.
+
+use std::sync::Arc;
+
+use capsule_protocol::{Action, Mutation, MutationBatch, MutationStatus, Schema};
+use serde_json::{Value, json};
+
+use crate::{ApplyMode, Durability, Store};
+
+const T: &str = "2026-11-24T12:00:00Z";
+
+struct Shop {
+    _dir: tempfile::TempDir,
+    hub: Store,
+    till: Store,
+}
+
+fn shop() -> Shop {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::builtin());
+    let hub = Store::open(dir.path().join("hub.sqlite3"), schema.clone()).unwrap();
+    let till =
+        Store::open_with(dir.path().join("till.sqlite3"), schema, Durability::Replica).unwrap();
+    Shop {
+        _dir: dir,
+        hub,
+        till,
+    }
+}
+
+fn batch(muts: Vec<Mutation>) -> MutationBatch {
+    MutationBatch {
+        mutations: muts,
+        source: None,
+    }
+}
+
+fn m(table: &str, action: Action, row: Value) -> Mutation {
+    Mutation::new(table, action, row)
+}
+
+fn line(id: &str, qty: i64) -> Mutation {
+    m(
+        "order_line",
+        Action::Insert,
+        json!({"id": id, "order_id": "o1", "name_en": "Hummus", "qty": qty, "unit_price": 1500, "created_at": T}),
+    )
+}
+
+impl Shop {
+    /// The hub writes directly (another till's sale reaching it).
+    fn hub_writes(&self, muts: Vec<Mutation>) {
+        self.hub
+            .apply(
+                &batch(muts),
+                &ApplyMode::Authoritative {
+                    source: "till-b".into(),
+                },
+            )
+            .unwrap();
+    }
+
+    /// The till pulls every part of `ids` from the hub and merges, as its follow loop does.
+    fn till_pulls(&self, entity: &str, ids: &[&str]) {
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let pull = self.hub.pull_many(entity, &ids, None).unwrap();
+        self.till.merge_pulled(&pull).unwrap();
+    }
+
+    /// One drain step: send the oldest queued request to the hub and record the answer.
+    fn drain_one(&self) -> bool {
+        let Some(req) = self.till.outbox_next("till-a").unwrap() else {
+            return false;
+        };
+        match self.hub.apply(
+            &req.batch,
+            &ApplyMode::Authoritative {
+                source: "till-a".into(),
+            },
+        ) {
+            Ok(a) => self
+                .till
+                .outbox_confirmed(&req.request, &a.results)
+                .unwrap(),
+            Err(e) => {
+                self.till
+                    .outbox_rejected(&req.request, &e.to_string())
+                    .unwrap();
+            }
+        }
+        true
+    }
+
+    fn hub_version(&self) -> i64 {
+        self.hub.meta_i64(crate::meta::VERSION).unwrap()
+    }
+}
+
+fn setup(s: &Shop) {
+    // Shift and order exist at the hub and on the till.
+    s.hub_writes(vec![
+        m(
+            "pos_shift",
+            Action::Insert,
+            json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+        ),
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o1", "shift_id": "s1", "opened_at": T, "tax_rate_bp": 1500}),
+        ),
+    ]);
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+}
+
+#[test]
+fn a_local_write_is_on_the_till_at_once_and_a_repeat_is_a_duplicate() {
+    let s = shop();
+    setup(&s);
+    let b = batch(vec![line("l1", 2)]);
+    let a = s.till.apply_local(&b, "A").unwrap();
+    assert_eq!(a.results[0].status, MutationStatus::Applied);
+    let totals = s.till.pull("order", "o1", Some("totals")).unwrap().payload;
+    assert_eq!(
+        totals["subtotal"], 3000,
+        "the till derives its own order's totals"
+    );
+    let again = s.till.apply_local(&b, "A").unwrap();
+    assert_eq!(again.results[0].status, MutationStatus::Duplicate);
+    assert_eq!(s.till.outbox_counts().unwrap(), (1, 0));
+}
+
+#[test]
+fn orders_opened_on_a_till_get_provisional_numbers_until_the_hub_numbers_them() {
+    let s = shop();
+    setup(&s);
+    for id in ["o2", "o3"] {
+        s.till
+            .apply_local(
+                &batch(vec![m(
+                    "order_header",
+                    Action::Insert,
+                    json!({"id": id, "shift_id": "s1", "opened_at": T}),
+                )]),
+                "B",
+            )
+            .unwrap();
+    }
+    let h = |store: &Store, id| store.pull("order", id, Some("header")).unwrap().payload;
+    assert_eq!(h(&s.till, "o2")["provisional_no"], "B-1");
+    assert_eq!(h(&s.till, "o3")["provisional_no"], "B-2");
+    assert!(h(&s.till, "o2")["order_no"].is_null());
+    while s.drain_one() {}
+    assert_eq!(h(&s.hub, "o2")["order_no"], 2);
+    assert_eq!(h(&s.hub, "o3")["order_no"], 3);
+    assert_eq!(h(&s.hub, "o3")["provisional_no"], "B-2");
+    s.till_pulls("order", &["o2", "o3"]);
+    assert_eq!(h(&s.till, "o3")["order_no"], 3);
+}
+
+#[test]
+fn confirmed_entries_stay_until_the_stream_brings_them_back() {
+    let s = shop();
+    setup(&s);
+    s.till
+        .apply_local(&batch(vec![line("l1", 2)]), "A")
+        .unwrap();
+    s.till
+        .apply_local(&batch(vec![line("l2", 1)]), "A")
+        .unwrap();
+    // In order: the first request first.
+    let first = s.till.outbox_next("till-a").unwrap().unwrap();
+    assert_eq!(first.batch.mutations[0].row["id"], "l1");
+    assert!(s.drain_one());
+    let listed = s.till.outbox_list().unwrap();
+    assert_eq!(listed[0].state, "sent");
+    assert!(listed[0].hub_seq.is_some());
+    assert_eq!(listed[1].state, "pending");
+    // A hub answer alone does not end it; the stream reaching that version does.
+    s.till
+        .advance_position(1, listed[0].hub_seq.unwrap() - 1)
+        .unwrap();
+    assert_eq!(s.till.outbox_list().unwrap().len(), 2);
+    s.till_pulls("order", &["o1"]);
+    s.till.advance_position(2, s.hub_version()).unwrap();
+    let left = s.till.outbox_list().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, "pending");
+    // The forgotten entry's mid is still known: a late repeat is a duplicate.
+    let repeat = MutationBatch {
+        mutations: vec![first.batch.mutations[0].clone()],
+        source: None,
+    };
+    assert_eq!(
+        s.till.apply_local(&repeat, "A").unwrap().results[0].status,
+        MutationStatus::Duplicate
+    );
+}
+
+#[test]
+fn a_merge_does_not_wipe_a_pending_local_change() {
+    let s = shop();
+    setup(&s);
+    // Offline, the cashier adds a line and changes the table.
+    s.till
+        .apply_local(&batch(vec![line("mine", 2)]), "A")
+        .unwrap();
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "table_label": "T9"}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    // Meanwhile another till adds a line at the hub; its capsule reaches this till.
+    s.hub_writes(vec![m("order_line", Action::Insert, json!({"id": "theirs", "order_id": "o1", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}))]);
+    s.till_pulls("order", &["o1"]);
+    let o = s.till.pull("order", "o1", None).unwrap().payload;
+    let ids: Vec<&str> = o["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"mine") && ids.contains(&"theirs"), "{ids:?}");
+    assert_eq!(o["table_label"], "T9");
+    assert_eq!(o["subtotal"], 3500);
+    // Once drained and back, the hub's rows say the same.
+    while s.drain_one() {}
+    s.till_pulls("order", &["o1"]);
+    s.till.advance_position(9, s.hub_version()).unwrap();
+    assert_eq!(s.till.outbox_counts().unwrap(), (0, 0));
+    let hub = s.hub.pull("order", "o1", None).unwrap().payload;
+    let till = s.till.pull("order", "o1", None).unwrap().payload;
+    assert_eq!(hub, till);
+}
+
+#[test]
+fn a_refused_request_is_set_aside_without_blocking_the_rest_and_leaves_the_screen() {
+    let s = shop();
+    setup(&s);
+    // The hub deletes the order while the till, offline, adds a line to it.
+    s.hub_writes(vec![m("order_header", Action::Delete, json!({"id": "o1"}))]);
+    s.till
+        .apply_local(&batch(vec![line("orphan", 1)]), "A")
+        .unwrap();
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "pos_shift",
+                Action::Merge,
+                json!({"id": "s1", "cashier": "Mona A."}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    let req = s.till.outbox_next("till-a").unwrap().unwrap();
+    let err = s
+        .hub
+        .apply(
+            &req.batch,
+            &ApplyMode::Authoritative {
+                source: "till-a".into(),
+            },
+        )
+        .unwrap_err();
+    let touched = s
+        .till
+        .outbox_rejected(&req.request, &err.to_string())
+        .unwrap();
+    assert_eq!(touched, vec![("order".to_string(), "o1".to_string())]);
+    let ids: Vec<String> = touched.iter().map(|t| t.1.clone()).collect();
+    let pull = s.hub.pull_many("order", &ids, None).unwrap();
+    s.till.merge_pulled_over_local(&pull).unwrap();
+    assert!(
+        s.till.table_rows("order_line").unwrap().is_empty(),
+        "the refused line left the till"
+    );
+    // The next request goes through.
+    assert!(s.drain_one());
+    assert_eq!(
+        s.hub.pull("shift", "s1", Some("header")).unwrap().payload["cashier"],
+        "Mona A."
+    );
+    let listed = s.till.outbox_list().unwrap();
+    let rejected: Vec<_> = listed.iter().filter(|e| e.state == "rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("does not exist"),
+        "{:?}",
+        rejected[0]
+    );
+    // The manager retries it (still refused) or discards it.
+    let mid = rejected[0].mid.clone();
+    s.till.outbox_retry(&mid).unwrap();
+    assert_eq!(
+        s.till
+            .outbox_next("till-a")
+            .unwrap()
+            .unwrap()
+            .batch
+            .mutations[0]
+            .mid,
+        mid
+    );
+    s.till
+        .outbox_rejected(
+            &s.till.outbox_next("till-a").unwrap().unwrap().request,
+            "still refused",
+        )
+        .unwrap();
+    s.till.outbox_discard(&mid).unwrap();
+    assert!(
+        s.till
+            .outbox_list()
+            .unwrap()
+            .iter()
+            .all(|e| e.state != "rejected")
+    );
+    assert!(s.till.outbox_discard(&mid).is_err());
+}
+
+#[test]
+fn a_snapshot_keeps_pending_local_writes() {
+    let s = shop();
+    setup(&s);
+    s.till
+        .apply_local(&batch(vec![line("mine", 3)]), "A")
+        .unwrap();
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+    let lines = s.till.table_rows("order_line").unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["qty"], 3);
+}
