@@ -71,7 +71,9 @@ fn coalescing_cuts_frames_and_pulls_without_losing_anything() {
         "250 ms window: {pulls_on} pulls vs {pulls_off} without"
     );
     assert_eq!(ratio_off, 1.0);
-    assert!(ratio_on > 1.5, "coalescing ratio {ratio_on}");
+    // Each request already logs one capsule per entity, so the window merges what several
+    // requests said about one entity: fewer items out than capsules in.
+    assert!(ratio_on > 1.0, "coalescing ratio {ratio_on}");
 }
 
 #[test]

@@ -99,7 +99,7 @@ async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
 async fn mutations(
     State(s): State<ApiState>,
     body: Result<Json<MutationBatch>, JsonRejection>,
-) -> Result<Json<MutationResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(batch) = body.map_err(|e| {
         ApiError::bad_request(format!("malformed mutation request: {}", e.body_text()))
     })?;
@@ -109,7 +109,18 @@ async fn mutations(
     let started = std::time::Instant::now();
     let out = (s.mutations)(batch).await;
     m.mutation_latency.observe(started.elapsed());
-    Ok(Json(out?))
+    let out = out?;
+    // A till that committed the write but has no word from the hub yet says so: 202.
+    let queued = out
+        .results
+        .iter()
+        .any(|r| r.status == capsule_protocol::MutationStatus::Queued);
+    let code = if queued {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(out)).into_response())
 }
 
 async fn pull_one(

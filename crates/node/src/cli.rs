@@ -60,6 +60,10 @@ pub struct Args {
     /// Till: treat the hub as gone after this long without hearing from it (ms).
     #[arg(long, default_value_t = 30_000)]
     pub silence_ms: u64,
+    /// Till: letters its provisional order numbers start with while the hub is out of reach
+    /// (B gives B-1, B-2...); give each till its own. Default: two letters from the node id.
+    #[arg(long, value_parser = parse_till_letter)]
+    pub till_letter: Option<String>,
     /// Hub: write a consistent copy of the database into this folder on a schedule.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
@@ -69,6 +73,14 @@ pub struct Args {
     /// Hub: how many backups to keep (the oldest go first).
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..))]
     pub backup_keep: u16,
+}
+
+fn parse_till_letter(s: &str) -> Result<String, String> {
+    if (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not 1 to 3 capital letters A-Z"))
+    }
 }
 
 /// `tilld backup`: a consistent single-file copy of a node's database, safe while it runs.
@@ -166,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.light = args.light;
     config.pull_window = Duration::from_millis(args.pull_window_ms);
     config.silence_timeout = Duration::from_millis(args.silence_ms.max(1));
+    config.provisional_prefix = args.till_letter;
     config.backup = args.backup_dir.map(|dir| crate::backup::BackupSchedule {
         dir,
         every: args.backup_every,

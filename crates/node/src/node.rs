@@ -11,7 +11,7 @@ use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
 use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
 use capsule_protocol::{BackupStatus, MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
-    FollowConfig, Forwarder, Link, LocalChange, OnChange, ReplicaError, ReplicaMetrics,
+    FollowConfig, Link, LocalChange, OnChange, Outbox, ReplicaError, ReplicaMetrics,
 };
 use capsule_store::{Durability, Store};
 use tokio::net::TcpListener;
@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub silence_timeout: std::time::Duration,
     /// Hub: scheduled backups.
     pub backup: Option<crate::backup::BackupSchedule>,
+    /// Till: what its provisional order numbers start with (`B` gives B-1, B-2...).
+    pub provisional_prefix: Option<String>,
 }
 
 impl NodeConfig {
@@ -66,8 +68,18 @@ impl NodeConfig {
             pull_window: std::time::Duration::from_millis(100),
             silence_timeout: std::time::Duration::from_secs(30),
             backup: None,
+            provisional_prefix: None,
         }
     }
+}
+
+/// Two letters from the node id, for a till started without `--till-letter`.
+pub fn default_prefix(node_id: &str) -> String {
+    let h = node_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let letter = |n: u32| char::from(b'A' + (n % 26) as u8);
+    format!("{}{}", letter(h), letter(h / 26))
 }
 
 /// A node that is serving; dropping it does not stop it, `shutdown` does.
@@ -172,12 +184,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 hub_node_id: Some(node_id.clone()),
                 seq: stream.last_seq(),
                 pending: 0,
+                rejected: 0,
                 offline_since: None,
                 backup: backup_state
                     .as_ref()
                     .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             });
-            let commands = crate::routes::router(store.clone(), hub.mutations());
+            let commands = crate::routes::router(store.clone(), hub.mutations(), None);
             let router = hub.router(status, None).merge(commands);
             // The hub lives as long as the server: its publisher stops when it drops.
             let hub = Arc::new(hub);
@@ -223,14 +236,29 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     serde_json::to_value(replica_metrics.to_json()).expect("serialises"),
                 );
             });
-            let forwarder = Arc::new(Forwarder::new(store.clone(), &hub_url, on_change));
-            let mutations: MutationHandler = Arc::new(move |batch: MutationBatch| {
-                let f = forwarder.clone();
-                Box::pin(async move { f.submit(batch).await.map_err(forward_error) })
-            });
+            let prefix = config
+                .provisional_prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix(store.node_id()));
+            let outbox = Arc::new(Outbox::new(store.clone(), &hub_url, on_change, prefix));
+            background.push(tokio::spawn(outbox.clone().run()));
+            let mutations: MutationHandler = {
+                let outbox = outbox.clone();
+                Arc::new(move |batch: MutationBatch| {
+                    let o = outbox.clone();
+                    Box::pin(async move {
+                        o.submit(batch)
+                            .await
+                            .map(|s| s.response)
+                            .map_err(forward_error)
+                    })
+                })
+            };
             let node_id = store.node_id().to_string();
+            let status_store = store.clone();
             let status: StatusHandler = Arc::new(move || {
                 let l = link.get();
+                let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
                 NodeStatus {
                     node_id: node_id.clone(),
                     role: "till".into(),
@@ -238,12 +266,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     hub_url: Some(hub_url.clone()),
                     hub_node_id: l.hub_node_id,
                     seq: l.seq,
-                    pending: 0,
+                    pending,
+                    rejected,
                     offline_since: l.offline_since,
                     backup: None,
                 }
             });
-            let commands = crate::routes::router(store.clone(), mutations.clone());
+            let commands = crate::routes::router(store.clone(), mutations.clone(), Some(outbox));
             api::router(ApiState {
                 store: store.clone(),
                 stream: ui_stream,
@@ -278,7 +307,6 @@ fn forward_error(e: ReplicaError) -> ApiError {
             message,
         ),
         ReplicaError::Unreachable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        ReplicaError::OutcomeUnknown(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, m),
         ReplicaError::Protocol(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
     }
 }

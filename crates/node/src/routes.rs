@@ -1,4 +1,4 @@
-//! Node routes beyond the shared API: the menu and cashier commands.
+//! Node routes beyond the shared API: the menu, cashier commands and a till's outbox.
 
 use std::sync::Arc;
 
@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_hub::{ApiError, MutationHandler};
-use capsule_protocol::MutationBatch;
+use capsule_protocol::{MutationBatch, Outbox as Outbox_};
+use capsule_replica::Outbox;
 use capsule_store::Store;
 use serde_json::{Value, json};
 
@@ -16,13 +17,57 @@ use crate::demo::MENU;
 struct CommandState {
     store: Arc<Store>,
     mutations: MutationHandler,
+    /// A till's outbox drain, woken when the manager retries a refused write.
+    outbox: Option<Arc<Outbox>>,
 }
 
-pub fn router(store: Arc<Store>, mutations: MutationHandler) -> Router {
+pub fn router(
+    store: Arc<Store>,
+    mutations: MutationHandler,
+    outbox: Option<Arc<Outbox>>,
+) -> Router {
     Router::new()
         .route("/api/menu", get(menu))
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
-        .with_state(CommandState { store, mutations })
+        .route("/api/outbox", get(outbox_list))
+        .route("/api/outbox/{mid}/retry", post(outbox_retry))
+        .route("/api/outbox/{mid}/discard", post(outbox_discard))
+        .with_state(CommandState {
+            store,
+            mutations,
+            outbox,
+        })
+}
+
+/// `GET /api/outbox`: what this node still owes the hub, and what the hub refused.
+async fn outbox_list(State(s): State<CommandState>) -> Result<Json<Outbox_>, ApiError> {
+    let store = s.store.clone();
+    let all = tokio::task::spawn_blocking(move || store.outbox_list()).await??;
+    let (rejected, pending) = all.into_iter().partition(|e| e.state == "rejected");
+    Ok(Json(Outbox_ { pending, rejected }))
+}
+
+/// Puts a refused write back in line (the manager fixed what the hub objected to).
+async fn outbox_retry(
+    State(s): State<CommandState>,
+    Path(mid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let n = tokio::task::spawn_blocking(move || store.outbox_retry(&mid)).await??;
+    if let Some(o) = &s.outbox {
+        o.wake();
+    }
+    Ok(Json(json!({ "requeued": n })))
+}
+
+/// Drops a refused write for good.
+async fn outbox_discard(
+    State(s): State<CommandState>,
+    Path(mid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let n = tokio::task::spawn_blocking(move || store.outbox_discard(&mid)).await??;
+    Ok(Json(json!({ "discarded": n })))
 }
 
 async fn menu() -> Json<Value> {

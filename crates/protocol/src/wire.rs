@@ -224,6 +224,8 @@ pub struct MutationBatch {
 #[serde(rename_all = "snake_case")]
 pub enum MutationStatus {
     Applied,
+    /// A till committed it locally; the hub has not confirmed it yet (its outbox will).
+    Queued,
     /// The mid was applied before; nothing changed this time.
     Duplicate,
 }
@@ -304,8 +306,11 @@ pub struct NodeStatus {
     pub hub_node_id: Option<String>,
     /// Last stream sequence merged (till) or sent (hub).
     pub seq: i64,
-    /// Local writes not yet confirmed by the hub.
+    /// A till's own writes not yet back from the hub (its outbox).
     pub pending: u64,
+    /// A till's writes the hub refused, set aside for the manager.
+    #[serde(default)]
+    pub rejected: u64,
     /// When the node last lost the hub, ms since epoch, while offline.
     pub offline_since: Option<i64>,
     /// Scheduled backups, on a node that makes them.

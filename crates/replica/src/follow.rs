@@ -111,10 +111,7 @@ pub async fn follow(
                     .and_then(|r| r.ok())
                     .unwrap_or(-1);
                 // Only failures of the data itself count, not a hub that is away.
-                let data_fault = !matches!(
-                    e,
-                    ReplicaError::Unreachable(_) | ReplicaError::OutcomeUnknown(_)
-                );
+                let data_fault = !matches!(e, ReplicaError::Unreachable(_));
                 stuck = match (data_fault, at == stuck.0 && !force_snapshot) {
                     (false, _) => (at, 0),
                     (true, true) => (at, stuck.1 + 1),
@@ -331,6 +328,15 @@ async fn flush(
     capsules: Vec<Capsule>,
     last: i64,
 ) -> Result<()> {
+    let top_version = capsules
+        .iter()
+        .map(|c| c.v)
+        .chain(
+            rows.iter()
+                .flat_map(|(_, pulls)| pulls.iter().flat_map(|p| p.items.iter().map(|i| i.v))),
+        )
+        .max()
+        .unwrap_or(0);
     for (ts, pulls) in rows {
         for pull in pulls {
             merge(ctx, pull).await?;
@@ -344,8 +350,10 @@ async fn flush(
     for ts in stamps {
         ctx.metrics.e2e_lag.observe_ms((done - ts) as f64);
     }
+    // The position and the highest hub version covered commit together; the outbox forgets
+    // the till's own writes the hub has now sent back.
     let s = ctx.store.clone();
-    blocking(move || s.set_meta(meta::STREAM_SEQ, &last.to_string())).await?;
+    blocking(move || s.advance_position(last, top_version)).await?;
     ctx.metrics.set_seq(last);
     Ok(())
 }

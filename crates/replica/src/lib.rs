@@ -2,28 +2,25 @@
 //!
 //! [`follow`] runs the link: connect to the hub's `/ws`, take a snapshot when the local copy
 //! cannot be trusted to be current, then for each burst of capsules pull only the parts that
-//! are newer than what is here (one batch request per entity) and merge them. [`Forwarder`]
-//! sends the till's own writes to the hub and applies the confirmed ones locally at once.
+//! are newer than what is here (one batch request per entity) and merge them. [`Outbox`]
+//! commits the till's own writes locally first and drains them to the hub in order.
 
 mod follow;
-mod forward;
 mod link;
 pub mod metrics;
+mod outbox;
 mod report;
 
 pub use follow::{FollowConfig, follow};
-pub use forward::Forwarder;
 pub use link::{Link, LinkState};
 pub use metrics::ReplicaMetrics;
+pub use outbox::{Outbox, QUICK_CONFIRM, Submitted};
 pub use report::report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     #[error("hub unreachable: {0}")]
     Unreachable(String),
-    /// The request may or may not have been applied (the answer was lost).
-    #[error("outcome unknown: {0}")]
-    OutcomeUnknown(String),
     #[error("hub answered {status}: {message}")]
     Hub { status: u16, message: String },
     #[error("protocol error: {0}")]

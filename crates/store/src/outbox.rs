@@ -312,17 +312,26 @@ pub(crate) fn reapply_pending(
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT mutation, entity, entity_id FROM _outbox WHERE state != 'rejected' ORDER BY pos",
+        "SELECT mutation, entity, entity_id, hub_seq FROM _outbox WHERE state != 'rejected' ORDER BY pos",
     )?;
-    let queued: Vec<(String, Option<String>, Option<String>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    type Queued = (String, Option<String>, Option<String>, Option<i64>);
+    let queued: Vec<Queued> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<std::result::Result<_, _>>()?;
     let mut changes = Changes::default();
-    for (text, entity, id) in queued {
+    for (text, entity, id, hub_seq) in queued {
         let (Some(entity), Some(id)) = (entity, id) else {
             continue;
         };
-        if !entities.contains(&(entity, id)) {
+        let key = (entity, id);
+        if !entities.contains(&key) {
+            continue;
+        }
+        // Rows pulled at a hub version at or past the entry's already hold it, and perhaps a
+        // later change on top that re-applying would hide.
+        if let Some(seq) = hub_seq
+            && entity_version(conn, store, &key.0, &key.1)? >= seq
+        {
             continue;
         }
         let m: Mutation = serde_json::from_str(&text)
@@ -348,6 +357,19 @@ pub(crate) fn reapply_pending(
     let derived = derive::propagate(conn, &store.schema, &changes, false)?;
     changes.absorb(derived);
     finalize(conn, &store.schema, &changes, None, LOCAL_SOURCE)
+}
+
+/// The hub version a replica's copy of an entity was read at (its `_v`; 0 when absent).
+fn entity_version(conn: &Connection, store: &Store, entity: &str, id: &str) -> Result<i64> {
+    let table = &store.schema.entities[entity].table;
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT _v FROM {} WHERE id = ?1",
+            crate::sql::q(table)
+        ))?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// Whether an insert's row already exists (a merge brought it, or it was never taken out).

@@ -340,3 +340,58 @@ fn a_snapshot_keeps_pending_local_writes() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["qty"], 3);
 }
+
+#[test]
+fn a_confirmed_write_overtaken_at_the_hub_is_not_put_back_over_the_newer_value() {
+    let s = shop();
+    setup(&s);
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "note": "mine"}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    assert!(s.drain_one());
+    // Another till changes the same column after ours reached the hub.
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o1", "note": "theirs"}),
+    )]);
+    s.till_pulls("order", &["o1"]);
+    assert_eq!(
+        s.till.pull("order", "o1", Some("header")).unwrap().payload["note"],
+        "theirs"
+    );
+}
+
+#[test]
+fn a_save_keeps_derived_values_until_the_rules_recompute_them() {
+    let s = shop();
+    setup(&s);
+    s.hub_writes(vec![m(
+        "order_payment",
+        Action::Insert,
+        json!({"id": "p1", "order_id": "o1", "method": "cash", "amount": 700, "paid_at": T}),
+    )]);
+    s.till_pulls("shift", &["s1"]);
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "pos_shift",
+                Action::Save,
+                json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    // A till does not recompute shift totals from its partial copy; it keeps the hub's.
+    assert_eq!(
+        s.till.pull("shift", "s1", Some("totals")).unwrap().payload["cash_sales"],
+        700
+    );
+}

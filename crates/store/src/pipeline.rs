@@ -1,6 +1,6 @@
 //! The one mutation pipeline: validate, apply rows, derive, version, log capsules, commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use capsule_protocol::schema::ID_FIELD;
 use capsule_protocol::{
@@ -13,20 +13,14 @@ use serde_json::Value;
 use crate::sql::{self, q, select_by_id, text, update_columns, upsert_row};
 use crate::{Result, Store, StoreError, derive, meta};
 
-/// Who is applying, which decides versions and logging.
+/// Who is applying, which decides versions and logging. (A till's own writes go through
+/// [`Store::apply_local`] instead.)
 #[derive(Debug, Clone)]
 pub enum ApplyMode {
     /// The hub: each new mutation gets the next version; capsules are logged for the stream.
     Authoritative {
         /// Node the mutations come from, named in their capsules.
         source: String,
-    },
-    /// A till applying writes the hub has just confirmed, so its UI sees them at once. Versions
-    /// stay as they are (the hub's capsule brings the authoritative ones), and a mutation the
-    /// replica already reflects, or cannot apply to its possibly older rows, is skipped.
-    Provisional {
-        /// Hub version of each confirmed mid.
-        confirmed: HashMap<String, i64>,
     },
 }
 
@@ -122,6 +116,7 @@ impl Store {
     pub fn apply(&self, batch: &MutationBatch, mode: &ApplyMode) -> Result<Applied> {
         let mut batch = batch.clone();
         prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ApplyMode::Authoritative { source } = mode;
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Applied::default();
@@ -151,73 +146,25 @@ impl Store {
                 StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
                 other => other,
             };
-            match mode {
-                ApplyMode::Authoritative { source } => {
-                    let seq = sql::meta_i64(&tx, meta::VERSION)?
-                        .checked_add(1)
-                        .ok_or_else(|| {
-                            StoreError::Corrupt("version counter is exhausted".into())
-                        })?;
-                    sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
-                    let mut changes = Changes::default();
-                    apply_row(&tx, &self.schema, m, &mut changes, true).map_err(at)?;
-                    for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
-                        combine(&mut request_capsules, capsule);
-                    }
-                    request_changes.absorb(changes);
-                    last_version = Some(seq);
-                    record_mid(&tx, &m.mid, seq)?;
-                    out.results.push(MutationResult {
-                        mid: m.mid.clone(),
-                        status: MutationStatus::Applied,
-                        seq,
-                    });
-                }
-                ApplyMode::Provisional { confirmed } => {
-                    let seq = *confirmed.get(&m.mid).ok_or_else(|| {
-                        StoreError::Invalid(format!(
-                            "mutation {index}: mid {} was not confirmed by the hub",
-                            m.mid
-                        ))
-                    })?;
-                    record_mid(&tx, &m.mid, seq)?;
-                    out.results.push(MutationResult {
-                        mid: m.mid.clone(),
-                        status: MutationStatus::Applied,
-                        seq,
-                    });
-                    if reflects(&tx, &self.schema, m, seq)? {
-                        continue;
-                    }
-                    tx.execute_batch("SAVEPOINT provisional")?;
-                    let mut changes = Changes::default();
-                    let applied = apply_row(&tx, &self.schema, m, &mut changes, false)
-                        .and_then(|()| {
-                            let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
-                            changes.absorb(derived);
-                            Ok(())
-                        })
-                        .and_then(|()| finalize(&tx, &self.schema, &changes, None, "local"));
-                    match applied {
-                        Ok(capsules) => {
-                            tx.execute_batch("RELEASE provisional")?;
-                            out.capsules.extend(
-                                capsules
-                                    .into_iter()
-                                    .map(|capsule| LoggedCapsule { seq: 0, capsule }),
-                            );
-                        }
-                        Err(e) => {
-                            // The replica is behind the hub for this row; the hub's capsule
-                            // will bring the result, so skipping is safe.
-                            tracing::debug!(mid = %m.mid, error = %e, "provisional apply skipped");
-                            tx.execute_batch("ROLLBACK TO provisional; RELEASE provisional")?;
-                        }
-                    }
-                }
+            let seq = sql::meta_i64(&tx, meta::VERSION)?
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
+            sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
+            let mut changes = Changes::default();
+            apply_row(&tx, &self.schema, m, &mut changes, true).map_err(at)?;
+            for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
+                combine(&mut request_capsules, capsule);
             }
+            request_changes.absorb(changes);
+            last_version = Some(seq);
+            record_mid(&tx, &m.mid, seq)?;
+            out.results.push(MutationResult {
+                mid: m.mid.clone(),
+                status: MutationStatus::Applied,
+                seq,
+            });
         }
-        if let (ApplyMode::Authoritative { source }, Some(seq)) = (mode, last_version) {
+        if let Some(seq) = last_version {
             let derived = derive::propagate(&tx, &self.schema, &request_changes, true)?;
             for capsule in finalize(&tx, &self.schema, &derived, Some(seq), source)? {
                 combine(&mut request_capsules, capsule);
@@ -353,22 +300,6 @@ pub(crate) fn target_entity(
     })
 }
 
-/// Whether the replica already holds the hub's state at `seq` for the mutation's entity.
-fn reflects(conn: &Connection, schema: &Schema, m: &Mutation, seq: i64) -> Result<bool> {
-    let Some((entity, id)) = target_entity(conn, schema, m)? else {
-        return Ok(false);
-    };
-    let table = &schema.entities[&entity].table;
-    let v: Option<i64> = conn
-        .query_row(
-            &format!("SELECT _v FROM {} WHERE id = ?1", q(table)),
-            [&id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(v.is_some_and(|v| v >= seq))
-}
-
 /// A full row for a new record: defaults, then the given values, then row-local derived values.
 fn new_row(t: &TableDef, given: &Row) -> Result<Row> {
     let mut row = Row::new();
@@ -427,8 +358,15 @@ pub(crate) fn apply_row(
             Ok(())
         }
         (Action::Save, Some(old)) => {
-            // A save replaces the whole row: columns it leaves out go back to their defaults.
+            // A save replaces the whole row: columns it leaves out go back to their defaults,
+            // except derived ones, which keep their values until the rules recompute them.
             let mut new = new_row(t, &m.row)?;
+            for c in t.columns.iter().filter(|c| c.derived) {
+                if let Some(v) = old.get(&c.name) {
+                    new.insert(c.name.clone(), v.clone());
+                }
+            }
+            derive::row_local(t, &mut new)?;
             for (k, v) in &old {
                 if !new.contains_key(k) {
                     new.insert(k.clone(), v.clone());

@@ -1,6 +1,6 @@
 //! Store behaviour: the pipeline's versions, derived state and capsules; part picking; merges.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use capsule_protocol::{Action, BatchPull, Capsule, Mutation, MutationBatch, MutationStatus, Row};
 use serde_json::{Value, json};
@@ -583,44 +583,29 @@ fn kitchen_only(store: &Store) {
 }
 
 #[test]
-fn provisional_apply_shows_a_confirmed_write_until_the_hub_version_arrives() {
+fn a_local_write_shows_at_once_and_the_hub_version_converges() {
     let (_d, hub) = open_temp();
     shift_and_order(&hub);
     let (_r, till) = replica_of(&hub);
-    let mutation = line("l1", 2, 1500);
     let batch = MutationBatch {
-        mutations: vec![mutation.clone()],
+        mutations: vec![line("l1", 2, 1500)],
         source: Some("till-a".into()),
     };
-    let confirmed = hub.apply(&batch, &hub_mode()).unwrap();
-    let seqs: HashMap<String, i64> = confirmed
-        .results
-        .iter()
-        .map(|r| (r.mid.clone(), r.seq))
-        .collect();
-    let local = till
-        .apply(
-            &batch,
-            &ApplyMode::Provisional {
-                confirmed: seqs.clone(),
-            },
-        )
-        .unwrap();
-    assert_eq!(local.capsules[0].capsule.parts, ["lines", "totals"]);
+    let local = till.apply_local(&batch, "A").unwrap();
+    assert_eq!(local.capsules[0].parts, ["lines", "totals"]);
     assert_eq!(
         till.pull("order", "o1", Some("totals")).unwrap().payload["subtotal"],
         3000
     );
+    let confirmed = hub.apply(&batch, &hub_mode()).unwrap();
     // Local versions were not advanced, so the hub's capsule still pulls and converges.
     let before: BTreeMap<String, i64> = till.part_versions("order", "o1").unwrap().unwrap();
-    assert!(before["lines"] < seqs[&mutation.mid]);
+    assert!(before["lines"] < confirmed.results[0].seq);
     till.merge_pulled(&pull_all(&hub, "order", "o1", Some("lines,totals")))
         .unwrap();
     assert_eq!(till.digest().unwrap(), hub.digest().unwrap());
-    // Applying it again provisionally is a harmless duplicate.
-    let again = till
-        .apply(&batch, &ApplyMode::Provisional { confirmed: seqs })
-        .unwrap();
+    // Submitting it again is a harmless duplicate.
+    let again = till.apply_local(&batch, "A").unwrap();
     assert_eq!(again.results[0].status, MutationStatus::Duplicate);
     assert_eq!(till.digest().unwrap(), hub.digest().unwrap());
 }
@@ -786,14 +771,8 @@ fn a_till_never_recomputes_shop_wide_totals_from_its_partial_copy() {
         )],
         source: None,
     };
-    let confirmed = hub.apply(&close, &hub_mode()).unwrap();
-    let seqs = confirmed
-        .results
-        .iter()
-        .map(|r| (r.mid.clone(), r.seq))
-        .collect();
-    till.apply(&close, &ApplyMode::Provisional { confirmed: seqs })
-        .unwrap();
+    hub.apply(&close, &hub_mode()).unwrap();
+    till.apply_local(&close, "A").unwrap();
     let on_till = till.pull("shift", "s1", Some("totals,status")).unwrap();
     assert_eq!(on_till.payload["status"], "closed");
     assert_eq!(

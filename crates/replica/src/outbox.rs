@@ -1,0 +1,278 @@
+//! A till's own writes: committed locally first (rows and outbox entry in one transaction, so
+//! the cashier never waits on the network), then drained to the hub in order by one task.
+//!
+//! [`Outbox::submit`] answers `applied` when the hub confirmed the write within
+//! [`QUICK_CONFIRM`], `queued` otherwise; either way the sale is on the till's disk. The drain
+//! ([`Outbox::run`]) sends one request at a time, oldest first, with the same mids, so a resend
+//! after a lost answer is a duplicate at the hub. A request the hub refuses (4xx) is set aside
+//! with its reason and its entities are re-read from the hub, so the refused change leaves the
+//! screens; the queue moves on. Network trouble, 5xx and 429 keep the request at the head and
+//! retry with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_protocol::{
+    BatchPull, ErrorBody, MutationBatch, MutationResponse, MutationResult, MutationStatus,
+};
+use capsule_store::{Store, StoreError};
+use tokio::sync::{Notify, broadcast};
+
+use crate::{LocalChange, OnChange, ReplicaError, Result};
+
+/// How long a write waits for the hub's confirmation before it is answered as queued.
+pub const QUICK_CONFIRM: Duration = Duration::from_millis(400);
+/// Longest wait between two attempts while the hub cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What became of a queued request at the hub.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Confirmed(Vec<MutationResult>),
+    Rejected { status: u16, message: String },
+}
+
+/// The answer to a till's write.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// Every mid confirmed by the hub (or a repeat of a known one).
+    pub confirmed: bool,
+    pub response: MutationResponse,
+}
+
+pub struct Outbox {
+    store: Arc<Store>,
+    hub_url: String,
+    http: reqwest::Client,
+    ui: OnChange,
+    /// Provisional order numbers are `{prefix}-{n}`.
+    prefix: String,
+    wake: Notify,
+    outcomes: broadcast::Sender<(String, Outcome)>,
+}
+
+impl Outbox {
+    pub fn new(store: Arc<Store>, hub_url: &str, ui: OnChange, prefix: String) -> Outbox {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a plain HTTP client builds");
+        Outbox {
+            store,
+            hub_url: hub_url.trim_end_matches('/').to_string(),
+            http,
+            ui,
+            prefix,
+            wake: Notify::new(),
+            outcomes: broadcast::channel(256).0,
+        }
+    }
+
+    /// Makes the drain look at the queue now (a refused write was put back in line).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Commits the write here and queues it; waits briefly for the hub's confirmation.
+    pub async fn submit(&self, batch: MutationBatch) -> Result<Submitted> {
+        let mut outcomes = self.outcomes.subscribe();
+        let (s, prefix) = (self.store.clone(), self.prefix.clone());
+        let local = blocking(move || s.apply_local(&batch, &prefix)).await?;
+        for c in &local.capsules {
+            (self.ui)(LocalChange::Changed(c.clone()));
+        }
+        let Some(request) = local.request else {
+            // Every mid was seen before: nothing new to send.
+            return Ok(Submitted {
+                confirmed: true,
+                response: MutationResponse {
+                    results: local.results,
+                },
+            });
+        };
+        self.wake.notify_one();
+        let wait = async {
+            loop {
+                match outcomes.recv().await {
+                    Ok((r, outcome)) if r == request => return Some(outcome),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(QUICK_CONFIRM, wait).await {
+            Ok(Some(Outcome::Confirmed(hub))) => {
+                let mut results = local.results;
+                for r in &mut results {
+                    if let Some(h) = hub.iter().find(|h| h.mid == r.mid) {
+                        r.seq = h.seq;
+                    }
+                }
+                Ok(Submitted {
+                    confirmed: true,
+                    response: MutationResponse { results },
+                })
+            }
+            Ok(Some(Outcome::Rejected { status, message })) => {
+                Err(ReplicaError::Hub { status, message })
+            }
+            Ok(None) | Err(_) => {
+                let mut results = local.results;
+                for r in &mut results {
+                    if r.status == MutationStatus::Applied {
+                        r.status = MutationStatus::Queued;
+                    }
+                }
+                Ok(Submitted {
+                    confirmed: false,
+                    response: MutationResponse { results },
+                })
+            }
+        }
+    }
+
+    /// Drains the outbox to the hub for as long as the node runs.
+    pub async fn run(self: Arc<Self>) {
+        let source = self.store.node_id().to_string();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let s = self.store.clone();
+            let src = source.clone();
+            let next = match blocking(move || s.outbox_next(&src)).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(req) = next else {
+                // Nothing queued: sleep until a write arrives (or look again now and then, in
+                // case a retry was asked for through another path).
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                continue;
+            };
+            match self.send(&req.batch).await {
+                Ok(answer) => {
+                    backoff = Duration::from_millis(100);
+                    let (s, r, results) = (
+                        self.store.clone(),
+                        req.request.clone(),
+                        answer.results.clone(),
+                    );
+                    if let Err(e) = blocking(move || s.outbox_confirmed(&r, &results)).await {
+                        tracing::error!(error = %e, "cannot record a confirmation");
+                    }
+                    let _ = self
+                        .outcomes
+                        .send((req.request, Outcome::Confirmed(answer.results)));
+                }
+                Err(ReplicaError::Hub { status, message })
+                    if (400..500).contains(&status) && !matches!(status, 408 | 425 | 429) =>
+                {
+                    backoff = Duration::from_millis(100);
+                    tracing::warn!(status, %message, "the hub refused a queued write; set aside");
+                    self.set_aside(&req.request, status, &message).await;
+                    let _ = self
+                        .outcomes
+                        .send((req.request, Outcome::Rejected { status, message }));
+                }
+                Err(e) => {
+                    let (s, r, msg) = (self.store.clone(), req.request.clone(), e.to_string());
+                    let _ = blocking(move || s.outbox_attempt_failed(&r, &msg)).await;
+                    tracing::debug!(error = %e, "hub not reachable for the outbox; retrying");
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+                    let wait = backoff + Duration::from_millis(jitter);
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Records a refusal and re-reads the entities the refused request touched.
+    async fn set_aside(&self, request: &str, status: u16, message: &str) {
+        let (s, r, m) = (
+            self.store.clone(),
+            request.to_string(),
+            format!("{status}: {message}"),
+        );
+        let touched = match blocking(move || s.outbox_rejected(&r, &m)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set a refused write aside");
+                return;
+            }
+        };
+        for (entity, id) in touched {
+            let url = format!("{}/api/entities?entity={entity}&ids={id}", self.hub_url);
+            let pull: BatchPull = match self.get(&url).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // The stream or a later snapshot brings the hub's rows; the refused write
+                    // is no longer re-applied either way.
+                    tracing::warn!(error = %e, "cannot re-read an entity after a refusal");
+                    continue;
+                }
+            };
+            let s = self.store.clone();
+            match blocking(move || s.merge_pulled_over_local(&pull)).await {
+                Ok(outcome) => {
+                    for c in outcome.changed {
+                        (self.ui)(LocalChange::Changed(c));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot restore an entity after a refusal"),
+            }
+        }
+    }
+
+    async fn send(&self, batch: &MutationBatch) -> Result<MutationResponse> {
+        let resp = self
+            .http
+            .post(format!("{}/api/mutations", self.hub_url))
+            .json(batch)
+            .send()
+            .await
+            .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
+        read(resp).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
+        read(resp).await
+    }
+}
+
+async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+    let status = resp.status();
+    if !status.is_success() {
+        let message = resp
+            .json::<ErrorBody>()
+            .await
+            .map(|b| b.error)
+            .unwrap_or_else(|e| e.to_string());
+        return Err(ReplicaError::Hub {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    resp.json()
+        .await
+        .map_err(|e| ReplicaError::Protocol(format!("bad answer from the hub: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> capsule_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReplicaError::Protocol(format!("task failed: {e}")))?
+        .map_err(|e: StoreError| e.into())
+}
