@@ -69,7 +69,7 @@ impl Store {
                 Action::Insert,
                 json!({"id": batch, "order_id": order_id, "batch_no": batches + 1,
                        "kind": if batches == 0 { "initial" } else { "addition" },
-                       "order_no": order["order_no"], "table_label": order["table_label"], "created_at": now}),
+                       "order_no": order["order_no"], "provisional_no": order["provisional_no"], "table_label": order["table_label"], "created_at": now}),
             )];
             let mut by_station: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
             for l in &lines {
@@ -82,7 +82,7 @@ impl Store {
                     "job_order_header",
                     Action::Insert,
                     json!({"id": job, "order_id": order_id, "batch_id": batch, "station": station,
-                           "order_no": order["order_no"], "table_label": order["table_label"], "created_at": now}),
+                           "order_no": order["order_no"], "provisional_no": order["provisional_no"], "table_label": order["table_label"], "created_at": now}),
                 ));
                 for l in items {
                     out.push(mutation(

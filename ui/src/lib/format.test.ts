@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ageBand, formatAge, formatMoney, minorToDecimalString, parseMoney } from './format';
+import { ageBand, formatAge, formatMoney, minorToDecimalString, orderLabel, parseMoney } from './format';
 import { kitchenProgress, nextJobStatus, splitModifiers, toggleModifier } from './store/model';
 import { percentile, rate } from './metrics';
 
@@ -92,5 +92,13 @@ describe('metrics helpers', () => {
     expect(percentile([5, 1, 3, 2, 4], 50)).toBe(3);
     expect(percentile([5, 1, 3, 2, 4], 95)).toBe(5);
     expect(percentile([], 50)).toBeNull();
+  });
+});
+
+describe('orderLabel', () => {
+  it('calls an order by the hub number once it has one, by its provisional number before', () => {
+    expect(orderLabel({ order_no: 42, provisional_no: 'B-7' }, 'en')).toBe('#42');
+    expect(orderLabel({ order_no: null, provisional_no: 'B-7' }, 'en')).toBe('B-7');
+    expect(orderLabel({ order_no: null, provisional_no: null }, 'en')).toBe('—');
   });
 });

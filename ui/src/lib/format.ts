@@ -91,6 +91,15 @@ export function formatClock(ms: number | string, lang: Lang): string {
   return d.toLocaleTimeString(intlLocale(lang), { hour: '2-digit', minute: '2-digit' });
 }
 
+/** How staff call an order: `#42`, or its provisional number (`B-7`) until the hub numbers it. */
+export function orderLabel(
+  o: { order_no: number | null; provisional_no?: string | null },
+  lang: Lang,
+): string {
+  if (o.order_no != null) return `#${formatNumber(o.order_no, lang)}`;
+  return o.provisional_no ?? '—';
+}
+
 export function shortId(id: string | null | undefined): string {
   return id ? id.replace(/-/g, '').slice(-6) : '—';
 }

@@ -15,7 +15,7 @@ const node = (id: string, o: { connected?: boolean; at?: number; state?: string;
     replica: { lag: 3, merge_latency: o.merge ?? lat(1, 2), e2e_lag: o.e2e ?? lat(10, 20) },
   },
 });
-const hub: NodeStatus = { node_id: 'hub-1', role: 'hub', state: 'online', hub_url: null, hub_node_id: 'hub-1', seq: 9, pending: 0, offline_since: null };
+const hub: NodeStatus = { node_id: 'hub-1', role: 'hub', state: 'online', hub_url: null, hub_node_id: 'hub-1', seq: 9, pending: 0, rejected: 0, offline_since: null };
 
 describe('node shown state', () => {
   it('shows what a connected, fresh node reported', () => {

@@ -9,6 +9,7 @@ import type {
   Mutation,
   MutationResult,
   NodeStatus,
+  Outbox,
   Row,
   Schema,
 } from './types';
@@ -79,11 +80,16 @@ export const api = {
     call<{ results: MutationResult[] }>('POST', '/api/mutations', {
       mutations: mutations.map((m) => ({ mid: crypto.randomUUID(), ...m })),
     }),
+  // State changes always carry a JSON body: nodes refuse other content types (cross-site forms).
   sendToKitchen: (orderId: string) =>
     call<{ batch_id: string; results: MutationResult[] }>(
       'POST',
       `/api/orders/${encodeURIComponent(orderId)}/send-to-kitchen`,
+      {},
     ),
+  outbox: () => call<Outbox>('GET', '/api/outbox'),
+  outboxRetry: (mid: string) => call<unknown>('POST', `/api/outbox/${encodeURIComponent(mid)}/retry`, {}),
+  outboxDiscard: (mid: string) => call<unknown>('POST', `/api/outbox/${encodeURIComponent(mid)}/discard`, {}),
   metrics: () => call<Metrics>('GET', '/api/metrics'),
   setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
     call<unknown>('POST', '/api/admin/modes', { entity, mode }),

@@ -10,10 +10,29 @@ export interface NodeStatus {
   hub_url: string | null;
   hub_node_id: string | null;
   seq: number;
+  /** A till's own writes not yet back from the hub. */
   pending: number;
+  /** A till's writes the hub refused, set aside for the manager. */
+  rejected: number;
   offline_since: number | null;
   /** Scheduled backups, on a hub started with --backup-dir. */
   backup?: BackupStatus;
+}
+
+export interface OutboxEntry {
+  mid: string;
+  table: string;
+  action: string;
+  queued_at: string;
+  attempts: number;
+  state: 'pending' | 'sent' | 'rejected';
+  hub_seq: number | null;
+  error: string | null;
+}
+
+export interface Outbox {
+  pending: OutboxEntry[];
+  rejected: OutboxEntry[];
 }
 
 export interface BackupStatus {
@@ -105,7 +124,8 @@ export interface Mutation {
 
 export interface MutationResult {
   mid: string;
-  status: 'applied' | 'duplicate';
+  /** queued: committed on this till, not yet confirmed by the hub (answered 202). */
+  status: 'applied' | 'duplicate' | 'queued';
   seq: number;
 }
 

@@ -40,7 +40,10 @@ export interface Payment {
 
 export interface Order {
   id: string;
-  order_no: number;
+  /** Given by the hub; null while an order opened offline waits for it. */
+  order_no: number | null;
+  /** What staff call an order opened while the hub was out of reach (e.g. B-7). */
+  provisional_no: string | null;
   shift_id: string;
   node_id: string | null;
   table_label: string | null;
@@ -86,6 +89,7 @@ export interface Job {
   batch_id: string;
   station: string;
   order_no: number | null;
+  provisional_no: string | null;
   table_label: string | null;
   created_at: string;
   status: JobStatus;
@@ -103,6 +107,7 @@ export interface Batch {
   batch_no: number;
   kind: 'initial' | 'addition';
   order_no: number | null;
+  provisional_no: string | null;
   table_label: string | null;
   created_at: string;
   status: BatchStatus;
