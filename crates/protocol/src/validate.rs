@@ -197,6 +197,9 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
                 m.mid
             )));
         }
+        if m.base.is_some_and(|b| b < 0) {
+            return Err(fail("base must be a hub version (0 or more)".into()));
+        }
         let table = schema.table(&m.table).ok_or_else(|| {
             fail(format!(
                 "unknown table '{}' (tables: {})",
@@ -286,6 +289,7 @@ mod tests {
                 table: table.into(),
                 action,
                 row: row.as_object().unwrap().clone(),
+                base: None,
             }],
             source: None,
         }

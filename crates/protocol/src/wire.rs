@@ -166,6 +166,11 @@ pub struct Mutation {
     /// Column -> value; a column named twice is refused (JSON would keep the last silently).
     #[serde(deserialize_with = "row_without_duplicate_keys")]
     pub row: Row,
+    /// The hub version of the row's entity as the writer saw it (a till fills it from its
+    /// replica). Lets the hub tell a stale edit (made before someone else's newer change) from
+    /// a deliberate one where last-writer-wins would be wrong: see the store's `rules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<i64>,
 }
 
 /// Reads a JSON object into a [`Row`], refusing a key that appears twice.
@@ -206,6 +211,7 @@ impl Mutation {
             table: table.into(),
             action,
             row,
+            base: None,
         }
     }
 }

@@ -35,6 +35,7 @@ fn mutation(scope: &str, table: &str, action: Action, row: Value) -> Mutation {
         table: table.into(),
         action,
         row: row.as_object().expect("rows are objects").clone(),
+        base: None,
     }
 }
 

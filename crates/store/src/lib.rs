@@ -18,6 +18,7 @@ mod outbox;
 mod outbox_tests;
 mod pipeline;
 mod read;
+mod rules;
 mod sql;
 #[cfg(test)]
 mod tests;

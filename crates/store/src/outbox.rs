@@ -87,8 +87,14 @@ impl Store {
             }
             number_provisionally(&tx, m, prefix)?;
             let target = target_entity(&tx, &self.schema, m)?;
+            // The hub tells stale edits from deliberate ones by the version this till saw.
+            if m.base.is_none()
+                && let Some((entity, id)) = &target
+            {
+                m.base = Some(entity_version(&tx, self, entity, id)?);
+            }
             let mut one = Changes::default();
-            apply_row(&tx, &self.schema, m, &mut one, false).map_err(|e| match e {
+            apply_row(&tx, &self.schema, m, &mut one, None).map_err(|e| match e {
                 StoreError::Invalid(s) => StoreError::Invalid(format!("mutation {index}: {s}")),
                 StoreError::NotFound(s) => StoreError::NotFound(format!("mutation {index}: {s}")),
                 StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
@@ -341,7 +347,7 @@ pub(crate) fn reapply_pending(
         let r = match (m.action, reflects_insert(conn, store, &m)?) {
             // An insert the merged rows already hold needs nothing.
             (Action::Insert, true) => Ok(()),
-            _ => apply_row(conn, &store.schema, &m, &mut one, false),
+            _ => apply_row(conn, &store.schema, &m, &mut one, None),
         };
         match r {
             Ok(()) => {

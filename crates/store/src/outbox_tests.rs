@@ -395,3 +395,169 @@ fn a_save_keeps_derived_values_until_the_rules_recompute_them() {
         700
     );
 }
+
+/// A write from `source` to the hub, made when the writer had seen entity version `base`.
+fn hub_write_from(s: &Shop, source: &str, base: Option<i64>, table: &str, row: Value) {
+    let mut mutation = m(table, Action::Merge, row);
+    mutation.base = base;
+    s.hub
+        .apply(
+            &MutationBatch {
+                mutations: vec![mutation],
+                source: Some(source.into()),
+            },
+            &ApplyMode::Authoritative {
+                source: source.into(),
+            },
+        )
+        .unwrap();
+}
+
+fn kitchen_job(s: &Shop) -> i64 {
+    s.hub_writes(vec![
+        m("job_order_batch", Action::Insert, json!({"id": "b1", "order_id": "o1", "batch_no": 1, "created_at": T})),
+        m("job_order_header", Action::Insert, json!({"id": "j1", "order_id": "o1", "batch_id": "b1", "station": "grill", "created_at": T})),
+    ]);
+    s.hub.pull("job", "j1", None).unwrap().v
+}
+
+fn job_status(s: &Shop) -> String {
+    s.hub.pull("job", "j1", Some("status")).unwrap().payload["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_stale_edit_never_moves_a_kitchen_job_backwards() {
+    let s = shop();
+    setup(&s);
+    let seen = kitchen_job(&s);
+    // Screen A marks it ready; screen B, offline since before, had marked it cooking.
+    hub_write_from(
+        &s,
+        "kds-a",
+        Some(seen),
+        "job_order_header",
+        json!({"id": "j1", "status": "ready"}),
+    );
+    hub_write_from(
+        &s,
+        "kds-b",
+        Some(seen),
+        "job_order_header",
+        json!({"id": "j1", "status": "cooking"}),
+    );
+    assert_eq!(job_status(&s), "ready");
+    assert_eq!(
+        s.hub.pull("batch", "b1", Some("status")).unwrap().payload["status"],
+        "ready"
+    );
+}
+
+#[test]
+fn a_screen_can_recall_its_own_bump_and_a_fresh_recall_is_deliberate() {
+    let s = shop();
+    setup(&s);
+    let seen = kitchen_job(&s);
+    // One screen's queued chain (all with the version it saw offline) applies in order.
+    for status in ["cooking", "ready", "cooking"] {
+        hub_write_from(
+            &s,
+            "kds-a",
+            Some(seen),
+            "job_order_header",
+            json!({"id": "j1", "status": status}),
+        );
+    }
+    assert_eq!(job_status(&s), "cooking");
+    hub_write_from(
+        &s,
+        "kds-a",
+        None,
+        "job_order_header",
+        json!({"id": "j1", "status": "ready"}),
+    );
+    // Another screen that has seen the ready state recalls it on purpose.
+    let now = s.hub.pull("job", "j1", None).unwrap().v;
+    hub_write_from(
+        &s,
+        "kds-b",
+        Some(now),
+        "job_order_header",
+        json!({"id": "j1", "status": "cooking"}),
+    );
+    assert_eq!(job_status(&s), "cooking");
+}
+
+#[test]
+fn a_paid_order_is_not_reopened_by_a_stale_edit_but_the_rest_of_it_applies() {
+    let s = shop();
+    setup(&s);
+    let seen = s.hub.pull("order", "o1", None).unwrap().v;
+    hub_write_from(
+        &s,
+        "till-a",
+        Some(seen),
+        "order_header",
+        json!({"id": "o1", "status": "paid"}),
+    );
+    hub_write_from(
+        &s,
+        "till-b",
+        Some(seen),
+        "order_header",
+        json!({"id": "o1", "status": "open", "note": "extra napkins"}),
+    );
+    let o = s
+        .hub
+        .pull("order", "o1", Some("status,header"))
+        .unwrap()
+        .payload;
+    assert_eq!(o["status"], "paid");
+    assert_eq!(o["note"], "extra napkins");
+}
+
+#[test]
+fn quantities_from_two_offline_tills_are_set_not_added() {
+    let s = shop();
+    setup(&s);
+    s.hub_writes(vec![line("l1", 1)]);
+    let seen = s.hub.pull("order", "o1", None).unwrap().v;
+    hub_write_from(
+        &s,
+        "till-a",
+        Some(seen),
+        "order_line",
+        json!({"id": "l1", "qty": 3}),
+    );
+    hub_write_from(
+        &s,
+        "till-b",
+        Some(seen),
+        "order_line",
+        json!({"id": "l1", "qty": 5}),
+    );
+    let o = s.hub.pull("order", "o1", None).unwrap().payload;
+    assert_eq!(o["lines"][0]["qty"], 5);
+    assert_eq!(o["item_count"], 5);
+}
+
+#[test]
+fn a_till_stamps_its_queued_writes_with_the_version_it_saw() {
+    let s = shop();
+    setup(&s);
+    let seen = s.till.pull("order", "o1", None).unwrap().v;
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "note": "x"}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    let queued = s.till.outbox_next("till-a").unwrap().unwrap();
+    assert_eq!(queued.batch.mutations[0].base, Some(seen));
+}

@@ -151,7 +151,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
             sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
             let mut changes = Changes::default();
-            apply_row(&tx, &self.schema, m, &mut changes, true).map_err(at)?;
+            apply_row(&tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
             for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
                 combine(&mut request_capsules, capsule);
             }
@@ -315,14 +315,15 @@ fn new_row(t: &TableDef, given: &Row) -> Result<Row> {
     Ok(row)
 }
 
-/// Writes one mutation's row. `hub_numbers`: this node hands out order numbers (the hub);
-/// a till leaves them to the hub.
+/// Writes one mutation's row. `hub`: the source of the request when this node is the hub,
+/// which hands out order numbers and settles stale edits ([`crate::rules`]); a till leaves
+/// both to the hub.
 pub(crate) fn apply_row(
     conn: &Connection,
     schema: &Schema,
     m: &Mutation,
     changes: &mut Changes,
-    hub_numbers: bool,
+    hub: Option<&str>,
 ) -> Result<()> {
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
@@ -335,7 +336,7 @@ pub(crate) fn apply_row(
         ))),
         (Action::Insert | Action::Save, None) => {
             let mut row = new_row(t, &m.row)?;
-            if hub_numbers {
+            if hub.is_some() {
                 derive::fill_on_insert(conn, t, &mut row)?;
             }
             check_parent(conn, schema, t, &row, None)?;
@@ -358,9 +359,25 @@ pub(crate) fn apply_row(
             Ok(())
         }
         (Action::Save, Some(old)) => {
+            let settled = match hub {
+                Some(source) => crate::rules::settle(conn, schema, m, &old, source)?,
+                None => None,
+            };
             // A save replaces the whole row: columns it leaves out go back to their defaults,
-            // except derived ones, which keep their values until the rules recompute them.
-            let mut new = new_row(t, &m.row)?;
+            // except derived ones, which keep their values until the rules recompute them, and
+            // a stale status the rules kept as it is.
+            let mut new = new_row(t, settled.as_ref().unwrap_or(&m.row))?;
+            if settled.is_some()
+                && let TableRole::Entity { entity } = &t.role
+                && let Some(part) = schema.entities[entity].part_of_column("status")
+                && let capsule_protocol::PartKind::Columns(cols) = &part.kind
+            {
+                for c in cols {
+                    if let Some(v) = old.get(c) {
+                        new.insert(c.clone(), v.clone());
+                    }
+                }
+            }
             for c in t.columns.iter().filter(|c| c.derived) {
                 if let Some(v) = old.get(&c.name) {
                     new.insert(c.name.clone(), v.clone());
@@ -375,8 +392,12 @@ pub(crate) fn apply_row(
             update_row(conn, schema, t, &old, new, changes)
         }
         (Action::Merge, Some(old)) => {
+            let settled = match hub {
+                Some(source) => crate::rules::settle(conn, schema, m, &old, source)?,
+                None => None,
+            };
             let mut new = old.clone();
-            for (k, v) in &m.row {
+            for (k, v) in settled.as_ref().unwrap_or(&m.row) {
                 new.insert(k.clone(), v.clone());
             }
             update_row(conn, schema, t, &old, new, changes)
@@ -566,6 +587,8 @@ pub(crate) fn finalize(
                     // replica that is behind); nothing to signal.
                     continue;
                 }
+                let parts: Vec<String> = ch.parts.iter().cloned().collect();
+                crate::rules::note_writer(conn, entity, id, &parts, source)?;
                 v
             }
             None => conn

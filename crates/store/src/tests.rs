@@ -20,6 +20,7 @@ fn m(table: &str, action: Action, row: Value) -> Mutation {
         table: table.into(),
         action,
         row: row.as_object().expect("object").clone(),
+        base: None,
     }
 }
 
