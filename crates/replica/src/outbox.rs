@@ -10,6 +10,7 @@
 //! retry with backoff.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capsule_protocol::{
@@ -30,6 +31,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 enum Outcome {
     Confirmed(Vec<MutationResult>),
     Rejected { status: u16, message: String },
+    /// The hub could not be reached (or was busy); the write stays queued.
+    Deferred,
 }
 
 /// The answer to a till's write.
@@ -49,6 +52,9 @@ pub struct Outbox {
     prefix: String,
     wake: Notify,
     outcomes: broadcast::Sender<(String, Outcome)>,
+    /// The drain's last attempt reached the hub. While it did not, a write is answered as
+    /// queued at once instead of waiting for a confirmation that cannot come.
+    reachable: AtomicBool,
 }
 
 impl Outbox {
@@ -66,6 +72,7 @@ impl Outbox {
             prefix,
             wake: Notify::new(),
             outcomes: broadcast::channel(256).0,
+            reachable: AtomicBool::new(true),
         }
     }
 
@@ -92,6 +99,12 @@ impl Outbox {
             });
         };
         self.wake.notify_one();
+        // Offline, or behind older queued writes: the answer cannot come quickly.
+        let quick = if self.reachable.load(Ordering::Relaxed) && !local.behind {
+            QUICK_CONFIRM
+        } else {
+            Duration::ZERO
+        };
         let wait = async {
             loop {
                 match outcomes.recv().await {
@@ -101,7 +114,7 @@ impl Outbox {
                 }
             }
         };
-        match tokio::time::timeout(QUICK_CONFIRM, wait).await {
+        match tokio::time::timeout(quick, wait).await {
             Ok(Some(Outcome::Confirmed(hub))) => {
                 let mut results = local.results;
                 for r in &mut results {
@@ -117,7 +130,7 @@ impl Outbox {
             Ok(Some(Outcome::Rejected { status, message })) => {
                 Err(ReplicaError::Hub { status, message })
             }
-            Ok(None) | Err(_) => {
+            Ok(Some(Outcome::Deferred) | None) | Err(_) => {
                 let mut results = local.results;
                 for r in &mut results {
                     if r.status == MutationStatus::Applied {
@@ -155,6 +168,7 @@ impl Outbox {
             };
             match self.send(&req.batch).await {
                 Ok(answer) => {
+                    self.reachable.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     let (s, r, results) = (
                         self.store.clone(),
@@ -171,6 +185,7 @@ impl Outbox {
                 Err(ReplicaError::Hub { status, message })
                     if (400..500).contains(&status) && !matches!(status, 408 | 425 | 429) =>
                 {
+                    self.reachable.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     tracing::warn!(status, %message, "the hub refused a queued write; set aside");
                     self.set_aside(&req.request, status, &message).await;
@@ -179,6 +194,8 @@ impl Outbox {
                         .send((req.request, Outcome::Rejected { status, message }));
                 }
                 Err(e) => {
+                    self.reachable.store(false, Ordering::Relaxed);
+                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
                     let (s, r, msg) = (self.store.clone(), req.request.clone(), e.to_string());
                     let _ = blocking(move || s.outbox_attempt_failed(&r, &msg)).await;
                     tracing::debug!(error = %e, "hub not reachable for the outbox; retrying");

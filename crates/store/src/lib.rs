@@ -84,6 +84,7 @@ pub struct Store {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     node_id: String,
+    durability: Durability,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,11 +102,11 @@ pub enum Durability {
     /// The hub: the only copy of the truth. Every commit is fsynced (synchronous=FULL), so a
     /// committed sale survives a power cut, not only a crash.
     Full,
-    /// A till's replica: fsync at checkpoints only (synchronous=NORMAL in WAL). A power cut may
-    /// lose the last commits, only ever a suffix of them, never corrupt the file; the till
-    /// commits its stream position after the data it covers, so the position never runs ahead
-    /// and the till simply pulls the rest again. Its own writes reach it only after the hub
-    /// has committed them.
+    /// A till's replica: merges fsync at checkpoints only (synchronous=NORMAL in WAL). A power
+    /// cut may lose the last merges, only ever a suffix of them, never corrupt the file; the
+    /// till commits its stream position after the data it covers, so the position never runs
+    /// ahead and the till simply pulls the rest again. Its own writes (the outbox) are the
+    /// only copy until the hub has them, so they commit with a full fsync.
     Replica,
 }
 
@@ -199,6 +200,7 @@ impl Store {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             node_id,
+            durability,
         })
     }
 

@@ -54,6 +54,8 @@ pub struct LocalApplied {
     pub capsules: Vec<Capsule>,
     /// The outbox request the new mutations were queued under (None when all were repeats).
     pub request: Option<String>,
+    /// Older writes were still waiting for the hub when this one was queued.
+    pub behind: bool,
 }
 
 /// The next request to send to the hub.
@@ -71,9 +73,30 @@ impl Store {
         let mut batch = batch.clone();
         prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut conn = self.writer();
+        // The cashier's sale exists only here until the hub has it: this commit is fsynced
+        // whatever the replica's usual durability (power lost after the answer loses nothing).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let out = self.apply_local_in(&mut conn, batch, prefix);
+        if self.durability == crate::Durability::Replica {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        out
+    }
+
+    fn apply_local_in(
+        &self,
+        conn: &mut Connection,
+        mut batch: MutationBatch,
+        prefix: &str,
+    ) -> Result<LocalApplied> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let request = uuid::Uuid::new_v4().to_string();
-        let mut out = LocalApplied::default();
+        let mut out = LocalApplied {
+            behind: tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM _outbox WHERE state = 'pending')")?
+                .query_row([], |r| r.get(0))?,
+            ..LocalApplied::default()
+        };
         let mut changes = Changes::default();
         let at = now_ms();
         for (index, m) in batch.mutations.iter_mut().enumerate() {
