@@ -54,6 +54,9 @@ impl HubProcess {
         let mut child = Command::new(tilld)
             .args(["--role", "hub", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            // Every simulated till and subscriber shares 127.0.0.1; measure the protocol,
+            // not the per-address connection cap meant for one device.
+            .args(["--max-connections-per-ip", "1024"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

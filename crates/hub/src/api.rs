@@ -100,9 +100,7 @@ async fn mutations(
     State(s): State<ApiState>,
     body: Result<Json<MutationBatch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(batch) = body.map_err(|e| {
-        ApiError::bad_request(format!("malformed mutation request: {}", e.body_text()))
-    })?;
+    let Json(batch) = body.map_err(|e| json_refusal("mutation request", &e))?;
     let m = s.stream.metrics().clone();
     m.mutation_requests.inc();
     m.mutations.add(batch.mutations.len() as u64);
@@ -196,7 +194,15 @@ async fn snapshot(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let light = matches!(q.get("light").map(String::as_str), Some("1" | "true"));
+    let light = match q.get("light").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "'light' must be 1, true, 0 or false, got '{other}'"
+            )));
+        }
+    };
     let _permit = HEAVY_READS
         .acquire()
         .await
@@ -248,13 +254,24 @@ async fn changes(
     s.stream.metrics().changes_requests.inc();
     let store = s.store.clone();
     let last = s.stream.last_seq();
-    let (oldest, entries) = tokio::task::spawn_blocking(move || {
+    let (oldest, logged, entries) = tokio::task::spawn_blocking(move || {
         Ok::<_, capsule_store::StoreError>((
             store.oldest_logged()?,
+            store.meta_i64(capsule_store::meta::STREAM_SEQ)?,
             store.capsules_since(since, limit + 1)?,
         ))
     })
     .await??;
+    if since > logged || since < 0 {
+        // Like `/ws?since=` (`too_old`): a position this hub never reached comes from another
+        // history (a hub restored from a backup, another hub); start over from a snapshot.
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "position {since} is not in this hub's stream (it is at {logged}); take a snapshot"
+            ),
+        ));
+    }
     if since < last && (oldest == 0 || since + 1 < oldest) {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -304,12 +321,7 @@ async fn set_modes(
         .modes
         .clone()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "rollout modes live on the hub"))?;
-    let Json(req) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "expected {{\"entity\", \"mode\"}}: {}",
-            e.body_text()
-        ))
-    })?;
+    let Json(req) = body.map_err(|e| json_refusal("mode change {\"entity\", \"mode\"}", &e))?;
     let mode: Mode = req.mode.parse().map_err(ApiError::bad_request)?;
     let m = modes.clone();
     tokio::task::spawn_blocking(move || m.set(&req.entity, mode)).await??;
@@ -332,6 +344,7 @@ struct NodeReport {
 /// dashboard can show every node's state, lag and merge latency.
 async fn node_report(
     State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: Result<Json<NodeReport>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     if s.modes.is_none() {
@@ -340,11 +353,27 @@ async fn node_report(
             "only the hub collects node reports",
         ));
     }
-    let Json(r) = body
-        .map_err(|e| ApiError::bad_request(format!("malformed node report: {}", e.body_text())))?;
-    if !capsule_protocol::validate::is_valid_id(&r.node_id) || r.role.len() > 32 {
+    let Json(r) = body.map_err(|e| json_refusal("node report", &e))?;
+    if !capsule_protocol::validate::is_valid_node_id(&r.node_id) || r.role.len() > 32 {
         return Err(ApiError::bad_request(
-            "node_id must be an id and role a short name",
+            "node_id must be a node id and role a short name",
+        ));
+    }
+    // Only a node that follows this hub's stream, from the same address, may report: a
+    // made-up id cannot push real tills off the dashboard.
+    let live = s
+        .stream
+        .subscribers()
+        .iter()
+        .any(|sub| sub.node_id == r.node_id && sub.peer_ip() == Some(peer.ip()));
+    if !live {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "node {} has no live /ws stream to this hub from {}; connect first",
+                r.node_id,
+                peer.ip()
+            ),
         ));
     }
     let report = json!({"role": r.role, "state": r.state, "replica": r.replica});
@@ -448,13 +477,60 @@ async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
 
 async fn ws(
     State(s): State<ApiState>,
-    Query(params): Query<WsParams>,
+    params: Result<Query<WsParams>, axum::extract::rejection::QueryRejection>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    slot: Option<axum::Extension<crate::serve::ConnectionSlot>>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad /ws query (since=SEQ&node=ID&role=ROLE): {}",
+            e.body_text()
+        ))
+    })?;
+    if params
+        .node
+        .as_deref()
+        .is_some_and(|n| !capsule_protocol::validate::is_valid_node_id(n))
+        || params.role.as_deref().is_some_and(|r| r.len() > 32)
+    {
+        return Err(ApiError::bad_request(
+            "node must be a node id and role a short name",
+        ));
+    }
+    let upgrade = upgrade.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let store = s.modes.as_ref().map(|_| s.store.clone());
     let peer = peer.to_string();
-    upgrade.on_upgrade(move |socket| serve_ws(socket, s.stream, store, params, peer))
+    // A subscriber only listens: what it sends is bounded small, so a half-sent giant message
+    // cannot make the node buffer it. Buffers are kept small per connection.
+    Ok(upgrade
+        .max_message_size(crate::stream::WS_MAX_MESSAGE)
+        .max_frame_size(crate::stream::WS_MAX_FRAME)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(crate::stream::WS_MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| async move {
+            // The subscriber counts against the connection limits while it is connected.
+            let _slot = slot;
+            serve_ws(socket, s.stream, store, params, peer).await
+        }))
+}
+
+/// A JSON body that could not be read, with the framework's status (400 bad JSON or wrong
+/// shape, 413 too large, 415 not JSON) and what was expected.
+fn json_refusal(what: &str, e: &JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            e.status(),
+            format!("the {what} is larger than this endpoint accepts"),
+        );
+    }
+    // A body of the wrong shape is a plain bad request here, like any other invalid input.
+    let status = match e.status() {
+        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+        other => other,
+    };
+    ApiError::new(status, format!("malformed {what}: {}", e.body_text()))
 }
 
 async fn unknown_api(uri: axum::http::Uri) -> ApiError {

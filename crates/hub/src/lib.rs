@@ -8,17 +8,17 @@
 
 pub mod api;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod publisher;
+pub mod serve;
 pub mod stream;
 pub mod writer;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use capsule_store::Store;
-use tokio::net::TcpListener;
 
 pub use api::{ApiState, ExtraMetrics, MutationHandler, StatusHandler};
 pub use error::ApiError;
@@ -80,16 +80,4 @@ impl Hub {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
+pub use serve::{Limits, connection_capacity, serve};

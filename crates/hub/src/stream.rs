@@ -26,6 +26,16 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 /// Nodes whose reports the hub keeps.
 pub const MAX_REPORTS: usize = 64;
 
+/// Largest message a `/ws` peer may send (subscribers only answer pings and close).
+pub const WS_MAX_MESSAGE: usize = 256 * 1024;
+/// Largest single frame a `/ws` peer may send.
+pub const WS_MAX_FRAME: usize = 64 * 1024;
+/// Most bytes queued for one subscriber's socket before a send fails.
+pub const WS_MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// A subscriber that takes longer than this to take one frame is dropped: it stopped
+/// reading, and it resynchronises by replay when it comes back.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Log entries per replayed frame.
 const REPLAY_CHUNK: usize = 500;
 
@@ -47,6 +57,16 @@ pub struct SubscriberInfo {
     pub connected_at: i64,
     /// Last stream position sent to it.
     pub seq: i64,
+}
+
+impl SubscriberInfo {
+    /// The address it connected from.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.peer
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+    }
 }
 
 #[derive(Clone)]
@@ -235,14 +255,26 @@ impl Drop for Registration {
 
 type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
 
+/// Why a send to a subscriber failed.
+#[derive(Debug)]
+enum SendError {
+    Closed,
+    /// It did not take the frame within [`SEND_DEADLINE`]: it stopped reading.
+    Stalled,
+}
+
 async fn send(
     tx: &mut WsSink,
     metrics: &NodeMetrics,
     text: &str,
     kind: FrameKind,
-) -> Result<(), axum::Error> {
+) -> Result<(), SendError> {
     metrics.frame_sent(kind, text.len());
-    tx.send(Message::Text(text.into())).await
+    match tokio::time::timeout(SEND_DEADLINE, tx.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError::Closed),
+        Err(_) => Err(SendError::Stalled),
+    }
 }
 
 async fn send_frame(
@@ -250,7 +282,7 @@ async fn send_frame(
     metrics: &NodeMetrics,
     frame: &Frame,
     kind: FrameKind,
-) -> Result<(), axum::Error> {
+) -> Result<(), SendError> {
     send(
         tx,
         metrics,
@@ -404,8 +436,32 @@ pub async fn serve_ws(
                     if p.seq <= replay_end && p.kind != FrameKind::Control {
                         continue;
                     }
-                    if send(&mut tx, &metrics, &p.text, p.kind).await.is_err() {
-                        return;
+                    // While a send is stuck, frames pile up for this subscriber; it is dropped
+                    // when it stops reading (deadline) or falls too far behind (backlog),
+                    // whichever comes first, without waiting for it to read again.
+                    let backlog = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if frames.len() >= SUBSCRIBER_BUFFER / 2 {
+                                return frames.len();
+                            }
+                        }
+                    };
+                    let outcome = tokio::select! {
+                        r = send(&mut tx, &metrics, &p.text, p.kind) => r.err(),
+                        behind = backlog => {
+                            tracing::warn!(behind, node = ?params.node, "subscriber is not reading; dropping it");
+                            Some(SendError::Stalled)
+                        }
+                    };
+                    match outcome {
+                        None => {}
+                        Some(SendError::Stalled) => {
+                            tracing::warn!(node = ?params.node, "subscriber stopped reading; dropped");
+                            metrics.lagged_disconnects.inc();
+                            return;
+                        }
+                        Some(SendError::Closed) => return,
                     }
                     sent_upto = sent_upto.max(p.seq);
                     stream.set_subscriber_seq(id, sent_upto);
@@ -420,7 +476,9 @@ pub async fn serve_ws(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = ping.tick() => {
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                let ping = tokio::time::timeout(SEND_DEADLINE, tx.send(Message::Ping(Default::default())));
+                if !matches!(ping.await, Ok(Ok(()))) {
+                    metrics.lagged_disconnects.inc();
                     return;
                 }
             }

@@ -64,6 +64,21 @@ pub struct Args {
     /// (B gives B-1, B-2...); give each till its own. Default: two letters from the node id.
     #[arg(long, value_parser = parse_till_letter)]
     pub till_letter: Option<String>,
+    /// Connections served at once (more are refused with a 503 until some close).
+    #[arg(long, default_value_t = capsule_hub::Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections from one IP address at once.
+    #[arg(long, default_value_t = capsule_hub::Limits::default().max_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's head; also how long an idle keep-alive
+    /// connection stays open (ms).
+    #[arg(long, default_value_t = capsule_hub::Limits::default().header_timeout.as_millis() as u64)]
+    pub header_timeout_ms: u64,
+    /// A host name this node answers to (besides IP addresses, localhost and its own name),
+    /// e.g. a DNS name for the manager's PC. Repeatable. Other names are refused, so a web
+    /// page cannot reach the node through DNS rebinding.
+    #[arg(long = "allow-host")]
+    pub allow_hosts: Vec<String>,
     /// Hub: write a consistent copy of the database into this folder on a schedule.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
@@ -179,6 +194,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.pull_window = Duration::from_millis(args.pull_window_ms);
     config.silence_timeout = Duration::from_millis(args.silence_ms.max(1));
     config.provisional_prefix = args.till_letter;
+    if args.max_connections < 1 || args.max_connections_per_ip < 1 {
+        anyhow::bail!("--max-connections and --max-connections-per-ip must be at least 1");
+    }
+    config.limits.max_connections = args.max_connections;
+    config.limits.max_per_ip = args.max_connections_per_ip;
+    config.limits.header_timeout = Duration::from_millis(args.header_timeout_ms.max(100));
+    config.allowed_hosts = args.allow_hosts;
     config.backup = args.backup_dir.map(|dir| crate::backup::BackupSchedule {
         dir,
         every: args.backup_every,

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     pub backup: Option<crate::backup::BackupSchedule>,
     /// Till: what its provisional order numbers start with (`B` gives B-1, B-2...).
     pub provisional_prefix: Option<String>,
+    /// Connection limits of this node's server.
+    pub limits: capsule_hub::Limits,
+    /// Host names this node answers to besides IP addresses, `localhost` and its own name.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl NodeConfig {
@@ -69,6 +73,8 @@ impl NodeConfig {
             silence_timeout: std::time::Duration::from_secs(30),
             backup: None,
             provisional_prefix: None,
+            limits: capsule_hub::Limits::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -285,10 +291,21 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     let router = with_ui(router, config.ui_dir.as_deref());
+    let router = capsule_hub::guard::layer(
+        router,
+        capsule_hub::guard::Hosts::for_this_machine(&config.allowed_hosts),
+    );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(capsule_hub::serve(listener, router, async {
-        let _ = rx.await;
-    }));
+    let mut limits = config.limits;
+    limits.max_connections = capsule_hub::connection_capacity(limits.max_connections);
+    let server = tokio::spawn(capsule_hub::serve(
+        listener,
+        router,
+        async {
+            let _ = rx.await;
+        },
+        limits,
+    ));
     Ok(RunningNode {
         addr,
         node_id: store.node_id().to_string(),

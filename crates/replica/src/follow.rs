@@ -15,6 +15,8 @@ use crate::metrics::ReplicaMetrics;
 use crate::{LocalChange, OnChange, ReplicaError, Result, ws_url};
 
 /// Most frames gathered into one burst before it is processed.
+/// Largest frame a till accepts from its hub's stream.
+const HUB_FRAME_LIMIT: usize = 16 * 1024 * 1024;
 const MAX_BURST: usize = 2000;
 /// How long a burst stays open for more frames once one has arrived.
 const BURST_WINDOW: Duration = Duration::from_millis(3);
@@ -170,9 +172,14 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     if local_hub.is_some() {
         url.push_str(&format!("&since={local_seq}"));
     }
+    // Frames from the hub are bounded (a replay chunk, a coalesced window of legacy rows);
+    // anything far larger is a broken or hostile peer, not data to buffer.
+    let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(HUB_FRAME_LIMIT))
+        .max_frame_size(Some(HUB_FRAME_LIMIT));
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async_with_config(url, Some(limits), false),
     )
     .await
     .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?

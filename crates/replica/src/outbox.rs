@@ -30,7 +30,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 enum Outcome {
     Confirmed(Vec<MutationResult>),
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+    },
     /// The hub could not be reached (or was busy); the write stays queued.
     Deferred,
 }

@@ -1,0 +1,219 @@
+//! The one HTTP server every node runs: a bounded accept loop in front of the router.
+//!
+//! One client on the shop's Wi-Fi must not take a node down for everyone else, so the loop
+//! bounds what a connection can hold: at most [`Limits::max_connections`] at once and
+//! [`Limits::max_per_ip`] from one address (more are answered with a short 503 and closed,
+//! off the accept loop); a request's head must arrive within [`Limits::header_timeout`],
+//! which also closes keep-alive connections that stay idle that long; a request body must
+//! arrive within [`Limits::body_timeout`]. Accept errors such as running out of file
+//! descriptors pause the loop briefly instead of spinning, and connections already admitted
+//! keep being served. Peer traffic (pairing and encryption later) goes through here, so it
+//! can be secured in one place.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+/// Connection limits of a node's server; one place for their defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once (HTTP and `/ws` together).
+    pub max_connections: usize,
+    /// Connections from one IP address at once.
+    pub max_per_ip: usize,
+    /// Time to send a request's head; also how long a keep-alive connection may sit idle.
+    pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_per_ip: 128,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// File descriptors kept free for the database, logs and outgoing connections.
+const FD_RESERVE: u64 = 64;
+/// How long a refused connection gets to take its 503.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// How long shutdown waits for connections to finish their requests.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Raises the soft open-file limit to the hard one, and returns how many connections fit.
+pub fn connection_capacity(wanted: usize) -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => wanted.min(n.saturating_sub(FD_RESERVE).max(1) as usize),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            wanted
+        }
+    }
+}
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place within the limits. Every request carries a handle to it, so a
+/// connection upgraded to a WebSocket keeps its place for as long as the socket lives (the
+/// `/ws` handler holds it), not just until the upgrade.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<Slot>);
+
+/// Gives its place back however the connection ends.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Takes a slot for a connection from `ip`, or says why not.
+fn admit(counts: &Arc<Mutex<Counts>>, ip: IpAddr, limits: &Limits) -> Result<Slot, String> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let from_ip = c.by_ip.get(&ip).copied().unwrap_or(0);
+    if from_ip >= limits.max_per_ip {
+        return Err(format!(
+            "too many connections from {ip} ({from_ip} open, at most {}); close some and retry",
+            limits.max_per_ip
+        ));
+    }
+    if c.total >= limits.max_connections {
+        return Err(format!(
+            "this node is serving its most connections ({}); retry shortly",
+            limits.max_connections
+        ));
+    }
+    c.total += 1;
+    *c.by_ip.entry(ip).or_default() += 1;
+    Ok(Slot {
+        counts: counts.clone(),
+        ip,
+    })
+}
+
+/// Answers a connection over the limits with a short JSON 503 and closes it.
+async fn refuse(mut stream: TcpStream, why: String) {
+    let body = serde_json::json!({ "error": why }).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_timeout,
+    ));
+    let counts: Arc<Mutex<Counts>> = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors (or a connection reset before accept): the
+                // connections already open keep being served; try again shortly.
+                tracing::warn!(error = %e, "accept failed; pausing the accept loop");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match admit(&counts, peer.ip(), &limits) {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::debug!(%peer, %why, "connection refused");
+                tokio::spawn(refuse(stream, why));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let mut stop = stop_rx.clone();
+        let slot = ConnectionSlot(Arc::new(slot));
+        tasks.spawn(async move {
+            let service = TowerToHyperService::new(router.map_request(
+                move |mut req: axum::http::Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(slot.clone());
+                    req
+                },
+            ));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(64 * 1024);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, conn).await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(())
+}
+
+/// The peer address of a request served by [`serve`].
+pub type Peer = ConnectInfo<SocketAddr>;
