@@ -53,6 +53,10 @@ impl Default for Limits {
 const FD_RESERVE: u64 = 64;
 /// How long a refused connection gets to take its 503.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// Kernel send buffer of each connection. Left to autotuning, Linux lets megabytes pile up for
+/// a client that stopped reading before a send blocks; with this bound a stalled `/ws`
+/// subscriber blocks within a few hundred KiB and is dropped by its send deadline.
+const SEND_BUFFER: usize = 256 * 1024;
 /// How long shutdown waits for connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -177,6 +181,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let router = router.clone();
         let mut stop = stop_rx.clone();
         let slot = ConnectionSlot(Arc::new(slot));
