@@ -127,7 +127,8 @@ pub async fn follow(
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> capsule_store::Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)

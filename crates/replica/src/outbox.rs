@@ -16,9 +16,10 @@ use std::time::Duration;
 use capsule_protocol::{
     BatchPull, ErrorBody, MutationBatch, MutationResponse, MutationResult, MutationStatus,
 };
-use capsule_store::{Store, StoreError};
+use capsule_store::Store;
 use tokio::sync::{Notify, broadcast};
 
+use crate::follow::blocking;
 use crate::{LocalChange, OnChange, ReplicaError, Result};
 
 /// How long a write waits for the hub's confirmation before it is answered as queued.
@@ -286,13 +287,4 @@ async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result
     resp.json()
         .await
         .map_err(|e| ReplicaError::Protocol(format!("bad answer from the hub: {e}")))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> capsule_store::Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplicaError::Protocol(format!("task failed: {e}")))?
-        .map_err(|e: StoreError| e.into())
 }
