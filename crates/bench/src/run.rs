@@ -140,6 +140,7 @@ impl Replicas {
             tasks.push(tokio::spawn(capsule_replica::follow(
                 store.clone(),
                 config,
+                capsule_replica::HubTarget::fixed(hub),
                 link.clone(),
                 on_change.clone(),
                 metrics.clone(),

@@ -64,6 +64,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/tables/{table}", get(table_rows))
         .route("/api/snapshot", get(snapshot))
         .route("/api/changes", get(changes))
+        .route("/api/changed", get(changed))
+        .route("/api/mids", get(mids))
         .route("/api/admin/modes", get(get_modes).post(set_modes))
         .route(
             "/api/nodes/report",
@@ -229,6 +231,42 @@ async fn snapshot(
 
 /// `GET /api/changes?since=SEQ[&limit=N]`: capsules logged after `since`, for a subscriber
 /// repairing a gap. 410 when the log no longer reaches back that far (take a snapshot).
+/// Most entities one `GET /api/changed` or mids one `GET /api/mids` answers with.
+pub const MAX_CHANGED: usize = 5000;
+
+fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
+    q.get(name)
+        .ok_or_else(|| ApiError::bad_request(format!("query parameter '{name}' is required")))?
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("'{name}' must be a non-negative integer version")))
+}
+
+/// Entities changed after a version: how a till current under an earlier hub catches up.
+async fn changed(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<capsule_protocol::ChangedSince>, ApiError> {
+    let since = int_param(&q, "since_v")?;
+    let store = s.store.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || store.changed_since(since, MAX_CHANGED)).await??,
+    ))
+}
+
+/// Mutation ids applied after a version, for replicas that may become hub.
+async fn mids(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<capsule_protocol::AppliedMids>, ApiError> {
+    let after = int_param(&q, "after")?;
+    let store = s.store.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || store.mids_since(after, MAX_CHANGED)).await??,
+    ))
+}
+
 async fn changes(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,

@@ -31,6 +31,8 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::NotHub(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Gone(_) => StatusCode::GONE,
             StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::Storage(_) => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

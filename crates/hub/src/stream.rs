@@ -21,7 +21,7 @@ pub const SUBSCRIBER_BUFFER: usize = 4096;
 
 /// How often an idle subscriber is pinged by default, so a till notices a dead link (Wi-Fi
 /// gone without a TCP reset) within its silence timeout and a live one never looks dead.
-pub const PING_EVERY: Duration = Duration::from_secs(10);
+pub const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// Nodes whose reports the hub keeps.
 pub const MAX_REPORTS: usize = 64;
@@ -90,6 +90,10 @@ struct Inner {
     reports: Mutex<HashMap<String, (i64, serde_json::Value)>>,
     next_subscriber: AtomicU64,
     ping_every_ms: AtomicU64,
+    term: AtomicI64,
+    /// Set when this stream's node stops serving it (a role change): subscribers are closed,
+    /// so they reconnect and find what the node is now.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 /// Who is connecting, from the `/ws` query string.
@@ -97,6 +101,10 @@ struct Inner {
 pub struct WsParams {
     /// Replay log entries after this position before going live.
     pub since: Option<i64>,
+    /// The hub and term `since` was counted in; a different one makes `since` meaningless
+    /// here, so the subscriber gets the live stream and catches up by version instead.
+    pub hub: Option<String>,
+    pub term: Option<i64>,
     pub node: Option<String>,
     pub role: Option<String>,
 }
@@ -117,8 +125,20 @@ impl Stream {
                 reports: Mutex::new(HashMap::new()),
                 next_subscriber: AtomicU64::new(1),
                 ping_every_ms: AtomicU64::new(PING_EVERY.as_millis() as u64),
+                term: AtomicI64::new(0),
+                closed: tokio::sync::watch::channel(false).0,
             }),
         }
+    }
+
+    /// Ends every subscription, now and later (the node stopped serving this stream).
+    pub fn close(&self) {
+        self.inner.closed.send_replace(true);
+    }
+
+    /// The hub term this stream's positions belong to (told in every hello).
+    pub fn set_term(&self, term: i64) {
+        self.inner.term.store(term, Ordering::Relaxed);
     }
 
     pub fn set_ping_every(&self, every: Duration) {
@@ -298,9 +318,19 @@ pub async fn serve_ws(
     socket: WebSocket,
     stream: Stream,
     store: Option<Arc<Store>>,
-    params: WsParams,
+    mut params: WsParams,
     peer: String,
 ) {
+    let foreign = params
+        .hub
+        .as_deref()
+        .is_some_and(|h| h != stream.inner.node_id)
+        || params
+            .term
+            .is_some_and(|t| t != stream.inner.term.load(Ordering::Relaxed));
+    if foreign {
+        params.since = None;
+    }
     let metrics = stream.metrics().clone();
     let (mut tx, mut rx) = socket.split();
     // Subscribe and read the position under the publish lock: every frame published after
@@ -347,6 +377,7 @@ pub async fn serve_ws(
         seq: start,
         v: stream.version(),
         oldest,
+        term: stream.inner.term.load(Ordering::Relaxed),
     };
     if send_frame(&mut tx, &metrics, &hello, FrameKind::Control)
         .await
@@ -426,8 +457,13 @@ pub async fn serve_ws(
         stream.inner.ping_every_ms.load(Ordering::Relaxed),
     ));
     ping.tick().await;
+    let mut closed = stream.inner.closed.subscribe();
     loop {
         tokio::select! {
+            _ = async { let _ = closed.wait_for(|c| *c).await; } => {
+                let _ = tx.close().await;
+                return;
+            }
             frame = frames.recv() => match frame {
                 Ok(p) => {
                     // A frame published while we replayed is covered by the replay. Compare

@@ -21,9 +21,33 @@ use crate::node::{NodeConfig, Role, start};
     about = "Capsule POS node: a hub or a till, headless."
 )]
 pub struct Args {
-    /// What this node is.
+    /// What this node is: `auto` joins the shop's mesh and lets the election decide (what a
+    /// shop runs); `hub` and `till --hub URL` are fixed setups; `screen` is a kitchen
+    /// display (follows like a till, never becomes hub).
     #[arg(long, value_enum)]
     pub role: Role,
+    /// A name staff know this node by, shown in the UI ("Till 2", "Manager PC").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Election priority: among equally up-to-date nodes the highest becomes hub, and gets
+    /// it back after a crash (start the manager's PC with a higher one than the tills).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(0..=1000))]
+    pub priority: i64,
+    /// Another node of the shop (http://HOST:PORT), for networks that block multicast.
+    /// Repeatable.
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// Do not use mDNS to find the shop's other nodes (static --peer only).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// The URL other nodes reach this one at (default: the listen address, or this
+    /// machine's LAN address when listening on 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Hub: hand the hub back to a preferred node only after this long without a write
+    /// (and three times this long in office), in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub handback_quiet_ms: u64,
     /// Directory for this node's SQLite database.
     #[arg(long)]
     pub data: PathBuf,
@@ -55,10 +79,11 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub pull_window_ms: u64,
     /// Hub: ping idle subscribers this often (ms).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 1_000)]
     pub ping_ms: u64,
-    /// Till: treat the hub as gone after this long without hearing from it (ms).
-    #[arg(long, default_value_t = 30_000)]
+    /// Till: treat the hub as gone after this long without hearing from it (ms); a hub
+    /// that froze or lost its cable is noticed this fast.
+    #[arg(long, default_value_t = 2_500)]
     pub silence_ms: u64,
     /// Till: letters its provisional order numbers start with while the hub is out of reach
     /// (B gives B-1, B-2...); give each till its own. Default: two letters from the node id.
@@ -159,22 +184,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => Schema::builtin(),
     };
     if args.role == Role::Till && args.hub.is_none() {
-        anyhow::bail!("a till needs --hub http://HOST:PORT");
+        anyhow::bail!("a till needs --hub http://HOST:PORT (or use --role auto to join the shop's mesh)");
     }
-    if args.role == Role::Hub && args.hub.is_some() {
-        anyhow::bail!("--hub is for tills; a hub serves its own data");
+    if matches!(args.role, Role::Hub | Role::Auto) && args.hub.is_some() {
+        anyhow::bail!("--hub is for fixed tills and screens; a hub serves its own data and --role auto finds it");
     }
-    if args.demo && args.role != Role::Hub {
+    if args.demo && !matches!(args.role, Role::Hub | Role::Auto) {
         anyhow::bail!("--demo seeds a hub; tills get the demo from their hub");
     }
-    let default_port = if args.role == Role::Hub { 7700 } else { 7701 };
+    if args.priority > 0 && args.role == Role::Screen && args.priority != 1 {
+        anyhow::bail!("kitchen screens never become hub; --priority is for --role auto");
+    }
+    let default_port = if matches!(args.role, Role::Hub | Role::Auto) { 7700 } else { 7701 };
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
     let ui_dir = args
         .ui
         .or_else(|| Some(PathBuf::from("ui/dist")).filter(|p| p.join("index.html").is_file()));
-    if args.backup_dir.is_some() && args.role != Role::Hub {
+    if args.backup_dir.is_some() && !matches!(args.role, Role::Hub | Role::Auto) {
         anyhow::bail!("--backup-dir is for the hub; tills hold copies of its data");
     }
     if args.log_keep < 1 {
@@ -201,6 +229,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.limits.max_per_ip = args.max_connections_per_ip;
     config.limits.header_timeout = Duration::from_millis(args.header_timeout_ms.max(100));
     config.allowed_hosts = args.allow_hosts;
+    config.name = args.name;
+    config.priority = args.priority;
+    config.peers = args.peers;
+    config.mdns = !args.no_mdns;
+    config.advertise = args.advertise.map(|a| a.trim_end_matches('/').to_string());
+    config.handback_quiet = Duration::from_millis(args.handback_quiet_ms.max(100));
     config.backup = args.backup_dir.map(|dir| crate::backup::BackupSchedule {
         dir,
         every: args.backup_every,

@@ -3,6 +3,7 @@
 //! The desktop shell (`src-tauri`) and the headless binary both start nodes through
 //! [`node::start`], so they run the same code.
 
+mod auto;
 pub mod backup;
 pub mod cli;
 pub mod demo;

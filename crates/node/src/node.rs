@@ -11,7 +11,7 @@ use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
 use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
 use capsule_protocol::{BackupStatus, MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
-    FollowConfig, Link, LocalChange, OnChange, Outbox, ReplicaError, ReplicaMetrics,
+    FollowConfig, HubTarget, Link, LocalChange, OnChange, Outbox, ReplicaError, ReplicaMetrics,
 };
 use capsule_store::{Durability, Store};
 use tokio::net::TcpListener;
@@ -24,6 +24,10 @@ pub enum Role {
     Hub,
     /// Keeps a replica of the hub's data and forwards its own writes.
     Till,
+    /// Joins the shop's mesh and lets the election decide between hub and till.
+    Auto,
+    /// A kitchen screen: follows like a till, never becomes hub.
+    Screen,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +58,19 @@ pub struct NodeConfig {
     pub limits: capsule_hub::Limits,
     /// Host names this node answers to besides IP addresses, `localhost` and its own name.
     pub allowed_hosts: Vec<String>,
+    /// Mesh: a name staff know this node by ("Till 2", "Manager PC").
+    pub name: Option<String>,
+    /// Mesh: election priority (the manager's PC higher than tills).
+    pub priority: i64,
+    /// Mesh: static peers (`http://host:port`), for networks that block multicast.
+    pub peers: Vec<String>,
+    /// Mesh: find peers with mDNS too.
+    pub mdns: bool,
+    /// Mesh: the URL others reach this node at, when it listens on 0.0.0.0.
+    pub advertise: Option<String>,
+    /// Mesh: a hub hands the hub back to a preferred node only after this long without a
+    /// write, and after three times this long in office (no flapping during a rush).
+    pub handback_quiet: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -70,11 +87,17 @@ impl NodeConfig {
             publisher: PublisherConfig::default(),
             light: false,
             pull_window: std::time::Duration::from_millis(100),
-            silence_timeout: std::time::Duration::from_secs(30),
+            silence_timeout: std::time::Duration::from_millis(2500),
             backup: None,
             provisional_prefix: None,
             limits: capsule_hub::Limits::default(),
             allowed_hosts: Vec::new(),
+            name: None,
+            priority: 1,
+            peers: Vec::new(),
+            mdns: true,
+            advertise: None,
+            handback_quiet: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -131,23 +154,14 @@ impl RunningNode {
 /// Opens the store, starts the role's tasks and binds the server. Prints nothing; the CLI
 /// prints the `listening on` line.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let db = config.data_dir.join("node.sqlite3");
-    let schema = config.schema.clone();
+    let elected = matches!(config.role, Role::Auto)
+        || (config.role == Role::Screen && config.hub_url.is_none());
     let durability = match config.role {
         Role::Hub => Durability::Full,
-        Role::Till => Durability::Replica,
+        // Followers fsync at checkpoints; an elected node switches to full fsync while hub.
+        Role::Till | Role::Screen | Role::Auto => Durability::Replica,
     };
-    let store = tokio::task::spawn_blocking(move || Store::open_with(&db, schema, durability))
-        .await?
-        .with_context(|| {
-            format!(
-                "cannot open {}",
-                config.data_dir.join("node.sqlite3").display()
-            )
-        })?;
-    let store = Arc::new(store);
+    let store = open_store(&config, durability).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -155,142 +169,82 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let self_url = format!("http://{addr}");
 
     let mut background = Vec::new();
-    let router = match config.role {
-        Role::Hub => {
-            if config.demo {
-                let s = store.clone();
-                let seeded =
-                    tokio::task::spawn_blocking(move || crate::demo::seed_if_empty(&s)).await??;
-                if seeded > 0 {
-                    tracing::info!(mutations = seeded, "seeded demo data");
-                }
-            }
-            let hub = Hub::start(store.clone(), config.publisher)?;
-            let backup_state = config.backup.as_ref().map(|b| {
-                let state = Arc::new(std::sync::Mutex::new(BackupStatus {
-                    dir: b.dir.display().to_string(),
-                    every_s: b.every.as_secs(),
-                    keep: b.keep,
-                    ..BackupStatus::default()
-                }));
-                background.push(tokio::spawn(crate::backup::run_schedule(
-                    store.clone(),
-                    b.clone(),
-                    state.clone(),
-                )));
-                state
-            });
-            let stream = hub.stream.clone();
-            let node_id = store.node_id().to_string();
-            let status: StatusHandler = Arc::new(move || NodeStatus {
-                node_id: node_id.clone(),
-                role: "hub".into(),
-                state: "online".into(),
-                hub_url: Some(self_url.clone()),
-                hub_node_id: Some(node_id.clone()),
-                seq: stream.last_seq(),
-                pending: 0,
-                rejected: 0,
-                offline_since: None,
-                backup: backup_state
-                    .as_ref()
-                    .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            });
-            let commands = crate::routes::router(store.clone(), hub.mutations(), None);
-            let router = hub.router(status, None).merge(commands);
-            // The hub lives as long as the server: its publisher stops when it drops.
-            let hub = Arc::new(hub);
-            router.layer(axum::Extension(hub))
-        }
-        Role::Till => {
-            let hub_url = config.hub_url.clone().context("a till needs --hub URL")?;
-            let ui_stream = Stream::new(
-                store.node_id().to_string(),
-                "till",
-                Arc::new(NodeMetrics::default()),
-            );
-            let on_change: OnChange = {
-                let ui = ui_stream.clone();
-                Arc::new(move |c| match c {
-                    LocalChange::Changed(capsule) => ui.publish_next(capsule),
-                    LocalChange::Reset => ui.publish_reset(),
-                })
-            };
-            let link = Link::default();
-            let replica_metrics = Arc::new(ReplicaMetrics::default());
-            let mut follow = FollowConfig::new(hub_url.clone(), store.node_id());
-            follow.light = config.light;
-            follow.pull_window = config.pull_window;
-            follow.silence_timeout = config.silence_timeout;
-            background.push(tokio::spawn(capsule_replica::follow(
-                store.clone(),
-                follow,
-                link.clone(),
-                on_change.clone(),
-                replica_metrics.clone(),
-            )));
-            background.push(tokio::spawn(capsule_replica::report(
-                hub_url.clone(),
-                store.node_id().to_string(),
-                link.clone(),
-                replica_metrics.clone(),
-            )));
-            let extra: ExtraMetrics = Arc::new(move |text, json| {
-                replica_metrics.render(text);
-                json.insert(
-                    "replica".into(),
-                    serde_json::to_value(replica_metrics.to_json()).expect("serialises"),
-                );
-            });
-            let prefix = config
-                .provisional_prefix
-                .clone()
-                .unwrap_or_else(|| default_prefix(store.node_id()));
-            let outbox = Arc::new(Outbox::new(store.clone(), &hub_url, on_change, prefix));
-            background.push(tokio::spawn(outbox.clone().run()));
-            let mutations: MutationHandler = {
-                let outbox = outbox.clone();
-                Arc::new(move |batch: MutationBatch| {
-                    let o = outbox.clone();
-                    Box::pin(async move {
-                        o.submit(batch)
-                            .await
-                            .map(|s| s.response)
-                            .map_err(forward_error)
-                    })
-                })
-            };
-            let node_id = store.node_id().to_string();
-            let status_store = store.clone();
-            let status: StatusHandler = Arc::new(move || {
-                let l = link.get();
-                let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
-                NodeStatus {
+    let router = if elected {
+        store.set_authority(false);
+        let (router, tasks) = crate::auto::start(store.clone(), &config, addr, &self_url).await?;
+        background.extend(tasks);
+        router
+    } else {
+        match config.role {
+            Role::Hub => {
+                let parts = hub_parts(&store, &config, 0, &mut background).await?;
+                let stream = parts.hub.stream.clone();
+                let node_id = store.node_id().to_string();
+                let backup_state = parts.backup.clone();
+                let status: StatusHandler = Arc::new(move || NodeStatus {
                     node_id: node_id.clone(),
-                    role: "till".into(),
-                    state: l.state.as_str().into(),
-                    hub_url: Some(hub_url.clone()),
-                    hub_node_id: l.hub_node_id,
-                    seq: l.seq,
-                    pending,
-                    rejected,
-                    offline_since: l.offline_since,
-                    backup: None,
-                }
-            });
-            let commands = crate::routes::router(store.clone(), mutations.clone(), Some(outbox));
-            api::router(ApiState {
-                store: store.clone(),
-                stream: ui_stream,
-                mutations,
-                status,
-                modes: None,
-                extra_metrics: Some(extra),
-            })
-            .merge(commands)
+                    role: "hub".into(),
+                    state: "online".into(),
+                    hub_url: Some(self_url.clone()),
+                    hub_node_id: Some(node_id.clone()),
+                    seq: stream.last_seq(),
+                    pending: 0,
+                    rejected: 0,
+                    offline_since: None,
+                    backup: backup_state
+                        .as_ref()
+                        .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+                    term: 0,
+                    priority: 0,
+                    mesh: None,
+                    peers: Vec::new(),
+                    hub_change: None,
+                });
+                with_ui(parts.router(&store, status), config.ui_dir.as_deref())
+            }
+            Role::Till | Role::Screen | Role::Auto => {
+                let hub_url = config.hub_url.clone().context("a till needs --hub URL")?;
+                let link = Link::default();
+                let metrics = Arc::new(ReplicaMetrics::default());
+                let role = if config.role == Role::Screen { "screen" } else { "till" };
+                let parts = follower_parts(
+                    &store,
+                    &config,
+                    HubTarget::fixed(&hub_url),
+                    link.clone(),
+                    metrics,
+                    role,
+                    false,
+                );
+                let node_id = store.node_id().to_string();
+                let status_store = store.clone();
+                let status: StatusHandler = Arc::new(move || {
+                    let l = link.get();
+                    let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
+                    NodeStatus {
+                        node_id: node_id.clone(),
+                        role: role.into(),
+                        state: l.state.as_str().into(),
+                        hub_url: Some(hub_url.clone()),
+                        hub_node_id: l.hub_node_id,
+                        seq: l.seq,
+                        pending,
+                        rejected,
+                        offline_since: l.offline_since,
+                        backup: None,
+                        term: 0,
+                        priority: 0,
+                        mesh: None,
+                        peers: Vec::new(),
+                        hub_change: None,
+                    }
+                });
+                let router = parts.router(&store, status);
+                background.extend(parts.tasks);
+                with_ui(router, config.ui_dir.as_deref())
+            }
         }
     };
-    let router = with_ui(router, config.ui_dir.as_deref());
     let router = capsule_hub::guard::layer(
         router,
         capsule_hub::guard::Hosts::for_this_machine(&config.allowed_hosts),
@@ -316,6 +270,184 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     })
 }
 
+pub(crate) async fn open_store(
+    config: &NodeConfig,
+    durability: Durability,
+) -> anyhow::Result<Arc<Store>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("node.sqlite3");
+    let schema = config.schema.clone();
+    let path = db.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&path, schema, durability))
+        .await?
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// A hub's running pieces.
+pub(crate) struct HubParts {
+    pub hub: Arc<Hub>,
+    pub backup: Option<Arc<std::sync::Mutex<BackupStatus>>>,
+}
+
+impl HubParts {
+    /// The hub's API, its commands and `/ws`, answering `/api/status` with `status`.
+    pub fn router(&self, store: &Arc<Store>, status: StatusHandler) -> Router {
+        let commands = crate::routes::router(store.clone(), self.hub.mutations(), None);
+        self.hub
+            .router(status, None)
+            .merge(commands)
+            // The hub lives as long as a router serving it: its publisher stops when it drops.
+            .layer(axum::Extension(self.hub.clone()))
+    }
+}
+
+/// Starts the hub of `term` over `store` (seeding the demo first when asked); its backup
+/// schedule, if any, joins `tasks`.
+pub(crate) async fn hub_parts(
+    store: &Arc<Store>,
+    config: &NodeConfig,
+    term: i64,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<HubParts> {
+    if config.demo {
+        let s = store.clone();
+        let seeded = tokio::task::spawn_blocking(move || crate::demo::seed_if_empty(&s)).await??;
+        if seeded > 0 {
+            tracing::info!(mutations = seeded, "seeded demo data");
+        }
+    }
+    let hub = Hub::start(store.clone(), config.publisher)?;
+    hub.stream.set_term(term);
+    let backup = config.backup.as_ref().map(|b| {
+        let state = Arc::new(std::sync::Mutex::new(BackupStatus {
+            dir: b.dir.display().to_string(),
+            every_s: b.every.as_secs(),
+            keep: b.keep,
+            ..BackupStatus::default()
+        }));
+        tasks.push(tokio::spawn(crate::backup::run_schedule(
+            store.clone(),
+            b.clone(),
+            state.clone(),
+        )));
+        state
+    });
+    Ok(HubParts {
+        hub: Arc::new(hub),
+        backup,
+    })
+}
+
+/// A follower's running pieces (a till or a kitchen screen).
+pub(crate) struct FollowerParts {
+    pub ui_stream: Stream,
+    pub outbox: Arc<Outbox>,
+    pub mutations: MutationHandler,
+    pub extra: ExtraMetrics,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FollowerParts {
+    /// The till API over the replica, its commands and the local `/ws` for its own screens.
+    pub fn router(&self, store: &Arc<Store>, status: StatusHandler) -> Router {
+        let commands = crate::routes::router(
+            store.clone(),
+            self.mutations.clone(),
+            Some(self.outbox.clone()),
+        );
+        api::router(ApiState {
+            store: store.clone(),
+            stream: self.ui_stream.clone(),
+            mutations: self.mutations.clone(),
+            status,
+            modes: None,
+            extra_metrics: Some(self.extra.clone()),
+        })
+        .merge(commands)
+    }
+}
+
+/// Starts following the hub `target` points at: the stream, the outbox and reports.
+pub(crate) fn follower_parts(
+    store: &Arc<Store>,
+    config: &NodeConfig,
+    target: HubTarget,
+    link: Link,
+    replica_metrics: Arc<ReplicaMetrics>,
+    role: &'static str,
+    keep_mids: bool,
+) -> FollowerParts {
+    let ui_stream = Stream::new(
+        store.node_id().to_string(),
+        role,
+        Arc::new(NodeMetrics::default()),
+    );
+    let on_change: OnChange = {
+        let ui = ui_stream.clone();
+        Arc::new(move |c| match c {
+            LocalChange::Changed(capsule) => ui.publish_next(capsule),
+            LocalChange::Reset => ui.publish_reset(),
+        })
+    };
+    let mut follow = FollowConfig::new(String::new(), store.node_id());
+    follow.light = config.light;
+    follow.pull_window = config.pull_window;
+    follow.silence_timeout = config.silence_timeout;
+    follow.keep_mids = keep_mids;
+    follow.role = role;
+    let mut tasks = vec![
+        tokio::spawn(capsule_replica::follow(
+            store.clone(),
+            follow,
+            target.clone(),
+            link.clone(),
+            on_change.clone(),
+            replica_metrics.clone(),
+        )),
+        tokio::spawn(capsule_replica::report(
+            target.clone(),
+            store.node_id().to_string(),
+            role,
+            link,
+            replica_metrics.clone(),
+        )),
+    ];
+    let extra: ExtraMetrics = Arc::new(move |text, json| {
+        replica_metrics.render(text);
+        json.insert(
+            "replica".into(),
+            serde_json::to_value(replica_metrics.to_json()).expect("serialises"),
+        );
+    });
+    let prefix = config
+        .provisional_prefix
+        .clone()
+        .unwrap_or_else(|| default_prefix(store.node_id()));
+    let outbox = Arc::new(Outbox::new(store.clone(), target, on_change, prefix));
+    tasks.push(tokio::spawn(outbox.clone().run()));
+    let mutations: MutationHandler = {
+        let outbox = outbox.clone();
+        Arc::new(move |batch: MutationBatch| {
+            let o = outbox.clone();
+            Box::pin(async move {
+                o.submit(batch)
+                    .await
+                    .map(|s| s.response)
+                    .map_err(forward_error)
+            })
+        })
+    };
+    FollowerParts {
+        ui_stream,
+        outbox,
+        mutations,
+        extra,
+        tasks,
+    }
+}
+
 fn forward_error(e: ReplicaError) -> ApiError {
     match e {
         ReplicaError::Store(s) => s.into(),
@@ -333,7 +465,7 @@ const UI_MISSING: &str = "<!doctype html><meta charset=utf-8><title>Capsule POS<
 (or <code>npm ci &amp;&amp; npm run build</code> in <code>ui/</code>) and reload.</p>\
 <p>API: <a href=/api/status>/api/status</a>, <a href=/api/schema>/api/schema</a>.</p>";
 
-fn with_ui(router: Router, ui_dir: Option<&std::path::Path>) -> Router {
+pub(crate) fn with_ui(router: Router, ui_dir: Option<&std::path::Path>) -> Router {
     match ui_dir {
         Some(dir) if dir.join("index.html").is_file() => router
             .fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),

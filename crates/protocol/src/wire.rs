@@ -49,6 +49,9 @@ pub enum Frame {
         /// Oldest position the hub can still replay from (`since` >= oldest - 1 works).
         #[serde(default)]
         oldest: i64,
+        /// The hub's term: stream positions mean something only within one hub and term.
+        #[serde(default)]
+        term: i64,
     },
     /// One capsule at stream position `seq` (coalescing off).
     Capsule { seq: i64, capsule: Capsule },
@@ -322,6 +325,68 @@ pub struct NodeStatus {
     /// Scheduled backups, on a node that makes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// Highest hub term this node has seen (0 for a fixed `--role hub` setup).
+    #[serde(default)]
+    pub term: i64,
+    /// This node's election priority (higher is preferred as hub; screens are never hub).
+    #[serde(default)]
+    pub priority: i64,
+    /// `hub`, `till` or `screen` when this node lets the election decide; None for a fixed role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
+    /// The shop's nodes this node can see (itself included), when it is in a mesh.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+    /// Why the hub last changed, while that is recent (for the UI's banner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_change: Option<HubChange>,
+}
+
+/// One node of the mesh as another node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: String,
+    /// A name staff know it by (`--name`, e.g. "Till 2").
+    pub name: String,
+    pub url: String,
+    /// `hub`, `till` or `screen`.
+    pub role: String,
+    pub priority: i64,
+    /// Highest hub version its data holds.
+    pub fresh: i64,
+    pub term: i64,
+    pub live: bool,
+}
+
+/// The last change of hub this node saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubChange {
+    pub term: i64,
+    pub hub_node_id: String,
+    pub hub_name: String,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// `GET /api/changed?since_v=V`: which entities moved after hub version V, so a till that
+/// was current under another hub catches up without a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedSince {
+    /// The hub's version when this was read.
+    pub v: i64,
+    /// Entities changed (or gone) after `since_v`, oldest change first.
+    pub items: Vec<Capsule>,
+    /// More remain: ask again with `since_v` = the last item's `v`.
+    pub more: bool,
+}
+
+/// `GET /api/mids?after=V`: mutation ids the hub applied after version V, so every replica
+/// that may become hub knows them and a retried write stays a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedMids {
+    /// `(mid, version)`, in version order.
+    pub mids: Vec<(String, i64)>,
+    pub more: bool,
 }
 
 /// One write in a till's outbox (`GET /api/outbox`).

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_protocol::{BatchPull, Capsule, Changes, ErrorBody, Frame, Snapshot, now_ms};
+use capsule_protocol::{
+    AppliedMids, BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, Snapshot, now_ms,
+};
 use capsule_store::{Store, meta};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -12,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::link::{Link, LinkState};
 use crate::metrics::ReplicaMetrics;
-use crate::{LocalChange, OnChange, ReplicaError, Result, ws_url};
+use crate::{HubTarget, LocalChange, OnChange, ReplicaError, Result, ws_url};
 
 /// Most frames gathered into one burst before it is processed.
 /// Largest frame a till accepts from its hub's stream.
@@ -42,9 +44,14 @@ pub struct FollowConfig {
     pub pull_window: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
-    /// The hub pings every 10 s; this much silence means the link is dead even if TCP has
+    /// The hub pings every second; this much silence means the link is dead even if TCP has
     /// not noticed (Wi-Fi gone).
     pub silence_timeout: Duration,
+    /// Record the mutation ids the hub applied (a node that may become hub needs them, so a
+    /// write retried across a failover stays a duplicate).
+    pub keep_mids: bool,
+    /// How this node introduces itself on the hub's stream (`till`, `screen`).
+    pub role: &'static str,
 }
 
 impl FollowConfig {
@@ -56,7 +63,9 @@ impl FollowConfig {
             pull_window: Duration::from_millis(100),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
-            silence_timeout: Duration::from_secs(30),
+            silence_timeout: Duration::from_millis(2500),
+            keep_mids: false,
+            role: "till",
         }
     }
 }
@@ -71,11 +80,13 @@ struct Ctx<'a> {
     metrics: &'a ReplicaMetrics,
 }
 
-/// Keeps `store` following the hub for ever: reconnects with capped, jittered backoff.
-/// Local changes are announced through `ui` for the node's own screens.
+/// Keeps `store` following the hub `target` points at, for ever: reconnects with capped,
+/// jittered backoff, and at once when the target moves. Local changes are announced through
+/// `ui` for the node's own screens.
 pub async fn follow(
     store: Arc<Store>,
     config: FollowConfig,
+    mut target: HubTarget,
     link: Link,
     ui: OnChange,
     metrics: Arc<ReplicaMetrics>,
@@ -85,25 +96,42 @@ pub async fn follow(
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a plain HTTP client builds");
-    let ctx = Ctx {
-        store: &store,
-        config: &config,
-        link: &link,
-        ui: &ui,
-        http: &http,
-        metrics: &metrics,
-    };
     let mut backoff = config.min_backoff;
     // Sessions that failed in a row without the stored position moving. A capsule this till
     // cannot pull or merge (say, during a schema upgrade) would otherwise be replayed and fail
     // for ever; after a few tries a snapshot moves past it.
     let mut stuck: (i64, u32) = (-1, 0);
     loop {
+        let Some(url) = target.get() else {
+            link.set_offline("no hub is known yet".into());
+            target.changed().await;
+            continue;
+        };
+        let mut config = config.clone();
+        config.hub_url = url.trim_end_matches('/').to_string();
+        let ctx = Ctx {
+            store: &store,
+            config: &config,
+            link: &link,
+            ui: &ui,
+            http: &http,
+            metrics: &metrics,
+        };
         metrics.reconnects.inc();
         let force_snapshot = stuck.1 >= STUCK_SESSIONS;
-        match session(&ctx, force_snapshot).await {
-            Ok(()) => backoff = config.min_backoff,
-            Err(e) => {
+        let mut moved = target.clone();
+        let outcome = tokio::select! {
+            r = session(&ctx, force_snapshot) => Some(r),
+            _ = moved.changed() => None,
+        };
+        match outcome {
+            // The hub moved: follow the new one now, not after a backoff.
+            None => {
+                backoff = config.min_backoff;
+                continue;
+            }
+            Some(Ok(())) => backoff = config.min_backoff,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, hub = %config.hub_url, "link to hub lost");
                 link.set_offline(e.to_string());
                 let s = store.clone();
@@ -122,7 +150,11 @@ pub async fn follow(
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        let mut moved = target.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            _ = moved.changed() => {}
+        }
         backoff = (backoff * 2).min(config.max_backoff);
     }
 }
@@ -157,21 +189,18 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
 /// One connection's life. Returns Ok when the hub asked us to resynchronise.
 async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     let s = ctx.store.clone();
-    let (local_seq, local_hub) = blocking(move || {
-        Ok((
-            s.meta_i64(meta::STREAM_SEQ)?,
-            s.meta_text(meta::HUB_NODE_ID)?,
-        ))
-    })
-    .await?;
-    // Resume from where we were: the hub replays what we missed from its change log.
+    let (local_seq, (local_hub, local_term)) =
+        blocking(move || Ok((s.meta_i64(meta::STREAM_SEQ)?, s.followed_hub()?))).await?;
+    // Resume from where we were: the hub replays what we missed from its change log (if it
+    // is the hub and term that position was counted in).
     let mut url = format!(
-        "{}?node={}&role=till",
+        "{}?node={}&role={}",
         ws_url(&ctx.config.hub_url),
-        ctx.config.node_id
+        ctx.config.node_id,
+        ctx.config.role
     );
-    if local_hub.is_some() {
-        url.push_str(&format!("&since={local_seq}"));
+    if let Some(hub) = &local_hub {
+        url.push_str(&format!("&since={local_seq}&hub={hub}&term={local_term}"));
     }
     // Frames from the hub are bounded (a replay chunk, a coalesced window of legacy rows);
     // anything far larger is a broken or hostile peer, not data to buffer.
@@ -186,7 +215,9 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?
     .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
     let hello = match next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await? {
-        Some(Frame::Hello { node_id, seq, .. }) => (node_id, seq),
+        Some(Frame::Hello {
+            node_id, seq, term, ..
+        }) => (node_id, seq, term),
         other => {
             return Err(ReplicaError::Protocol(format!(
                 "expected hello, got {other:?}"
@@ -200,10 +231,14 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
         .fetch_max(hello.1, std::sync::atomic::Ordering::Relaxed);
 
     let mut applied = local_seq;
-    if local_hub.as_deref() != Some(hello.0.as_str()) || force_snapshot {
-        // New here, the data came from another hub, or following got stuck: start from a
-        // snapshot.
+    if local_hub.is_none() || force_snapshot {
+        // New here, or following got stuck: start from a snapshot.
         applied = take_snapshot(ctx).await?;
+        record_hub(ctx, &hello.0, hello.2).await?;
+    } else if local_hub.as_deref() != Some(hello.0.as_str()) || local_term != hello.2 {
+        // Another hub (a failover): what this till holds is current up to some version;
+        // fetch only what changed after it.
+        applied = catch_up(ctx, &hello.0, hello.1, hello.2).await?;
     }
     ctx.link.set_seq(applied);
     ctx.metrics.set_seq(applied);
@@ -329,6 +364,78 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     }
 }
 
+/// Catches up with a new hub by version: the writes this till had confirmed but not yet seen
+/// go back in line (the new hub has them, a duplicate, or needs them), then the entities
+/// changed after the version held here are pulled like a burst of capsules. Falls back to a
+/// snapshot when the hub cannot say what went away that long ago. Returns the new hub's
+/// stream position (from its hello: everything before it is in its tables now).
+async fn catch_up(ctx: &Ctx<'_>, hub: &str, seq: i64, term: i64) -> Result<i64> {
+    let s = ctx.store.clone();
+    let (mut since, requeued) =
+        blocking(move || Ok((s.freshness()?, s.outbox_requeue_sent()?))).await?;
+    tracing::info!(hub, term, since, requeued, "new hub; catching up by version");
+    let mut top = since;
+    loop {
+        let url = format!("{}/api/changed?since_v={since}", ctx.config.hub_url);
+        let changed: ChangedSince = match get_json(ctx, &url).await {
+            Ok(c) => c,
+            Err(ReplicaError::Hub { status: 410, .. }) => {
+                let at = take_snapshot(ctx).await?;
+                record_hub(ctx, hub, term).await?;
+                return Ok(at);
+            }
+            Err(e) => return Err(e),
+        };
+        top = top.max(changed.v);
+        let last = changed.items.last().map(|c| c.v);
+        if changed.items.len() > 50 {
+            ctx.link.set_state(LinkState::Syncing);
+        }
+        apply_burst(ctx, changed.items).await?;
+        match last {
+            Some(v) if changed.more && v > since => since = v,
+            _ => break,
+        }
+    }
+    fetch_mids(ctx).await?;
+    record_hub(ctx, hub, term).await?;
+    let s = ctx.store.clone();
+    blocking(move || s.advance_position(seq, top)).await?;
+    Ok(seq)
+}
+
+async fn record_hub(ctx: &Ctx<'_>, hub: &str, term: i64) -> Result<()> {
+    let (s, hub) = (ctx.store.clone(), hub.to_string());
+    blocking(move || {
+        s.set_meta(meta::HUB_NODE_ID, &hub)?;
+        s.set_meta(meta::HUB_TERM, &term.to_string())
+    })
+    .await
+}
+
+/// Records the mids the hub applied since the last ones recorded (replicas that may become
+/// hub only).
+async fn fetch_mids(ctx: &Ctx<'_>) -> Result<()> {
+    if !ctx.config.keep_mids {
+        return Ok(());
+    }
+    loop {
+        let s = ctx.store.clone();
+        let after = blocking(move || s.meta_i64(meta::MIDS_VERSION)).await?;
+        let url = format!("{}/api/mids?after={after}", ctx.config.hub_url);
+        let got: AppliedMids = get_json(ctx, &url).await?;
+        if got.mids.is_empty() {
+            return Ok(());
+        }
+        let s = ctx.store.clone();
+        let more = got.more;
+        blocking(move || s.record_mids(&got.mids)).await?;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
 /// Merges a burst's rows and pulls its capsules, then records the position reached.
 async fn flush(
     ctx: &Ctx<'_>,
@@ -353,7 +460,11 @@ async fn flush(
     }
     ctx.metrics.capsules_received.add(capsules.len() as u64);
     let stamps: Vec<i64> = capsules.iter().map(|c| c.ts).collect();
+    let any = !capsules.is_empty();
     apply_burst(ctx, capsules).await?;
+    if any {
+        fetch_mids(ctx).await?;
+    }
     let done = now_ms();
     for ts in stamps {
         ctx.metrics.e2e_lag.observe_ms((done - ts) as f64);

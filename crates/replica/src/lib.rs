@@ -43,6 +43,49 @@ pub enum LocalChange {
 /// Called for every local change, in order.
 pub type OnChange = std::sync::Arc<dyn Fn(LocalChange) + Send + Sync>;
 
+/// Where the hub is now. The mesh (or a fixed `--hub`) points it; following, the outbox and
+/// reports read it and move to a new hub the moment it changes.
+#[derive(Clone)]
+pub struct HubTarget {
+    rx: tokio::sync::watch::Receiver<Option<String>>,
+    /// Keeps a fixed target's sender alive, so `changed` waits instead of failing.
+    _fixed: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>>,
+}
+
+impl HubTarget {
+    /// A target that never moves (`--role till --hub URL`).
+    pub fn fixed(url: &str) -> HubTarget {
+        let (tx, rx) = tokio::sync::watch::channel(Some(url.trim_end_matches('/').to_string()));
+        HubTarget {
+            rx,
+            _fixed: Some(std::sync::Arc::new(tx)),
+        }
+    }
+
+    /// A target the returned sender moves (None: no hub known).
+    pub fn channel() -> (tokio::sync::watch::Sender<Option<String>>, HubTarget) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, HubTarget { rx, _fixed: None })
+    }
+
+    /// The hub's base URL now, marking it seen.
+    pub fn get(&mut self) -> Option<String> {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// The hub's base URL now.
+    pub fn peek(&self) -> Option<String> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits until the target moves (for ever if it cannot any more).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// `http://host:port` -> `ws://host:port/ws`.
 pub fn ws_url(hub_url: &str) -> String {
     let base = hub_url.trim_end_matches('/');

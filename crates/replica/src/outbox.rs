@@ -20,7 +20,7 @@ use capsule_store::Store;
 use tokio::sync::{Notify, broadcast};
 
 use crate::follow::blocking;
-use crate::{LocalChange, OnChange, ReplicaError, Result};
+use crate::{HubTarget, LocalChange, OnChange, ReplicaError, Result};
 
 /// How long a write waits for the hub's confirmation before it is answered as queued.
 pub const QUICK_CONFIRM: Duration = Duration::from_millis(400);
@@ -49,7 +49,7 @@ pub struct Submitted {
 
 pub struct Outbox {
     store: Arc<Store>,
-    hub_url: String,
+    hub: HubTarget,
     http: reqwest::Client,
     ui: OnChange,
     /// Provisional order numbers are `{prefix}-{n}`.
@@ -62,7 +62,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(store: Arc<Store>, hub_url: &str, ui: OnChange, prefix: String) -> Outbox {
+    pub fn new(store: Arc<Store>, hub: HubTarget, ui: OnChange, prefix: String) -> Outbox {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
@@ -70,7 +70,7 @@ impl Outbox {
             .expect("a plain HTTP client builds");
         Outbox {
             store,
-            hub_url: hub_url.trim_end_matches('/').to_string(),
+            hub,
             http,
             ui,
             prefix,
@@ -170,6 +170,7 @@ impl Outbox {
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                 continue;
             };
+            let used = self.hub.peek();
             match self.send(&req.batch).await {
                 Ok(answer) => {
                     self.reachable.store(true, Ordering::Relaxed);
@@ -205,7 +206,17 @@ impl Outbox {
                     tracing::debug!(error = %e, "hub not reachable for the outbox; retrying");
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
                     let wait = backoff + Duration::from_millis(jitter);
-                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                    // A new hub is worth trying at once, not after the backoff.
+                    let mut moved = self.hub.clone();
+                    if moved.get() != used {
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.wake.notified() => {}
+                        _ = moved.changed() => backoff = Duration::from_millis(100),
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -227,7 +238,8 @@ impl Outbox {
             }
         };
         for (entity, id) in touched {
-            let url = format!("{}/api/entities?entity={entity}&ids={id}", self.hub_url);
+            let Some(hub) = self.hub.peek() else { return };
+            let url = format!("{hub}/api/entities?entity={entity}&ids={id}");
             let pull: BatchPull = match self.get(&url).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -250,9 +262,13 @@ impl Outbox {
     }
 
     async fn send(&self, batch: &MutationBatch) -> Result<MutationResponse> {
+        let hub = self
+            .hub
+            .peek()
+            .ok_or_else(|| ReplicaError::Unreachable("no hub is known yet".into()))?;
         let resp = self
             .http
-            .post(format!("{}/api/mutations", self.hub_url))
+            .post(format!("{hub}/api/mutations"))
             .json(batch)
             .send()
             .await

@@ -6,24 +6,31 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{Link, ReplicaMetrics};
+use crate::{HubTarget, Link, ReplicaMetrics};
 
 pub const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// Reports for ever; a hub that is away simply misses reports.
-pub async fn report(hub_url: String, node_id: String, link: Link, metrics: Arc<ReplicaMetrics>) {
+pub async fn report(
+    target: HubTarget,
+    node_id: String,
+    role: &'static str,
+    link: Link,
+    metrics: Arc<ReplicaMetrics>,
+) {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .build()
         .expect("a plain HTTP client builds");
-    let url = format!("{}/api/nodes/report", hub_url.trim_end_matches('/'));
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tick.tick().await;
+        let Some(hub) = target.peek() else { continue };
+        let url = format!("{hub}/api/nodes/report");
         let body = json!({
             "node_id": node_id,
-            "role": "till",
+            "role": role,
             "state": link.get().state.as_str(),
             "replica": metrics.to_json(),
         });

@@ -10,6 +10,7 @@ mod backup;
 mod commands;
 mod ddl;
 mod derive;
+mod handover;
 #[cfg(test)]
 mod hardening_tests;
 mod merge;
@@ -30,6 +31,7 @@ use capsule_protocol::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use backup::backup_file;
+pub use handover::{Claim, VERSIONS_PER_TERM};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
@@ -53,6 +55,12 @@ pub enum StoreError {
     /// backup that cannot be written).
     #[error("{0}")]
     Storage(String),
+    /// This node is not (or no longer) the hub, so it cannot write authoritatively (HTTP 503).
+    #[error("{0}")]
+    NotHub(String),
+    /// The asked-for history is no longer (or not yet) kept here (HTTP 410).
+    #[error("{0}")]
+    Gone(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -72,6 +80,14 @@ pub mod meta {
     pub const MERGED_VERSION: &str = "merged_version";
     /// Till: last provisional order number handed out.
     pub const PROVISIONAL_NEXT: &str = "provisional_next";
+    /// Highest hub term this node has seen; written before a claim takes effect.
+    pub const TERM: &str = "term";
+    /// Till: the term of the hub its data and stream position came from.
+    pub const HUB_TERM: &str = "hub_term";
+    /// Tombstones (`_gone`) are complete for deletions after this version.
+    pub const GONE_SINCE: &str = "gone_since";
+    /// Replica: highest hub version whose mutation ids it has recorded.
+    pub const MIDS_VERSION: &str = "mids_version";
 }
 
 /// How many read connections are kept open for reuse.
@@ -85,6 +101,9 @@ pub struct Store {
     readers: Mutex<Vec<Connection>>,
     node_id: String,
     durability: Durability,
+    /// Whether this store may apply writes as the hub (cleared when a hub steps down, so a
+    /// write already queued behind the step-down is refused, never applied at the old term).
+    authority: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,6 +220,7 @@ impl Store {
             readers: Mutex::new(Vec::new()),
             node_id,
             durability,
+            authority: std::sync::atomic::AtomicBool::new(true),
         })
     }
 

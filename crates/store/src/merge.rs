@@ -145,6 +145,7 @@ impl Store {
             }
             _ => false,
         };
+        crate::handover::note_gone(&tx, &e.name, &capsule.id, capsule.v)?;
         tx.commit()?;
         Ok(deleted.then(|| local_capsule(&e.name, &capsule.id, vec![], capsule.v, true)))
     }
@@ -175,6 +176,9 @@ impl Store {
         sql::set_meta(&tx, meta::STREAM_SEQ, &snap.seq.to_string())?;
         sql::set_meta(&tx, meta::VERSION, &snap.v.to_string())?;
         sql::set_meta(&tx, meta::MERGED_VERSION, &snap.v.to_string())?;
+        // Deletions before the snapshot left no tombstone here: this copy cannot tell a
+        // follower what went away before it.
+        sql::set_meta(&tx, meta::GONE_SINCE, &snap.v.to_string())?;
         sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
         crate::outbox::prune(&tx)?;
         let everything = tx

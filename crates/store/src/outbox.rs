@@ -77,7 +77,7 @@ impl Store {
         // whatever the replica's usual durability (power lost after the answer loses nothing).
         conn.pragma_update(None, "synchronous", "FULL")?;
         let out = self.apply_local_in(&mut conn, batch, prefix);
-        if self.durability == crate::Durability::Replica {
+        if self.durability == crate::Durability::Replica && !self.is_authority() {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         out
@@ -98,7 +98,6 @@ impl Store {
             ..LocalApplied::default()
         };
         let mut changes = Changes::default();
-        let at = now_ms();
         for (index, m) in batch.mutations.iter_mut().enumerate() {
             if let Some(seq) = known_mid(&tx, &m.mid)? {
                 out.results.push(MutationResult {
@@ -124,20 +123,7 @@ impl Store {
                 other => other,
             })?;
             changes.absorb(one);
-            tx.prepare_cached(
-                "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                m.mid,
-                request,
-                m.table,
-                action_name(m.action),
-                serde_json::to_string(&*m).expect("a mutation serialises"),
-                target.as_ref().map(|t| t.0.clone()),
-                target.as_ref().map(|t| t.1.clone()),
-                at
-            ])?;
+            enqueue(&tx, m, &request, target)?;
             out.results.push(MutationResult {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
@@ -308,6 +294,30 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Queues one mutation under `request`, waiting for the hub.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    m: &Mutation,
+    request: &str,
+    target: Option<(String, String)>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        m.mid,
+        request,
+        m.table,
+        action_name(m.action),
+        serde_json::to_string(m).expect("a mutation serialises"),
+        target.as_ref().map(|t| t.0.clone()),
+        target.as_ref().map(|t| t.1.clone()),
+        now_ms()
+    ])?;
+    Ok(())
 }
 
 /// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`).

@@ -117,6 +117,11 @@ impl Store {
         let mut batch = batch.clone();
         prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let ApplyMode::Authoritative { source } = mode;
+        if !self.is_authority() {
+            return Err(StoreError::NotHub(
+                "this node is no longer the hub; send the write to the current hub".into(),
+            ));
+        }
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Applied::default();
@@ -158,6 +163,7 @@ impl Store {
             request_changes.absorb(changes);
             last_version = Some(seq);
             record_mid(&tx, &m.mid, seq)?;
+            crate::handover::journal(&tx, m, seq)?;
             out.results.push(MutationResult {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
@@ -551,6 +557,9 @@ pub(crate) fn finalize(
     for ((entity, id), ch) in &changes.entities {
         let e = &schema.entities[entity];
         if ch.gone {
+            if let Some(v) = version {
+                crate::handover::note_gone(conn, entity, id, v)?;
+            }
             out.push(Capsule {
                 entity: entity.clone(),
                 id: id.clone(),

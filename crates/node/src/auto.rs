@@ -1,0 +1,525 @@
+//! A node the shop's mesh decides about (`--role auto`, or a kitchen screen without `--hub`):
+//! it joins the gossip, runs the election every tick and swaps its role (hub or follower) in
+//! place, while its HTTP server, its address and its screens stay.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use capsule_hub::{Stream, StatusHandler};
+use capsule_mesh::{Member, Mesh, MeshConfig, SelfUpdate, Situation, Verdict};
+use capsule_protocol::{HubChange, NodeStatus, PeerStatus};
+use capsule_replica::{HubTarget, Link, ReplicaMetrics};
+use capsule_store::Store;
+use tower::ServiceExt;
+
+use crate::node::{FollowerParts, HubParts, NodeConfig, Role, follower_parts, hub_parts, with_ui};
+
+/// How often the election looks at the mesh.
+const TICK: Duration = Duration::from_millis(100);
+/// After start, how long to listen before claiming the hub: long enough for a few gossip
+/// rounds, so a node never claims just because it has not heard the others yet.
+const SETTLE_AFTER_START: Duration = Duration::from_secs(2);
+/// A handover the chosen node has not completed by then is called off.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A hub fenced by a higher term whose hub never shows up gives up the hub after this.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `/api/status` tells about this node's place in the mesh.
+#[derive(Default)]
+struct View {
+    role: &'static str,
+    term: i64,
+    hub_url: Option<String>,
+    hub_node_id: Option<String>,
+    hub_stream: Option<Stream>,
+    peers: Vec<PeerStatus>,
+    hub_change: Option<HubChange>,
+}
+
+enum Active {
+    Idle,
+    Hub {
+        parts: HubParts,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        claimed_from: i64,
+        since: Instant,
+    },
+    Follower(FollowerParts),
+}
+
+struct Controller {
+    store: Arc<Store>,
+    config: NodeConfig,
+    mesh: Mesh,
+    slot: Arc<RwLock<Router>>,
+    view: Arc<Mutex<View>>,
+    status: StatusHandler,
+    active: Active,
+    target_tx: tokio::sync::watch::Sender<Option<String>>,
+    target: HubTarget,
+    link: Link,
+    metrics: Arc<ReplicaMetrics>,
+    role_name: &'static str,
+    started: Instant,
+    fresh_told: i64,
+    /// The hub's stream position and when it last moved (for "quiet").
+    last_write: (i64, Instant),
+    handover: Option<(String, Instant)>,
+    no_handover_until: Option<Instant>,
+    fenced_at: Option<Instant>,
+}
+
+/// Joins the mesh and starts the election; returns the router that always serves whatever
+/// the node currently is.
+pub(crate) async fn start(
+    store: Arc<Store>,
+    config: &NodeConfig,
+    addr: SocketAddr,
+    self_url: &str,
+) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
+    let eligible = config.role == Role::Auto;
+    let url = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| advertised_url(addr, self_url));
+    let mesh = Mesh::start(
+        MeshConfig {
+            node_id: store.node_id().to_string(),
+            name: config
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::node::default_prefix(store.node_id())),
+            listen: addr,
+            url,
+            eligible,
+            priority: if eligible { config.priority } else { 0 },
+            peers: config.peers.iter().map(|p| peer_addr(p)).collect(),
+            mdns: config.mdns,
+            cluster: "capsule-pos".into(),
+        },
+        store.freshness()?,
+        store.term()?,
+    )
+    .await
+    .context("cannot join the shop's mesh (gossip on UDP)")?;
+    let placeholder = Router::new().fallback(|| async {
+        capsule_hub::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "this node is joining the shop's mesh; try again in a moment",
+        )
+    });
+    let slot = Arc::new(RwLock::new(placeholder));
+    let view = Arc::new(Mutex::new(View {
+        role: if eligible { "till" } else { "screen" },
+        term: store.term()?,
+        ..View::default()
+    }));
+    let link = Link::default();
+    let status = status_handler(store.clone(), view.clone(), link.clone(), config.priority);
+    let (target_tx, target) = HubTarget::channel();
+    let controller = Controller {
+        store: store.clone(),
+        config: config.clone(),
+        mesh,
+        slot: slot.clone(),
+        view,
+        status,
+        active: Active::Idle,
+        target_tx,
+        target,
+        link,
+        metrics: Arc::new(ReplicaMetrics::default()),
+        role_name: if eligible { "till" } else { "screen" },
+        started: Instant::now(),
+        fresh_told: -1,
+        last_write: (0, Instant::now()),
+        handover: None,
+        no_handover_until: None,
+        fenced_at: None,
+    };
+    // A node that starts with nothing elected yet serves its screens as a follower (offline,
+    // selling into its outbox) until the election says otherwise.
+    let mut controller = controller;
+    controller.become_follower(None);
+    let task = tokio::spawn(controller.run());
+    let dispatch = Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let router = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+            async move { router.oneshot(req).await }
+        },
+    ));
+    Ok((dispatch, vec![task]))
+}
+
+impl Controller {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.step().await {
+                tracing::error!(error = %e, "election step failed");
+            }
+        }
+    }
+
+    async fn step(&mut self) -> anyhow::Result<()> {
+        let s = self.store.clone();
+        let fresh = tokio::task::spawn_blocking(move || s.freshness()).await??;
+        if fresh != self.fresh_told {
+            self.mesh
+                .update(SelfUpdate {
+                    fresh: Some(fresh),
+                    ..SelfUpdate::default()
+                })
+                .await;
+            self.fresh_told = fresh;
+        }
+        let (me, live) = self.mesh.view().await;
+        self.publish_view(&me).await;
+        let situation = Situation {
+            settled: self.started.elapsed() >= SETTLE_AFTER_START,
+            quiet: self.quiet(),
+        };
+        let verdict = capsule_mesh::decide(&me, &live, situation);
+        self.act(verdict, &me).await
+    }
+
+    fn quiet(&mut self) -> bool {
+        let Active::Hub { parts, since, .. } = &self.active else {
+            return false;
+        };
+        let seq = parts.hub.stream.last_seq();
+        if seq != self.last_write.0 {
+            self.last_write = (seq, Instant::now());
+        }
+        let quiet_for = self.config.handback_quiet;
+        self.no_handover_until.is_none_or(|t| Instant::now() >= t)
+            && self.last_write.1.elapsed() >= quiet_for
+            && since.elapsed() >= quiet_for * 3
+    }
+
+    async fn act(&mut self, verdict: Verdict, me: &Member) -> anyhow::Result<()> {
+        match verdict {
+            Verdict::Follow(hub) => {
+                self.note_term(hub.term).await?;
+                self.become_follower(Some(&hub));
+            }
+            Verdict::Wait => {}
+            Verdict::Claim { seen } => self.claim(seen).await?,
+            Verdict::StayHub => {
+                self.fenced_at = None;
+                if let Some((to, at)) = &self.handover
+                    && at.elapsed() >= HANDOVER_TIMEOUT
+                {
+                    tracing::warn!(to = %to, "handover not taken up; staying hub");
+                    self.call_off_handover().await;
+                }
+            }
+            Verdict::StepDown(winner) => self.step_down(&winner).await?,
+            Verdict::Fence => {
+                self.store.set_authority(false);
+                let since = *self.fenced_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= FENCE_TIMEOUT {
+                    // The higher term's hub never showed: give the hub up and let the
+                    // election run again (this node may well win it, with a new term).
+                    let from = match &self.active {
+                        Active::Hub { claimed_from, .. } => *claimed_from,
+                        _ => me.fresh,
+                    };
+                    self.give_up_hub(from, None).await?;
+                }
+            }
+            Verdict::HandOver(to) => {
+                if self.handover.is_none() {
+                    tracing::info!(to = %to.name, "handing the hub back to the preferred node");
+                    self.store.set_authority(false);
+                    self.mesh
+                        .update(SelfUpdate {
+                            handover_to: Some(Some(to.node_id.clone())),
+                            ..SelfUpdate::default()
+                        })
+                        .await;
+                    self.handover = Some((to.node_id, Instant::now()));
+                } else if self
+                    .handover
+                    .as_ref()
+                    .is_some_and(|(_, at)| at.elapsed() >= HANDOVER_TIMEOUT)
+                {
+                    self.call_off_handover().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn call_off_handover(&mut self) {
+        self.handover = None;
+        self.no_handover_until = Some(Instant::now() + Duration::from_secs(60));
+        self.store.set_authority(true);
+        self.mesh
+            .update(SelfUpdate {
+                handover_to: Some(None),
+                ..SelfUpdate::default()
+            })
+            .await;
+    }
+
+    async fn note_term(&mut self, term: i64) -> anyhow::Result<()> {
+        let s = self.store.clone();
+        let known = tokio::task::spawn_blocking(move || s.note_term(term)).await??;
+        let changed = {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut view.term, known) != known
+        };
+        if changed {
+            self.mesh
+                .update(SelfUpdate {
+                    term: Some(known),
+                    ..SelfUpdate::default()
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Claims the hub: term on disk first, then versions above everything merged, then the
+    /// node's own queued writes applied, then the hub serves.
+    async fn claim(&mut self, seen: i64) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.stop_active();
+        let s = self.store.clone();
+        let claim = tokio::task::spawn_blocking(move || s.claim_hub(seen)).await??;
+        let mut tasks = Vec::new();
+        let parts = hub_parts(&self.store, &self.config, claim.term, &mut tasks).await?;
+        let router = parts.router(&self.store, self.status.clone());
+        *self.slot.write().unwrap_or_else(|p| p.into_inner()) =
+            with_ui(router, self.config.ui_dir.as_deref());
+        self.mesh
+            .update(SelfUpdate {
+                term: Some(claim.term),
+                hub_term: Some(claim.term),
+                claimed_from: Some(claim.from_version),
+                handover_to: Some(None),
+                ..SelfUpdate::default()
+            })
+            .await;
+        {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.role = "hub";
+            view.term = claim.term;
+            view.hub_node_id = Some(self.store.node_id().to_string());
+            view.hub_url = None;
+            view.hub_stream = Some(parts.hub.stream.clone());
+            view.hub_change = Some(HubChange {
+                term: claim.term,
+                hub_node_id: self.store.node_id().to_string(),
+                hub_name: self.config.name.clone().unwrap_or_default(),
+                at: capsule_protocol::now_rfc3339(),
+            });
+        }
+        tracing::info!(
+            term = claim.term,
+            from_version = claim.from_version,
+            took_ms = started.elapsed().as_millis() as u64,
+            "claimed the hub"
+        );
+        self.last_write = (parts.hub.stream.last_seq(), Instant::now());
+        self.active = Active::Hub {
+            parts,
+            tasks,
+            claimed_from: claim.from_version,
+            since: Instant::now(),
+        };
+        self.handover = None;
+        self.fenced_at = None;
+        Ok(())
+    }
+
+    async fn step_down(&mut self, winner: &Member) -> anyhow::Result<()> {
+        self.note_term(winner.hub_term).await?;
+        if matches!(self.active, Active::Hub { .. }) {
+            self.give_up_hub(winner.claimed_from, Some(winner)).await?;
+        } else {
+            self.become_follower(Some(winner));
+        }
+        Ok(())
+    }
+
+    /// Stops being hub: writes fenced, those above `from` queued for the winner, then
+    /// follow `winner` (or nobody yet).
+    async fn give_up_hub(&mut self, from: i64, winner: Option<&Member>) -> anyhow::Result<()> {
+        let s = self.store.clone();
+        let queued = tokio::task::spawn_blocking(move || s.step_down(from)).await??;
+        tracing::warn!(
+            queued,
+            winner = winner.map(|w| w.name.as_str()),
+            "stepped down as hub; writes it accepted are replayed into the new hub"
+        );
+        self.mesh
+            .update(SelfUpdate {
+                hub_term: Some(0),
+                claimed_from: Some(0),
+                handover_to: Some(None),
+                ..SelfUpdate::default()
+            })
+            .await;
+        self.handover = None;
+        self.fenced_at = None;
+        self.stop_active();
+        self.become_follower(winner);
+        Ok(())
+    }
+
+    fn stop_active(&mut self) {
+        match std::mem::replace(&mut self.active, Active::Idle) {
+            Active::Idle => {}
+            Active::Hub { parts, tasks, .. } => {
+                for t in tasks {
+                    t.abort();
+                }
+                parts.hub.stream.close();
+            }
+            Active::Follower(parts) => {
+                for t in parts.tasks {
+                    t.abort();
+                }
+                parts.ui_stream.close();
+            }
+        }
+    }
+
+    /// Follows `hub` (or, with None, waits for one while selling into the outbox).
+    fn become_follower(&mut self, hub: Option<&Member>) {
+        if !matches!(self.active, Active::Follower(_)) {
+            self.stop_active();
+            let parts = follower_parts(
+                &self.store,
+                &self.config,
+                self.target.clone(),
+                self.link.clone(),
+                self.metrics.clone(),
+                self.role_name,
+                self.config.role == Role::Auto,
+            );
+            let router = parts.router(&self.store, self.status.clone());
+            *self.slot.write().unwrap_or_else(|p| p.into_inner()) =
+                with_ui(router, self.config.ui_dir.as_deref());
+            self.active = Active::Follower(parts);
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.role = self.role_name;
+            view.hub_stream = None;
+        }
+        let Some(hub) = hub else { return };
+        let url = hub.url.trim_end_matches('/').to_string();
+        if self.target_tx.borrow().as_deref() != Some(url.as_str()) {
+            tracing::info!(hub = %hub.name, %url, term = hub.hub_term, "following the hub");
+            self.target_tx.send_replace(Some(url.clone()));
+        }
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = view.hub_node_id.as_deref() != Some(hub.node_id.as_str())
+            || view.hub_change.as_ref().is_none_or(|c| c.term != hub.hub_term);
+        view.hub_url = Some(url);
+        view.hub_node_id = Some(hub.node_id.clone());
+        if changed {
+            view.hub_change = Some(HubChange {
+                term: hub.hub_term,
+                hub_node_id: hub.node_id.clone(),
+                hub_name: hub.name.clone(),
+                at: capsule_protocol::now_rfc3339(),
+            });
+        }
+    }
+
+    async fn publish_view(&mut self, me: &Member) {
+        let all = self.mesh.all().await;
+        let peer = |m: &Member, live: bool| PeerStatus {
+            node_id: m.node_id.clone(),
+            name: m.name.clone(),
+            url: m.url.clone(),
+            role: if m.hub_term > 0 {
+                "hub"
+            } else if m.eligible {
+                "till"
+            } else {
+                "screen"
+            }
+            .into(),
+            priority: m.priority,
+            fresh: m.fresh,
+            term: m.term,
+            live,
+        };
+        let mut peers = vec![peer(me, true)];
+        peers.extend(
+            all.iter()
+                .filter(|(m, _)| m.node_id != me.node_id)
+                .map(|(m, live)| peer(m, *live)),
+        );
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).peers = peers;
+    }
+}
+
+fn status_handler(
+    store: Arc<Store>,
+    view: Arc<Mutex<View>>,
+    link: Link,
+    priority: i64,
+) -> StatusHandler {
+    Arc::new(move || {
+        let v = view.lock().unwrap_or_else(|p| p.into_inner());
+        let (pending, rejected) = store.outbox_counts().unwrap_or_default();
+        let is_hub = v.role == "hub";
+        let l = link.get();
+        NodeStatus {
+            node_id: store.node_id().to_string(),
+            role: v.role.into(),
+            state: if is_hub { "online" } else { l.state.as_str() }.into(),
+            hub_url: v.hub_url.clone().or_else(|| {
+                v.peers
+                    .first()
+                    .filter(|_| is_hub)
+                    .map(|me| me.url.clone())
+            }),
+            hub_node_id: v.hub_node_id.clone(),
+            seq: v.hub_stream.as_ref().map_or(l.seq, |s| s.last_seq()),
+            pending,
+            rejected,
+            offline_since: if is_hub { None } else { l.offline_since },
+            backup: None,
+            term: v.term,
+            priority,
+            mesh: Some(v.role.into()),
+            peers: v.peers.clone(),
+            hub_change: v.hub_change.clone(),
+        }
+    })
+}
+
+/// `host:port` of a peer given as a URL or an address.
+fn peer_addr(peer: &str) -> String {
+    let p = peer
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    p.split('/').next().unwrap_or(p).to_string()
+}
+
+/// The URL others reach this node at: its listen address, or for 0.0.0.0 the address of
+/// the interface the default route uses.
+fn advertised_url(addr: SocketAddr, self_url: &str) -> String {
+    if !addr.ip().is_unspecified() {
+        return self_url.to_string();
+    }
+    // Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    format!("http://{ip}:{}", addr.port())
+}

@@ -1,0 +1,329 @@
+//! What a node needs to take the hub over or give it up: terms, versions above everything
+//! merged, tombstones, the journal of writes it accepted as hub, and the applied mids.
+//!
+//! Versions carry their term: a hub of term T issues versions from `T * VERSIONS_PER_TERM`,
+//! so a promoted node's versions are above every version any earlier hub issued, whoever
+//! merged what. A follower that was current under the old hub asks the new one what changed
+//! after its version ([`Store::changed_since`]) instead of taking a snapshot.
+
+use capsule_protocol::{Action, AppliedMids, Capsule, ChangedSince, Mutation, MutationBatch, now_ms};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::pipeline::{ApplyMode, target_entity};
+use crate::sql::{self, q};
+use crate::{Result, Store, StoreError, meta};
+
+/// Versions one term can issue. 2^32 keeps every version below 2^53, so browsers hold them
+/// exactly, for two million terms.
+pub const VERSIONS_PER_TERM: i64 = 1 << 32;
+
+pub(crate) const DDL: &str = "
+-- Entities deleted, with the version of the delete, so a follower catching up by version
+-- learns what went away.
+CREATE TABLE IF NOT EXISTS _gone (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    v INTEGER NOT NULL,
+    PRIMARY KEY (entity, id)
+);
+CREATE INDEX IF NOT EXISTS _gone_v ON _gone(v);
+-- Every write this node applied as hub, as sent: replayed into the winner if it steps down.
+CREATE TABLE IF NOT EXISTS _journal (
+    mid TEXT PRIMARY KEY,
+    v INTEGER NOT NULL,
+    mutation TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
+CREATE INDEX IF NOT EXISTS _mutation_seq ON _mutation(seq);
+";
+
+/// A successful claim of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub term: i64,
+    /// The highest version this node held when it claimed: the old hub's writes above it
+    /// never reached the new hub and are replayed into it by whoever holds them.
+    pub from_version: i64,
+}
+
+pub(crate) fn note_gone(conn: &Connection, entity: &str, id: &str, v: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _gone(entity, id, v) VALUES (?1, ?2, ?3)
+         ON CONFLICT(entity, id) DO UPDATE SET v = MAX(v, excluded.v)",
+    )?
+    .execute(params![entity, id, v])?;
+    Ok(())
+}
+
+pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO _journal(mid, v, mutation) VALUES (?1, ?2, ?3)")?
+        .execute(params![
+            m.mid,
+            v,
+            serde_json::to_string(m).expect("a mutation serialises")
+        ])?;
+    Ok(())
+}
+
+impl Store {
+    /// Whether this store applies writes as the hub.
+    pub fn is_authority(&self) -> bool {
+        self.authority.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fences (false) or arms (true) hub writes. A node that is not hub keeps it false.
+    pub fn set_authority(&self, on: bool) {
+        self.authority.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Highest term this node has seen.
+    pub fn term(&self) -> Result<i64> {
+        self.meta_i64(meta::TERM)
+    }
+
+    /// Records a term seen elsewhere (only ever upwards); returns the highest known.
+    pub fn note_term(&self, seen: i64) -> Result<i64> {
+        let conn = self.writer();
+        let term = sql::meta_i64(&conn, meta::TERM)?;
+        if seen > term {
+            sql::set_meta(&conn, meta::TERM, &seen.to_string())?;
+            return Ok(seen);
+        }
+        Ok(term)
+    }
+
+    /// The highest hub version this node's data holds: how fresh a candidate it is.
+    pub fn freshness(&self) -> Result<i64> {
+        self.with_reader(|c| {
+            Ok(sql::meta_i64(c, meta::VERSION)?.max(sql::meta_i64(c, meta::MERGED_VERSION)?))
+        })
+    }
+
+    /// Makes this node the hub of term `max(seen, own) + 1`: the term is on disk before the
+    /// node answers anything as hub, versions jump above every earlier term's, and the old
+    /// stream log (positions of another hub) is dropped. Writes in this node's own outbox
+    /// are then applied as the first writes of the term.
+    pub fn claim_hub(&self, seen: i64) -> Result<Claim> {
+        let claim = {
+            let mut conn = self.writer();
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let term = sql::meta_i64(&tx, meta::TERM)?
+                .max(seen)
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
+            let from = sql::meta_i64(&tx, meta::VERSION)?
+                .max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
+            let base = term
+                .checked_mul(VERSIONS_PER_TERM)
+                .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
+            sql::set_meta(&tx, meta::TERM, &term.to_string())?;
+            sql::set_meta(&tx, meta::VERSION, &from.max(base).to_string())?;
+            sql::set_meta(&tx, meta::MERGED_VERSION, &from.max(base).to_string())?;
+            sql::set_meta(&tx, meta::HUB_NODE_ID, &self.node_id)?;
+            sql::set_meta(&tx, meta::HUB_TERM, &term.to_string())?;
+            let top: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM _capsule_log", [], |r| {
+                    r.get(0)
+                })?;
+            let seq = sql::meta_i64(&tx, meta::STREAM_SEQ)?.max(top);
+            sql::set_meta(&tx, meta::STREAM_SEQ, &seq.to_string())?;
+            tx.execute("DELETE FROM _capsule_log", [])?;
+            tx.commit()?;
+            Claim {
+                term,
+                from_version: from,
+            }
+        };
+        self.set_authority(true);
+        self.adopt_outbox()?;
+        Ok(claim)
+    }
+
+    /// Applies this node's own queued writes as hub, request by request, in queue order; a
+    /// request the hub rules refuse stays set aside for the manager. The rows are already
+    /// here (written locally), so an insert of a row that exists is applied as a save.
+    fn adopt_outbox(&self) -> Result<()> {
+        while let Some(next) = self.outbox_next(&self.node_id)? {
+            let mut batch: MutationBatch = next.batch.clone();
+            for m in &mut batch.mutations {
+                if m.action == Action::Insert && self.row_exists(m)? {
+                    m.action = Action::Save;
+                }
+            }
+            let source = self.node_id.clone();
+            match self.apply(&batch, &ApplyMode::Authoritative { source }) {
+                Ok(applied) => {
+                    let conn = self.writer();
+                    for r in &applied.results {
+                        conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
+                    }
+                }
+                Err(e @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_))) => {
+                    self.outbox_rejected(&next.request, &e.to_string())?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn row_exists(&self, m: &Mutation) -> Result<bool> {
+        let t = &self.schema.tables[&m.table];
+        let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();
+        self.with_reader(|c| Ok(sql::select_by_id(c, &self.schema, t, id)?.is_some()))
+    }
+
+    /// Stops being hub in favour of a hub that claimed at `winner_from`: hub writes are
+    /// fenced at once, and every write this node accepted above that version is queued in
+    /// its outbox (same mids) to be replayed into the winner. The data then comes afresh from
+    /// the winner (the stream identity is forgotten), with those writes re-applied on top
+    /// until the winner has them. Returns how many writes were queued.
+    pub fn step_down(&self, winner_from: i64) -> Result<usize> {
+        self.set_authority(false);
+        let mut conn = self.writer();
+        if self.durability == crate::Durability::Replica {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let entries: Vec<(String, String)> = tx
+            .prepare("SELECT mid, mutation FROM _journal WHERE v > ?1 ORDER BY v")?
+            .query_map([winner_from], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let mut queued = 0;
+        for (mid, text) in entries {
+            let queued_already: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM _outbox WHERE mid = ?1)")?
+                .query_row([&mid], |r| r.get(0))?;
+            if queued_already {
+                continue;
+            }
+            let m: Mutation = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?;
+            let target = target_entity(&tx, &self.schema, &m)?;
+            // One request per write: one the winner refuses is set aside alone.
+            crate::outbox::enqueue(&tx, &m, &uuid::Uuid::new_v4().to_string(), target)?;
+            queued += 1;
+        }
+        tx.execute(
+            "DELETE FROM _meta WHERE key IN (?1, ?2)",
+            params![meta::HUB_NODE_ID, meta::HUB_TERM],
+        )?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Confirmed writes not yet seen back go back in line: their hub is gone, and the next
+    /// one either has them (a duplicate, by mid) or needs them.
+    pub fn outbox_requeue_sent(&self) -> Result<usize> {
+        let conn = self.writer();
+        Ok(conn.execute(
+            "UPDATE _outbox SET state = 'pending', hub_seq = NULL WHERE state = 'sent'",
+            [],
+        )?)
+    }
+
+    /// Entities changed or deleted after version `since_v` (at most `limit`), read in one
+    /// transaction. `Gone` when this copy cannot tell (it lacks tombstones that old).
+    pub fn changed_since(&self, since_v: i64, limit: usize) -> Result<ChangedSince> {
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            let gone_since = sql::meta_i64(&tx, meta::GONE_SINCE)?;
+            if since_v < gone_since {
+                return Err(StoreError::Gone(format!(
+                    "this node knows deletions only after version {gone_since}; take a snapshot"
+                )));
+            }
+            let v = sql::meta_i64(&tx, meta::VERSION)?;
+            let mut items: Vec<Capsule> = Vec::new();
+            let take = limit as i64 + 1;
+            for e in self.schema.entities.values() {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT id, _v FROM {} WHERE _v > ?1 ORDER BY _v LIMIT ?2",
+                    q(&self.schema.tables[&e.table].name)
+                ))?;
+                let rows: Vec<(String, i64)> = stmt
+                    .query_map(params![since_v, take], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<std::result::Result<_, _>>()?;
+                drop(stmt);
+                for (id, rv) in rows {
+                    items.push(changed(&e.name, id, e.parts.iter().map(|p| p.name.clone()).collect(), rv, false));
+                }
+            }
+            let gone: Vec<(String, String, i64)> = tx
+                .prepare_cached("SELECT entity, id, v FROM _gone WHERE v > ?1 ORDER BY v LIMIT ?2")?
+                .query_map(params![since_v, take], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            for (entity, id, gv) in gone {
+                items.push(changed(&entity, id, Vec::new(), gv, true));
+            }
+            items.sort_by_key(|c| c.v);
+            // Cut only between versions, so asking again from the last one misses nothing.
+            let more = items.len() > limit;
+            if more {
+                let last = items[limit - 1].v;
+                items.retain(|c| c.v <= last);
+            }
+            tx.finish()?;
+            Ok(ChangedSince { v, items, more })
+        })
+    }
+
+    /// Mutation ids applied after version `after`, oldest first.
+    pub fn mids_since(&self, after: i64, limit: usize) -> Result<AppliedMids> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT mid, seq FROM _mutation WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut mids: Vec<(String, i64)> = stmt
+                .query_map(params![after, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            let more = mids.len() > limit;
+            mids.truncate(limit);
+            Ok(AppliedMids { mids, more })
+        })
+    }
+
+    /// Remembers mids the hub applied, so this replica answers "duplicate" if it becomes hub.
+    pub fn record_mids(&self, mids: &[(String, i64)]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let mut top = sql::meta_i64(&tx, meta::MIDS_VERSION)?;
+        for (mid, v) in mids {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![mid, v, now_ms()])?;
+            top = top.max(*v);
+        }
+        sql::set_meta(&tx, meta::MIDS_VERSION, &top.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The term of the hub this node's data and position came from, and that hub's id.
+    pub fn followed_hub(&self) -> Result<(Option<String>, i64)> {
+        self.with_reader(|c| {
+            let hub = c
+                .query_row(
+                    "SELECT value FROM _meta WHERE key = ?1",
+                    [meta::HUB_NODE_ID],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok((hub, sql::meta_i64(c, meta::HUB_TERM)?))
+        })
+    }
+}
+
+fn changed(entity: &str, id: String, parts: Vec<String>, v: i64, gone: bool) -> Capsule {
+    Capsule {
+        entity: entity.to_string(),
+        id,
+        parts,
+        v,
+        ts: 0,
+        source: String::new(),
+        gone,
+    }
+}
