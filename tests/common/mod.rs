@@ -26,7 +26,11 @@ impl Node {
             .arg("--data")
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(match std::env::var_os("CAPSULE_TEST_LOGS") {
+                // Debugging a test: each node's log beside its data directory.
+                Some(_) => Stdio::from(std::fs::File::create(data.with_extension("log")).unwrap()),
+                None => Stdio::null(),
+            });
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }

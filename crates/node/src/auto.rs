@@ -295,6 +295,10 @@ impl Controller {
         let claim = tokio::task::spawn_blocking(move || s.claim_hub(seen)).await??;
         let mut tasks = Vec::new();
         let parts = hub_parts(&self.store, &self.config, claim.term, &mut tasks).await?;
+        tasks.push(tokio::spawn(adopt_late_writes(
+            self.store.clone(),
+            parts.hub.notifier(),
+        )));
         let router = parts.router(&self.store, self.status.clone());
         *self.slot.write().unwrap_or_else(|p| p.into_inner()) =
             with_ui(router, self.config.ui_dir.as_deref());
@@ -460,6 +464,25 @@ impl Controller {
                 .map(|(m, live)| peer(m, *live)),
         );
         self.view.lock().unwrap_or_else(|p| p.into_inner()).peers = peers;
+    }
+}
+
+/// A write that reached this node's outbox while it was becoming hub (its till screen had
+/// it in flight) is applied as hub too, never left waiting for a hub that is itself.
+async fn adopt_late_writes(store: Arc<Store>, publisher: Arc<tokio::sync::Notify>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.adopt_outbox()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(requests = n, "applied writes queued while becoming hub");
+                publisher.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot apply queued writes as hub"),
+            Err(e) => tracing::error!(error = %e, "adopting queued writes failed"),
+        }
     }
 }
 

@@ -143,12 +143,24 @@ impl Store {
     /// Applies this node's own queued writes as hub, request by request, in queue order; a
     /// request the hub rules refuse stays set aside for the manager. The rows are already
     /// here (written locally), so an insert of a row that exists is applied as a save.
-    fn adopt_outbox(&self) -> Result<()> {
+    /// Also for a write that reached the outbox while the node was becoming hub. Returns how
+    /// many requests were applied.
+    pub fn adopt_outbox(&self) -> Result<usize> {
+        if !self.is_authority() {
+            return Ok(0);
+        }
+        // Confirmed by the old hub but never seen back: this hub may not have them.
+        self.outbox_requeue_sent()?;
+        let mut adopted = 0;
         while let Some(next) = self.outbox_next(&self.node_id)? {
-            let mut batch: MutationBatch = next.batch.clone();
-            for m in &mut batch.mutations {
-                if m.action == Action::Insert && self.row_exists(m)? {
-                    m.action = Action::Save;
+            adopted += 1;
+            let batch: MutationBatch = next.batch.clone();
+            // The rows are here already, written locally: take the inserted ones out so the
+            // hub inserts them for real (numbering the order, deriving totals) rather than
+            // refusing them as existing.
+            for m in &batch.mutations {
+                if m.action == Action::Insert {
+                    self.remove_local_insert(m)?;
                 }
             }
             let source = self.node_id.clone();
@@ -165,13 +177,22 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(adopted)
     }
 
-    fn row_exists(&self, m: &Mutation) -> Result<bool> {
-        let t = &self.schema.tables[&m.table];
+    fn remove_local_insert(&self, m: &Mutation) -> Result<()> {
         let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();
-        self.with_reader(|c| Ok(sql::select_by_id(c, &self.schema, t, id)?.is_some()))
+        let conn = self.writer();
+        // A write the old hub applied (its mid came back here) is a duplicate now: its row is
+        // the hub's, keep it.
+        let applied: bool = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)")?
+            .query_row([&m.mid], |r| r.get(0))?;
+        if applied {
+            return Ok(());
+        }
+        conn.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&m.table)), [id])?;
+        Ok(())
     }
 
     /// Stops being hub in favour of a hub that claimed at `winner_from`: hub writes are

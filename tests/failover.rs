@@ -1,0 +1,286 @@
+//! Hub election with real `tilld --role auto` processes: the hub killed (SIGKILL) or frozen
+//! (SIGSTOP) mid-service, a till takes over within 3 s, every sale rung up on any till
+//! reaches the new hub exactly once, and the manager's PC takes the hub back once caught up.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A free port for both TCP (HTTP) and UDP (gossip) on 127.0.0.1.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Shop {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+}
+
+impl Shop {
+    fn new(n: usize) -> Shop {
+        Shop {
+            dir: tempfile::tempdir().unwrap(),
+            ports: (0..n).map(|_| free_port()).collect(),
+        }
+    }
+
+    /// Starts node `i` of the shop, every other node as a static peer, no mDNS.
+    fn start(&self, i: usize, name: &str, extra: &[&str]) -> Node {
+        let listen = format!("127.0.0.1:{}", self.ports[i]);
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|p| **p != self.ports[i])
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let mut args: Vec<&str> = vec![
+            "--role",
+            "auto",
+            "--name",
+            name,
+            "--listen",
+            &listen,
+            "--no-mdns",
+        ];
+        for p in &peers {
+            args.extend(["--peer", p.as_str()]);
+        }
+        args.extend(extra);
+        Node::spawn(&self.dir.path().join(format!("node-{i}")), &args)
+    }
+}
+
+fn status(node: &Node) -> Value {
+    client()
+        .get(format!("{}/api/status", node.url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .ok()
+        .and_then(|r| r.json().ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
+fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_until(timeout, &format!("{} to be hub, followed by all", hub.url), || {
+        let h = status(hub);
+        h["role"] == "hub"
+            && others.iter().all(|o| {
+                let s = status(o);
+                s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+            })
+    });
+    start.elapsed()
+}
+
+/// One sale with a client-made order id: the order, two lines and a cash payment.
+fn sale(till: &Node, shift: &str, order: &str) -> u16 {
+    let (status, answer) = till.mutate(&[
+        ("order_header", "insert", json!({"id": order, "shift_id": shift, "opened_at": T})),
+        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Falafel wrap", "qty": 2, "unit_price": 1400, "created_at": T})),
+        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "card", "amount": 2800, "paid_at": T})),
+    ]);
+    assert!(
+        status == 200 || status == 202,
+        "a till must take every sale, hub or no hub: {status} {answer}"
+    );
+    status
+}
+
+fn orders(node: &Node) -> Vec<Value> {
+    node.get("/api/tables/order_header").1["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Every sale is on `hub` exactly once with its line and payment, and numbered for real.
+fn assert_all_sales_once(hub: &Node, sold: &[String]) {
+    let rows = orders(hub);
+    let ids: Vec<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "an order appears twice");
+    for o in sold {
+        assert!(unique.contains(o.as_str()), "sale {o} never reached the hub");
+    }
+    let lines = hub.get("/api/tables/order_line").1["rows"]
+        .as_array()
+        .unwrap()
+        .len();
+    let payments = hub.get("/api/tables/order_payment").1["rows"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(lines, sold.len(), "a line lost or doubled");
+    assert_eq!(payments, sold.len(), "a payment lost or doubled");
+    let numbers: HashSet<i64> = rows.iter().filter_map(|r| r["order_no"].as_i64()).collect();
+    assert_eq!(numbers.len(), rows.len(), "every order has its own real number");
+}
+
+fn drained(node: &Node) -> bool {
+    let s = status(node);
+    s["pending"] == 0 && s["state"] == "online"
+}
+
+#[test]
+fn the_shop_survives_its_hub_dying_mid_rush_without_losing_or_doubling_a_sale() {
+    let shop = Shop::new(3);
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    let till1 = shop.start(1, "Till 1", &["--till-letter", "A"]);
+    let till2 = shop.start(2, "Till 2", &["--till-letter", "B"]);
+    wait_for_hub(&manager, &[&till1, &till2], Duration::from_secs(20));
+    let shift = new_id();
+    manager.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    assert_converges(&manager, &[&till1, &till2]);
+
+    let mut sold = Vec::new();
+    for i in 0..20 {
+        let o = new_id();
+        sale(if i % 2 == 0 { &till1 } else { &till2 }, &shift, &o);
+        sold.push(o);
+    }
+    // The hub dies mid-rush; both tills keep selling through it.
+    let killed = Instant::now();
+    manager.kill9();
+    for i in 0..40 {
+        let o = new_id();
+        sale(if i % 2 == 0 { &till1 } else { &till2 }, &shift, &o);
+        sold.push(o);
+    }
+    // A new hub within 3 s of the kill (waited on, then measured).
+    wait_until(Duration::from_secs(20), "a till to take the hub", || {
+        status(&till1)["role"] == "hub" || status(&till2)["role"] == "hub"
+    });
+    let took = killed.elapsed();
+    let (hub, other) = if status(&till1)["role"] == "hub" {
+        (&till1, &till2)
+    } else {
+        (&till2, &till1)
+    };
+    wait_for_hub(hub, &[other], Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(3),
+        "failover took {took:?} (sales were queued meanwhile)"
+    );
+    let s = status(other);
+    assert_eq!(s["hub_change"]["hub_node_id"], status(hub)["node_id"]);
+    assert!(s["term"].as_i64().unwrap() >= 2, "a new term: {s}");
+    for _ in 0..10 {
+        let o = new_id();
+        sale(other, &shift, &o);
+        sold.push(o);
+    }
+    wait_until(Duration::from_secs(30), "both tills to drain", || {
+        if std::env::var_os("CAPSULE_TEST_LOGS").is_some() {
+            eprintln!("{}\n{}", status(other), status(hub));
+            eprintln!("{:?}", other.get("/api/outbox").1);
+        }
+        drained(other) && status(hub)["pending"] == 0
+    });
+    assert_all_sales_once(hub, &sold);
+    assert_converges(hub, &[other]);
+}
+
+#[test]
+fn a_frozen_hub_is_replaced_within_3_s_and_steps_down_when_it_wakes() {
+    let shop = Shop::new(3);
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    let till1 = shop.start(1, "Till 1", &[]);
+    let till2 = shop.start(2, "Till 2", &[]);
+    wait_for_hub(&manager, &[&till1, &till2], Duration::from_secs(20));
+    let shift = new_id();
+    let first = new_id();
+    manager.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    sale(&till1, &shift, &first);
+    wait_until(Duration::from_secs(10), "the first sale to drain", || {
+        drained(&till1)
+    });
+
+    // Frozen, sockets open: no reset, no close, just silence.
+    manager.pause(true);
+    let frozen = Instant::now();
+    wait_until(Duration::from_secs(20), "a till to take the hub", || {
+        status(&till1)["role"] == "hub" || status(&till2)["role"] == "hub"
+    });
+    let took = frozen.elapsed();
+    assert!(took < Duration::from_secs(3), "a frozen hub took {took:?} to replace");
+    let (hub, other) = if status(&till1)["role"] == "hub" {
+        (&till1, &till2)
+    } else {
+        (&till2, &till1)
+    };
+    wait_for_hub(hub, &[other], Duration::from_secs(10));
+    let second = new_id();
+    sale(other, &shift, &second);
+
+    // The old hub wakes up with a lower term: it must step down and follow, not sell as hub.
+    manager.pause(false);
+    wait_until(Duration::from_secs(20), "the woken hub to follow the new one", || {
+        let s = status(&manager);
+        s["role"] == "till" && s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+    });
+    wait_until(Duration::from_secs(20), "everything to drain", || {
+        drained(other) && drained(&manager)
+    });
+    assert_all_sales_once(hub, &[first, second]);
+    assert_converges(hub, &[other, &manager]);
+}
+
+#[test]
+fn the_managers_pc_back_after_a_crash_takes_the_hub_back_once_caught_up() {
+    let shop = Shop::new(2);
+    let quiet = ["--handback-quiet-ms", "300"];
+    let mut manager_args = vec!["--priority", "10"];
+    manager_args.extend(quiet);
+    let manager = shop.start(0, "Manager PC", &manager_args);
+    let till = shop.start(1, "Till 1", &quiet);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    let shift = new_id();
+    manager.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    let mut sold = vec![new_id()];
+    sale(&till, &shift, &sold[0]);
+    wait_until(Duration::from_secs(10), "the sale to drain", || drained(&till));
+
+    // A two-node shop: the manager's PC dies, the till alone keeps selling as hub.
+    manager.kill9();
+    wait_until(Duration::from_secs(20), "the till to become hub", || {
+        status(&till)["role"] == "hub"
+    });
+    for _ in 0..5 {
+        let o = new_id();
+        sale(&till, &shift, &o);
+        sold.push(o);
+    }
+    // Back: it follows first (the till has newer data), catches up, then takes over.
+    let manager = shop.start(0, "Manager PC", &manager_args);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(30));
+    let o = new_id();
+    sale(&till, &shift, &o);
+    sold.push(o);
+    wait_until(Duration::from_secs(20), "the till to drain", || drained(&till));
+    assert_all_sales_once(&manager, &sold);
+    assert_converges(&manager, &[&till]);
+}
