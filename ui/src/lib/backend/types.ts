@@ -1,6 +1,6 @@
 // Wire types of the node's API. Kept free of any transport detail.
 
-export type Role = 'hub' | 'till';
+export type Role = 'hub' | 'till' | 'screen';
 export type SyncState = 'online' | 'syncing' | 'offline';
 
 export interface NodeStatus {
@@ -17,6 +17,34 @@ export interface NodeStatus {
   offline_since: number | null;
   /** Scheduled backups, on a hub started with --backup-dir. */
   backup?: BackupStatus;
+  /** Highest hub term this node has seen (0 for a fixed hub). */
+  term?: number;
+  priority?: number;
+  /** Set when the election decides this node's role (`--role auto` / screens). */
+  mesh?: Role;
+  /** The shop's nodes this node sees, itself first. */
+  peers?: PeerStatus[];
+  /** The last change of hub, for the banner. */
+  hub_change?: HubChange;
+}
+
+export interface PeerStatus {
+  node_id: string;
+  name: string;
+  url: string;
+  role: Role;
+  priority: number;
+  fresh: number;
+  term: number;
+  live: boolean;
+}
+
+export interface HubChange {
+  term: number;
+  hub_node_id: string;
+  hub_name: string;
+  /** RFC 3339 UTC. */
+  at: string;
 }
 
 export interface OutboxEntry {

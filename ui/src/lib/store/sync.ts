@@ -23,7 +23,7 @@ export const jobs: Readable<Map<string, EntityRec<Job>>> = stores.job;
 export const batches: Readable<Map<string, EntityRec<Batch>>> = stores.batch;
 export const shifts: Readable<Map<string, EntityRec<Shift>>> = stores.shift;
 
-/** This node's /api/status, refreshed every 2 s; null until the first answer. */
+/** This node's /api/status, refreshed every second; null until the first answer. */
 export const status = writable<NodeStatus | null>(null);
 /** False while the node itself does not answer (the UI's own link, not the till-hub link). */
 export const nodeReachable = writable(true);
@@ -255,7 +255,8 @@ export function start(): void {
   if (started) return;
   started = true;
   void pollStatus();
-  setInterval(() => void pollStatus(), 2000);
+  // A hub change shows within a second of the node knowing it.
+  setInterval(() => void pollStatus(), 1000);
   void reload();
   subscribe(onFrame, (up) => {
     streamUp.set(up);
