@@ -73,14 +73,18 @@ fn status(node: &Node) -> Value {
 /// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
 fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
     let start = Instant::now();
-    wait_until(timeout, &format!("{} to be hub, followed by all", hub.url), || {
-        let h = status(hub);
-        h["role"] == "hub"
-            && others.iter().all(|o| {
-                let s = status(o);
-                s["hub_url"] == hub.url.as_str() && s["state"] == "online"
-            })
-    });
+    wait_until(
+        timeout,
+        &format!("{} to be hub, followed by all", hub.url),
+        || {
+            let h = status(hub);
+            h["role"] == "hub"
+                && others.iter().all(|o| {
+                    let s = status(o);
+                    s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+                })
+        },
+    );
     start.elapsed()
 }
 
@@ -112,7 +116,10 @@ fn assert_all_sales_once(hub: &Node, sold: &[String]) {
     let unique: HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), unique.len(), "an order appears twice");
     for o in sold {
-        assert!(unique.contains(o.as_str()), "sale {o} never reached the hub");
+        assert!(
+            unique.contains(o.as_str()),
+            "sale {o} never reached the hub"
+        );
     }
     let lines = hub.get("/api/tables/order_line").1["rows"]
         .as_array()
@@ -125,7 +132,11 @@ fn assert_all_sales_once(hub: &Node, sold: &[String]) {
     assert_eq!(lines, sold.len(), "a line lost or doubled");
     assert_eq!(payments, sold.len(), "a payment lost or doubled");
     let numbers: HashSet<i64> = rows.iter().filter_map(|r| r["order_no"].as_i64()).collect();
-    assert_eq!(numbers.len(), rows.len(), "every order has its own real number");
+    assert_eq!(
+        numbers.len(),
+        rows.len(),
+        "every order has its own real number"
+    );
 }
 
 fn drained(node: &Node) -> bool {
@@ -222,7 +233,10 @@ fn a_frozen_hub_is_replaced_within_3_s_and_steps_down_when_it_wakes() {
         status(&till1)["role"] == "hub" || status(&till2)["role"] == "hub"
     });
     let took = frozen.elapsed();
-    assert!(took < Duration::from_secs(3), "a frozen hub took {took:?} to replace");
+    assert!(
+        took < Duration::from_secs(3),
+        "a frozen hub took {took:?} to replace"
+    );
     let (hub, other) = if status(&till1)["role"] == "hub" {
         (&till1, &till2)
     } else {
@@ -234,10 +248,14 @@ fn a_frozen_hub_is_replaced_within_3_s_and_steps_down_when_it_wakes() {
 
     // The old hub wakes up with a lower term: it must step down and follow, not sell as hub.
     manager.pause(false);
-    wait_until(Duration::from_secs(20), "the woken hub to follow the new one", || {
-        let s = status(&manager);
-        s["role"] == "till" && s["hub_url"] == hub.url.as_str() && s["state"] == "online"
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the woken hub to follow the new one",
+        || {
+            let s = status(&manager);
+            s["role"] == "till" && s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+        },
+    );
     wait_until(Duration::from_secs(20), "everything to drain", || {
         drained(other) && drained(&manager)
     });
@@ -262,7 +280,9 @@ fn the_managers_pc_back_after_a_crash_takes_the_hub_back_once_caught_up() {
     )]);
     let mut sold = vec![new_id()];
     sale(&till, &shift, &sold[0]);
-    wait_until(Duration::from_secs(10), "the sale to drain", || drained(&till));
+    wait_until(Duration::from_secs(10), "the sale to drain", || {
+        drained(&till)
+    });
 
     // A two-node shop: the manager's PC dies, the till alone keeps selling as hub.
     manager.kill9();
@@ -280,7 +300,9 @@ fn the_managers_pc_back_after_a_crash_takes_the_hub_back_once_caught_up() {
     let o = new_id();
     sale(&till, &shift, &o);
     sold.push(o);
-    wait_until(Duration::from_secs(20), "the till to drain", || drained(&till));
+    wait_until(Duration::from_secs(20), "the till to drain", || {
+        drained(&till)
+    });
     assert_all_sales_once(&manager, &sold);
     assert_converges(&manager, &[&till]);
 }

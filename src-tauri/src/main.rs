@@ -180,6 +180,24 @@ fn main() {
     }
 }
 
+/// A kitchen screen opens on the kitchen display of its station.
+fn screen_route(launch: &Launch) -> String {
+    if launch.role != capsule_node::Role::Screen {
+        return String::new();
+    }
+    let station: String = launch
+        .station
+        .as_deref()
+        .unwrap_or("all")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    format!(
+        "if (!location.hash || location.hash === '#/' || location.hash === '#/home') \
+         location.hash = '#/kds?station={station}';"
+    )
+}
+
 fn run(launch: Launch) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if !launch.ignored.is_empty() {
@@ -205,6 +223,11 @@ fn run(launch: Launch) -> anyhow::Result<()> {
                 .js_init_script(LOCALE_GUARD.to_string())
                 .build(),
         )
+        .plugin(
+            tauri::plugin::Builder::<tauri::Wry, ()>::new("screen-route")
+                .js_init_script(screen_route(&launch))
+                .build(),
+        )
         .invoke_handler(tauri::generate_handler![node_request, node_info])
         .setup(move |app| {
             let data_dir = match &launch.data_dir {
@@ -214,6 +237,15 @@ fn run(launch: Launch) -> anyhow::Result<()> {
             let mut config = NodeConfig::new(launch.role, data_dir.clone(), launch.listen);
             config.hub_url = launch.hub_url.clone();
             config.demo = launch.demo;
+            config.name = launch.name.clone();
+            config.priority = launch.priority;
+            config.peers = launch.peers.clone();
+            if launch.role == capsule_node::Role::Screen
+                && let Some(window) = app.get_webview_window("main")
+            {
+                // A kitchen screen is the display and nothing else.
+                let _ = window.set_fullscreen(true);
+            }
             let handle = app.handle().clone();
             // The window opens while the node starts; requests wait for it.
             tauri::async_runtime::spawn(async move {

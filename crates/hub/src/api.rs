@@ -240,7 +240,9 @@ fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
         .parse::<i64>()
         .ok()
         .filter(|v| *v >= 0)
-        .ok_or_else(|| ApiError::bad_request(format!("'{name}' must be a non-negative integer version")))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("'{name}' must be a non-negative integer version"))
+        })
 }
 
 /// Entities changed after a version: how a till current under an earlier hub catches up.

@@ -187,7 +187,10 @@ mod tests {
         };
         assert_eq!(decide(&screen, &[], SETTLED), Verdict::Wait);
         // A freshest screen does not stop an eligible till from claiming.
-        assert_eq!(decide(&till, &[screen], SETTLED), Verdict::Claim { seen: 0 });
+        assert_eq!(
+            decide(&till, &[screen], SETTLED),
+            Verdict::Claim { seen: 0 }
+        );
     }
 
     #[test]
@@ -212,7 +215,10 @@ mod tests {
             decide(&h, std::slice::from_ref(&a), SETTLED),
             Verdict::StepDown(a.clone())
         );
-        assert_eq!(decide(&a, std::slice::from_ref(&h), SETTLED), Verdict::StayHub);
+        assert_eq!(
+            decide(&a, std::slice::from_ref(&h), SETTLED),
+            Verdict::StayHub
+        );
         let newer = hub("c", 0, 5);
         assert_eq!(
             decide(&a, std::slice::from_ref(&newer), SETTLED),

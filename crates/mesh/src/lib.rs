@@ -118,7 +118,8 @@ impl Mesh {
             (key::CLAIMED_FROM.to_string(), "0".to_string()),
             (key::HANDOVER_TO.to_string(), String::new()),
         ];
-        let handle = Arc::new(chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?);
+        let handle =
+            Arc::new(chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?);
         let mdns = if config.mdns {
             match start_mdns(&config, handle.clone()) {
                 Ok(d) => Some(d),
@@ -249,14 +250,34 @@ fn start_mdns(
     handle: Arc<ChitchatHandle>,
 ) -> anyhow::Result<mdns_sd::ServiceDaemon> {
     let daemon = mdns_sd::ServiceDaemon::new()?;
-    let host = format!("capsule-{}.local.", &config.node_id[..config.node_id.len().min(12)]);
-    let props = [("cluster", config.cluster.as_str()), ("node", config.node_id.as_str())];
+    let host = format!(
+        "capsule-{}.local.",
+        &config.node_id[..config.node_id.len().min(12)]
+    );
+    let props = [
+        ("cluster", config.cluster.as_str()),
+        ("node", config.node_id.as_str()),
+    ];
     let ip = config.listen.ip();
     let info = if ip.is_unspecified() {
-        mdns_sd::ServiceInfo::new(SERVICE_TYPE, &config.node_id, &host, "", config.listen.port(), &props[..])?
-            .enable_addr_auto()
+        mdns_sd::ServiceInfo::new(
+            SERVICE_TYPE,
+            &config.node_id,
+            &host,
+            "",
+            config.listen.port(),
+            &props[..],
+        )?
+        .enable_addr_auto()
     } else {
-        mdns_sd::ServiceInfo::new(SERVICE_TYPE, &config.node_id, &host, ip, config.listen.port(), &props[..])?
+        mdns_sd::ServiceInfo::new(
+            SERVICE_TYPE,
+            &config.node_id,
+            &host,
+            ip,
+            config.listen.port(),
+            &props[..],
+        )?
     };
     daemon.register(info)?;
     let events = daemon.browse(SERVICE_TYPE)?;

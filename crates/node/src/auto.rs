@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use capsule_hub::{Stream, StatusHandler};
+use capsule_hub::{StatusHandler, Stream};
 use capsule_mesh::{Member, Mesh, MeshConfig, SelfUpdate, Situation, Verdict};
 use capsule_protocol::{HubChange, NodeStatus, PeerStatus};
 use capsule_replica::{HubTarget, Link, ReplicaMetrics};
@@ -145,12 +145,11 @@ pub(crate) async fn start(
     let mut controller = controller;
     controller.become_follower(None);
     let task = tokio::spawn(controller.run());
-    let dispatch = Router::new().fallback_service(tower::service_fn(
-        move |req: axum::extract::Request| {
+    let dispatch =
+        Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
             let router = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
             async move { router.oneshot(req).await }
-        },
-    ));
+        }));
     Ok((dispatch, vec![task]))
 }
 
@@ -425,7 +424,10 @@ impl Controller {
         }
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
         let changed = view.hub_node_id.as_deref() != Some(hub.node_id.as_str())
-            || view.hub_change.as_ref().is_none_or(|c| c.term != hub.hub_term);
+            || view
+                .hub_change
+                .as_ref()
+                .is_none_or(|c| c.term != hub.hub_term);
         view.hub_url = Some(url);
         view.hub_node_id = Some(hub.node_id.clone());
         if changed {
@@ -501,12 +503,10 @@ fn status_handler(
             node_id: store.node_id().to_string(),
             role: v.role.into(),
             state: if is_hub { "online" } else { l.state.as_str() }.into(),
-            hub_url: v.hub_url.clone().or_else(|| {
-                v.peers
-                    .first()
-                    .filter(|_| is_hub)
-                    .map(|me| me.url.clone())
-            }),
+            hub_url: v
+                .hub_url
+                .clone()
+                .or_else(|| v.peers.first().filter(|_| is_hub).map(|me| me.url.clone())),
             hub_node_id: v.hub_node_id.clone(),
             seq: v.hub_stream.as_ref().map_or(l.seq, |s| s.last_seq()),
             pending,

@@ -184,10 +184,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => Schema::builtin(),
     };
     if args.role == Role::Till && args.hub.is_none() {
-        anyhow::bail!("a till needs --hub http://HOST:PORT (or use --role auto to join the shop's mesh)");
+        anyhow::bail!(
+            "a till needs --hub http://HOST:PORT (or use --role auto to join the shop's mesh)"
+        );
     }
     if matches!(args.role, Role::Hub | Role::Auto) && args.hub.is_some() {
-        anyhow::bail!("--hub is for fixed tills and screens; a hub serves its own data and --role auto finds it");
+        anyhow::bail!(
+            "--hub is for fixed tills and screens; a hub serves its own data and --role auto finds it"
+        );
     }
     if args.demo && !matches!(args.role, Role::Hub | Role::Auto) {
         anyhow::bail!("--demo seeds a hub; tills get the demo from their hub");
@@ -195,7 +199,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.priority > 0 && args.role == Role::Screen && args.priority != 1 {
         anyhow::bail!("kitchen screens never become hub; --priority is for --role auto");
     }
-    let default_port = if matches!(args.role, Role::Hub | Role::Auto) { 7700 } else { 7701 };
+    let default_port = if matches!(args.role, Role::Hub | Role::Auto) {
+        7700
+    } else {
+        7701
+    };
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));

@@ -206,7 +206,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let hub_url = config.hub_url.clone().context("a till needs --hub URL")?;
                 let link = Link::default();
                 let metrics = Arc::new(ReplicaMetrics::default());
-                let role = if config.role == Role::Screen { "screen" } else { "till" };
+                let role = if config.role == Role::Screen {
+                    "screen"
+                } else {
+                    "till"
+                };
                 let parts = follower_parts(
                     &store,
                     &config,

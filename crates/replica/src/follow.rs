@@ -373,7 +373,13 @@ async fn catch_up(ctx: &Ctx<'_>, hub: &str, seq: i64, term: i64) -> Result<i64> 
     let s = ctx.store.clone();
     let (mut since, requeued) =
         blocking(move || Ok((s.freshness()?, s.outbox_requeue_sent()?))).await?;
-    tracing::info!(hub, term, since, requeued, "new hub; catching up by version");
+    tracing::info!(
+        hub,
+        term,
+        since,
+        requeued,
+        "new hub; catching up by version"
+    );
     let mut top = since;
     loop {
         let url = format!("{}/api/changed?since_v={since}", ctx.config.hub_url);

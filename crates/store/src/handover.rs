@@ -6,7 +6,9 @@
 //! merged what. A follower that was current under the old hub asks the new one what changed
 //! after its version ([`Store::changed_since`]) instead of taking a snapshot.
 
-use capsule_protocol::{Action, AppliedMids, Capsule, ChangedSince, Mutation, MutationBatch, now_ms};
+use capsule_protocol::{
+    Action, AppliedMids, Capsule, ChangedSince, Mutation, MutationBatch, now_ms,
+};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::pipeline::{ApplyMode, target_entity};
@@ -73,7 +75,8 @@ impl Store {
 
     /// Fences (false) or arms (true) hub writes. A node that is not hub keeps it false.
     pub fn set_authority(&self, on: bool) {
-        self.authority.store(on, std::sync::atomic::Ordering::SeqCst);
+        self.authority
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Highest term this node has seen.
@@ -112,8 +115,8 @@ impl Store {
                 .max(seen)
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
-            let from = sql::meta_i64(&tx, meta::VERSION)?
-                .max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
+            let from =
+                sql::meta_i64(&tx, meta::VERSION)?.max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
             let base = term
                 .checked_mul(VERSIONS_PER_TERM)
                 .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
@@ -171,7 +174,10 @@ impl Store {
                         conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
                     }
                 }
-                Err(e @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_))) => {
+                Err(
+                    e
+                    @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_)),
+                ) => {
                     self.outbox_rejected(&next.request, &e.to_string())?;
                 }
                 Err(e) => return Err(e),
@@ -268,12 +274,20 @@ impl Store {
                     .collect::<std::result::Result<_, _>>()?;
                 drop(stmt);
                 for (id, rv) in rows {
-                    items.push(changed(&e.name, id, e.parts.iter().map(|p| p.name.clone()).collect(), rv, false));
+                    items.push(changed(
+                        &e.name,
+                        id,
+                        e.parts.iter().map(|p| p.name.clone()).collect(),
+                        rv,
+                        false,
+                    ));
                 }
             }
             let gone: Vec<(String, String, i64)> = tx
                 .prepare_cached("SELECT entity, id, v FROM _gone WHERE v > ?1 ORDER BY v LIMIT ?2")?
-                .query_map(params![since_v, take], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![since_v, take], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<std::result::Result<_, _>>()?;
             for (entity, id, gv) in gone {
                 items.push(changed(&entity, id, Vec::new(), gv, true));
@@ -297,7 +311,9 @@ impl Store {
                 "SELECT mid, seq FROM _mutation WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let mut mids: Vec<(String, i64)> = stmt
-                .query_map(params![after, limit as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![after, limit as i64 + 1], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
                 .collect::<std::result::Result<_, _>>()?;
             let more = mids.len() > limit;
             mids.truncate(limit);
