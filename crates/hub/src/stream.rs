@@ -90,7 +90,7 @@ struct Inner {
     reports: Mutex<HashMap<String, (i64, serde_json::Value)>>,
     next_subscriber: AtomicU64,
     ping_every_ms: AtomicU64,
-    term: AtomicI64,
+    lineage: Mutex<capsule_protocol::Lineage>,
     /// Set when this stream's node stops serving it (a role change): subscribers are closed,
     /// so they reconnect and find what the node is now.
     closed: tokio::sync::watch::Sender<bool>,
@@ -125,7 +125,7 @@ impl Stream {
                 reports: Mutex::new(HashMap::new()),
                 next_subscriber: AtomicU64::new(1),
                 ping_every_ms: AtomicU64::new(PING_EVERY.as_millis() as u64),
-                term: AtomicI64::new(0),
+                lineage: Mutex::new(capsule_protocol::Lineage::default()),
                 closed: tokio::sync::watch::channel(false).0,
             }),
         }
@@ -136,9 +136,18 @@ impl Stream {
         self.inner.closed.send_replace(true);
     }
 
-    /// The hub term this stream's positions belong to (told in every hello).
-    pub fn set_term(&self, term: i64) {
-        self.inner.term.store(term, Ordering::Relaxed);
+    /// The hub term this stream's positions belong to and what it took over (told in every
+    /// hello).
+    pub fn set_lineage(&self, lineage: capsule_protocol::Lineage) {
+        *self.inner.lineage.lock().unwrap_or_else(|p| p.into_inner()) = lineage;
+    }
+
+    fn term(&self) -> i64 {
+        self.inner
+            .lineage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .term
     }
 
     pub fn set_ping_every(&self, every: Duration) {
@@ -325,9 +334,7 @@ pub async fn serve_ws(
         .hub
         .as_deref()
         .is_some_and(|h| h != stream.inner.node_id)
-        || params
-            .term
-            .is_some_and(|t| t != stream.inner.term.load(Ordering::Relaxed));
+        || params.term.is_some_and(|t| t != stream.term());
     if foreign {
         params.since = None;
     }
@@ -377,7 +384,12 @@ pub async fn serve_ws(
         seq: start,
         v: stream.version(),
         oldest,
-        term: stream.inner.term.load(Ordering::Relaxed),
+        lineage: stream
+            .inner
+            .lineage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     };
     if send_frame(&mut tx, &metrics, &hello, FrameKind::Control)
         .await

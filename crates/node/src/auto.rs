@@ -293,7 +293,7 @@ impl Controller {
         let s = self.store.clone();
         let claim = tokio::task::spawn_blocking(move || s.claim_hub(seen)).await??;
         let mut tasks = Vec::new();
-        let parts = hub_parts(&self.store, &self.config, claim.term, &mut tasks).await?;
+        let parts = hub_parts(&self.store, &self.config, claim.lineage(), &mut tasks).await?;
         tasks.push(tokio::spawn(adopt_late_writes(
             self.store.clone(),
             parts.hub.notifier(),

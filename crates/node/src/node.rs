@@ -9,7 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
 use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
-use capsule_protocol::{BackupStatus, MutationBatch, NodeStatus, Schema};
+use capsule_protocol::{BackupStatus, Lineage, MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
     FollowConfig, HubTarget, Link, LocalChange, OnChange, Outbox, ReplicaError, ReplicaMetrics,
 };
@@ -177,7 +177,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     } else {
         match config.role {
             Role::Hub => {
-                let parts = hub_parts(&store, &config, 0, &mut background).await?;
+                let parts = hub_parts(&store, &config, Lineage::default(), &mut background).await?;
                 let stream = parts.hub.stream.clone();
                 let node_id = store.node_id().to_string();
                 let backup_state = parts.backup.clone();
@@ -307,12 +307,12 @@ impl HubParts {
     }
 }
 
-/// Starts the hub of `term` over `store` (seeding the demo first when asked); its backup
+/// Starts the hub of `lineage`'s term over `store` (seeding the demo first when asked); its backup
 /// schedule, if any, joins `tasks`.
 pub(crate) async fn hub_parts(
     store: &Arc<Store>,
     config: &NodeConfig,
-    term: i64,
+    lineage: Lineage,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<HubParts> {
     if config.demo {
@@ -323,7 +323,7 @@ pub(crate) async fn hub_parts(
         }
     }
     let hub = Hub::start(store.clone(), config.publisher)?;
-    hub.stream.set_term(term);
+    hub.stream.set_lineage(lineage);
     let backup = config.backup.as_ref().map(|b| {
         let state = Arc::new(std::sync::Mutex::new(BackupStatus {
             dir: b.dir.display().to_string(),

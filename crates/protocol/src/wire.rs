@@ -49,9 +49,10 @@ pub enum Frame {
         /// Oldest position the hub can still replay from (`since` >= oldest - 1 works).
         #[serde(default)]
         oldest: i64,
-        /// The hub's term: stream positions mean something only within one hub and term.
-        #[serde(default)]
-        term: i64,
+        /// The hub's term and where it came from: stream positions mean something only within
+        /// one hub and term.
+        #[serde(default, flatten)]
+        lineage: Lineage,
     },
     /// One capsule at stream position `seq` (coalescing off).
     Capsule { seq: i64, capsule: Capsule },
@@ -340,6 +341,23 @@ pub struct NodeStatus {
     /// Why the hub last changed, while that is recent (for the UI's banner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_change: Option<HubChange>,
+}
+
+/// Which term a hub serves and what it took over: a follower whose data came from the hub and
+/// term this one took over from, no newer than `from_v`, catches up by version; any other
+/// follower takes a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    #[serde(default)]
+    pub term: i64,
+    /// The hub (and its term) this hub's data followed when it claimed.
+    #[serde(default)]
+    pub prev_hub: Option<String>,
+    #[serde(default)]
+    pub prev_term: i64,
+    /// The highest version this hub held when it claimed.
+    #[serde(default)]
+    pub from_v: i64,
 }
 
 /// One node of the mesh as another node sees it.

@@ -214,35 +214,59 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     .await
     .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?
     .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
-    let hello = match next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await? {
-        Some(Frame::Hello {
-            node_id, seq, term, ..
-        }) => (node_id, seq, term),
-        other => {
-            return Err(ReplicaError::Protocol(format!(
-                "expected hello, got {other:?}"
-            )));
-        }
-    };
-    ctx.link.set_hub(&hello.0);
+    let (hub_id, hub_seq, lineage) =
+        match next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout).await? {
+            Some(Frame::Hello {
+                node_id,
+                seq,
+                lineage,
+                ..
+            }) => (node_id, seq, lineage),
+            other => {
+                return Err(ReplicaError::Protocol(format!(
+                    "expected hello, got {other:?}"
+                )));
+            }
+        };
+    ctx.link.set_hub(&hub_id);
     ctx.link.set_state(LinkState::Syncing);
     ctx.metrics
         .hub_seq
-        .fetch_max(hello.1, std::sync::atomic::Ordering::Relaxed);
+        .fetch_max(hub_seq, std::sync::atomic::Ordering::Relaxed);
 
     let mut applied = local_seq;
+    let same_hub = local_hub.as_deref() == Some(hub_id.as_str()) && local_term == lineage.term;
+    if !same_hub && local_hub.is_some() {
+        // Writes the old hub confirmed but this till never saw back go to the new hub again
+        // (a duplicate there, by mid, if it has them).
+        let s = ctx.store.clone();
+        let requeued = blocking(move || s.outbox_requeue_sent()).await?;
+        tracing::info!(hub = %hub_id, term = lineage.term, requeued, "following a new hub");
+    }
     if local_hub.is_none() || force_snapshot {
         // New here, or following got stuck: start from a snapshot.
         applied = take_snapshot(ctx).await?;
-        record_hub(ctx, &hello.0, hello.2).await?;
-    } else if local_hub.as_deref() != Some(hello.0.as_str()) || local_term != hello.2 {
-        // Another hub (a failover): what this till holds is current up to some version;
-        // fetch only what changed after it.
-        applied = catch_up(ctx, &hello.0, hello.1, hello.2).await?;
+        record_hub(ctx, &hub_id, lineage.term).await?;
+    } else if !same_hub {
+        // A failover. This till's data is a prefix of the new hub's when the new hub took
+        // over from the hub and term this till followed and held at least as much: then only
+        // what changed after this till's version is fetched. Otherwise (another lineage, a
+        // partition's other side) versions cannot be compared: snapshot.
+        let s = ctx.store.clone();
+        let fresh = blocking(move || s.freshness()).await?;
+        let prefix = lineage.prev_hub == local_hub
+            && lineage.prev_term == local_term
+            && fresh <= lineage.from_v;
+        applied = if prefix {
+            catch_up(ctx, fresh, hub_seq).await?
+        } else {
+            take_snapshot(ctx).await?
+        };
+        record_hub(ctx, &hub_id, lineage.term).await?;
     }
     ctx.link.set_seq(applied);
     ctx.metrics.set_seq(applied);
-    if applied >= hello.1 {
+    if applied >= hub_seq {
         ctx.link.set_state(LinkState::Online);
     }
 
@@ -364,32 +388,17 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     }
 }
 
-/// Catches up with a new hub by version: the writes this till had confirmed but not yet seen
-/// go back in line (the new hub has them, a duplicate, or needs them), then the entities
-/// changed after the version held here are pulled like a burst of capsules. Falls back to a
-/// snapshot when the hub cannot say what went away that long ago. Returns the new hub's
-/// stream position (from its hello: everything before it is in its tables now).
-async fn catch_up(ctx: &Ctx<'_>, hub: &str, seq: i64, term: i64) -> Result<i64> {
-    let s = ctx.store.clone();
-    let (mut since, requeued) =
-        blocking(move || Ok((s.freshness()?, s.outbox_requeue_sent()?))).await?;
-    tracing::info!(
-        hub,
-        term,
-        since,
-        requeued,
-        "new hub; catching up by version"
-    );
+/// Catches up with a new hub by version: the entities changed after `since` (the version
+/// this till holds) are pulled like a burst of capsules. Falls back to a snapshot when the
+/// hub cannot say what went away that long ago. Returns the new hub's stream position (from
+/// its hello: everything before it is in its tables now).
+async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
     let mut top = since;
     loop {
         let url = format!("{}/api/changed?since_v={since}", ctx.config.hub_url);
         let changed: ChangedSince = match get_json(ctx, &url).await {
             Ok(c) => c,
-            Err(ReplicaError::Hub { status: 410, .. }) => {
-                let at = take_snapshot(ctx).await?;
-                record_hub(ctx, hub, term).await?;
-                return Ok(at);
-            }
+            Err(ReplicaError::Hub { status: 410, .. }) => return take_snapshot(ctx).await,
             Err(e) => return Err(e),
         };
         top = top.max(changed.v);
@@ -404,7 +413,6 @@ async fn catch_up(ctx: &Ctx<'_>, hub: &str, seq: i64, term: i64) -> Result<i64> 
         }
     }
     fetch_mids(ctx).await?;
-    record_hub(ctx, hub, term).await?;
     let s = ctx.store.clone();
     blocking(move || s.advance_position(seq, top)).await?;
     Ok(seq)

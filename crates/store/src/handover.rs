@@ -40,12 +40,26 @@ CREATE INDEX IF NOT EXISTS _mutation_seq ON _mutation(seq);
 ";
 
 /// A successful claim of the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub term: i64,
     /// The highest version this node held when it claimed: the old hub's writes above it
     /// never reached the new hub and are replayed into it by whoever holds them.
     pub from_version: i64,
+    /// The hub and term this node's data followed when it claimed.
+    pub prev_hub: Option<String>,
+    pub prev_term: i64,
+}
+
+impl Claim {
+    pub fn lineage(&self) -> capsule_protocol::Lineage {
+        capsule_protocol::Lineage {
+            term: self.term,
+            prev_hub: self.prev_hub.clone(),
+            prev_term: self.prev_term,
+            from_v: self.from_version,
+        }
+    }
 }
 
 pub(crate) fn note_gone(conn: &Connection, entity: &str, id: &str, v: i64) -> Result<()> {
@@ -117,6 +131,14 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
             let from =
                 sql::meta_i64(&tx, meta::VERSION)?.max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
+            let prev_hub: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM _meta WHERE key = ?1",
+                    [meta::HUB_NODE_ID],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let prev_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
             let base = term
                 .checked_mul(VERSIONS_PER_TERM)
                 .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
@@ -136,6 +158,8 @@ impl Store {
             Claim {
                 term,
                 from_version: from,
+                prev_hub,
+                prev_term,
             }
         };
         self.set_authority(true);
