@@ -30,6 +30,9 @@ pub struct Member {
     /// As hub: the version its data held when it claimed (the old hub's writes above it are
     /// replayed into it by whoever holds them).
     pub claimed_from: i64,
+    /// As hub: the hub and term its data followed when it claimed.
+    pub prev_hub: Option<String>,
+    pub prev_term: i64,
     /// As hub: the node it is handing the hub to.
     pub handover_to: Option<String>,
 }
@@ -142,6 +145,8 @@ mod tests {
             term: 0,
             hub_term: 0,
             claimed_from: 0,
+            prev_hub: None,
+            prev_term: 0,
             handover_to: None,
         }
     }

@@ -18,6 +18,10 @@ use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 pub use election::{Member, Situation, Verdict, decide};
 
+/// What a hub serves and took over; the wire form lives with the protocol.
+pub type Lineage = LineageWire;
+use capsule_protocol::Lineage as LineageWire;
+
 /// The DNS-SD service type nodes announce.
 pub const SERVICE_TYPE: &str = "_capsule-pos._udp.local.";
 
@@ -66,6 +70,8 @@ mod key {
     pub const HUB_TERM: &str = "hub_term";
     pub const CLAIMED_FROM: &str = "claimed_from";
     pub const HANDOVER_TO: &str = "handover_to";
+    pub const PREV_HUB: &str = "prev_hub";
+    pub const PREV_TERM: &str = "prev_term";
 }
 
 /// Changes to what this node gossips about itself.
@@ -77,6 +83,8 @@ pub struct SelfUpdate {
     pub claimed_from: Option<i64>,
     /// `Some(None)` clears it.
     pub handover_to: Option<Option<String>>,
+    /// As hub: what it took over (`Some(None)` clears it).
+    pub prev: Option<Option<(String, i64)>>,
 }
 
 impl Mesh {
@@ -117,6 +125,8 @@ impl Mesh {
             (key::HUB_TERM.to_string(), "0".to_string()),
             (key::CLAIMED_FROM.to_string(), "0".to_string()),
             (key::HANDOVER_TO.to_string(), String::new()),
+            (key::PREV_HUB.to_string(), String::new()),
+            (key::PREV_TERM.to_string(), "0".to_string()),
         ];
         let handle =
             Arc::new(chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?);
@@ -158,6 +168,11 @@ impl Mesh {
         if let Some(v) = u.handover_to {
             me.set(key::HANDOVER_TO, v.unwrap_or_default());
         }
+        if let Some(v) = u.prev {
+            let (hub, term) = v.unwrap_or_default();
+            me.set(key::PREV_HUB, hub);
+            me.set(key::PREV_TERM, term);
+        }
     }
 
     /// This node and the live members it sees (others only, newest generation per node).
@@ -188,6 +203,21 @@ impl Mesh {
         }
         (me, others.into_values().map(|(_, m)| m).collect())
     }
+}
+
+impl Member {
+    /// What this member, as hub, serves and took over.
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            term: self.hub_term,
+            prev_hub: self.prev_hub.clone(),
+            prev_term: self.prev_term,
+            from_v: self.claimed_from,
+        }
+    }
+}
+
+impl Mesh {
 
     /// Every node ever seen this run with whether it is live now (for the dashboard).
     pub async fn all(&self) -> Vec<(Member, bool)> {
@@ -240,6 +270,11 @@ fn member(id: &ChitchatId, state: &chitchat::NodeState) -> Member {
             .get(key::HANDOVER_TO)
             .filter(|v| !v.is_empty())
             .map(str::to_string),
+        prev_hub: state
+            .get(key::PREV_HUB)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        prev_term: int(key::PREV_TERM),
     }
 }
 

@@ -184,7 +184,7 @@ impl Controller {
             quiet: self.quiet(),
         };
         let verdict = capsule_mesh::decide(&me, &live, situation);
-        self.act(verdict, &me).await
+        self.act(verdict).await
     }
 
     fn quiet(&mut self) -> bool {
@@ -201,16 +201,25 @@ impl Controller {
             && since.elapsed() >= quiet_for * 3
     }
 
-    async fn act(&mut self, verdict: Verdict, me: &Member) -> anyhow::Result<()> {
+    async fn act(&mut self, verdict: Verdict) -> anyhow::Result<()> {
         match verdict {
             Verdict::Follow(hub) => {
                 self.note_term(hub.term).await?;
-                self.become_follower(Some(&hub));
+                let s = self.store.clone();
+                if tokio::task::spawn_blocking(move || s.was_hub()).await?? {
+                    // Back from a crash as hub: what it accepted then goes to the hub now.
+                    self.give_up_hub(Some(&hub)).await?;
+                } else {
+                    self.become_follower(Some(&hub));
+                }
             }
             Verdict::Wait => {}
             Verdict::Claim { seen } => self.claim(seen).await?,
             Verdict::StayHub => {
-                self.fenced_at = None;
+                if self.fenced_at.take().is_some() && self.handover.is_none() {
+                    // The higher term that fenced it went away without a hub: serve again.
+                    self.store.set_authority(true);
+                }
                 if let Some((to, at)) = &self.handover
                     && at.elapsed() >= HANDOVER_TIMEOUT
                 {
@@ -225,11 +234,7 @@ impl Controller {
                 if since.elapsed() >= FENCE_TIMEOUT {
                     // The higher term's hub never showed: give the hub up and let the
                     // election run again (this node may well win it, with a new term).
-                    let from = match &self.active {
-                        Active::Hub { claimed_from, .. } => *claimed_from,
-                        _ => me.fresh,
-                    };
-                    self.give_up_hub(from, None).await?;
+                    self.give_up_hub(None).await?;
                 }
             }
             Verdict::HandOver(to) => {
@@ -307,6 +312,7 @@ impl Controller {
                 hub_term: Some(claim.term),
                 claimed_from: Some(claim.from_version),
                 handover_to: Some(None),
+                prev: Some(claim.prev_hub.clone().map(|h| (h, claim.prev_term))),
                 ..SelfUpdate::default()
             })
             .await;
@@ -345,18 +351,19 @@ impl Controller {
     async fn step_down(&mut self, winner: &Member) -> anyhow::Result<()> {
         self.note_term(winner.hub_term).await?;
         if matches!(self.active, Active::Hub { .. }) {
-            self.give_up_hub(winner.claimed_from, Some(winner)).await?;
+            self.give_up_hub(Some(winner)).await?;
         } else {
             self.become_follower(Some(winner));
         }
         Ok(())
     }
 
-    /// Stops being hub: writes fenced, those above `from` queued for the winner, then
-    /// follow `winner` (or nobody yet).
-    async fn give_up_hub(&mut self, from: i64, winner: Option<&Member>) -> anyhow::Result<()> {
+    /// Stops being hub: writes fenced, those the winner may lack queued for it, then follow
+    /// `winner` (or nobody yet).
+    async fn give_up_hub(&mut self, winner: Option<&Member>) -> anyhow::Result<()> {
         let s = self.store.clone();
-        let queued = tokio::task::spawn_blocking(move || s.step_down(from)).await??;
+        let lineage = winner.map(Member::lineage);
+        let queued = tokio::task::spawn_blocking(move || s.step_down(lineage.as_ref())).await??;
         tracing::warn!(
             queued,
             winner = winner.map(|w| w.name.as_str()),
@@ -367,6 +374,7 @@ impl Controller {
                 hub_term: Some(0),
                 claimed_from: Some(0),
                 handover_to: Some(None),
+                prev: Some(None),
                 ..SelfUpdate::default()
             })
             .await;

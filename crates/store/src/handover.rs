@@ -37,7 +37,22 @@ CREATE TABLE IF NOT EXISTS _journal (
 );
 CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
 CREATE INDEX IF NOT EXISTS _mutation_seq ON _mutation(seq);
+-- Entities whose rows here hold local writes (or values derived from them) that no hub
+-- version describes; a node that claims the hub stamps them anew so followers pull them.
+CREATE TABLE IF NOT EXISTS _dirty (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (entity, id)
+);
 ";
+
+pub(crate) fn note_dirty(conn: &Connection, changed: &[Capsule]) -> Result<()> {
+    for c in changed.iter().filter(|c| !c.gone) {
+        conn.prepare_cached("INSERT OR IGNORE INTO _dirty(entity, id) VALUES (?1, ?2)")?
+            .execute(params![c.entity, c.id])?;
+    }
+    Ok(())
+}
 
 /// A successful claim of the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +162,16 @@ impl Store {
             sql::set_meta(&tx, meta::MERGED_VERSION, &from.max(base).to_string())?;
             sql::set_meta(&tx, meta::HUB_NODE_ID, &self.node_id)?;
             sql::set_meta(&tx, meta::HUB_TERM, &term.to_string())?;
+            let unreplayed: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM _meta WHERE key = ?1",
+                    [meta::REPLAY_FLOOR],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if unreplayed.is_none() {
+                sql::set_meta(&tx, meta::REPLAY_FLOOR, &from.to_string())?;
+            }
             let top: i64 =
                 tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM _capsule_log", [], |r| {
                     r.get(0)
@@ -164,6 +189,7 @@ impl Store {
         };
         self.set_authority(true);
         self.adopt_outbox()?;
+        self.restamp_dirty()?;
         Ok(claim)
     }
 
@@ -210,6 +236,45 @@ impl Store {
         Ok(adopted)
     }
 
+    /// Gives every part of each locally changed entity a version of this term, so followers
+    /// pull what this node holds (its local values may equal what the hub computes now, which
+    /// would otherwise leave an older version on them).
+    fn restamp_dirty(&self) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let dirty: Vec<(String, String)> = tx
+            .prepare("SELECT entity, id FROM _dirty")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let mut changes = crate::pipeline::Changes::default();
+        for (entity, id) in &dirty {
+            let Some(e) = self.schema.entity(entity) else {
+                continue;
+            };
+            let exists: bool = tx
+                .prepare_cached(&format!(
+                    "SELECT EXISTS(SELECT 1 FROM {} WHERE id = ?1)",
+                    q(&e.table)
+                ))?
+                .query_row([id], |r| r.get(0))?;
+            if exists {
+                for p in &e.parts {
+                    changes.touch(entity, id, &p.name);
+                }
+            }
+        }
+        if !changes.entities.is_empty() {
+            let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
+            sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
+            for c in crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)? {
+                crate::pipeline::log_capsule(&tx, c)?;
+            }
+        }
+        tx.execute("DELETE FROM _dirty", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn remove_local_insert(&self, m: &Mutation) -> Result<()> {
         let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();
         let conn = self.writer();
@@ -225,21 +290,32 @@ impl Store {
         Ok(())
     }
 
-    /// Stops being hub in favour of a hub that claimed at `winner_from`: hub writes are
-    /// fenced at once, and every write this node accepted above that version is queued in
-    /// its outbox (same mids) to be replayed into the winner. The data then comes afresh from
-    /// the winner (the stream identity is forgotten), with those writes re-applied on top
-    /// until the winner has them. Returns how many writes were queued.
-    pub fn step_down(&self, winner_from: i64) -> Result<usize> {
+    /// Stops being hub in favour of `winner` (None: no hub known yet): hub writes are fenced
+    /// at once, and every write this node accepted as hub that the winner may lack is queued
+    /// in its outbox (same mids) to be replayed into the winner. When the winner took over
+    /// from this node's term, that is what it accepted above the winner's starting version;
+    /// otherwise (the other side of a partition, another branch) every write of this node's
+    /// term (and of earlier terms it never handed over). The data then comes afresh from the winner (the stream identity is forgotten),
+    /// with those writes re-applied on top until the winner has them. Returns how many
+    /// writes were queued.
+    pub fn step_down(&self, winner: Option<&capsule_protocol::Lineage>) -> Result<usize> {
         self.set_authority(false);
         let mut conn = self.writer();
         if self.durability == crate::Durability::Replica {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let own_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
+        let own_from = sql::meta_i64(&tx, meta::REPLAY_FLOOR)?;
+        let floor = match winner {
+            Some(w) if w.prev_hub.as_deref() == Some(self.node_id.as_str()) && w.prev_term == own_term => {
+                w.from_v.max(own_from)
+            }
+            _ => own_from,
+        };
         let entries: Vec<(String, String)> = tx
             .prepare("SELECT mid, mutation FROM _journal WHERE v > ?1 ORDER BY v")?
-            .query_map([winner_from], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([floor], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<std::result::Result<_, _>>()?;
         let mut queued = 0;
         for (mid, text) in entries {
@@ -254,11 +330,15 @@ impl Store {
             let target = target_entity(&tx, &self.schema, &m)?;
             // One request per write: one the winner refuses is set aside alone.
             crate::outbox::enqueue(&tx, &m, &uuid::Uuid::new_v4().to_string(), target)?;
+            // Applied here no more (the data comes afresh from the winner): waiting for the
+            // winner, like any till write. Applied again as hub later, it is journaled anew.
+            tx.execute("DELETE FROM _mutation WHERE mid = ?1", [&mid])?;
+            tx.execute("DELETE FROM _journal WHERE mid = ?1", [&mid])?;
             queued += 1;
         }
         tx.execute(
-            "DELETE FROM _meta WHERE key IN (?1, ?2)",
-            params![meta::HUB_NODE_ID, meta::HUB_TERM],
+            "DELETE FROM _meta WHERE key IN (?1, ?2, ?3)",
+            params![meta::HUB_NODE_ID, meta::HUB_TERM, meta::REPLAY_FLOOR],
         )?;
         tx.commit()?;
         Ok(queued)
@@ -360,6 +440,12 @@ impl Store {
         sql::set_meta(&tx, meta::MIDS_VERSION, &top.to_string())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether this node was hub when it last stopped (crashed or shut down as hub): the
+    /// writes it accepted then must be replayed into whoever is hub now.
+    pub fn was_hub(&self) -> Result<bool> {
+        Ok(!self.is_authority() && self.followed_hub()?.0.as_deref() == Some(self.node_id()))
     }
 
     /// The term of the hub this node's data and position came from, and that hub's id.

@@ -134,6 +134,7 @@ impl Store {
         let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
         changes.absorb(derived);
         out.capsules = finalize(&tx, &self.schema, &changes, None, LOCAL_SOURCE)?;
+        crate::handover::note_dirty(&tx, &out.capsules)?;
         tx.commit()?;
         Ok(out)
     }
@@ -395,7 +396,9 @@ pub(crate) fn reapply_pending(
     }
     let derived = derive::propagate(conn, &store.schema, &changes, false)?;
     changes.absorb(derived);
-    finalize(conn, &store.schema, &changes, None, LOCAL_SOURCE)
+    let capsules = finalize(conn, &store.schema, &changes, None, LOCAL_SOURCE)?;
+    crate::handover::note_dirty(conn, &capsules)?;
+    Ok(capsules)
 }
 
 /// The hub version a replica's copy of an entity was read at (its `_v`; 0 when absent).

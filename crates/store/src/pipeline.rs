@@ -270,7 +270,7 @@ fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
     Ok(())
 }
 
-fn log_capsule(conn: &Connection, capsule: Capsule) -> Result<LoggedCapsule> {
+pub(crate) fn log_capsule(conn: &Connection, capsule: Capsule) -> Result<LoggedCapsule> {
     let seq = sql::meta_i64(conn, meta::STREAM_SEQ)? + 1;
     sql::set_meta(conn, meta::STREAM_SEQ, &seq.to_string())?;
     let parts = serde_json::to_string(&capsule.parts).expect("strings serialise");
