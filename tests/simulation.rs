@@ -325,6 +325,23 @@ impl Sim {
         }
     }
 
+    /// With SIM_DEBUG=TEXT: where the writes mentioning TEXT are, on every node.
+    fn trace(&self, when: &str) {
+        let Ok(needle) = std::env::var("SIM_DEBUG") else { return };
+        for n in &self.nodes {
+            let c = capsule_store::rusqlite::Connection::open(&n.path).unwrap();
+            let q = |sql: &str| -> Vec<String> {
+                let mut st = c.prepare(sql).unwrap();
+                st.query_map([format!("%{needle}%")], |r| r.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+            };
+            let j = q("SELECT v || ':' || substr(mutation, 60, 40) FROM _journal WHERE mutation LIKE ?1");
+            let o = q("SELECT state || ':' || tbl FROM _outbox WHERE mutation LIKE ?1");
+            let rows = q("SELECT id || ' _v=' || _v FROM order_header WHERE id LIKE ?1");
+            let known = q("SELECT m.mid FROM _mutation m JOIN _journal j ON j.mid = m.mid WHERE j.mutation LIKE ?1");
+            eprintln!("[{when}] {}: journal {j:?} outbox {o:?} rows {rows:?} known {}", n.name, known.len());
+        }
+    }
+
     fn tick(&mut self, chaos: bool) {
         if chaos {
             self.chaos();
@@ -332,8 +349,13 @@ impl Sim {
                 self.sell();
             }
         }
+        let before = self.log.len();
         self.elect();
         self.replicate();
+        if self.log.len() > before {
+            let what = self.log[before..].join(", ");
+            self.trace(&what);
+        }
     }
 }
 
@@ -368,8 +390,9 @@ fn sync(till: &Store, hub: &Store, lineage: &Lineage) {
         top = snap.v;
         till.load_snapshot(&snap).unwrap();
     }
-    let after = till.meta_i64(meta::MIDS_VERSION).unwrap();
-    till.record_mids(&hub.mids_since(after, 100_000).unwrap().mids).unwrap();
+    let after = till.meta_i64(meta::JOURNAL_VERSION).unwrap();
+    till.record_journal(&hub.journal_since(after, 100_000).unwrap().entries)
+        .unwrap();
     till.set_meta(meta::HUB_NODE_ID, hub.node_id()).unwrap();
     till.set_meta(meta::HUB_TERM, &lineage.term.to_string()).unwrap();
     till.advance_position(0, top).unwrap();
@@ -448,7 +471,42 @@ fn run(seed: u64) {
     for i in 0..NODES {
         let s = sim.store(i);
         let (pending, rejected) = s.outbox_counts().unwrap();
-        assert_eq!((pending, rejected), (0, 0), "{} drained, none refused; {}", sim.nodes[i].name, context());
+        let refused: Vec<String> = s
+            .outbox_list()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.state == "rejected")
+            .map(|e| format!("{} {} {}: {:?}", e.table, e.action, e.mid, e.error))
+            .collect();
+        if rejected > 0 && std::env::var_os("SIM_DEBUG").is_some() {
+            let needle = std::env::var("SIM_DEBUG").unwrap();
+            for n in &sim.nodes {
+                let c = capsule_store::rusqlite::Connection::open(&n.path).unwrap();
+                let mut st = c
+                    .prepare("SELECT mid, v, mutation FROM _journal WHERE mutation LIKE ?1")
+                    .unwrap();
+                let rows: Vec<(String, i64, String)> = st
+                    .query_map([format!("%{needle}%")], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                for (mid, v, m) in rows {
+                    let known: Vec<String> = sim.nodes.iter().map(|o| {
+                        let c = capsule_store::rusqlite::Connection::open(&o.path).unwrap();
+                        let k: bool = c.query_row("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)", [&mid], |r| r.get(0)).unwrap();
+                        format!("{}:{k}", o.name)
+                    }).collect();
+                    eprintln!("journal of {}: v={v} {} known {known:?}", n.name, &m[..60.min(m.len())]);
+                }
+            }
+        }
+        assert_eq!(
+            (pending, rejected),
+            (0, 0),
+            "{} drained, none refused: {refused:?}; {}",
+            sim.nodes[i].name,
+            context()
+        );
         if s.digest().unwrap() != digest {
             panic!("{} differs from the hub: {}; {}", sim.nodes[i].name, diff(hub, s), context());
         }

@@ -65,7 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/snapshot", get(snapshot))
         .route("/api/changes", get(changes))
         .route("/api/changed", get(changed))
-        .route("/api/mids", get(mids))
+        .route("/api/journal", get(journal))
         .route("/api/admin/modes", get(get_modes).post(set_modes))
         .route(
             "/api/nodes/report",
@@ -231,7 +231,7 @@ async fn snapshot(
 
 /// `GET /api/changes?since=SEQ[&limit=N]`: capsules logged after `since`, for a subscriber
 /// repairing a gap. 410 when the log no longer reaches back that far (take a snapshot).
-/// Most entities one `GET /api/changed` or mids one `GET /api/mids` answers with.
+/// Most entities one `GET /api/changed`, or entries one `GET /api/journal`, answers with.
 pub const MAX_CHANGED: usize = 5000;
 
 fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
@@ -257,15 +257,15 @@ async fn changed(
     ))
 }
 
-/// Mutation ids applied after a version, for replicas that may become hub.
-async fn mids(
+/// The writes this node's data holds after a version, for replicas that may become hub.
+async fn journal(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<capsule_protocol::AppliedMids>, ApiError> {
+) -> Result<Json<capsule_protocol::JournalPage>, ApiError> {
     let after = int_param(&q, "after")?;
     let store = s.store.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || store.mids_since(after, MAX_CHANGED)).await??,
+        tokio::task::spawn_blocking(move || store.journal_since(after, MAX_CHANGED)).await??,
     ))
 }
 

@@ -44,7 +44,6 @@ enum Active {
     Hub {
         parts: HubParts,
         tasks: Vec<tokio::task::JoinHandle<()>>,
-        claimed_from: i64,
         since: Instant,
     },
     Follower(FollowerParts),
@@ -340,7 +339,6 @@ impl Controller {
         self.active = Active::Hub {
             parts,
             tasks,
-            claimed_from: claim.from_version,
             since: Instant::now(),
         };
         self.handover = None;

@@ -398,13 +398,21 @@ pub struct ChangedSince {
     pub more: bool,
 }
 
-/// `GET /api/mids?after=V`: mutation ids the hub applied after version V, so every replica
-/// that may become hub knows them and a retried write stays a duplicate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedMids {
-    /// `(mid, version)`, in version order.
-    pub mids: Vec<(String, i64)>,
+/// `GET /api/journal?after=V`: the writes the hub's data holds, applied after version V, as
+/// sent. Every replica that may become hub keeps them, so a write retried across a failover
+/// stays a duplicate and a hub that loses a partition can replay what the winner lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalPage {
+    pub entries: Vec<JournalEntry>,
     pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub mid: String,
+    /// The version the hub applied it at.
+    pub v: i64,
+    pub mutation: Mutation,
 }
 
 /// One write in a till's outbox (`GET /api/outbox`).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule_protocol::{
-    AppliedMids, BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, Snapshot, now_ms,
+    BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, Snapshot, now_ms,
 };
 use capsule_store::{Store, meta};
 use futures_util::StreamExt;
@@ -47,8 +47,8 @@ pub struct FollowConfig {
     /// The hub pings every second; this much silence means the link is dead even if TCP has
     /// not noticed (Wi-Fi gone).
     pub silence_timeout: Duration,
-    /// Record the mutation ids the hub applied (a node that may become hub needs them, so a
-    /// write retried across a failover stays a duplicate).
+    /// Copy the hub's journal (a node that may become hub needs it: a write retried across a
+    /// failover stays a duplicate, and a partition's losing side replays what the winner lacks).
     pub keep_mids: bool,
     /// How this node introduces itself on the hub's stream (`till`, `screen`).
     pub role: &'static str,
@@ -412,7 +412,7 @@ async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
             _ => break,
         }
     }
-    fetch_mids(ctx).await?;
+    fetch_journal(ctx).await?;
     let s = ctx.store.clone();
     blocking(move || s.advance_position(seq, top)).await?;
     Ok(seq)
@@ -427,23 +427,22 @@ async fn record_hub(ctx: &Ctx<'_>, hub: &str, term: i64) -> Result<()> {
     .await
 }
 
-/// Records the mids the hub applied since the last ones recorded (replicas that may become
-/// hub only).
-async fn fetch_mids(ctx: &Ctx<'_>) -> Result<()> {
+/// Copies the hub's journal since the last entry copied (replicas that may become hub only).
+async fn fetch_journal(ctx: &Ctx<'_>) -> Result<()> {
     if !ctx.config.keep_mids {
         return Ok(());
     }
     loop {
         let s = ctx.store.clone();
-        let after = blocking(move || s.meta_i64(meta::MIDS_VERSION)).await?;
-        let url = format!("{}/api/mids?after={after}", ctx.config.hub_url);
-        let got: AppliedMids = get_json(ctx, &url).await?;
-        if got.mids.is_empty() {
+        let after = blocking(move || s.meta_i64(meta::JOURNAL_VERSION)).await?;
+        let url = format!("{}/api/journal?after={after}", ctx.config.hub_url);
+        let page: JournalPage = get_json(ctx, &url).await?;
+        if page.entries.is_empty() {
             return Ok(());
         }
         let s = ctx.store.clone();
-        let more = got.more;
-        blocking(move || s.record_mids(&got.mids)).await?;
+        let more = page.more;
+        blocking(move || s.record_journal(&page.entries)).await?;
         if !more {
             return Ok(());
         }
@@ -477,7 +476,7 @@ async fn flush(
     let any = !capsules.is_empty();
     apply_burst(ctx, capsules).await?;
     if any {
-        fetch_mids(ctx).await?;
+        fetch_journal(ctx).await?;
     }
     let done = now_ms();
     for ts in stamps {

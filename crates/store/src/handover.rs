@@ -7,7 +7,7 @@
 //! after its version ([`Store::changed_since`]) instead of taking a snapshot.
 
 use capsule_protocol::{
-    Action, AppliedMids, Capsule, ChangedSince, Mutation, MutationBatch, now_ms,
+    Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS _gone (
     PRIMARY KEY (entity, id)
 );
 CREATE INDEX IF NOT EXISTS _gone_v ON _gone(v);
--- Every write this node applied as hub, as sent: replayed into the winner if it steps down.
+-- Every write this node's data holds (applied here as hub, or copied from the hub's journal),
+-- as sent: replayed into the winner if this node steps down.
 CREATE TABLE IF NOT EXISTS _journal (
     mid TEXT PRIMARY KEY,
     v INTEGER NOT NULL,
@@ -162,16 +163,6 @@ impl Store {
             sql::set_meta(&tx, meta::MERGED_VERSION, &from.max(base).to_string())?;
             sql::set_meta(&tx, meta::HUB_NODE_ID, &self.node_id)?;
             sql::set_meta(&tx, meta::HUB_TERM, &term.to_string())?;
-            let unreplayed: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM _meta WHERE key = ?1",
-                    [meta::REPLAY_FLOOR],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if unreplayed.is_none() {
-                sql::set_meta(&tx, meta::REPLAY_FLOOR, &from.to_string())?;
-            }
             let top: i64 =
                 tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM _capsule_log", [], |r| {
                     r.get(0)
@@ -220,8 +211,16 @@ impl Store {
             match self.apply(&batch, &ApplyMode::Authoritative { source }) {
                 Ok(applied) => {
                     let conn = self.writer();
-                    for r in &applied.results {
+                    for (r, m) in applied.results.iter().zip(&batch.mutations) {
                         conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
+                        // Applied before (its mid came back here) yet held here only as this
+                        // node's local copy: journaled above this term's start, so a later
+                        // step-down replays it too.
+                        if r.status == capsule_protocol::MutationStatus::Duplicate {
+                            let v = sql::meta_i64(&conn, meta::VERSION)? + 1;
+                            sql::set_meta(&conn, meta::VERSION, &v.to_string())?;
+                            journal(&conn, m, v)?;
+                        }
                     }
                 }
                 Err(
@@ -306,12 +305,17 @@ impl Store {
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let own_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
-        let own_from = sql::meta_i64(&tx, meta::REPLAY_FLOOR)?;
+        // The winner took over from this very hub and term: it holds everything up to where
+        // it started. Otherwise nothing is known in common: every write this node's data
+        // holds goes (duplicates by mid cost a lookup at the winner).
         let floor = match winner {
-            Some(w) if w.prev_hub.as_deref() == Some(self.node_id.as_str()) && w.prev_term == own_term => {
-                w.from_v.max(own_from)
+            Some(w)
+                if w.prev_hub.as_deref() == Some(self.node_id.as_str())
+                    && w.prev_term == own_term =>
+            {
+                w.from_v
             }
-            _ => own_from,
+            _ => 0,
         };
         let entries: Vec<(String, String)> = tx
             .prepare("SELECT mid, mutation FROM _journal WHERE v > ?1 ORDER BY v")?
@@ -337,8 +341,8 @@ impl Store {
             queued += 1;
         }
         tx.execute(
-            "DELETE FROM _meta WHERE key IN (?1, ?2, ?3)",
-            params![meta::HUB_NODE_ID, meta::HUB_TERM, meta::REPLAY_FLOOR],
+            "DELETE FROM _meta WHERE key IN (?1, ?2)",
+            params![meta::HUB_NODE_ID, meta::HUB_TERM],
         )?;
         tx.commit()?;
         Ok(queued)
@@ -408,36 +412,49 @@ impl Store {
         })
     }
 
-    /// Mutation ids applied after version `after`, oldest first.
-    pub fn mids_since(&self, after: i64, limit: usize) -> Result<AppliedMids> {
+    /// The journal after version `after`, oldest first: the writes this node's data holds.
+    pub fn journal_since(&self, after: i64, limit: usize) -> Result<JournalPage> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT mid, seq FROM _mutation WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT mid, v, mutation FROM _journal WHERE v > ?1 ORDER BY v LIMIT ?2",
             )?;
-            let mut mids: Vec<(String, i64)> = stmt
+            let rows: Vec<(String, i64, String)> = stmt
                 .query_map(params![after, limit as i64 + 1], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<std::result::Result<_, _>>()?;
-            let more = mids.len() > limit;
-            mids.truncate(limit);
-            Ok(AppliedMids { mids, more })
+            let more = rows.len() > limit;
+            let entries = rows
+                .into_iter()
+                .take(limit)
+                .map(|(mid, v, text)| {
+                    Ok(JournalEntry {
+                        mid,
+                        v,
+                        mutation: serde_json::from_str(&text)
+                            .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok(JournalPage { entries, more })
         })
     }
 
-    /// Remembers mids the hub applied, so this replica answers "duplicate" if it becomes hub.
-    pub fn record_mids(&self, mids: &[(String, i64)]) -> Result<()> {
+    /// Copies the hub's journal here (the writes its data holds, with their mids), so this
+    /// replica answers "duplicate" as hub and can replay them if its side loses a partition.
+    pub fn record_journal(&self, entries: &[JournalEntry]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let mut top = sql::meta_i64(&tx, meta::MIDS_VERSION)?;
-        for (mid, v) in mids {
+        let mut top = sql::meta_i64(&tx, meta::JOURNAL_VERSION)?;
+        for e in entries {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![mid, v, now_ms()])?;
-            top = top.max(*v);
+            .execute(params![e.mid, e.v, now_ms()])?;
+            journal(&tx, &e.mutation, e.v)?;
+            top = top.max(e.v);
         }
-        sql::set_meta(&tx, meta::MIDS_VERSION, &top.to_string())?;
+        sql::set_meta(&tx, meta::JOURNAL_VERSION, &top.to_string())?;
         tx.commit()?;
         Ok(())
     }

@@ -86,12 +86,8 @@ pub mod meta {
     pub const HUB_TERM: &str = "hub_term";
     /// Tombstones (`_gone`) are complete for deletions after this version.
     pub const GONE_SINCE: &str = "gone_since";
-    /// A hub's writes above this version may be missing elsewhere: set when it claims (kept
-    /// from an earlier term it never handed over, e.g. it crashed as hub and claimed again),
-    /// consumed when it steps down and queues them for the winner.
-    pub const REPLAY_FLOOR: &str = "replay_floor";
-    /// Replica: highest hub version whose mutation ids it has recorded.
-    pub const MIDS_VERSION: &str = "mids_version";
+    /// Replica: highest hub version of the hub's journal it has copied.
+    pub const JOURNAL_VERSION: &str = "journal_version";
 }
 
 /// How many read connections are kept open for reuse.

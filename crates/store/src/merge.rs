@@ -187,11 +187,13 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?;
         // Local values now are the snapshot's plus what is re-applied just below.
         tx.execute("DELETE FROM _dirty", [])?;
-        // The writes known as applied were those of the data just replaced: from now on they
-        // are the snapshot hub's, fetched afresh (a mid known here whose row the new data
-        // lacks would turn the write's resend into a "duplicate" that never lands).
+        // The writes known as applied (and journaled) were those of the data just replaced:
+        // from now on they are the snapshot hub's, fetched afresh (a mid known here whose row
+        // the new data lacks would turn the write's resend into a "duplicate" that never
+        // lands).
         tx.execute("DELETE FROM _mutation", [])?;
-        sql::set_meta(&tx, meta::MIDS_VERSION, "0")?;
+        tx.execute("DELETE FROM _journal", [])?;
+        sql::set_meta(&tx, meta::JOURNAL_VERSION, "0")?;
         crate::outbox::reapply_pending(&tx, self, &everything)?;
         tx.commit()?;
         Ok(())
