@@ -315,7 +315,8 @@ impl Sim {
                 let Some(next) = till.outbox_next(till.node_id()).unwrap() else { break };
                 match hub.apply(&next.batch, &ApplyMode::Authoritative { source: till.node_id().into() }) {
                     Ok(applied) => till.outbox_confirmed(&next.request, &applied.results).unwrap(),
-                    Err(StoreError::NotHub(_)) => break,
+                    // As the till does: retry later (its parent is on its way).
+                    Err(StoreError::NotHub(_) | StoreError::MissingParent(_)) => break,
                     Err(e) => {
                         till.outbox_rejected(&next.request, &e.to_string()).unwrap();
                     }

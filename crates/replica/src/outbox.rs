@@ -47,6 +47,9 @@ pub struct Submitted {
     pub response: MutationResponse,
 }
 
+/// How long a write whose parent row the hub lacks is retried before it is set aside.
+const MISSING_PARENT_WAIT_MS: i64 = 60_000;
+
 pub struct Outbox {
     store: Arc<Store>,
     hub: HubTarget,
@@ -186,6 +189,18 @@ impl Outbox {
                     let _ = self
                         .outcomes
                         .send((req.request, Outcome::Confirmed(answer.results)));
+                }
+                // The parent of a row is not at the hub yet (after a failover its write may be
+                // on its way from another node): retried like an unreachable hub, for a while.
+                Err(ReplicaError::Hub { status: 424, message })
+                    if capsule_protocol::now_ms() - req.queued_at < MISSING_PARENT_WAIT_MS =>
+                {
+                    self.reachable.store(true, Ordering::Relaxed);
+                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
+                    let (s, r) = (self.store.clone(), req.request.clone());
+                    let _ = blocking(move || s.outbox_attempt_failed(&r, &message)).await;
+                    let _ = tokio::time::timeout(backoff, self.wake.notified()).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(ReplicaError::Hub { status, message })
                     if (400..500).contains(&status) && !matches!(status, 408 | 425 | 429) =>

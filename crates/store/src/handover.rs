@@ -8,10 +8,11 @@
 
 use capsule_protocol::{
     Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
+    prepare_batch,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::pipeline::{ApplyMode, target_entity};
+use crate::pipeline::target_entity;
 use crate::sql::{self, q};
 use crate::{Result, Store, StoreError, meta};
 
@@ -197,36 +198,45 @@ impl Store {
         self.outbox_requeue_sent()?;
         let mut adopted = 0;
         while let Some(next) = self.outbox_next(&self.node_id)? {
-            adopted += 1;
-            let batch: MutationBatch = next.batch.clone();
+            let mut batch: MutationBatch = next.batch.clone();
+            if let Err(e) = prepare_batch(&self.schema, &mut batch) {
+                self.outbox_rejected(&next.request, &e.to_string())?;
+                continue;
+            }
+            let mut conn = self.writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // The rows are here already, written locally: take the inserted ones out so the
             // hub inserts them for real (numbering the order, deriving totals) rather than
-            // refusing them as existing.
+            // refusing them as existing. In the same transaction: a refusal puts them back.
             for m in &batch.mutations {
                 if m.action == Action::Insert {
-                    self.remove_local_insert(m)?;
+                    remove_local_insert(&tx, m)?;
                 }
             }
-            let source = self.node_id.clone();
-            match self.apply(&batch, &ApplyMode::Authoritative { source }) {
+            match self.apply_in(&tx, &batch, &self.node_id) {
                 Ok(applied) => {
-                    let conn = self.writer();
                     for (r, m) in applied.results.iter().zip(&batch.mutations) {
-                        conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
+                        tx.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
                         // Applied before (its mid came back here) yet held here only as this
                         // node's local copy: journaled above this term's start, so a later
                         // step-down replays it too.
                         if r.status == capsule_protocol::MutationStatus::Duplicate {
-                            let v = sql::meta_i64(&conn, meta::VERSION)? + 1;
-                            sql::set_meta(&conn, meta::VERSION, &v.to_string())?;
-                            journal(&conn, m, v)?;
+                            let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
+                            sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
+                            journal(&tx, m, v)?;
                         }
                     }
+                    tx.commit()?;
+                    adopted += 1;
                 }
+                // Its parent's write is still on its way from another node: next round.
+                Err(StoreError::MissingParent(_)) => break,
                 Err(
                     e
                     @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_)),
                 ) => {
+                    drop(tx);
+                    drop(conn);
                     self.outbox_rejected(&next.request, &e.to_string())?;
                 }
                 Err(e) => return Err(e),
@@ -274,20 +284,6 @@ impl Store {
         Ok(())
     }
 
-    fn remove_local_insert(&self, m: &Mutation) -> Result<()> {
-        let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();
-        let conn = self.writer();
-        // A write the old hub applied (its mid came back here) is a duplicate now: its row is
-        // the hub's, keep it.
-        let applied: bool = conn
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)")?
-            .query_row([&m.mid], |r| r.get(0))?;
-        if applied {
-            return Ok(());
-        }
-        conn.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&m.table)), [id])?;
-        Ok(())
-    }
 
     /// Stops being hub in favour of `winner` (None: no hub known yet): hub writes are fenced
     /// at once, and every write this node accepted as hub that the winner may lack is queued
@@ -478,6 +474,20 @@ impl Store {
             Ok((hub, sql::meta_i64(c, meta::HUB_TERM)?))
         })
     }
+}
+
+/// Takes a locally inserted row out before the hub inserts it for real, unless the write was
+/// applied before (its mid came back here): then the row is the hub's, kept.
+fn remove_local_insert(tx: &Connection, m: &Mutation) -> Result<()> {
+    let applied: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)")?
+        .query_row([&m.mid], |r| r.get(0))?;
+    if applied {
+        return Ok(());
+    }
+    let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();
+    tx.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&m.table)), [id])?;
+    Ok(())
 }
 
 fn changed(entity: &str, id: String, parts: Vec<String>, v: i64, gone: bool) -> Capsule {

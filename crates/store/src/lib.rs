@@ -58,6 +58,10 @@ pub enum StoreError {
     /// This node is not (or no longer) the hub, so it cannot write authoritatively (HTTP 503).
     #[error("{0}")]
     NotHub(String),
+    /// A child row names a parent this store does not hold (yet): after a failover the
+    /// parent's write may still be on its way from another node (HTTP 424, retried).
+    #[error("{0}")]
+    MissingParent(String),
     /// The asked-for history is no longer (or not yet) kept here (HTTP 410).
     #[error("{0}")]
     Gone(String),

@@ -63,6 +63,8 @@ pub struct LocalApplied {
 pub struct OutboxRequest {
     pub request: String,
     pub batch: MutationBatch,
+    /// When its oldest entry was queued (ms since epoch).
+    pub queued_at: i64,
 }
 
 impl Store {
@@ -152,6 +154,11 @@ impl Store {
             let Some(request) = request else {
                 return Ok(None);
             };
+            let queued_at: i64 = c.query_row(
+                "SELECT MIN(queued_at) FROM _outbox WHERE request = ?1",
+                [&request],
+                |r| r.get(0),
+            )?;
             let mut stmt = c.prepare_cached(
                 "SELECT mutation FROM _outbox WHERE request = ?1 AND state = 'pending' ORDER BY pos",
             )?;
@@ -164,6 +171,7 @@ impl Store {
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Some(OutboxRequest {
+                queued_at,
                 request,
                 batch: MutationBatch {
                     mutations,

@@ -124,6 +124,18 @@ impl Store {
         }
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = self.apply_in(&tx, &batch, source)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Applies a validated request inside `tx` (the caller commits).
+    pub(crate) fn apply_in(
+        &self,
+        tx: &Connection,
+        batch: &MutationBatch,
+        source: &str,
+    ) -> Result<Applied> {
         let mut out = Applied::default();
         // The hub derives once per request, after all its rows are written: the cost follows
         // the entities the request touched, not the number of mutations times their size.
@@ -151,19 +163,19 @@ impl Store {
                 StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
                 other => other,
             };
-            let seq = sql::meta_i64(&tx, meta::VERSION)?
+            let seq = sql::meta_i64(tx, meta::VERSION)?
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
-            sql::set_meta(&tx, meta::VERSION, &seq.to_string())?;
+            sql::set_meta(tx, meta::VERSION, &seq.to_string())?;
             let mut changes = Changes::default();
-            apply_row(&tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
-            for capsule in finalize(&tx, &self.schema, &changes, Some(seq), source)? {
+            apply_row(tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
+            for capsule in finalize(tx, &self.schema, &changes, Some(seq), source)? {
                 combine(&mut request_capsules, capsule);
             }
             request_changes.absorb(changes);
             last_version = Some(seq);
-            record_mid(&tx, &m.mid, seq)?;
-            crate::handover::journal(&tx, m, seq)?;
+            record_mid(tx, &m.mid, seq)?;
+            crate::handover::journal(tx, m, seq)?;
             out.results.push(MutationResult {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
@@ -171,15 +183,14 @@ impl Store {
             });
         }
         if let Some(seq) = last_version {
-            let derived = derive::propagate(&tx, &self.schema, &request_changes, true)?;
-            for capsule in finalize(&tx, &self.schema, &derived, Some(seq), source)? {
+            let derived = derive::propagate(tx, &self.schema, &request_changes, true)?;
+            for capsule in finalize(tx, &self.schema, &derived, Some(seq), source)? {
                 combine(&mut request_capsules, capsule);
             }
         }
         for capsule in request_capsules {
-            out.capsules.push(log_capsule(&tx, capsule)?);
+            out.capsules.push(log_capsule(tx, capsule)?);
         }
-        tx.commit()?;
         Ok(out)
     }
 
@@ -474,10 +485,20 @@ fn check_parent(
             |r| r.get(0),
         )?;
         if !exists {
-            return Err(StoreError::Conflict(format!(
+            let message = format!(
                 "{} '{}' names {parent_table} '{parent}', which does not exist",
                 t.name, row[ID_FIELD]
-            )));
+            );
+            // Deleted here: refused for good. Never seen: after a failover its write may still
+            // be on its way from another node, so the sender retries.
+            let deleted: bool = conn
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM _gone WHERE entity = ?1 AND id = ?2)")?
+                .query_row(params![entity, parent], |r| r.get(0))?;
+            return Err(if deleted {
+                StoreError::Conflict(message)
+            } else {
+                StoreError::MissingParent(message)
+            });
         }
         if let Some(cap) = t.max_per_parent {
             let held: i64 = conn

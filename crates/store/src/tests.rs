@@ -149,7 +149,7 @@ fn merge_of_missing_row_and_orphan_child_are_refused() {
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = run(&store, vec![line("l1", 1, 100)]).unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref s) if s.contains("does not exist")),
+        matches!(err, StoreError::MissingParent(ref s) if s.contains("does not exist")),
         "{err}"
     );
 }
