@@ -218,7 +218,6 @@ impl Member {
 }
 
 impl Mesh {
-
     /// Every node ever seen this run with whether it is live now (for the dashboard).
     pub async fn all(&self) -> Vec<(Member, bool)> {
         let cc = self.handle.chitchat();

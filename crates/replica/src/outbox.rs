@@ -192,9 +192,10 @@ impl Outbox {
                 }
                 // The parent of a row is not at the hub yet (after a failover its write may be
                 // on its way from another node): retried like an unreachable hub, for a while.
-                Err(ReplicaError::Hub { status: 424, message })
-                    if capsule_protocol::now_ms() - req.queued_at < MISSING_PARENT_WAIT_MS =>
-                {
+                Err(ReplicaError::Hub {
+                    status: 424,
+                    message,
+                }) if capsule_protocol::now_ms() - req.queued_at < MISSING_PARENT_WAIT_MS => {
                     self.reachable.store(true, Ordering::Relaxed);
                     let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
                     let (s, r) = (self.store.clone(), req.request.clone());

@@ -275,7 +275,8 @@ impl Store {
         if !changes.entities.is_empty() {
             let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
             sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
-            for c in crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)? {
+            for c in crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)?
+            {
                 crate::pipeline::log_capsule(&tx, c)?;
             }
         }
@@ -283,7 +284,6 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
-
 
     /// Stops being hub in favour of `winner` (None: no hub known yet): hub writes are fenced
     /// at once, and every write this node accepted as hub that the winner may lack is queued
