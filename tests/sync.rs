@@ -82,10 +82,14 @@ fn capsule_frames_are_signals_without_row_data() {
     // The publisher runs behind the commits: subscribe once it has sent everything logged, so
     // the next frame is the next write's (a busy machine may otherwise deliver the order's
     // own capsules after `hello`).
-    wait_until(Duration::from_secs(10), "the stream to publish the order", || {
-        let logged = hub.get("/api/changes?since=0").1["seq"].as_i64();
-        logged.is_some() && hub.get("/api/status").1["seq"].as_i64() == logged
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the stream to publish the order",
+        || {
+            let logged = hub.get("/api/changes?since=0").1["seq"].as_i64();
+            logged.is_some() && hub.get("/api/status").1["seq"].as_i64() == logged
+        },
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ws_url = format!("{}/ws", hub.url.replace("http://", "ws://"));

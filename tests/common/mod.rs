@@ -22,18 +22,21 @@ impl Node {
     /// Starts `tilld` with `args` and waits for its `listening on` line.
     pub fn spawn(data: &Path, args: &[&str]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
-        cmd.args(args)
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::piped())
+        cmd.args(args).arg("--data").arg(data);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        Node::from_command(cmd, data)
+    }
+
+    /// Runs `cmd` (a `tilld`, perhaps wrapped) and waits for its `listening on` line.
+    pub fn from_command(mut cmd: Command, data: &Path) -> Node {
+        cmd.stdout(Stdio::piped())
             .stderr(match std::env::var_os("CAPSULE_TEST_LOGS") {
                 // Debugging a test: each node's log beside its data directory.
                 Some(_) => Stdio::from(std::fs::File::create(data.with_extension("log")).unwrap()),
                 None => Stdio::null(),
             });
-        if !args.contains(&"--listen") {
-            cmd.args(["--listen", "127.0.0.1:0"]);
-        }
         let mut child = cmd.spawn().expect("tilld starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
