@@ -330,7 +330,18 @@ pub(crate) fn enqueue(
 }
 
 /// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`).
+/// An entry confirmed in an earlier term than the hub followed now (a confirmation that
+/// arrived from the old hub after the switch) cannot be told apart from the new hub's
+/// versions: it goes back in line, to be confirmed (or found a duplicate) by the new hub.
 pub(crate) fn prune(conn: &Connection) -> Result<()> {
+    let term = sql::meta_i64(conn, meta::HUB_TERM)?;
+    if term > 0 {
+        conn.prepare_cached(
+            "UPDATE _outbox SET state = 'pending', hub_seq = NULL
+             WHERE state = 'sent' AND hub_seq < ?1",
+        )?
+        .execute([term.saturating_mul(crate::VERSIONS_PER_TERM)])?;
+    }
     let merged = sql::meta_i64(conn, meta::MERGED_VERSION)?;
     let mut stmt = conn.prepare_cached(
         "SELECT mid, hub_seq FROM _outbox WHERE state = 'sent' AND hub_seq <= ?1",

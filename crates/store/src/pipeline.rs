@@ -150,10 +150,14 @@ impl Store {
                 .query_row([&m.mid], |r| r.get(0))
                 .optional()?;
             if let Some(seq) = prior {
+                // Applied in an earlier term: its data is here, at or below the current
+                // version, which is what the sender waits to merge before forgetting it.
+                let now = sql::meta_i64(tx, meta::VERSION)?;
+                let term_start = now - now.rem_euclid(crate::VERSIONS_PER_TERM);
                 out.results.push(MutationResult {
                     mid: m.mid.clone(),
                     status: MutationStatus::Duplicate,
-                    seq,
+                    seq: if seq < term_start { now } else { seq },
                 });
                 continue;
             }
