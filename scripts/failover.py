@@ -169,6 +169,7 @@ def main():
     seller.join()
     h = hub()
     wait(lambda: all(n.status().get("pending") == 0 for n in nodes), "every outbox to drain", 120)
+    set_aside = sum(n.status().get("rejected", 0) for n in nodes)
     _, table = call(h.url + "/api/tables/order_header", timeout=10)
     ids = [r["id"] for r in table["rows"]]
     found = set(ids)
@@ -176,10 +177,11 @@ def main():
     if lost:
         print(f"lost: {lost} (data in {tmp})")
     print()
-    print("| kills | failover median | failover max | sales written | found at hub | lost | doubled | refused |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| kills | failover median | failover max | sales written | found at hub | lost | doubled "
+          "| refused at the till | set aside later |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {len(times)} | {statistics.median(times):.0f} ms | {max(times):.0f} ms | {len(sold)} | "
-          f"{len(found & set(sold))} | {len(lost)} | {len(ids) - len(found)} | {refused[0]} |")
+          f"{len(found & set(sold))} | {len(lost)} | {len(ids) - len(found)} | {refused[0]} | {set_aside} |")
     for n in nodes:
         n.kill()
 

@@ -469,7 +469,7 @@ fn sync(till: &Store, hub: &Store, lineage: &Lineage) {
         till.load_snapshot(&snap).unwrap();
     }
     let after = till.meta_i64(meta::JOURNAL_VERSION).unwrap();
-    till.record_journal(&hub.journal_since(after, 100_000).unwrap().entries)
+    till.record_journal(&hub.journal_since(after, top, 100_000).unwrap().entries)
         .unwrap();
     till.set_meta(meta::HUB_NODE_ID, hub.node_id()).unwrap();
     till.set_meta(meta::HUB_TERM, &lineage.term.to_string())

@@ -263,9 +263,14 @@ async fn journal(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<capsule_protocol::JournalPage>, ApiError> {
     let after = int_param(&q, "after")?;
+    let upto = match q.get("upto") {
+        Some(_) => int_param(&q, "upto")?,
+        None => i64::MAX,
+    };
     let store = s.store.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || store.journal_since(after, MAX_CHANGED)).await??,
+        tokio::task::spawn_blocking(move || store.journal_since(after, upto, MAX_CHANGED))
+            .await??,
     ))
 }
 

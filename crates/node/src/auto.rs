@@ -97,7 +97,7 @@ pub(crate) async fn start(
             priority: if eligible { config.priority } else { 0 },
             peers: config.peers.iter().map(|p| peer_addr(p)).collect(),
             mdns: config.mdns,
-            cluster: "capsule-pos".into(),
+            cluster: format!("capsule-pos/{}", config.shop),
         },
         store.freshness()?,
         store.term()?,

@@ -37,6 +37,10 @@ pub struct Args {
     /// Repeatable.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// The shop this node belongs to: nodes form a mesh only with nodes of the same shop
+    /// (two shops on one network stay apart).
+    #[arg(long, default_value = "shop", value_parser = parse_shop)]
+    pub shop: String,
     /// Do not use mDNS to find the shop's other nodes (static --peer only).
     #[arg(long)]
     pub no_mdns: bool,
@@ -113,6 +117,17 @@ pub struct Args {
     /// Hub: how many backups to keep (the oldest go first).
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..))]
     pub backup_keep: u16,
+}
+
+fn parse_shop(s: &str) -> Result<String, String> {
+    if (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not 1 to 64 letters, digits, '-' or '_'"))
+    }
 }
 
 fn parse_till_letter(s: &str) -> Result<String, String> {
@@ -241,6 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.priority = args.priority;
     config.peers = args.peers;
     config.mdns = !args.no_mdns;
+    config.shop = args.shop;
     config.advertise = args.advertise.map(|a| a.trim_end_matches('/').to_string());
     config.handback_quiet = Duration::from_millis(args.handback_quiet_ms.max(100));
     config.backup = args.backup_dir.map(|dir| crate::backup::BackupSchedule {

@@ -116,7 +116,7 @@ const ORDERS: &[DemoOrder] = &[
 /// already had data).
 pub fn seed_if_empty(store: &Store) -> capsule_store::Result<usize> {
     // Anything ever applied here (versions alone start high once a term is claimed).
-    if !store.journal_since(-1, 1)?.entries.is_empty() {
+    if !store.journal_since(-1, i64::MAX, 1)?.entries.is_empty() {
         return Ok(0);
     }
     let mut muts = Vec::new();

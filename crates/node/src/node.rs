@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub peers: Vec<String>,
     /// Mesh: find peers with mDNS too.
     pub mdns: bool,
+    /// Mesh: the shop's name; only nodes of the same shop form a mesh.
+    pub shop: String,
     /// Mesh: the URL others reach this node at, when it listens on 0.0.0.0.
     pub advertise: Option<String>,
     /// Mesh: a hub hands the hub back to a preferred node only after this long without a
@@ -96,6 +98,7 @@ impl NodeConfig {
             priority: 1,
             peers: Vec::new(),
             mdns: true,
+            shop: "shop".into(),
             advertise: None,
             handback_quiet: std::time::Duration::from_secs(10),
         }

@@ -412,7 +412,7 @@ async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
             _ => break,
         }
     }
-    fetch_journal(ctx).await?;
+    fetch_journal(ctx, top).await?;
     let s = ctx.store.clone();
     blocking(move || s.advance_position(seq, top)).await?;
     Ok(seq)
@@ -427,15 +427,23 @@ async fn record_hub(ctx: &Ctx<'_>, hub: &str, term: i64) -> Result<()> {
     .await
 }
 
-/// Copies the hub's journal since the last entry copied (replicas that may become hub only).
-async fn fetch_journal(ctx: &Ctx<'_>) -> Result<()> {
+/// Copies the hub's journal since the last entry copied, up to `upto`, the version the data
+/// merged here reaches (replicas that may become hub only). Never beyond it: a mid known here
+/// for a write whose row is not would make the write's resend a "duplicate" that never lands.
+async fn fetch_journal(ctx: &Ctx<'_>, upto: i64) -> Result<()> {
     if !ctx.config.keep_mids {
         return Ok(());
     }
     loop {
         let s = ctx.store.clone();
         let after = blocking(move || s.meta_i64(meta::JOURNAL_VERSION)).await?;
-        let url = format!("{}/api/journal?after={after}", ctx.config.hub_url);
+        if after >= upto {
+            return Ok(());
+        }
+        let url = format!(
+            "{}/api/journal?after={after}&upto={upto}",
+            ctx.config.hub_url
+        );
         let page: JournalPage = get_json(ctx, &url).await?;
         if page.entries.is_empty() {
             return Ok(());
@@ -476,7 +484,7 @@ async fn flush(
     let any = !capsules.is_empty();
     apply_burst(ctx, capsules).await?;
     if any {
-        fetch_journal(ctx).await?;
+        fetch_journal(ctx, top_version).await?;
     }
     let done = now_ms();
     for ts in stamps {

@@ -408,14 +408,15 @@ impl Store {
         })
     }
 
-    /// The journal after version `after`, oldest first: the writes this node's data holds.
-    pub fn journal_since(&self, after: i64, limit: usize) -> Result<JournalPage> {
+    /// The journal after version `after` up to `upto`, oldest first: the writes this node's
+    /// data holds.
+    pub fn journal_since(&self, after: i64, upto: i64, limit: usize) -> Result<JournalPage> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT mid, v, mutation FROM _journal WHERE v > ?1 ORDER BY v LIMIT ?2",
+                "SELECT mid, v, mutation FROM _journal WHERE v > ?1 AND v <= ?2 ORDER BY v LIMIT ?3",
             )?;
             let rows: Vec<(String, i64, String)> = stmt
-                .query_map(params![after, limit as i64 + 1], |r| {
+                .query_map(params![after, upto, limit as i64 + 1], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<std::result::Result<_, _>>()?;

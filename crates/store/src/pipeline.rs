@@ -167,6 +167,20 @@ impl Store {
                 StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
                 other => other,
             };
+            // An insert of a row that is here exactly as the insert would write it is that
+            // insert arriving again (after a failover the row can reach the new hub before
+            // its mid does): a duplicate, not a conflict.
+            if m.action == Action::Insert && inserted_already(tx, &self.schema, m)? {
+                let now = sql::meta_i64(tx, meta::VERSION)?;
+                record_mid(tx, &m.mid, now)?;
+                crate::handover::journal(tx, m, now)?;
+                out.results.push(MutationResult {
+                    mid: m.mid.clone(),
+                    status: MutationStatus::Duplicate,
+                    seq: now,
+                });
+                continue;
+            }
             let seq = sql::meta_i64(tx, meta::VERSION)?
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
@@ -277,6 +291,19 @@ fn combine(list: &mut Vec<Capsule>, c: Capsule) {
         }
         None => list.push(c),
     }
+}
+
+/// Whether `m`'s row exists with every value `m` names (ids are made by clients, so such a
+/// row is `m`'s own).
+fn inserted_already(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<bool> {
+    let t = &schema.tables[&m.table];
+    let id = text(&m.row, ID_FIELD).unwrap_or_default();
+    let Some(stored) = select_by_id(conn, schema, t, id)? else {
+        return Ok(false);
+    };
+    Ok(m.row
+        .iter()
+        .all(|(k, v)| stored.get(k).unwrap_or(&serde_json::Value::Null) == v))
 }
 
 fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
