@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use capsule_hub::{StatusHandler, Stream};
 use capsule_mesh::{Member, Mesh, MeshConfig, SelfUpdate, Situation, Verdict};
 use capsule_protocol::{HubChange, NodeStatus, PeerStatus};
 use capsule_replica::{HubTarget, Link, ReplicaMetrics};
+use capsule_server::{StatusHandler, Stream};
 use capsule_store::Store;
 use tower::ServiceExt;
 
@@ -105,7 +105,7 @@ pub(crate) async fn start(
     .await
     .context("cannot join the shop's mesh (gossip on UDP)")?;
     let placeholder = Router::new().fallback(|| async {
-        capsule_hub::ApiError::new(
+        capsule_server::ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "this node is joining the shop's mesh; try again in a moment",
         )

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use capsule_hub::PublisherConfig;
 use capsule_protocol::Schema;
+use capsule_server::PublisherConfig;
 use clap::Parser;
 
 use crate::node::{NodeConfig, Role, start};
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long)]
     pub schema: Option<PathBuf>,
     /// Hub: coalescing window in ms for the capsule stream (0 = every capsule at once).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = capsule_protocol::defaults::COALESCE.as_millis() as u64)]
     pub coalesce_ms: u64,
     /// Hub: capsule-log entries kept for replaying to reconnecting tills.
     #[arg(long, default_value_t = 100_000)]
@@ -80,28 +80,28 @@ pub struct Args {
     #[arg(long)]
     pub light: bool,
     /// Till: at most one pull per entity per this many ms.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = capsule_protocol::defaults::PULL_WINDOW.as_millis() as u64)]
     pub pull_window_ms: u64,
     /// Hub: ping idle subscribers this often (ms).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = capsule_protocol::defaults::PING_EVERY.as_millis() as u64)]
     pub ping_ms: u64,
     /// Till: treat the hub as gone after this long without hearing from it (ms); a hub
     /// that froze or lost its cable is noticed this fast.
-    #[arg(long, default_value_t = 2_500)]
+    #[arg(long, default_value_t = capsule_protocol::defaults::SILENCE.as_millis() as u64)]
     pub silence_ms: u64,
     /// Till: letters its provisional order numbers start with while the hub is out of reach
     /// (B gives B-1, B-2...); give each till its own. Default: two letters from the node id.
     #[arg(long, value_parser = parse_till_letter)]
     pub till_letter: Option<String>,
     /// Connections served at once (more are refused with a 503 until some close).
-    #[arg(long, default_value_t = capsule_hub::Limits::default().max_connections)]
+    #[arg(long, default_value_t = capsule_server::Limits::default().max_connections)]
     pub max_connections: usize,
     /// Connections from one IP address at once.
-    #[arg(long, default_value_t = capsule_hub::Limits::default().max_per_ip)]
+    #[arg(long, default_value_t = capsule_server::Limits::default().max_per_ip)]
     pub max_connections_per_ip: usize,
     /// Time a client has to send a request's head; also how long an idle keep-alive
     /// connection stays open (ms).
-    #[arg(long, default_value_t = capsule_hub::Limits::default().header_timeout.as_millis() as u64)]
+    #[arg(long, default_value_t = capsule_server::Limits::default().header_timeout.as_millis() as u64)]
     pub header_timeout_ms: u64,
     /// A host name this node answers to (besides IP addresses, localhost and its own name),
     /// e.g. a DNS name for the manager's PC. Repeatable. Other names are refused, so a web

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
-use capsule_hub::api::{self, ApiState, MutationHandler, StatusHandler};
-use capsule_hub::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
 use capsule_protocol::{BackupStatus, Lineage, MutationBatch, NodeStatus, Schema};
 use capsule_replica::{
     FollowConfig, HubTarget, Link, LocalChange, OnChange, Outbox, ReplicaError, ReplicaMetrics,
 };
+use capsule_server::api::{self, ApiState, MutationHandler, StatusHandler};
+use capsule_server::{ApiError, ExtraMetrics, Hub, NodeMetrics, PublisherConfig, Stream};
 use capsule_store::{Durability, Store};
 use tokio::net::TcpListener;
 use tower_http::services::{ServeDir, ServeFile};
@@ -55,7 +55,7 @@ pub struct NodeConfig {
     /// Till: what its provisional order numbers start with (`B` gives B-1, B-2...).
     pub provisional_prefix: Option<String>,
     /// Connection limits of this node's server.
-    pub limits: capsule_hub::Limits,
+    pub limits: capsule_server::Limits,
     /// Host names this node answers to besides IP addresses, `localhost` and its own name.
     pub allowed_hosts: Vec<String>,
     /// Mesh: a name staff know this node by ("Till 2", "Manager PC").
@@ -88,11 +88,11 @@ impl NodeConfig {
             schema: Arc::new(Schema::builtin()),
             publisher: PublisherConfig::default(),
             light: false,
-            pull_window: std::time::Duration::from_millis(100),
-            silence_timeout: std::time::Duration::from_millis(2500),
+            pull_window: capsule_protocol::defaults::PULL_WINDOW,
+            silence_timeout: capsule_protocol::defaults::SILENCE,
             backup: None,
             provisional_prefix: None,
-            limits: capsule_hub::Limits::default(),
+            limits: capsule_server::Limits::default(),
             allowed_hosts: Vec::new(),
             name: None,
             priority: 1,
@@ -252,14 +252,14 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             }
         }
     };
-    let router = capsule_hub::guard::layer(
+    let router = capsule_server::guard::layer(
         router,
-        capsule_hub::guard::Hosts::for_this_machine(&config.allowed_hosts),
+        capsule_server::guard::Hosts::for_this_machine(&config.allowed_hosts),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut limits = config.limits;
-    limits.max_connections = capsule_hub::connection_capacity(limits.max_connections);
-    let server = tokio::spawn(capsule_hub::serve(
+    limits.max_connections = capsule_server::connection_capacity(limits.max_connections);
+    let server = tokio::spawn(capsule_server::serve(
         listener,
         router,
         async {

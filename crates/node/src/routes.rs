@@ -5,9 +5,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use capsule_hub::{ApiError, MutationHandler};
 use capsule_protocol::{MutationBatch, Outbox as Outbox_};
 use capsule_replica::Outbox;
+use capsule_server::{ApiError, MutationHandler};
 use capsule_store::Store;
 use serde_json::{Value, json};
 

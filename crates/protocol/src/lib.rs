@@ -3,6 +3,7 @@
 //! This crate does no I/O. The store, hub and replica all speak these types, so a change to
 //! the wire format is a change here and nowhere else.
 
+pub mod defaults;
 pub mod metrics;
 pub mod schema;
 pub mod validate;

@@ -457,3 +457,37 @@ pub struct BackupStatus {
     /// Copies in the folder now.
     pub count: usize,
 }
+
+/// Who is connecting to `/ws`, from its query string.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WsParams {
+    /// Replay log entries after this position before going live.
+    pub since: Option<i64>,
+    /// The hub and term `since` was counted in; a different one makes `since` meaningless
+    /// there, so the subscriber gets the live stream and catches up by version instead.
+    pub hub: Option<String>,
+    pub term: Option<i64>,
+    pub node: Option<String>,
+    pub role: Option<String>,
+}
+
+/// `POST /api/admin/modes`: one entity's rollout mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMode {
+    pub entity: String,
+    pub mode: String,
+}
+
+/// `POST /api/nodes/report`: a follower's periodic word on its sync, for the hub dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    pub node_id: String,
+    pub role: String,
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The node's replica measurements (`ReplicaMetricsJson`), shown as they are.
+    #[serde(default)]
+    pub replica: Option<serde_json::Value>,
+}

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capsule_protocol::defaults::IDS_PER_PULL;
 use capsule_protocol::{
     BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, Snapshot, now_ms,
 };
@@ -22,8 +23,6 @@ const HUB_FRAME_LIMIT: usize = 16 * 1024 * 1024;
 const MAX_BURST: usize = 2000;
 /// How long a burst stays open for more frames once one has arrived.
 const BURST_WINDOW: Duration = Duration::from_millis(3);
-/// Ids per batch pull (the hub accepts up to 500).
-const IDS_PER_PULL: usize = 200;
 
 /// Entities remembered as received whole in rows frames (memory bound).
 const MAX_ROWS_SEEN: usize = 100_000;
@@ -60,10 +59,10 @@ impl FollowConfig {
             hub_url: hub_url.into().trim_end_matches('/').to_string(),
             node_id: node_id.into(),
             light: false,
-            pull_window: Duration::from_millis(100),
+            pull_window: capsule_protocol::defaults::PULL_WINDOW,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
-            silence_timeout: Duration::from_millis(2500),
+            silence_timeout: capsule_protocol::defaults::SILENCE,
             keep_mids: false,
             role: "till",
         }
@@ -91,11 +90,7 @@ pub async fn follow(
     ui: OnChange,
     metrics: Arc<ReplicaMetrics>,
 ) {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a plain HTTP client builds");
+    let http = crate::peer_client();
     let mut backoff = config.min_backoff;
     // Sessions that failed in a row without the stored position moving. A capsule this till
     // cannot pull or merge (say, during a schema upgrade) would otherwise be replayed and fail
@@ -724,6 +719,7 @@ async fn get_once<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> R
     let resp = ctx
         .http
         .get(url)
+        .timeout(Duration::from_secs(60))
         .send()
         .await
         .map_err(|e| fail(ReplicaError::Unreachable(e.to_string())))?;

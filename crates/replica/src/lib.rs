@@ -86,6 +86,21 @@ impl HubTarget {
     }
 }
 
+/// The one HTTP client a node uses to talk to its peers (pulls, the outbox, reports): one
+/// connection pool, and the one place to add pairing and encryption. Callers set a timeout
+/// per request.
+pub fn peer_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .build()
+                .expect("a plain HTTP client builds")
+        })
+        .clone()
+}
+
 /// `http://host:port` -> `ws://host:port/ws`.
 pub fn ws_url(hub_url: &str) -> String {
     let base = hub_url.trim_end_matches('/');

@@ -66,11 +66,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(store: Arc<Store>, hub: HubTarget, ui: OnChange, prefix: String) -> Outbox {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("a plain HTTP client builds");
+        let http = crate::peer_client();
         Outbox {
             store,
             hub,
@@ -285,6 +281,7 @@ impl Outbox {
         let resp = self
             .http
             .post(format!("{hub}/api/mutations"))
+            .timeout(Duration::from_secs(10))
             .json(batch)
             .send()
             .await
@@ -296,6 +293,7 @@ impl Outbox {
         let resp = self
             .http
             .get(url)
+            .timeout(Duration::from_secs(10))
             .send()
             .await
             .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use capsule_protocol::NodeReport;
 
 use crate::{HubTarget, Link, ReplicaMetrics};
 
@@ -18,23 +18,25 @@ pub async fn report(
     link: Link,
     metrics: Arc<ReplicaMetrics>,
 ) {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("a plain HTTP client builds");
+    let http = crate::peer_client();
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tick.tick().await;
         let Some(hub) = target.peek() else { continue };
         let url = format!("{hub}/api/nodes/report");
-        let body = json!({
-            "node_id": node_id,
-            "role": role,
-            "state": link.get().state.as_str(),
-            "replica": metrics.to_json(),
-        });
-        if let Err(e) = http.post(&url).json(&body).send().await {
+        let body = NodeReport {
+            node_id: node_id.clone(),
+            role: role.into(),
+            state: Some(link.get().state.as_str().into()),
+            replica: serde_json::to_value(metrics.to_json()).ok(),
+        };
+        if let Err(e) = http
+            .post(&url)
+            .timeout(Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await
+        {
             tracing::debug!(error = %e, "could not report to the hub");
         }
     }

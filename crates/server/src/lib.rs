@@ -1,4 +1,5 @@
-//! Capsule POS hub: the HTTP API over a store and the capsule WebSocket stream.
+//! Capsule POS server: what every node serves (the server layer, the HTTP API over its store,
+//! `/ws`), and as hub the writer, the capsule log and the stream fed from it.
 //!
 //! Data flow: `POST /api/mutations` -> [`capsule_store::Store::apply`] (commit + capsule log)
 //! -> [`publisher`] reads the log in order, coalesces and applies rollout modes -> [`Stream`]

@@ -30,7 +30,7 @@ pub struct PublisherConfig {
 impl Default for PublisherConfig {
     fn default() -> Self {
         PublisherConfig {
-            coalesce: Duration::from_millis(250),
+            coalesce: capsule_protocol::defaults::COALESCE,
             log_keep: 100_000,
             ping_every: crate::stream::PING_EVERY,
         }

@@ -18,11 +18,12 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::publisher::Modes;
-use crate::stream::{Stream, WsParams, serve_ws};
+use crate::stream::{Stream, serve_ws};
 use crate::writer::WriteQueue;
+use capsule_protocol::{NodeReport, SetMode, WsParams};
 
 /// Most ids accepted in one batch pull.
-pub const MAX_IDS_PER_PULL: usize = 500;
+pub use capsule_protocol::defaults::MAX_IDS_PER_PULL;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// What a node does with `POST /api/mutations`.
@@ -351,13 +352,6 @@ async fn get_modes(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "modes": modes.all() })))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetMode {
-    entity: String,
-    mode: String,
-}
-
 async fn set_modes(
     State(s): State<ApiState>,
     body: Result<Json<SetMode>, JsonRejection>,
@@ -371,18 +365,6 @@ async fn set_modes(
     let m = modes.clone();
     tokio::task::spawn_blocking(move || m.set(&req.entity, mode)).await??;
     Ok(Json(json!({ "modes": modes.all() })))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeReport {
-    node_id: String,
-    role: String,
-    #[serde(default)]
-    state: Option<String>,
-    /// The node's replica measurements (`ReplicaMetricsJson`), shown as they are.
-    #[serde(default)]
-    replica: Option<Value>,
 }
 
 /// `POST /api/nodes/report`: a till's periodic report of how its sync is doing, so the hub

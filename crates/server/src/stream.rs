@@ -21,7 +21,7 @@ pub const SUBSCRIBER_BUFFER: usize = 4096;
 
 /// How often an idle subscriber is pinged by default, so a till notices a dead link (Wi-Fi
 /// gone without a TCP reset) within its silence timeout and a live one never looks dead.
-pub const PING_EVERY: Duration = Duration::from_secs(1);
+pub const PING_EVERY: Duration = capsule_protocol::defaults::PING_EVERY;
 
 /// Nodes whose reports the hub keeps.
 pub const MAX_REPORTS: usize = 64;
@@ -96,18 +96,7 @@ struct Inner {
     closed: tokio::sync::watch::Sender<bool>,
 }
 
-/// Who is connecting, from the `/ws` query string.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct WsParams {
-    /// Replay log entries after this position before going live.
-    pub since: Option<i64>,
-    /// The hub and term `since` was counted in; a different one makes `since` meaningless
-    /// here, so the subscriber gets the live stream and catches up by version instead.
-    pub hub: Option<String>,
-    pub term: Option<i64>,
-    pub node: Option<String>,
-    pub role: Option<String>,
-}
+pub use capsule_protocol::WsParams;
 
 impl Stream {
     pub fn new(node_id: String, role: &str, metrics: Arc<NodeMetrics>) -> Stream {

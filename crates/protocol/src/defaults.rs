@@ -1,0 +1,19 @@
+//! The defaults every node shares, in one place: timings of the stream and of following it,
+//! and the request sizes both sides agree on. The CLI, the hub and the followers read them
+//! from here.
+
+use std::time::Duration;
+
+/// The hub's coalescing window for the capsule stream.
+pub const COALESCE: Duration = Duration::from_millis(250);
+/// A follower pulls each entity at most once per this window.
+pub const PULL_WINDOW: Duration = Duration::from_millis(100);
+/// The hub pings each idle subscriber this often...
+pub const PING_EVERY: Duration = Duration::from_secs(1);
+/// ...and a follower that hears nothing for this long treats the link as dead (a frozen hub
+/// or a pulled cable, which never closes the socket).
+pub const SILENCE: Duration = Duration::from_millis(2500);
+/// Most ids one batch pull may name (the hub refuses more).
+pub const MAX_IDS_PER_PULL: usize = 500;
+/// Ids a follower puts in one batch pull.
+pub const IDS_PER_PULL: usize = 200;
