@@ -309,3 +309,39 @@ fn the_managers_pc_back_after_a_crash_takes_the_hub_back_once_caught_up() {
     assert_all_sales_once(&manager, &sold);
     assert_converges(&manager, &[&till]);
 }
+
+#[test]
+fn a_till_switched_on_before_the_managers_pc_sells_without_claiming_an_empty_shop() {
+    let shop = Shop::new(2);
+    let till = shop.start(1, "Till 1", &["--till-letter", "A"]);
+    let order = new_id();
+    let (code, answer) = till.mutate(&[(
+        "order_header",
+        "insert",
+        json!({"id": order, "shift_id": "morning", "opened_at": T}),
+    )]);
+    assert_eq!(
+        code, 202,
+        "no hub yet: the sale is queued, not refused: {answer}"
+    );
+    // Well past the 2 s a node with data waits, the fresh till still sells as a follower.
+    wait_until(
+        Duration::from_secs(20),
+        "the till to be without a hub for 3 s",
+        || {
+            let s = status(&till);
+            s["role"] == "till"
+                && s["offline_since"]
+                    .as_i64()
+                    .is_some_and(|t| capsule_protocol::now_ms() - t > 3000)
+        },
+    );
+    assert_eq!(status(&till)["term"], 0, "the till claimed an empty shop");
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    assert_eq!(status(&manager)["term"], 1);
+    wait_until(Duration::from_secs(20), "the queued sale to drain", || {
+        drained(&till)
+    });
+    assert!(orders(&manager).iter().any(|o| o["id"] == order.as_str()));
+}

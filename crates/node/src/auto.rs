@@ -22,6 +22,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// After start, how long to listen before claiming the hub: long enough for a few gossip
 /// rounds, so a node never claims just because it has not heard the others yet.
 const SETTLE_AFTER_START: Duration = Duration::from_secs(2);
+/// A node that has never held the shop's data (a till's first start), and was not told it may
+/// start a shop (`--demo`, or a priority above a till's), waits this long for a hub before it
+/// claims: a till switched on before the manager's PC must not become the hub of an empty shop
+/// that the manager's PC then has to replay its whole history into.
+const SETTLE_WHEN_FRESH: Duration = Duration::from_secs(30);
 /// A handover the chosen node has not completed by then is called off.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A hub fenced by a higher term whose hub never shows up gives up the hub after this.
@@ -178,8 +183,20 @@ impl Controller {
         }
         let (me, live) = self.mesh.view().await;
         self.publish_view(&me).await;
+        let s = self.store.clone();
+        let fresh_node = tokio::task::spawn_blocking(move || {
+            Ok::<_, capsule_store::StoreError>(s.followed_hub()?.0.is_none())
+        })
+        .await??
+            && !self.config.demo
+            && self.config.priority <= 1;
+        let settle = if fresh_node {
+            SETTLE_WHEN_FRESH
+        } else {
+            SETTLE_AFTER_START
+        };
         let situation = Situation {
-            settled: self.started.elapsed() >= SETTLE_AFTER_START,
+            settled: self.started.elapsed() >= settle,
             quiet: self.quiet(),
         };
         let verdict = capsule_mesh::decide(&me, &live, situation);
