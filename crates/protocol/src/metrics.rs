@@ -1,8 +1,9 @@
 //! Counters and latency histograms that every node keeps, rendered as Prometheus text or JSON.
 //!
-//! Hand-rolled (a few dozen lines) rather than the `prometheus` or `metrics` crates: we need
-//! lock-free counters, fixed-bucket histograms with percentile estimates for the dashboard,
-//! and both text formats, and nothing else.
+//! Hand-rolled rather than the `prometheus` or `metrics` crates: we need lock-free counters,
+//! latency histograms whose percentiles are exact to 0.1% (`hdrhistogram`, what the dashboard
+//! and the benchmark show), fixed Prometheus buckets beside them for scraping, both text
+//! formats, and nothing else.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,12 +33,17 @@ impl Counter {
     }
 }
 
-/// A latency histogram over [`LATENCY_BUCKETS_MS`] (plus +Inf), with its max.
+/// Longest latency recorded exactly (an hour); longer ones count as an hour.
+const MAX_RECORDED_US: u64 = 3_600_000_000;
+
+/// A latency histogram: exact percentiles (microseconds, 3 significant digits) and the
+/// Prometheus buckets [`LATENCY_BUCKETS_MS`] (plus +Inf).
 #[derive(Debug)]
 pub struct Histogram {
     counts: Vec<AtomicU64>,
     sum_us: AtomicU64,
     max_us: AtomicU64,
+    exact: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl Default for Histogram {
@@ -48,11 +54,15 @@ impl Default for Histogram {
                 .collect(),
             sum_us: AtomicU64::new(0),
             max_us: AtomicU64::new(0),
+            exact: std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, MAX_RECORDED_US, 3)
+                    .expect("valid histogram bounds"),
+            ),
         }
     }
 }
 
-/// What the dashboard shows of a histogram; percentiles are bucket upper bounds.
+/// What the dashboard shows of a histogram; percentiles are exact to 0.1%.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct HistogramSummary {
     pub count: u64,
@@ -73,6 +83,10 @@ impl Histogram {
         let us = (ms * 1000.0) as u64;
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.exact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saturating_record(us.clamp(1, MAX_RECORDED_US));
     }
 
     pub fn observe(&self, d: std::time::Duration) {
@@ -87,27 +101,13 @@ impl Histogram {
     }
 
     pub fn summary(&self) -> HistogramSummary {
-        let counts = self.counts();
-        let count: u64 = counts.iter().sum();
+        let exact = self.exact.lock().unwrap_or_else(|p| p.into_inner());
+        let count = exact.len();
         if count == 0 {
             return HistogramSummary::default();
         }
         let max_ms = self.max_us.load(Ordering::Relaxed) as f64 / 1000.0;
-        let quantile = |q: f64| {
-            let want = (q * count as f64).ceil() as u64;
-            let mut seen = 0;
-            for (i, c) in counts.iter().enumerate() {
-                seen += c;
-                if seen >= want {
-                    return LATENCY_BUCKETS_MS
-                        .get(i)
-                        .copied()
-                        .unwrap_or(max_ms)
-                        .min(max_ms);
-                }
-            }
-            max_ms
-        };
+        let quantile = |q: f64| (exact.value_at_quantile(q) as f64 / 1000.0).min(max_ms);
         HistogramSummary {
             count,
             mean_ms: self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0 / count as f64,
@@ -134,6 +134,15 @@ impl Histogram {
             self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "{name}_count {cumulative}");
+        // The exact quantiles beside the buckets (a gauge per quantile, in seconds).
+        let s = self.summary();
+        let _ = writeln!(
+            out,
+            "# HELP {name}_quantile {help} (exact quantiles)\n# TYPE {name}_quantile gauge"
+        );
+        for (q, ms) in [("0.5", s.p50_ms), ("0.99", s.p99_ms), ("1", s.max_ms)] {
+            let _ = writeln!(out, "{name}_quantile{{quantile=\"{q}\"}} {}", ms / 1000.0);
+        }
     }
 }
 
@@ -157,7 +166,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_come_from_buckets_and_never_exceed_the_max() {
+    fn percentiles_are_exact_to_a_tenth_of_a_percent() {
         let h = Histogram::default();
         for _ in 0..98 {
             h.observe_ms(0.8);
@@ -166,12 +175,22 @@ mod tests {
         h.observe_ms(40.0);
         let s = h.summary();
         assert_eq!(s.count, 100);
-        assert_eq!(s.p50_ms, 1.0);
-        assert_eq!(s.p99_ms, 30.0);
+        // Bucket bounds would say 1 ms and 30 ms; the values are 0.8 ms and 30 ms.
+        assert!((s.p50_ms - 0.8).abs() <= 0.8 * 0.001, "{s:?}");
+        assert!((s.p99_ms - 30.0).abs() <= 30.0 * 0.001, "{s:?}");
         assert_eq!(s.max_ms, 40.0);
+        // 1..=1000 ms: the median is 500 ms, within 0.1%.
+        let spread = Histogram::default();
+        for ms in 1..=1000 {
+            spread.observe_ms(ms as f64);
+        }
+        let t = spread.summary();
+        assert!((t.p50_ms - 500.0).abs() <= 0.5, "{t:?}");
+        assert!((t.p99_ms - 990.0).abs() <= 1.0, "{t:?}");
         let mut text = String::new();
         h.render("x_seconds", "test", &mut text);
         assert!(text.contains("x_seconds_bucket{le=\"0.001\"} 98"), "{text}");
         assert!(text.contains("x_seconds_count 100"));
+        assert!(text.contains("x_seconds_quantile{quantile=\"1\"} 0.04"), "{text}");
     }
 }
