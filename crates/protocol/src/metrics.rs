@@ -191,6 +191,9 @@ mod tests {
         h.render("x_seconds", "test", &mut text);
         assert!(text.contains("x_seconds_bucket{le=\"0.001\"} 98"), "{text}");
         assert!(text.contains("x_seconds_count 100"));
-        assert!(text.contains("x_seconds_quantile{quantile=\"1\"} 0.04"), "{text}");
+        assert!(
+            text.contains("x_seconds_quantile{quantile=\"1\"} 0.04"),
+            "{text}"
+        );
     }
 }
