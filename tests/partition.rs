@@ -25,20 +25,48 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// Why namespaces cannot be used here, if they cannot.
+/// Why namespaces cannot be used here, if they cannot: every kind of object the test makes
+/// (a namespace, a bridge, a veth pair moved into the namespace) is tried once.
 fn unavailable() -> Option<String> {
-    let probe = format!("capprobe{}", std::process::id());
-    match Command::new("ip").args(["netns", "add", &probe]).output() {
-        Err(e) => Some(format!("no `ip` command ({e})")),
-        Ok(o) if !o.status.success() => Some(format!(
-            "cannot make network namespaces ({}); run as root",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Ok(_) => {
-            let _ = Command::new("ip").args(["netns", "del", &probe]).status();
-            None
+    let tag = format!("{}", std::process::id() % 10_000);
+    let (ns, br, veth, peer) = (
+        format!("capprobe{tag}"),
+        format!("capprbr{tag}"),
+        format!("capprv{tag}"),
+        format!("capprp{tag}"),
+    );
+    let steps: [&[&str]; 4] = [
+        &["netns", "add", &ns],
+        &["link", "add", &br, "type", "bridge"],
+        &["link", "add", &veth, "type", "veth", "peer", "name", &peer],
+        &["link", "set", &peer, "netns", &ns],
+    ];
+    let mut why = None;
+    for step in steps {
+        match Command::new("ip").args(step).output() {
+            Err(e) => {
+                why = Some(format!("no `ip` command ({e})"));
+                break;
+            }
+            Ok(o) if !o.status.success() => {
+                why = Some(format!(
+                    "`ip {}` failed ({}); run as root on a kernel with bridges and veth",
+                    step.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                break;
+            }
+            Ok(_) => {}
         }
     }
+    for undo in [
+        &["link", "del", &veth][..],
+        &["link", "del", &br],
+        &["netns", "del", &ns],
+    ] {
+        let _ = Command::new("ip").args(undo).stderr(Stdio::null()).status();
+    }
+    why
 }
 
 /// A bridge and one namespace per node, removed on drop.
