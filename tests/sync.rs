@@ -341,3 +341,38 @@ fn a_till_sells_while_the_hub_is_down_and_its_sales_reach_the_hub_once_when_it_r
     )]);
     assert_converges(&hub, &[&till]);
 }
+
+#[test]
+fn pulls_and_snapshots_are_gzipped_for_clients_that_ask_and_say_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(&dir.path().join("hub"), &["--role", "hub", "--demo"]);
+    let plain_client = reqwest::blocking::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap();
+    for path in [
+        "/api/snapshot",
+        "/api/tables/order_line",
+        "/api/changed?since_v=0",
+    ] {
+        let url = format!("{}{path}", hub.url);
+        let plain = plain_client.get(&url).send().unwrap();
+        assert!(plain.headers().get("content-encoding").is_none());
+        let plain: Value = plain.json().unwrap();
+        let raw = plain_client
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .unwrap();
+        assert_eq!(raw.headers()["content-encoding"], "gzip", "{path}");
+        let squeezed = raw.bytes().unwrap().len();
+        let full = serde_json::to_vec(&plain).unwrap().len();
+        assert!(
+            squeezed * 3 < full,
+            "{path}: {squeezed} gzip bytes for {full}"
+        );
+        // A client that decodes gzip (the till's does) reads the same data.
+        let decoded: Value = client().get(&url).send().unwrap().json().unwrap();
+        assert_eq!(decoded, plain, "{path}");
+    }
+}

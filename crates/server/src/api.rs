@@ -53,13 +53,9 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(prometheus))
-        .route("/api/metrics", get(metrics_json))
-        .route("/api/schema", get(schema))
-        .route("/api/status", get(status))
-        .route("/api/mutations", post(mutations))
+    // Where the bytes are (pulls, snapshots, change lists, the journal, tables): gzip for a
+    // client that asks for it (the till's client does). Not on `/ws`, whose frames are small.
+    let bulk = Router::new()
         .route("/api/entities", get(pull_many))
         .route("/api/entities/{entity}/{id}", get(pull_one))
         .route("/api/tables/{table}", get(table_rows))
@@ -67,6 +63,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/changes", get(changes))
         .route("/api/changed", get(changed))
         .route("/api/journal", get(journal))
+        .layer(tower_http::compression::CompressionLayer::new());
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(prometheus))
+        .route("/api/metrics", get(metrics_json))
+        .route("/api/schema", get(schema))
+        .route("/api/status", get(status))
+        .route("/api/mutations", post(mutations))
+        .merge(bulk)
         .route("/api/admin/modes", get(get_modes).post(set_modes))
         .route(
             "/api/nodes/report",
