@@ -10,7 +10,7 @@ use capsule_protocol::{
     Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
     prepare_batch,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::pipeline::target_entity;
 use crate::sql::{self, q};
@@ -148,13 +148,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
             let from =
                 sql::meta_i64(&tx, meta::VERSION)?.max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
-            let prev_hub: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM _meta WHERE key = ?1",
-                    [meta::HUB_NODE_ID],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let prev_hub = sql::meta_text(&tx, meta::HUB_NODE_ID)?;
             let prev_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
             let base = term
                 .checked_mul(VERSIONS_PER_TERM)
@@ -465,14 +459,10 @@ impl Store {
     /// The term of the hub this node's data and position came from, and that hub's id.
     pub fn followed_hub(&self) -> Result<(Option<String>, i64)> {
         self.with_reader(|c| {
-            let hub = c
-                .query_row(
-                    "SELECT value FROM _meta WHERE key = ?1",
-                    [meta::HUB_NODE_ID],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok((hub, sql::meta_i64(c, meta::HUB_TERM)?))
+            Ok((
+                sql::meta_text(c, meta::HUB_NODE_ID)?,
+                sql::meta_i64(c, meta::HUB_TERM)?,
+            ))
         })
     }
 }

@@ -276,14 +276,7 @@ impl Store {
     }
 
     pub fn meta_text(&self, key: &str) -> Result<Option<String>> {
-        self.with_reader(|c| {
-            Ok(
-                c.query_row("SELECT value FROM _meta WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
-        })
+        self.with_reader(|c| sql::meta_text(c, key))
     }
 
     /// Writes a consistent single-file copy of the database to `dest` while the node runs.

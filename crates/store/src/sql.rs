@@ -154,18 +154,23 @@ pub fn update_columns(
     Ok(())
 }
 
-pub fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
-    let v: Option<String> = conn
+/// A `_meta` value, None when unset.
+pub fn meta_text(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
         .query_row("SELECT value FROM _meta WHERE key = ?1", [key], |r| {
             r.get(0)
         })
-        .optional()?;
-    v.map(|s| {
-        s.parse::<i64>()
-            .map_err(|e| StoreError::Corrupt(format!("_meta {key}: {e}")))
-    })
-    .transpose()
-    .map(|v| v.unwrap_or(0))
+        .optional()?)
+}
+
+pub fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
+    meta_text(conn, key)?
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|e| StoreError::Corrupt(format!("_meta {key}: {e}")))
+        })
+        .transpose()
+        .map(|v| v.unwrap_or(0))
 }
 
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
