@@ -60,16 +60,6 @@ impl Shop {
     }
 }
 
-fn status(node: &Node) -> Value {
-    client()
-        .get(format!("{}/api/status", node.url))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .ok()
-        .and_then(|r| r.json().ok())
-        .unwrap_or(Value::Null)
-}
-
 /// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
 fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
     let start = Instant::now();

@@ -185,16 +185,6 @@ impl Drop for Net {
     }
 }
 
-fn status(node: &Node) -> Value {
-    client()
-        .get(format!("{}/api/status", node.url))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .ok()
-        .and_then(|r| r.json().ok())
-        .unwrap_or(Value::Null)
-}
-
 fn sale(node: &Node, shift: &str) -> String {
     let order = new_id();
     let (code, answer) = node.mutate(&[

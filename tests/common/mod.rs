@@ -128,6 +128,17 @@ impl Drop for Node {
     }
 }
 
+/// A node's `/api/status`, or null while it does not answer (killed, frozen, starting).
+pub fn status(node: &Node) -> Value {
+    client()
+        .get(format!("{}/api/status", node.url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .ok()
+        .and_then(|r| r.json().ok())
+        .unwrap_or(Value::Null)
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
