@@ -183,24 +183,30 @@ impl Controller {
         }
         let (me, live) = self.mesh.view().await;
         self.publish_view(&me).await;
-        let s = self.store.clone();
-        let fresh_node = tokio::task::spawn_blocking(move || {
-            Ok::<_, capsule_store::StoreError>(s.followed_hub()?.0.is_none())
-        })
-        .await??
-            && !self.config.demo
-            && self.config.priority <= 1;
-        let settle = if fresh_node {
-            SETTLE_WHEN_FRESH
-        } else {
-            SETTLE_AFTER_START
-        };
         let situation = Situation {
-            settled: self.started.elapsed() >= settle,
+            settled: self.settled().await?,
             quiet: self.quiet(),
         };
         let verdict = capsule_mesh::decide(&me, &live, situation);
         self.act(verdict).await
+    }
+
+    /// Whether the node has listened long enough to claim the hub: a few gossip rounds, or
+    /// for a node that never held the shop's data, much longer.
+    async fn settled(&self) -> anyhow::Result<bool> {
+        let up = self.started.elapsed();
+        if up < SETTLE_AFTER_START {
+            return Ok(false);
+        }
+        if up >= SETTLE_WHEN_FRESH || self.config.demo || self.config.priority > 1 {
+            return Ok(true);
+        }
+        let s = self.store.clone();
+        let held_data = tokio::task::spawn_blocking(move || s.followed_hub())
+            .await??
+            .0
+            .is_some();
+        Ok(held_data)
     }
 
     fn quiet(&mut self) -> bool {
