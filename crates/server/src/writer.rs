@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use axum::http::StatusCode;
 use capsule_protocol::MutationBatch;
-use capsule_store::{Applied, ApplyMode, Store};
+use capsule_store::{Applied, Store};
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::ApiError;
@@ -15,6 +15,10 @@ use crate::error::ApiError;
 pub const MAX_WAITING_PER_SOURCE: usize = 16;
 /// Requests waiting over all sources; more answer 503.
 pub const MAX_WAITING: usize = 1024;
+/// Requests one group commit takes at most: bounds how long the first of them waits.
+pub const MAX_GROUP_REQUESTS: usize = 64;
+/// Mutations one group commit takes at most (a request alone may have up to 200).
+pub const MAX_GROUP_MUTATIONS: usize = 1000;
 /// Queue key of a request that names no source.
 const ANONYMOUS: &str = "";
 
@@ -110,46 +114,81 @@ impl WriteQueue {
     }
 }
 
-/// Takes the next request round-robin over sources, applies it, answers, repeats.
+/// Takes what is waiting (round-robin over sources, bounded), applies it as one group commit,
+/// answers each request, repeats. Requests that arrive during a commit form the next group,
+/// so the fsyncs per second stay what the disk allows while throughput grows with writers.
 fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
     loop {
-        let (batch, reply) = {
-            let mut q = lock(shared);
-            loop {
-                if let Some(source) = q.turn.pop_front() {
-                    let queue = q
-                        .by_source
-                        .get_mut(&source)
-                        .expect("a source in turn has a queue");
-                    let job = queue.pop_front().expect("a source in turn has a request");
-                    if queue.is_empty() {
-                        q.by_source.remove(&source);
-                    } else {
-                        q.turn.push_back(source);
-                    }
-                    q.waiting -= 1;
-                    break job;
-                }
-                if q.closed {
-                    return;
-                }
-                q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
+        let Some(jobs) = next_group(shared) else {
+            return;
         };
-        if reply.is_closed() {
-            // The client went away before its turn; an unanswered write is one not made.
+        // A client that went away before its turn gets nothing written: an unanswered
+        // write is one not made.
+        let jobs: Vec<(MutationBatch, Reply)> =
+            jobs.into_iter().filter(|(_, r)| !r.is_closed()).collect();
+        if jobs.is_empty() {
             continue;
         }
-        let source = batch
-            .source
-            .clone()
-            .unwrap_or_else(|| store.node_id().to_string());
-        let out = store
-            .apply(&batch, &ApplyMode::Authoritative { source })
-            .map_err(ApiError::from);
-        if out.as_ref().is_ok_and(|a| !a.capsules.is_empty()) {
+        let sources: Vec<String> = jobs
+            .iter()
+            .map(|(b, _)| {
+                b.source
+                    .clone()
+                    .unwrap_or_else(|| store.node_id().to_string())
+            })
+            .collect();
+        let requests: Vec<(&MutationBatch, &str)> = jobs
+            .iter()
+            .zip(&sources)
+            .map(|((b, _), s)| (b, s.as_str()))
+            .collect();
+        let answers = store.apply_group(&requests);
+        if answers
+            .iter()
+            .any(|a| a.as_ref().is_ok_and(|a| !a.capsules.is_empty()))
+        {
             committed.notify_one();
         }
-        let _ = reply.send(out);
+        for ((_, reply), answer) in jobs.into_iter().zip(answers) {
+            let _ = reply.send(answer.map_err(ApiError::from));
+        }
     }
+}
+
+/// Waits for work, then takes up to [`MAX_GROUP_REQUESTS`] requests and
+/// [`MAX_GROUP_MUTATIONS`] mutations, one per source per round. None once closed and empty.
+fn next_group(shared: &Shared) -> Option<Vec<(MutationBatch, Reply)>> {
+    let mut q = lock(shared);
+    while q.turn.is_empty() {
+        if q.closed {
+            return None;
+        }
+        q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+    }
+    let q = &mut *q;
+    let mut group = Vec::new();
+    let mut mutations = 0;
+    while let Some(source) = q.turn.front().cloned() {
+        let queue = q
+            .by_source
+            .get_mut(&source)
+            .expect("a source in turn has a queue");
+        let size = queue.front().map_or(0, |(b, _)| b.mutations.len());
+        if !group.is_empty()
+            && (group.len() >= MAX_GROUP_REQUESTS || mutations + size > MAX_GROUP_MUTATIONS)
+        {
+            break;
+        }
+        let job = queue.pop_front().expect("a source in turn has a request");
+        q.turn.pop_front();
+        if queue.is_empty() {
+            q.by_source.remove(&source);
+        } else {
+            q.turn.push_back(source);
+        }
+        q.waiting -= 1;
+        mutations += size;
+        group.push(job);
+    }
+    Some(group)
 }

@@ -114,19 +114,64 @@ impl Changes {
 impl Store {
     /// Applies a request in one SQLite transaction. On any error nothing is written.
     pub fn apply(&self, batch: &MutationBatch, mode: &ApplyMode) -> Result<Applied> {
-        let mut batch = batch.clone();
-        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let ApplyMode::Authoritative { source } = mode;
+        self.apply_group(&[(batch, source.as_str())])
+            .pop()
+            .expect("one answer per request")
+    }
+
+    /// Group commit: applies many requests in one SQLite transaction and one fsync, each in
+    /// its own savepoint, so a bad request rolls back alone and gets its own error while the
+    /// others commit. Answers per request, in order; if the commit itself fails, every
+    /// request fails and nothing of the group is written.
+    pub fn apply_group(&self, requests: &[(&MutationBatch, &str)]) -> Vec<Result<Applied>> {
+        let prepared: Vec<Result<MutationBatch>> = requests
+            .iter()
+            .map(|(batch, _)| {
+                let mut batch = (*batch).clone();
+                prepare_batch(&self.schema, &mut batch)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                Ok(batch)
+            })
+            .collect();
         if !self.is_authority() {
-            return Err(StoreError::NotHub(
-                "this node is no longer the hub; send the write to the current hub".into(),
-            ));
+            return requests.iter().map(|_| Err(not_hub())).collect();
         }
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = self.apply_in(&tx, &batch, source)?;
-        tx.commit()?;
-        Ok(out)
+        let group = || -> Result<Vec<Result<Applied>>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(requests.len());
+            for (batch, (_, source)) in prepared.into_iter().zip(requests) {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                };
+                tx.execute_batch("SAVEPOINT request")?;
+                let applied = self.apply_in(&tx, &batch, source);
+                tx.execute_batch(if applied.is_ok() {
+                    "RELEASE request"
+                } else {
+                    "ROLLBACK TO request; RELEASE request"
+                })?;
+                out.push(applied);
+            }
+            tx.commit()?;
+            Ok(out)
+        };
+        group().unwrap_or_else(|e| {
+            let why = e.to_string();
+            requests
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Storage(format!(
+                        "the write was not stored ({why}); send it again"
+                    )))
+                })
+                .collect()
+        })
     }
 
     /// Applies a validated request inside `tx` (the caller commits).
@@ -265,6 +310,10 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+fn not_hub() -> StoreError {
+    StoreError::NotHub("this node is no longer the hub; send the write to the current hub".into())
 }
 
 /// Folds a later capsule into the request's list: same entity and id become one capsule with

@@ -806,3 +806,60 @@ fn sending_the_same_round_twice_cooks_it_once() {
     assert_eq!(hub.table_rows("job_order_batch").unwrap().len(), 1);
     assert_eq!(hub.table_rows("job_order_header").unwrap().len(), 1);
 }
+
+#[test]
+fn a_bad_request_in_a_group_commit_rolls_back_alone_and_the_others_commit() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    let good1 = MutationBatch {
+        mutations: vec![line("l1", 1, 1000)],
+        source: Some("till-a".into()),
+    };
+    // Its first mutation is fine; its second inserts an existing id: the whole request fails.
+    let bad = MutationBatch {
+        mutations: vec![line("l2", 5, 1000), line("l1", 1, 999)],
+        source: Some("till-b".into()),
+    };
+    let good2 = MutationBatch {
+        mutations: vec![line("l3", 2, 500)],
+        source: Some("till-c".into()),
+    };
+    // The same write sent twice in one group (a retry that raced its first try).
+    let retry = good2.clone();
+    let answers = store.apply_group(&[
+        (&good1, "till-a"),
+        (&bad, "till-b"),
+        (&good2, "till-c"),
+        (&retry, "till-c"),
+    ]);
+    assert_eq!(answers.len(), 4);
+    let first = answers[0].as_ref().expect("first request commits");
+    assert!(
+        matches!(answers[1], Err(StoreError::Conflict(_))),
+        "{:?}",
+        answers[1]
+    );
+    let third = answers[2].as_ref().expect("third request commits");
+    let again = answers[3].as_ref().expect("the retry is answered");
+    assert_eq!(again.results[0].status, MutationStatus::Duplicate);
+    assert_eq!(again.results[0].seq, third.results[0].seq);
+    // The failed request left no version gap, no line and no change in the totals.
+    assert_eq!(third.results[0].seq, first.results[0].seq + 1);
+    let lines = store.pull("order", "o1", Some("lines")).unwrap();
+    let ids: Vec<&str> = lines.payload["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["l1", "l3"]);
+    let totals = store.pull("order", "o1", Some("totals")).unwrap();
+    assert_eq!(totals.payload["subtotal"], 2000);
+    // The failed request's mids are free: sent again without the bad row, it applies.
+    let fixed = MutationBatch {
+        mutations: vec![bad.mutations[0].clone()],
+        source: Some("till-b".into()),
+    };
+    let a = store.apply(&fixed, &hub_mode()).unwrap();
+    assert_eq!(a.results[0].status, MutationStatus::Applied);
+}
