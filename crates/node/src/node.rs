@@ -180,6 +180,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     } else {
         match config.role {
             Role::Hub => {
+                let restamp = store.clone();
+                tokio::task::spawn_blocking(move || restamp.restamp()).await??;
                 let parts = hub_parts(&store, &config, Lineage::default(), &mut background).await?;
                 let stream = parts.hub.stream.clone();
                 let node_id = store.node_id().to_string();

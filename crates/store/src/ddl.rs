@@ -27,6 +27,17 @@ CREATE TABLE IF NOT EXISTS _capsule_log (
     source TEXT NOT NULL,
     gone INTEGER NOT NULL DEFAULT 0
 );
+-- The hub's per-order share of its shift's totals, so one order's write moves its shift's
+-- totals by a difference instead of re-adding the whole shift. Rebuilt whenever a node starts
+-- deciding as hub (derive::rebuild_shift_totals); a follower leaves it alone.
+CREATE TABLE IF NOT EXISTS _shift_share (
+    order_id TEXT PRIMARY KEY,
+    shift_id TEXT NOT NULL,
+    counted INTEGER NOT NULL,
+    cash INTEGER NOT NULL,
+    card INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS _shift_share_by_shift ON _shift_share(shift_id);
 ";
 
 pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {

@@ -5,10 +5,10 @@
 //! there before a node starts. A derived change marks its part changed like any other write,
 //! so it reaches the tills through the same capsules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use capsule_protocol::{Row, Schema, TableDef, schema::ID_FIELD};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::pipeline::Changes;
@@ -238,11 +238,27 @@ pub fn propagate(
     whole_shop: bool,
 ) -> Result<Changes> {
     let mut out = Changes::default();
-    let mut shifts = written.ids_of(SHIFT);
+    let mut shifts: BTreeMap<String, Share> = written
+        .ids_of(SHIFT)
+        .into_iter()
+        .map(|id| (id, Share::default()))
+        .collect();
     let mut batches = written.ids_of(BATCH);
     for id in written.ids_of(ORDER) {
-        if let Some(shift) = recompute_order(conn, schema, &id, &mut out)? {
-            shifts.insert(shift);
+        let shift = recompute_order(conn, schema, &id, &mut out)?;
+        if whole_shop {
+            let share = match &shift {
+                Some(shift) => Some((shift.clone(), order_share(conn, &id)?)),
+                None => None,
+            };
+            move_share(conn, &id, share, &mut shifts)?;
+        }
+    }
+    if whole_shop {
+        for ((entity, id), ch) in &written.entities {
+            if entity == ORDER && ch.gone {
+                move_share(conn, id, None, &mut shifts)?;
+            }
         }
     }
     for id in written.ids_of(JOB) {
@@ -251,8 +267,14 @@ pub fn propagate(
         }
     }
     if whole_shop {
-        for id in shifts {
-            recompute_shift(conn, schema, &id, &mut out)?;
+        for (id, delta) in shifts {
+            // A shift written itself (opened, closed, re-floated; or created after its first
+            // orders) is summed afresh from its orders' shares; otherwise moved by the delta.
+            let whole = written
+                .entities
+                .get(&(SHIFT.to_string(), id.clone()))
+                .is_some_and(|c| !c.gone);
+            recompute_shift(conn, schema, &id, (!whole).then_some(delta), &mut out)?;
         }
         for id in batches {
             recompute_batch(conn, schema, &id, &mut out)?;
@@ -389,32 +411,149 @@ fn recompute_order(
     Ok(text(&order, "shift_id").map(str::to_string))
 }
 
+/// An order's share of its shift's totals: whether it counts (not void), its cash and card
+/// payments.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Share {
+    counted: i64,
+    cash: i64,
+    card: i64,
+}
+
+impl Share {
+    fn plus(self, o: Share, sign: i64) -> Result<Share> {
+        let add = |a: i64, b: i64| {
+            b.checked_mul(sign)
+                .and_then(|b| a.checked_add(b))
+                .ok_or_else(|| overflow("the shift's sales"))
+        };
+        Ok(Share {
+            counted: add(self.counted, o.counted)?,
+            cash: add(self.cash, o.cash)?,
+            card: add(self.card, o.card)?,
+        })
+    }
+}
+
+fn order_share(conn: &Connection, order_id: &str) -> Result<Share> {
+    let counted: bool = conn
+        .prepare_cached("SELECT COALESCE(status, '') != 'void' FROM order_header WHERE id = ?1")?
+        .query_row([order_id], |r| r.get(0))?;
+    if !counted {
+        return Ok(Share::default());
+    }
+    // At most max_per_parent payments: summed with checked arithmetic.
+    let payments: Vec<(Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT method, COALESCE(amount, 0) FROM order_payment WHERE order_id = ?1",
+        )?
+        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let sum = |m: &str| {
+        checked_sum(
+            payments
+                .iter()
+                .filter(|(method, _)| method.as_deref() == Some(m))
+                .map(|(_, a)| *a),
+            "the order's payments",
+        )
+    };
+    Ok(Share {
+        counted: 1,
+        cash: sum("cash")?,
+        card: sum("card")?,
+    })
+}
+
+/// Records `order_id`'s new share (None: the order is gone or has no shift) and adds the
+/// difference to `deltas`: minus the old share on the old shift, plus the new on the new.
+fn move_share(
+    conn: &Connection,
+    order_id: &str,
+    new: Option<(String, Share)>,
+    deltas: &mut BTreeMap<String, Share>,
+) -> Result<()> {
+    let old: Option<(String, Share)> = conn
+        .prepare_cached(
+            "SELECT shift_id, counted, cash, card FROM _shift_share WHERE order_id = ?1",
+        )?
+        .query_row([order_id], |r| {
+            Ok((
+                r.get(0)?,
+                Share {
+                    counted: r.get(1)?,
+                    cash: r.get(2)?,
+                    card: r.get(3)?,
+                },
+            ))
+        })
+        .optional()?;
+    if old == new {
+        return Ok(());
+    }
+    if let Some((shift, share)) = &old {
+        let d = deltas.entry(shift.clone()).or_default();
+        *d = d.plus(*share, -1)?;
+    }
+    match &new {
+        Some((shift, share)) => {
+            let d = deltas.entry(shift.clone()).or_default();
+            *d = d.plus(*share, 1)?;
+            conn.prepare_cached(
+                "INSERT INTO _shift_share(order_id, shift_id, counted, cash, card) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(order_id) DO UPDATE SET shift_id = excluded.shift_id, counted = excluded.counted,
+                 cash = excluded.cash, card = excluded.card",
+            )?
+            .execute(params![order_id, shift, share.counted, share.cash, share.card])?;
+        }
+        None => {
+            conn.prepare_cached("DELETE FROM _shift_share WHERE order_id = ?1")?
+                .execute([order_id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets a shift's totals: its stored totals moved by `delta`, or (None) the sum of its
+/// orders' shares.
 fn recompute_shift(
     conn: &Connection,
     schema: &Schema,
     id: &str,
+    delta: Option<Share>,
     changes: &mut Changes,
 ) -> Result<()> {
     let Some(shift) = select_by_id(conn, schema, &schema.tables["pos_shift"], id)? else {
         return Ok(());
     };
-    let orders: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM order_header WHERE shift_id = ?1 AND COALESCE(status, '') != 'void'")?
-        .query_row([id], |r| r.get(0))?;
-    let (cash, card): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(CASE WHEN p.method = 'cash' THEN p.amount END), 0),
-                    COALESCE(SUM(CASE WHEN p.method = 'card' THEN p.amount END), 0)
-             FROM order_payment p JOIN order_header o ON o.id = p.order_id
-             WHERE o.shift_id = ?1 AND COALESCE(o.status, '') != 'void'",
-        )?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(|e| sql_sum_error(e, "the shift's sales"))?;
-    let total = cash
-        .checked_add(card)
+    let totals = match delta {
+        Some(delta) => Share {
+            counted: int(&shift, "orders_count"),
+            cash: int(&shift, "cash_sales"),
+            card: int(&shift, "card_sales"),
+        }
+        .plus(delta, 1)?,
+        None => conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(counted), 0), COALESCE(SUM(cash), 0), COALESCE(SUM(card), 0)
+                 FROM _shift_share WHERE shift_id = ?1",
+            )?
+            .query_row([id], |r| {
+                let _: i64 = r.get(0)?;
+                Ok(Share {
+                    counted: r.get(1)?,
+                    cash: r.get(2)?,
+                    card: r.get(3)?,
+                })
+            })
+            .map_err(|e| sql_sum_error(e, "the shift's sales"))?,
+    };
+    let total = totals
+        .cash
+        .checked_add(totals.card)
         .ok_or_else(|| overflow("the shift's sales"))?;
     let expected = int(&shift, "opening_float")
-        .checked_add(cash)
+        .checked_add(totals.cash)
         .ok_or_else(|| overflow("the shift's expected cash"))?;
     set_derived(
         conn,
@@ -422,14 +561,40 @@ fn recompute_shift(
         SHIFT,
         &shift,
         vec![
-            ("orders_count", json!(orders)),
-            ("cash_sales", json!(cash)),
-            ("card_sales", json!(card)),
+            ("orders_count", json!(totals.counted)),
+            ("cash_sales", json!(totals.cash)),
+            ("card_sales", json!(totals.card)),
             ("total_sales", json!(total)),
             ("expected_cash", json!(expected)),
         ],
         changes,
     )
+}
+
+/// Rebuilds every order's share and every shift's totals from the data: when a node starts
+/// deciding as hub, whatever its shares held (a follower never keeps them).
+pub fn rebuild_shift_totals(conn: &Connection, schema: &Schema) -> Result<Changes> {
+    conn.execute("DELETE FROM _shift_share", [])?;
+    let orders: Vec<(String, Option<String>)> = conn
+        .prepare("SELECT id, shift_id FROM order_header")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut ignored = BTreeMap::new();
+    for (id, shift) in orders {
+        if let Some(shift) = shift {
+            let share = order_share(conn, &id)?;
+            move_share(conn, &id, Some((shift, share)), &mut ignored)?;
+        }
+    }
+    let shifts: Vec<String> = conn
+        .prepare("SELECT id FROM pos_shift")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut changes = Changes::default();
+    for id in shifts {
+        recompute_shift(conn, schema, &id, None, &mut changes)?;
+    }
+    Ok(changes)
 }
 
 fn recompute_job(

@@ -175,7 +175,7 @@ impl Store {
         };
         self.set_authority(true);
         self.adopt_outbox()?;
-        self.restamp_dirty()?;
+        self.restamp()?;
         Ok(claim)
     }
 
@@ -239,10 +239,12 @@ impl Store {
         Ok(adopted)
     }
 
-    /// Gives every part of each locally changed entity a version of this term, so followers
-    /// pull what this node holds (its local values may equal what the hub computes now, which
-    /// would otherwise leave an older version on them).
-    fn restamp_dirty(&self) -> Result<()> {
+    /// Run when this node starts deciding as hub. Gives every part of each locally changed
+    /// entity a version of this term, so followers pull what this node holds (its local
+    /// values may equal what the hub computes now, which would otherwise leave an older
+    /// version on them); and rebuilds the shift totals' per-order shares from the data (a
+    /// follower does not keep them), versioning any total that was off.
+    pub fn restamp(&self) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let dirty: Vec<(String, String)> = tx
@@ -266,6 +268,7 @@ impl Store {
                 }
             }
         }
+        changes.absorb(crate::derive::rebuild_shift_totals(&tx, &self.schema)?);
         if !changes.entities.is_empty() {
             let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
             sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
