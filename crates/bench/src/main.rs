@@ -3,8 +3,10 @@
 //! same run. Prints a table and writes JSON.
 
 mod floor;
+mod pg;
 mod run;
 mod snapshot;
+mod writes;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,18 +41,42 @@ pub struct Args {
     /// Orders in the day used for the snapshot measurement.
     #[arg(long, default_value_t = 50_000)]
     pub day_orders: usize,
-    /// Subscribers in the saturation run.
+    /// `/ws` subscribers reading every frame during the write-throughput run.
     #[arg(long, default_value_t = 50)]
-    pub saturation_subscribers: usize,
-    /// Skip the saturation and snapshot runs.
+    pub subscribers: usize,
+    /// Seconds per level of the write-throughput run (hub and pgbench alike).
+    #[arg(long, default_value_t = 5)]
+    pub write_secs: u64,
+    /// Skip the write-throughput and snapshot runs.
     #[arg(long)]
     pub quick: bool,
     /// The tilld binary (default: next to this one).
     #[arg(long)]
     pub tilld: Option<PathBuf>,
+    /// Run only these sections (repeatable): rush, writes, snapshot. Default: all.
+    #[arg(long, value_enum)]
+    pub only: Vec<Section>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/bench/results.json")]
     pub json: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Rush,
+    Writes,
+    Snapshot,
+}
+
+impl Args {
+    fn runs(&self, s: Section) -> bool {
+        let heavy = matches!(s, Section::Writes | Section::Snapshot);
+        if self.only.is_empty() {
+            !(heavy && self.quick)
+        } else {
+            self.only.contains(&s)
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,20 +108,19 @@ fn main() -> anyhow::Result<()> {
         eprintln!("floor: loopback WebSocket round trip and one SQLite commit...");
         let floor = floor::measure().await?;
         let mut runs = Vec::new();
-        for (mode, coalesce) in run::MODES {
+        for (mode, coalesce) in run::MODES.iter().filter(|_| args.runs(Section::Rush)) {
             eprintln!(
                 "run: {mode} mode, coalescing {coalesce} ms, {} tills + {} screens...",
                 args.tills, args.screens
             );
             runs.push(run::rush(&args, &tilld, mode, *coalesce).await?);
         }
-        let saturation = if args.quick {
+        let writes = if !args.runs(Section::Writes) {
             None
         } else {
-            eprintln!("saturation: {} subscribers...", args.saturation_subscribers);
-            Some(run::saturation(&args, &tilld).await?)
+            Some(writes::measure(&tilld, args.subscribers, args.write_secs).await?)
         };
-        let snapshots = if args.quick {
+        let snapshots = if !args.runs(Section::Snapshot) {
             None
         } else {
             eprintln!("snapshots: building a day of {} orders...", args.day_orders);
@@ -105,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             args: format!("{args:?}"),
             floor,
             runs,
-            saturation,
+            writes,
             snapshots,
             seconds: started.elapsed().as_secs_f64(),
         };

@@ -1,5 +1,5 @@
 //! One benchmark run: a real hub process, in-process replicas over real sockets, the seeded
-//! rush at a paced rate; and the saturation run.
+//! rush at a paced rate.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -360,107 +360,11 @@ pub async fn rush(
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct SaturationLevel {
-    pub writers: usize,
-    pub mutations_per_s: f64,
-    pub requests_per_s: f64,
-    pub e2e_lag_p99_ms: f64,
-    /// Time for all subscribers to catch up after the writers stop; None if they did not
-    /// within 20 s.
-    pub drain_ms: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Saturation {
-    pub subscribers: usize,
-    pub levels: Vec<SaturationLevel>,
-    /// Highest rate at which subscribers caught up within 2 s of the writers stopping.
-    pub sustained_mutations_per_s: f64,
-}
-
-/// Unthrottled writers (1, 2, 4, 8 in parallel, each its own seeded rush) against a hub with
-/// `subscribers` replicas, 5 s per level.
-pub async fn saturation(args: &Args, tilld: &Path) -> anyhow::Result<Saturation> {
-    let http = reqwest::Client::new();
-    let dir = tempfile::tempdir()?;
-    let hub = HubProcess::start(tilld, &dir.path().join("hub"), &[], Some(dir))?;
-    let replicas = Replicas::start(&hub.url, args.saturation_subscribers).await?;
-    let mut levels = Vec::new();
-    let mut sustained: f64 = 0.0;
-    for (level, writers) in [1usize, 2, 4, 8].into_iter().enumerate() {
-        let lag_before = replicas.metrics.e2e_lag.summary();
-        let stop = Instant::now() + Duration::from_secs(5);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..writers {
-            let http = http.clone();
-            let url = hub.url.clone();
-            let seed = args.seed + 1000 * level as u64 + w as u64;
-            tasks.push(tokio::spawn(async move {
-                let (mut req, mut muts) = (0usize, 0usize);
-                for step in Rush::new(RushConfig {
-                    seed,
-                    orders: 100_000,
-                    concurrent: 30,
-                    tills: 4,
-                }) {
-                    if Instant::now() >= stop {
-                        break;
-                    }
-                    muts += send(&http, &url, &step).await?;
-                    req += 1;
-                }
-                Ok::<_, anyhow::Error>((req, muts))
-            }));
-        }
-        let (mut req, mut muts) = (0, 0);
-        for t in tasks {
-            let (r, m) = t.await??;
-            req += r;
-            muts += m;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_millis(450)).await; // the last 250 ms window closes
-        let seq = get_json(&http, &format!("{}/api/metrics", hub.url)).await?["seq"]
-            .as_i64()
-            .unwrap_or(0);
-        let drain = replicas.drain(seq, Duration::from_secs(20)).await;
-        let lag = replicas.metrics.e2e_lag.summary();
-        let rate = muts as f64 / secs;
-        let drain_ms = drain.map(|d| d.as_secs_f64() * 1000.0);
-        if drain_ms.is_some_and(|d| d < 2000.0) {
-            sustained = sustained.max(rate);
-        }
-        levels.push(SaturationLevel {
-            writers,
-            mutations_per_s: rate,
-            requests_per_s: req as f64 / secs,
-            // Histograms are cumulative; the level's p99 is read off the totals and is an
-            // upper bound once earlier levels were faster.
-            e2e_lag_p99_ms: if lag.count > lag_before.count {
-                lag.p99_ms
-            } else {
-                0.0
-            },
-            drain_ms,
-        });
-        if drain.is_none() {
-            break; // lag is growing without bound; no point pushing harder
-        }
-    }
-    Ok(Saturation {
-        subscribers: args.saturation_subscribers,
-        levels,
-        sustained_mutations_per_s: sustained,
-    })
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub args: String,
     pub floor: Floor,
     pub runs: Vec<RunResult>,
-    pub saturation: Option<Saturation>,
+    pub writes: Option<crate::writes::Writes>,
     pub snapshots: Option<crate::snapshot::Snapshots>,
     pub seconds: f64,
 }
@@ -479,7 +383,54 @@ impl Report {
     /// The results as a Markdown table, every row with its ratio to the legacy baseline.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let base = &self.runs[0];
+        if let Some(base) = self.runs.first() {
+            self.rush_table(base, &mut out);
+        }
+        let f = &self.floor;
+        let _ = writeln!(
+            out,
+            "Floor (same run): loopback WebSocket round trip p50 {:.3} ms / p99 {:.3} ms; one SQLite commit on the hub (WAL, synchronous=FULL) p50 {:.3} ms / p99 {:.3} ms, on a till replica (synchronous=NORMAL) p50 {:.3} ms / p99 {:.3} ms.",
+            f.ws_rtt_p50_ms,
+            f.ws_rtt_p99_ms,
+            f.sqlite_commit_p50_ms,
+            f.sqlite_commit_p99_ms,
+            f.replica_commit_p50_ms,
+            f.replica_commit_p99_ms
+        );
+        if let Some(w) = &self.writes {
+            out.push('\n');
+            out += &w.table();
+        }
+        if let Some(s) = &self.snapshots {
+            let _ = writeln!(
+                out,
+                "\n| snapshot, a day of {} orders | size | build + encode ms (served over HTTP) |",
+                s.orders
+            );
+            let _ = writeln!(out, "|---|---|---|");
+            let _ = writeln!(
+                out,
+                "| full | {} | {:.0} |",
+                human_bytes(s.full_bytes as f64),
+                s.full_ms
+            );
+            let _ = writeln!(
+                out,
+                "| light (open business) | {} | {:.0} |",
+                human_bytes(s.light_bytes as f64),
+                s.light_ms
+            );
+            let _ = writeln!(
+                out,
+                "(the day took {:.0} s to build: {} mutations through the pipeline for its first tenth, the rest copied as finished orders with fresh ids)",
+                s.build_secs, s.mutations
+            );
+        }
+        out
+    }
+
+    /// The per-mode rush table, every row with its ratio to `base` (legacy, no coalescing).
+    fn rush_table(&self, base: &RunResult, out: &mut String) {
         let heads: Vec<String> = self
             .runs
             .iter()
@@ -598,65 +549,5 @@ impl Report {
             "\nWorkload: {} requests / {} mutations in {:.1} s per mode (peak, then a 10x burst).",
             base.requests, base.mutations, base.seconds
         );
-        let f = &self.floor;
-        let _ = writeln!(
-            out,
-            "Floor (same run): loopback WebSocket round trip p50 {:.3} ms / p99 {:.3} ms; one SQLite commit on the hub (WAL, synchronous=FULL) p50 {:.3} ms / p99 {:.3} ms, on a till replica (synchronous=NORMAL) p50 {:.3} ms / p99 {:.3} ms.",
-            f.ws_rtt_p50_ms,
-            f.ws_rtt_p99_ms,
-            f.sqlite_commit_p50_ms,
-            f.sqlite_commit_p99_ms,
-            f.replica_commit_p50_ms,
-            f.replica_commit_p99_ms
-        );
-        if let Some(s) = &self.saturation {
-            let _ = writeln!(
-                out,
-                "\n| saturation ({} subscribers, capsule 250 ms) | mutations/s | requests/s | e2e lag p99 ms | drain after stop ms |",
-                s.subscribers
-            );
-            let _ = writeln!(out, "|---|---|---|---|---|");
-            for l in &s.levels {
-                let drain = l
-                    .drain_ms
-                    .map_or("did not drain in 20 s".to_string(), |d| format!("{d:.0}"));
-                let _ = writeln!(
-                    out,
-                    "| {} writer(s) | {:.0} | {:.0} | {:.1} | {drain} |",
-                    l.writers, l.mutations_per_s, l.requests_per_s, l.e2e_lag_p99_ms
-                );
-            }
-            let _ = writeln!(
-                out,
-                "Sustained: {:.0} mutations/s with every subscriber caught up within 2 s.",
-                s.sustained_mutations_per_s
-            );
-        }
-        if let Some(s) = &self.snapshots {
-            let _ = writeln!(
-                out,
-                "\n| snapshot, a day of {} orders | size | build + encode ms (served over HTTP) |",
-                s.orders
-            );
-            let _ = writeln!(out, "|---|---|---|");
-            let _ = writeln!(
-                out,
-                "| full | {} | {:.0} |",
-                human_bytes(s.full_bytes as f64),
-                s.full_ms
-            );
-            let _ = writeln!(
-                out,
-                "| light (open business) | {} | {:.0} |",
-                human_bytes(s.light_bytes as f64),
-                s.light_ms
-            );
-            let _ = writeln!(
-                out,
-                "(the day took {:.0} s to build: {} mutations through the pipeline for its first tenth, the rest copied as finished orders with fresh ids)",
-                s.build_secs, s.mutations
-            );
-        }
-        out
     }
 }

@@ -1,0 +1,250 @@
+//! Durable write throughput: the hub at 1, 8 and 32 concurrent writers sending single-mutation
+//! requests (unique mids) while 50 `/ws` subscribers read every frame, beside PostgreSQL's
+//! `pgbench` inserting single rows with `synchronous_commit=on` at the same client counts.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::pg::Pg;
+use crate::run::HubProcess;
+
+/// Concurrent writers per level, the same for the hub and for pgbench.
+pub const LEVELS: [usize; 3] = [1, 8, 32];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteLevel {
+    pub writers: usize,
+    pub hub_requests_per_s: f64,
+    /// Write round trip seen by one writer (HTTP request to answer, which is after the fsync).
+    pub hub_write_p50_ms: f64,
+    pub hub_write_p99_ms: f64,
+    /// Every subscriber had read the frame of the last write within 10 s of the writers
+    /// stopping.
+    pub subscribers_caught_up: bool,
+    pub pg_tps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Writes {
+    pub subscribers: usize,
+    pub seconds_per_level: f64,
+    pub levels: Vec<WriteLevel>,
+    /// Why the PostgreSQL column is empty, when it is.
+    pub pg_skipped: Option<String>,
+    pub pg_version: Option<String>,
+}
+
+/// Raw `/ws` subscribers that read every frame and remember the highest stream position.
+struct Subscribers {
+    highest: Vec<Arc<AtomicI64>>,
+    frames: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Subscribers {
+    async fn start(hub: &str, n: usize) -> anyhow::Result<Subscribers> {
+        let ws_url = format!("{}/ws", hub.replacen("http", "ws", 1));
+        let frames = Arc::new(AtomicU64::new(0));
+        let (mut highest, mut tasks) = (vec![], vec![]);
+        for _ in 0..n {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+            let seen = Arc::new(AtomicI64::new(0));
+            let (seen2, frames2) = (seen.clone(), frames.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Ok(text) = msg.to_text() else { continue };
+                    frames2.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(v) = serde_json::from_str::<Value>(text)
+                        && let Some(seq) = v["seq"].as_i64()
+                    {
+                        seen2.fetch_max(seq, Ordering::Relaxed);
+                    }
+                }
+            }));
+            highest.push(seen);
+        }
+        Ok(Subscribers {
+            highest,
+            frames,
+            tasks,
+        })
+    }
+
+    async fn caught_up(&self, seq: i64, limit: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if self
+                .highest
+                .iter()
+                .all(|h| h.load(Ordering::Relaxed) >= seq)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+const SHIFT: &str = "bench-shift";
+
+fn order_insert(writer: usize) -> Value {
+    json!({
+        "source": format!("writer-{writer}"),
+        "mutations": [{
+            "mid": uuid::Uuid::new_v4().to_string(),
+            "table": "order_header",
+            "action": "insert",
+            "row": {
+                "id": uuid::Uuid::new_v4().to_string(),
+                "shift_id": SHIFT,
+                "opened_at": "2026-11-25T12:00:00Z",
+                "table_label": "T1",
+                "tax_rate_bp": 1500,
+            }
+        }]
+    })
+}
+
+pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Result<Writes> {
+    let dir = tempfile::tempdir()?;
+    let hub = HubProcess::start(tilld, &dir.path().join("hub"), &[], Some(dir))?;
+    // Keep-alive connections, one per writer, as a till keeps its own.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    http.post(format!("{}/api/mutations", hub.url))
+        .json(
+            &json!({"mutations": [{"mid": uuid::Uuid::new_v4().to_string(), "table": "pos_shift",
+            "action": "insert", "row": {"id": SHIFT, "node_id": "bench", "cashier": "Bench",
+            "opened_at": "2026-11-25T08:00:00Z", "opening_float": 0}}]}),
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    let subs = Subscribers::start(&hub.url, subscribers).await?;
+    let (pg, pg_skipped) = match Pg::start().await {
+        Ok(pg) => (Some(pg), None),
+        Err(why) => {
+            eprintln!("writes: PostgreSQL column skipped: {why:#}");
+            (None, Some(format!("{why:#}")))
+        }
+    };
+    let mut levels = Vec::new();
+    for writers in LEVELS {
+        eprintln!("writes: hub, {writers} writer(s), {secs} s...");
+        let stop = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (http, url) = (http.clone(), format!("{}/api/mutations", hub.url));
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                let mut last_seq = 0i64;
+                while Instant::now() < stop {
+                    let t = Instant::now();
+                    let r = http.post(&url).json(&order_insert(w)).send().await?;
+                    let status = r.status();
+                    let body: Value = r.json().await?;
+                    anyhow::ensure!(status.is_success(), "write refused: {status} {body}");
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                    last_seq = last_seq.max(body["results"][0]["seq"].as_i64().unwrap_or(0));
+                }
+                Ok::<_, anyhow::Error>((times, last_seq))
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            let (t, _) = t.await??;
+            times.extend(t);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let seq: Value = http
+            .get(format!("{}/api/metrics", hub.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let caught_up = subs
+            .caught_up(seq["seq"].as_i64().unwrap_or(0), Duration::from_secs(10))
+            .await;
+        times.sort_by(f64::total_cmp);
+        let pg_tps = match &pg {
+            Some(pg) => {
+                eprintln!("writes: pgbench, {writers} client(s), {secs} s...");
+                Some(pg.insert_tps(writers, secs).await?)
+            }
+            None => None,
+        };
+        levels.push(WriteLevel {
+            writers,
+            hub_requests_per_s: times.len() as f64 / elapsed,
+            hub_write_p50_ms: crate::floor::percentile(&times, 0.5),
+            hub_write_p99_ms: crate::floor::percentile(&times, 0.99),
+            subscribers_caught_up: caught_up,
+            pg_tps,
+        });
+    }
+    eprintln!(
+        "writes: subscribers read {} frames in all",
+        subs.frames.load(Ordering::Relaxed)
+    );
+    Ok(Writes {
+        subscribers,
+        seconds_per_level: secs as f64,
+        levels,
+        pg_skipped,
+        pg_version: pg.as_ref().map(|p| p.version.clone()),
+    })
+}
+
+impl Writes {
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "| durable writes, single-mutation requests, {} subscribers | hub requests/s | hub write p50 / p99 ms | subscribers caught up | PostgreSQL pgbench tps | hub / PostgreSQL |\n|---|---|---|---|---|---|\n",
+            self.subscribers
+        );
+        for l in &self.levels {
+            let (pg, ratio) = match l.pg_tps {
+                Some(tps) => (
+                    format!("{tps:.0}"),
+                    format!("x{:.2}", l.hub_requests_per_s / tps),
+                ),
+                None => ("skipped".into(), "-".into()),
+            };
+            out += &format!(
+                "| {} writer(s) | {:.0} | {:.2} / {:.2} | {} | {pg} | {ratio} |\n",
+                l.writers,
+                l.hub_requests_per_s,
+                l.hub_write_p50_ms,
+                l.hub_write_p99_ms,
+                if l.subscribers_caught_up { "yes" } else { "NO" },
+            );
+        }
+        match (&self.pg_version, &self.pg_skipped) {
+            (Some(v), _) => {
+                out += &format!(
+                    "PostgreSQL: {v}, `pgbench -n -T {:.0}` over TCP on 127.0.0.1, one `INSERT` of a row with a unique uuid per transaction, `synchronous_commit=on`, `fsync=on`, in a fresh cluster in a temporary directory; the hub: one order inserted per request (unique mid), answered after its fsync (synchronous=FULL).\n",
+                    self.seconds_per_level
+                )
+            }
+            (None, Some(why)) => out += &format!("PostgreSQL column skipped: {why}\n"),
+            (None, None) => {}
+        }
+        out
+    }
+}
