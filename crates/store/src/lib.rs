@@ -151,8 +151,14 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Every statement the pipeline, derivation and reads use stays prepared (rusqlite keeps
+    // 16 by default, fewer than one write uses, so each write re-parsed its SQL).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
+
+/// Prepared statements kept per connection: more than the distinct SQL the store issues.
+const STATEMENT_CACHE: usize = 512;
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, creates or extends the tables the

@@ -149,6 +149,13 @@ impl Store {
                         continue;
                     }
                 };
+                if requests.len() == 1 {
+                    // Alone in its group: a failure rolls the whole transaction back, so the
+                    // savepoint (and its sub-journal) is not needed.
+                    let applied = self.apply_in(&tx, &batch, source)?;
+                    out.push(Ok(applied));
+                    continue;
+                }
                 tx.execute_batch("SAVEPOINT request")?;
                 let applied = self.apply_in(&tx, &batch, source);
                 tx.execute_batch(if applied.is_ok() {
@@ -162,6 +169,9 @@ impl Store {
             Ok(out)
         };
         group().unwrap_or_else(|e| {
+            if requests.len() == 1 {
+                return vec![Err(e)];
+            }
             let why = e.to_string();
             requests
                 .iter()
