@@ -3,6 +3,7 @@
 //! same run. Prints a table and writes JSON.
 
 mod floor;
+mod idle;
 mod pg;
 mod run;
 mod snapshot;
@@ -44,6 +45,9 @@ pub struct Args {
     /// `/ws` subscribers reading every frame during the write-throughput run.
     #[arg(long, default_value_t = 50)]
     pub subscribers: usize,
+    /// Writes in the idle-latency run (after 20 to warm up).
+    #[arg(long, default_value_t = 200)]
+    pub idle_writes: usize,
     /// Seconds per level of the write-throughput run (hub and pgbench alike).
     #[arg(long, default_value_t = 5)]
     pub write_secs: u64,
@@ -53,7 +57,7 @@ pub struct Args {
     /// The tilld binary (default: next to this one).
     #[arg(long)]
     pub tilld: Option<PathBuf>,
-    /// Run only these sections (repeatable): rush, writes, snapshot. Default: all.
+    /// Run only these sections (repeatable): idle, rush, writes, snapshot. Default: all.
     #[arg(long, value_enum)]
     pub only: Vec<Section>,
     /// Where to write the results as JSON.
@@ -63,6 +67,7 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
+    Idle,
     Rush,
     Writes,
     Snapshot,
@@ -107,6 +112,15 @@ fn main() -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         eprintln!("floor: loopback WebSocket round trip and one SQLite commit...");
         let floor = floor::measure().await?;
+        let idle = if args.runs(Section::Idle) {
+            eprintln!(
+                "idle: {} writes one at a time, hub -> till...",
+                args.idle_writes
+            );
+            Some(idle::measure(&tilld, args.idle_writes).await?)
+        } else {
+            None
+        };
         let mut runs = Vec::new();
         for (mode, coalesce) in run::MODES.iter().filter(|_| args.runs(Section::Rush)) {
             eprintln!(
@@ -129,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         let report = run::Report {
             args: format!("{args:?}"),
             floor,
+            idle,
             runs,
             writes,
             snapshots,

@@ -30,7 +30,7 @@ pub const MODES: &[(&str, u64)] = &[
     ("capsule", 250),
 ];
 
-/// A `tilld` hub process; SIGKILLed on drop.
+/// A `tilld` process (a hub unless started otherwise); SIGKILLed on drop.
 pub struct HubProcess {
     child: Child,
     pub url: String,
@@ -51,8 +51,20 @@ impl HubProcess {
         extra: &[&str],
         dir: Option<tempfile::TempDir>,
     ) -> anyhow::Result<HubProcess> {
+        HubProcess::spawn(tilld, &["--role", "hub"], data, extra, dir)
+    }
+
+    /// A `tilld` of any role (`role` are its role arguments).
+    pub fn spawn(
+        tilld: &Path,
+        role: &[&str],
+        data: &Path,
+        extra: &[&str],
+        dir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<HubProcess> {
         let mut child = Command::new(tilld)
-            .args(["--role", "hub", "--listen", "127.0.0.1:0", "--data"])
+            .args(role)
+            .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             // Every simulated till and subscriber shares 127.0.0.1; measure the protocol,
             // not the per-address connection cap meant for one device.
@@ -363,6 +375,7 @@ pub async fn rush(
 pub struct Report {
     pub args: String,
     pub floor: Floor,
+    pub idle: Option<crate::idle::Idle>,
     pub runs: Vec<RunResult>,
     pub writes: Option<crate::writes::Writes>,
     pub snapshots: Option<crate::snapshot::Snapshots>,
@@ -397,6 +410,10 @@ impl Report {
             f.replica_commit_p50_ms,
             f.replica_commit_p99_ms
         );
+        if let Some(i) = &self.idle {
+            out.push('\n');
+            out += &i.table();
+        }
         if let Some(w) = &self.writes {
             out.push('\n');
             out += &w.table();

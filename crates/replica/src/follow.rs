@@ -17,12 +17,10 @@ use crate::link::{Link, LinkState};
 use crate::metrics::ReplicaMetrics;
 use crate::{HubTarget, LocalChange, OnChange, ReplicaError, Result, ws_url};
 
-/// Most frames gathered into one burst before it is processed.
 /// Largest frame a till accepts from its hub's stream.
 const HUB_FRAME_LIMIT: usize = 16 * 1024 * 1024;
+/// Most frames gathered into one burst before it is processed.
 const MAX_BURST: usize = 2000;
-/// How long a burst stays open for more frames once one has arrived.
-const BURST_WINDOW: Duration = Duration::from_millis(3);
 
 /// Entities remembered as received whole in rows frames (memory bound).
 const MAX_ROWS_SEEN: usize = 100_000;
@@ -274,19 +272,18 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
         else {
             return Err(ReplicaError::Unreachable("hub closed the stream".into()));
         };
-        // Leading edge: a frame after a quiet spell is handled at once; during a rush, passes
-        // are at least a pull window apart, so pulls do not grow with the mutation rate.
-        let now = Instant::now();
-        let mut deadline = now + BURST_WINDOW;
-        if let Some(prev) = last_pass {
-            deadline = deadline.max(prev + ctx.config.pull_window);
-        }
+        // Leading edge: a frame after a quiet spell is handled at once, with whatever frames
+        // have already arrived; during a rush, passes are at least a pull window apart, so
+        // pulls do not grow with the mutation rate.
+        let deadline = match last_pass {
+            Some(prev) => prev + ctx.config.pull_window,
+            None => Instant::now(),
+        };
         let mut burst = vec![first];
         while burst.len() < MAX_BURST {
+            // Past the deadline this only takes frames that are already here (tokio's
+            // timeout polls the frame once before looking at the clock).
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
             match tokio::time::timeout(
                 left,
                 next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout),

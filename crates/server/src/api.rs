@@ -52,6 +52,9 @@ pub struct ApiState {
     pub extra_metrics: Option<ExtraMetrics>,
 }
 
+/// Bodies up to this many bytes are not compressed.
+const COMPRESS_ABOVE: u16 = 1400;
+
 pub fn router(state: ApiState) -> Router {
     // Where the bytes are (pulls, snapshots, change lists, the journal, tables): gzip for a
     // client that asks for it (the till's client does). Not on `/ws`, whose frames are small.
@@ -63,7 +66,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/changes", get(changes))
         .route("/api/changed", get(changed))
         .route("/api/journal", get(journal))
-        .layer(tower_http::compression::CompressionLayer::new());
+        .layer(
+            tower_http::compression::CompressionLayer::new().compress_when(
+                // A small body is sent as it is: setting up a compressor costs more time than
+                // its few bytes do on a LAN (an idle till's pull is a few hundred bytes).
+                tower_http::compression::Predicate::and(
+                    tower_http::compression::predicate::DefaultPredicate::new(),
+                    tower_http::compression::predicate::SizeAbove::new(COMPRESS_ABOVE),
+                ),
+            ),
+        );
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(prometheus))
