@@ -48,6 +48,9 @@ pub struct NodeMetrics {
     pub rest_pulls: Counter,
     pub rest_pull_ids: Counter,
     pub rest_pull_latency: Histogram,
+    /// Body bytes of pulls, snapshots, change lists, the journal and tables as sent on the
+    /// wire (after compression).
+    pub rest_bytes_sent: Counter,
     pub mutations: Counter,
     pub mutation_requests: Counter,
     pub mutation_latency: Histogram,
@@ -73,6 +76,7 @@ pub struct NodeMetricsJson {
     pub rest_pulls: u64,
     pub rest_pull_ids: u64,
     pub rest_pull_latency: HistogramSummary,
+    pub rest_bytes_sent: u64,
     pub mutations: u64,
     pub mutation_requests: u64,
     pub mutation_latency: HistogramSummary,
@@ -124,6 +128,7 @@ impl NodeMetrics {
             rest_pulls: self.rest_pulls.get(),
             rest_pull_ids: self.rest_pull_ids.get(),
             rest_pull_latency: self.rest_pull_latency.summary(),
+            rest_bytes_sent: self.rest_bytes_sent.get(),
             mutations: self.mutations.get(),
             mutation_requests: self.mutation_requests.get(),
             mutation_latency: self.mutation_latency.summary(),
@@ -221,6 +226,12 @@ impl NodeMetrics {
             "capsule_rest_pull_seconds",
             "time to serve a part pull",
             out,
+        );
+        c(
+            out,
+            "capsule_rest_bytes_sent_total",
+            "body bytes of pulls, snapshots, change lists, journal and tables on the wire (after compression)",
+            self.rest_bytes_sent.get(),
         );
         c(
             out,
