@@ -275,6 +275,11 @@ pub struct PulledItem {
     pub v: i64,
     pub pv: BTreeMap<String, i64>,
     pub payload: Row,
+    /// Child parts sent as a delta (the puller said which version it holds): the payload
+    /// holds only the child rows changed after that version, and this lists every child id
+    /// the part has now, so the puller drops the ones not listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub live: BTreeMap<String, Vec<String>>,
 }
 
 /// `GET /api/entities?entity=&ids=&parts=` answer.

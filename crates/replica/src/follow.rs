@@ -558,6 +558,9 @@ pub struct PullPlan {
     pub gone: Vec<Capsule>,
     /// Per entity: the ids to pull and the union of parts needed.
     pub pulls: BTreeMap<String, (Vec<String>, BTreeSet<String>)>,
+    /// Per entity and id to pull: the lowest version held here of the parts needed (0 when
+    /// the entity is not here), so the hub sends child parts as deltas above it.
+    pub have: BTreeMap<(String, String), i64>,
 }
 
 /// Plans a burst: newest news per entity+id, dropping parts already as new here. `local`
@@ -599,20 +602,29 @@ pub fn plan(
             out.gone.push(capsule);
             continue;
         }
-        let needed: BTreeSet<String> = match local(&entity, &id) {
+        let (needed, held): (BTreeSet<String>, i64) = match local(&entity, &id) {
             // Not here (or deleted and re-created): the whole entity.
-            None => all_parts(&entity).into_iter().collect(),
-            Some(_) if n.gone_at.is_some() => all_parts(&entity).into_iter().collect(),
-            Some(have) => n
-                .parts
-                .into_iter()
-                .filter(|(p, v)| have.get(p).copied().unwrap_or(0) < *v)
-                .map(|(p, _)| p)
-                .collect(),
+            None => (all_parts(&entity).into_iter().collect(), 0),
+            Some(_) if n.gone_at.is_some() => (all_parts(&entity).into_iter().collect(), 0),
+            Some(have) => {
+                let needed: BTreeSet<String> = n
+                    .parts
+                    .into_iter()
+                    .filter(|(p, v)| have.get(p).copied().unwrap_or(0) < *v)
+                    .map(|(p, _)| p)
+                    .collect();
+                let held = needed
+                    .iter()
+                    .map(|p| have.get(p).copied().unwrap_or(0))
+                    .min()
+                    .unwrap_or(0);
+                (needed, held)
+            }
         };
         if needed.is_empty() {
             continue;
         }
+        out.have.insert((entity.clone(), id.clone()), held);
         let entry = out.pulls.entry(entity).or_default();
         entry.0.push(id);
         entry.1.extend(needed);
@@ -620,7 +632,8 @@ pub fn plan(
     out
 }
 
-async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<()> {
+/// Merges a pull; returns the ids whose child delta did not fit (to pull whole).
+async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<Vec<String>> {
     let s = ctx.store.clone();
     let started = Instant::now();
     let outcome = blocking(move || s.merge_pulled(&pull)).await?;
@@ -628,7 +641,7 @@ async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<()> {
     for c in outcome.changed {
         (ctx.ui)(LocalChange::Changed(c));
     }
-    Ok(())
+    Ok(outcome.incomplete)
 }
 
 async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
@@ -666,22 +679,51 @@ async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
     for (entity, (ids, parts)) in plan.pulls {
         let parts: Vec<String> = parts.into_iter().collect();
         for chunk in ids.chunks(IDS_PER_PULL) {
-            let url = reqwest::Url::parse_with_params(
-                &format!("{}/api/entities", ctx.config.hub_url),
-                &[
-                    ("entity", entity.as_str()),
-                    ("ids", &chunk.join(",")),
-                    ("parts", &parts.join(",")),
-                ],
-            )
-            .map_err(|e| ReplicaError::Protocol(format!("bad hub URL: {e}")))?;
-            let started = Instant::now();
-            let pull: BatchPull = get_json(ctx, url.as_str()).await?;
-            ctx.metrics.pull_latency.observe(started.elapsed());
-            merge(ctx, pull).await?;
+            let have: Vec<i64> = chunk
+                .iter()
+                .map(|id| {
+                    plan.have
+                        .get(&(entity.clone(), id.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let incomplete = pull_and_merge(ctx, &entity, chunk, &parts, &have).await?;
+            if !incomplete.is_empty() {
+                // This copy was not what the delta assumed: the whole parts, once.
+                ctx.metrics.full_repulls.add(incomplete.len() as u64);
+                let zeros = vec![0; incomplete.len()];
+                pull_and_merge(ctx, &entity, &incomplete, &parts, &zeros).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// One batch pull (child parts as deltas above `have`, one per id) and its merge; returns
+/// the ids whose delta did not fit this replica's copy.
+async fn pull_and_merge(
+    ctx: &Ctx<'_>,
+    entity: &str,
+    ids: &[String],
+    parts: &[String],
+    have: &[i64],
+) -> Result<Vec<String>> {
+    let have: Vec<String> = have.iter().map(i64::to_string).collect();
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/api/entities", ctx.config.hub_url),
+        &[
+            ("entity", entity),
+            ("ids", &ids.join(",")),
+            ("parts", &parts.join(",")),
+            ("have", &have.join(",")),
+        ],
+    )
+    .map_err(|e| ReplicaError::Protocol(format!("bad hub URL: {e}")))?;
+    let started = Instant::now();
+    let pull: BatchPull = get_json(ctx, url.as_str()).await?;
+    ctx.metrics.pull_latency.observe(started.elapsed());
+    merge(ctx, pull).await
 }
 
 /// GET with retries and backoff; a 4xx answer is not retried.

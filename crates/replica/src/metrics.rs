@@ -22,6 +22,8 @@ pub struct ReplicaMetrics {
     pub snapshots: Counter,
     pub snapshot_bytes: Counter,
     pub gap_repairs: Counter,
+    /// Entities pulled whole because a child delta did not fit the copy here.
+    pub full_repulls: Counter,
     pub reconnects: Counter,
     pub last_seq: AtomicI64,
     pub hub_seq: AtomicI64,
@@ -42,6 +44,7 @@ pub struct ReplicaMetricsJson {
     pub snapshots: u64,
     pub snapshot_bytes: u64,
     pub gap_repairs: u64,
+    pub full_repulls: u64,
     pub reconnects: u64,
     pub last_seq: i64,
     pub hub_seq: i64,
@@ -66,6 +69,7 @@ impl ReplicaMetrics {
             snapshots: self.snapshots.get(),
             snapshot_bytes: self.snapshot_bytes.get(),
             gap_repairs: self.gap_repairs.get(),
+            full_repulls: self.full_repulls.get(),
             reconnects: self.reconnects.get(),
             last_seq: last,
             hub_seq: hub,
@@ -145,6 +149,12 @@ impl ReplicaMetrics {
             "capsule_replica_gap_repairs_total",
             "stream gaps repaired from the change log",
             self.gap_repairs.get(),
+        );
+        c(
+            out,
+            "capsule_replica_full_repulls_total",
+            "entities pulled whole because a child delta did not fit the local copy",
+            self.full_repulls.get(),
         );
         c(
             out,

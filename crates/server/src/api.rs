@@ -207,12 +207,37 @@ async fn pull_many(
             ids.len()
         )));
     }
+    // The versions the puller holds, one per id: child parts then come as deltas.
+    let have: Vec<i64> = match q.get("have") {
+        None => Vec::new(),
+        Some(list) => {
+            let have = list
+                .split(',')
+                .map(|v| v.trim().parse::<i64>().ok().filter(|v| *v >= 0))
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "'have' must list one version (a whole number, 0 or more) per id",
+                    )
+                })?;
+            if have.len() != ids.len() {
+                return Err(ApiError::bad_request(format!(
+                    "'have' lists {} versions for {} ids; give one per id",
+                    have.len(),
+                    ids.len()
+                )));
+            }
+            have
+        }
+    };
     let store = s.store.clone();
     let parts = q.get("parts").cloned();
     let n = ids.len() as u64;
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || store.pull_many(&entity, &ids, parts.as_deref()))
-        .await??;
+    let out = tokio::task::spawn_blocking(move || {
+        store.pull_many_since(&entity, &ids, parts.as_deref(), &have)
+    })
+    .await??;
     s.stream.metrics().pull_served(n, started.elapsed());
     Ok(Json(out).into_response())
 }

@@ -272,6 +272,29 @@ impl Store {
         if !changes.entities.is_empty() {
             let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
             sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
+            // Child rows of re-stamped entities too: a follower pulling a child part as a
+            // delta gets rows above the version it holds.
+            for (entity, id) in &dirty {
+                let Some(e) = self.schema.entity(entity) else {
+                    continue;
+                };
+                for p in &e.parts {
+                    if let capsule_protocol::PartKind::Child {
+                        table,
+                        parent_field,
+                    } = &p.kind
+                    {
+                        tx.execute(
+                            &format!(
+                                "UPDATE {} SET _v = ?1 WHERE {} = ?2",
+                                q(table),
+                                q(parent_field)
+                            ),
+                            rusqlite::params![v, id],
+                        )?;
+                    }
+                }
+            }
             for c in crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)?
             {
                 crate::pipeline::log_capsule(&tx, c)?;

@@ -14,6 +14,8 @@ pub struct MergeOutcome {
     pub changed: Vec<Capsule>,
     /// Items whose every pulled part was already as new or newer here.
     pub stale: usize,
+    /// Ids whose child delta named rows this replica does not hold: pull them whole.
+    pub incomplete: Vec<String>,
 }
 
 /// Source named in the capsules a replica emits to its own UI.
@@ -85,7 +87,13 @@ impl Store {
                                     e.name
                                 ))
                             })?;
-                        replace_children(&tx, self, table, parent_field, &item.id, rows)?;
+                        let live = item.live.get(name).map(Vec::as_slice);
+                        if !merge_children(&tx, self, table, parent_field, &item.id, rows, live)? {
+                            // The delta assumed rows this replica lacks: keep the part's old
+                            // version and ask for all of it.
+                            out.incomplete.push(item.id.clone());
+                            continue;
+                        }
                     }
                 }
                 row.insert(vcol, Value::from(incoming));
@@ -212,19 +220,45 @@ fn local_capsule(entity: &str, id: &str, parts: Vec<String>, v: i64, gone: bool)
     }
 }
 
-fn replace_children(
+/// Makes `parent`'s children in `table` what the hub sent: all of them (`live` None), or a
+/// delta (`live`: every child id the hub holds; `rows`: those changed since the version the
+/// puller held), where children not listed are gone. False when the delta names a child that
+/// is neither here nor in it (this replica's copy was not what the hub assumed); the caller
+/// then pulls the part whole.
+fn merge_children(
     conn: &Connection,
     store: &Store,
     table: &str,
     parent_field: &str,
     parent: &str,
     rows: &[Value],
-) -> Result<()> {
+    live: Option<&[String]>,
+) -> Result<bool> {
     let t = &store.schema.tables[table];
-    conn.execute(
-        &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(parent_field)),
-        [parent],
-    )?;
+    match live {
+        None => {
+            conn.execute(
+                &format!("DELETE FROM {} WHERE {} = ?1", q(table), q(parent_field)),
+                [parent],
+            )?;
+        }
+        Some(ids) => {
+            let here: Vec<String> = conn
+                .prepare_cached(&format!(
+                    "SELECT id FROM {} WHERE {} = ?1",
+                    q(table),
+                    q(parent_field)
+                ))?
+                .query_map([parent], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let keep: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let mut delete =
+                conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", q(table)))?;
+            for id in here.iter().filter(|id| !keep.contains(id.as_str())) {
+                delete.execute([id])?;
+            }
+        }
+    }
     for r in rows {
         let row = r
             .as_object()
@@ -236,7 +270,17 @@ fn replace_children(
         }
         upsert_row(conn, &store.schema, t, row)?;
     }
-    Ok(())
+    let Some(ids) = live else {
+        return Ok(true);
+    };
+    let held: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} = ?1",
+            q(table),
+            q(parent_field)
+        ))?
+        .query_row([parent], |r| r.get(0))?;
+    Ok(held == ids.len() as i64)
 }
 
 fn delete_entity(conn: &Connection, store: &Store, entity: &str, id: &str) -> Result<bool> {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capsule_protocol::schema::ID_FIELD;
+use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
     Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, Row, Schema,
     TableDef, TableRole, now_ms, prepare_batch,
@@ -436,6 +436,12 @@ pub(crate) fn apply_row(
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
     derive::check_writable(t, &m.row)?;
     let existing = select_by_id(conn, schema, t, &id)?;
+    // The hub stamps each child row it writes with the version of the write (already the
+    // current version): pullers that hold the part get only rows changed since.
+    let stamp = match (hub, &t.role) {
+        (Some(_), TableRole::Child { .. }) => Some(sql::meta_i64(conn, meta::VERSION)?),
+        _ => None,
+    };
     match (m.action, existing) {
         (Action::Insert, Some(_)) => Err(StoreError::Conflict(format!(
             "{} '{id}' already exists",
@@ -447,6 +453,9 @@ pub(crate) fn apply_row(
                 derive::fill_on_insert(conn, t, &mut row)?;
             }
             check_parent(conn, schema, t, &row, None)?;
+            if let Some(v) = stamp {
+                row.insert(VERSION_COLUMN.into(), Value::from(v));
+            }
             upsert_row(conn, schema, t, &row)?;
             match &t.role {
                 TableRole::Entity { entity } => {
@@ -496,7 +505,7 @@ pub(crate) fn apply_row(
                     new.insert(k.clone(), v.clone());
                 }
             }
-            update_row(conn, schema, t, &old, new, changes)
+            update_row(conn, schema, t, &old, new, stamp, changes)
         }
         (Action::Merge, Some(old)) => {
             let settled = match hub {
@@ -507,7 +516,7 @@ pub(crate) fn apply_row(
             for (k, v) in settled.as_ref().unwrap_or(&m.row) {
                 new.insert(k.clone(), v.clone());
             }
-            update_row(conn, schema, t, &old, new, changes)
+            update_row(conn, schema, t, &old, new, stamp, changes)
         }
         (Action::Merge | Action::Delete, None) => Err(StoreError::NotFound(format!(
             "{} '{id}' does not exist",
@@ -615,11 +624,12 @@ fn update_row(
     t: &TableDef,
     old: &Row,
     mut new: Row,
+    stamp: Option<i64>,
     changes: &mut Changes,
 ) -> Result<()> {
     derive::row_local(t, &mut new)?;
     let id = text(old, ID_FIELD).unwrap_or_default().to_string();
-    let set: Vec<(String, Option<capsule_protocol::ColumnType>, Value)> = t
+    let mut set: Vec<(String, Option<capsule_protocol::ColumnType>, Value)> = t
         .columns
         .iter()
         .filter(|c| old.get(&c.name) != new.get(&c.name))
@@ -627,6 +637,9 @@ fn update_row(
         .collect();
     if set.is_empty() {
         return Ok(());
+    }
+    if let Some(v) = stamp {
+        set.push((VERSION_COLUMN.into(), None, Value::from(v)));
     }
     check_parent(conn, schema, t, &new, Some(old))?;
     update_columns(conn, t, &id, &set)?;

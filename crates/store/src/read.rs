@@ -2,27 +2,31 @@
 
 use std::collections::BTreeMap;
 
+use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
-    BatchPull, Entity, EntityParts, PartKind, PulledItem, Row, Schema, Snapshot, schema::ID_FIELD,
+    BatchPull, Entity, EntityParts, PartKind, PulledItem, Row, Schema, Snapshot,
 };
 use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::sql::{select_by_id, select_rows, sql_columns};
+use crate::sql::{q, select_by_id, select_rows, sql_columns};
 use crate::{Result, Store, StoreError, meta};
 
 /// Picks `parts` out of an entity row (and its child rows): exactly the parts' columns, plus
-/// each part's version.
+/// each part's version. With `have` above 0 (the version the puller holds), child parts are
+/// sent as a delta: the rows changed after `have` and the ids of every child.
 fn pick(
     conn: &Connection,
     schema: &Schema,
     e: &Entity,
     row: &Row,
     parts: &[String],
+    have: i64,
 ) -> Result<PulledItem> {
     let id = row[ID_FIELD].as_str().unwrap_or_default().to_string();
     let mut payload = Row::new();
     let mut pv = BTreeMap::new();
+    let mut live = BTreeMap::new();
     for name in parts {
         let part = e.part(name).ok_or_else(|| {
             StoreError::Invalid(format!("entity '{}' has no part '{name}'", e.name))
@@ -44,8 +48,26 @@ fn pick(
                 parent_field,
             } => {
                 let t = &schema.tables[table];
-                let rows =
-                    select_rows(conn, schema, t, &format!("\"{parent_field}\" = ?1"), &[&id])?;
+                let rows = if have > 0 {
+                    let ids: Vec<String> = conn
+                        .prepare_cached(&format!(
+                            "SELECT id FROM {} WHERE {} = ?1 ORDER BY rowid",
+                            q(table),
+                            q(parent_field)
+                        ))?
+                        .query_map([&id], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    live.insert(name.clone(), ids);
+                    select_rows(
+                        conn,
+                        schema,
+                        t,
+                        &format!("\"{parent_field}\" = ?1 AND \"{VERSION_COLUMN}\" > ?2"),
+                        &[&id, &have],
+                    )?
+                } else {
+                    select_rows(conn, schema, t, &format!("\"{parent_field}\" = ?1"), &[&id])?
+                };
                 payload.insert(
                     name.clone(),
                     Value::Array(rows.into_iter().map(Value::Object).collect()),
@@ -58,6 +80,7 @@ fn pick(
         v: row.get("_v").and_then(Value::as_i64).unwrap_or(0),
         pv,
         payload,
+        live,
     })
 }
 
@@ -83,7 +106,7 @@ impl Store {
         self.with_reader(|c| {
             let row = select_by_id(c, &self.schema, &self.schema.tables[&e.table], id)?
                 .ok_or_else(|| StoreError::NotFound(format!("{entity} '{id}' does not exist")))?;
-            let item = pick(c, &self.schema, e, &row, &parts)?;
+            let item = pick(c, &self.schema, e, &row, &parts, 0)?;
             Ok(EntityParts {
                 entity: entity.to_string(),
                 id: item.id,
@@ -102,6 +125,18 @@ impl Store {
         ids: &[String],
         parts: Option<&str>,
     ) -> Result<BatchPull> {
+        self.pull_many_since(entity, ids, parts, &[])
+    }
+
+    /// A batch pull where `have[i]` is the version the puller holds of `ids[i]`'s parts (0 or
+    /// missing: nothing), so child parts come as deltas ([`PulledItem::live`]).
+    pub fn pull_many_since(
+        &self,
+        entity: &str,
+        ids: &[String],
+        parts: Option<&str>,
+        have: &[i64],
+    ) -> Result<BatchPull> {
         let e = self.entity_def(entity)?;
         let parts = e.parse_parts(parts).map_err(StoreError::Invalid)?;
         self.with_reader(|c| {
@@ -109,9 +144,10 @@ impl Store {
             let t = &self.schema.tables[&e.table];
             let mut items = Vec::new();
             let mut missing = Vec::new();
-            for id in ids {
+            for (i, id) in ids.iter().enumerate() {
+                let have = have.get(i).copied().unwrap_or(0);
                 match select_by_id(&tx, &self.schema, t, id)? {
-                    Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts)?),
+                    Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts, have)?),
                     None => missing.push(id.clone()),
                 }
             }

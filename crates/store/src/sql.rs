@@ -54,11 +54,16 @@ pub fn sql_columns(
 ) -> Vec<(String, Option<ColumnType>)> {
     let mut cols = vec![(ID_FIELD.to_string(), Some(ColumnType::Text))];
     cols.extend(t.columns.iter().map(|c| (c.name.clone(), Some(c.ty))));
-    if let TableRole::Entity { entity } = &t.role {
-        cols.push((VERSION_COLUMN.to_string(), None));
-        for p in &schema.entities[entity].parts {
-            cols.push((p.version_column(), None));
+    match &t.role {
+        TableRole::Entity { entity } => {
+            cols.push((VERSION_COLUMN.to_string(), None));
+            for p in &schema.entities[entity].parts {
+                cols.push((p.version_column(), None));
+            }
         }
+        // A child row's own version: the hub version that last wrote it, so a puller that
+        // holds the part at some version gets only the rows changed since.
+        TableRole::Child { .. } => cols.push((VERSION_COLUMN.to_string(), None)),
     }
     cols
 }

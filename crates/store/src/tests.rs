@@ -396,7 +396,8 @@ fn pick_parts_returns_exactly_the_parts_columns_with_versions() {
     assert_eq!(p.v, p.pv["lines"]);
     let l = p.payload["lines"][0].as_object().unwrap();
     assert_eq!(l["name_ar"], "شاورما دجاج");
-    assert!(!l.contains_key("_v"));
+    // A child row carries its own version: the write that last changed it.
+    assert_eq!(l["_v"], p.pv["lines"]);
     assert!(matches!(
         store.pull("order", "o1", Some("colour")),
         Err(StoreError::Invalid(_))
@@ -958,4 +959,105 @@ fn shift_totals_moved_by_each_order_always_equal_a_full_recount() {
     let before = store.freshness().unwrap();
     store.restamp().unwrap();
     assert_eq!(store.freshness().unwrap(), before);
+}
+
+/// The version of `part` the replica holds for order o1.
+fn held(replica: &Store, part: &str) -> i64 {
+    replica.part_versions("order", "o1").unwrap().unwrap()[part]
+}
+
+#[test]
+fn a_changed_line_pulls_that_line_and_the_ids_of_the_rest_and_converges() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    let lines: Vec<Mutation> = (0..30)
+        .map(|i| line(&format!("l{i}"), 1, 100 + i))
+        .collect();
+    run(&hub, lines).unwrap();
+    let (_r, replica) = replica_of(&hub);
+    let have = held(&replica, "lines");
+
+    // One line changes, one goes away, one is added.
+    run(
+        &hub,
+        vec![m(
+            "order_line",
+            Action::Merge,
+            json!({"id": "l7", "qty": 4}),
+        )],
+    )
+    .unwrap();
+    run(
+        &hub,
+        vec![m("order_line", Action::Delete, json!({"id": "l3"}))],
+    )
+    .unwrap();
+    run(&hub, vec![line("l30", 2, 500)]).unwrap();
+    let delta = hub
+        .pull_many_since("order", &["o1".to_string()], Some("lines,totals"), &[have])
+        .unwrap();
+    let item = &delta.items[0];
+    let sent: Vec<&str> = item.payload["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        ["l7", "l30"],
+        "only the rows changed since the replica's version"
+    );
+    assert_eq!(item.live["lines"].len(), 30);
+    assert!(!item.live["lines"].contains(&"l3".to_string()));
+    let full = pull_all(&hub, "order", "o1", Some("lines,totals"));
+    assert!(full.items[0].live.is_empty());
+    assert!(
+        serde_json::to_vec(&delta).unwrap().len() * 3 < serde_json::to_vec(&full).unwrap().len(),
+        "a delta is a fraction of the whole part"
+    );
+    let out = replica.merge_pulled(&delta).unwrap();
+    assert!(out.incomplete.is_empty());
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+    // Merging it again changes nothing.
+    assert!(replica.merge_pulled(&delta).unwrap().changed.is_empty());
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
+}
+
+#[test]
+fn a_delta_that_does_not_fit_the_local_copy_is_not_taken_as_complete() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    run(&hub, vec![line("l1", 1, 100), line("l2", 1, 200)]).unwrap();
+    let (_r, replica) = replica_of(&hub);
+    let have = held(&replica, "lines");
+    // The replica lost a line it should hold (as if its copy were older than it says).
+    replica
+        .writer()
+        .execute("DELETE FROM order_line WHERE id = 'l1'", [])
+        .unwrap();
+    run(
+        &hub,
+        vec![m(
+            "order_line",
+            Action::Merge,
+            json!({"id": "l2", "qty": 3}),
+        )],
+    )
+    .unwrap();
+    let delta = hub
+        .pull_many_since("order", &["o1".to_string()], Some("lines,totals"), &[have])
+        .unwrap();
+    let out = replica.merge_pulled(&delta).unwrap();
+    assert_eq!(out.incomplete, ["o1"]);
+    assert_eq!(
+        held(&replica, "lines"),
+        have,
+        "the part's version did not move"
+    );
+    // The whole part, pulled as the follower then does, repairs it.
+    replica
+        .merge_pulled(&pull_all(&hub, "order", "o1", Some("lines,totals")))
+        .unwrap();
+    assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
 }
