@@ -422,7 +422,7 @@ impl Report {
         if let Some(s) = &self.snapshots {
             let _ = writeln!(
                 out,
-                "\n| snapshot, a day of {} orders | JSON size | on the wire (gzip) | build + encode + send ms (over HTTP, gzip) |",
+                "\n| snapshot, a day of {} orders | JSON size | on the wire (zstd) | build + encode + send ms (over HTTP, zstd) |",
                 s.orders
             );
             let _ = writeln!(out, "|---|---|---|---|");
@@ -444,8 +444,8 @@ impl Report {
             }
             let _ = writeln!(
                 out,
-                "(the day took {:.0} s to build: {} mutations through the pipeline for its first tenth, the rest copied as finished orders with fresh ids)",
-                s.build_secs, s.mutations
+                "(the hub's peak memory after serving them: {:.0} MiB; the day took {:.0} s to build: {} mutations through the pipeline for its first tenth, the rest copied as finished orders with fresh ids)",
+                s.hub_peak_rss_mib, s.build_secs, s.mutations
             );
         }
         out

@@ -25,6 +25,8 @@ pub struct Snapshots {
     pub light_bytes: usize,
     pub light_wire_bytes: u64,
     pub light_ms: f64,
+    /// The hub's peak resident memory after serving them (streamed, so not the day's size).
+    pub hub_peak_rss_mib: f64,
 }
 
 /// Writes the day: the rush until `orders` orders have been opened (the last few are still in
@@ -136,7 +138,7 @@ fn copy_as_history(db: &Path, copies: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Best of three GETs (with gzip, as a till asks): the body's size decoded and on the wire
+/// Best of three GETs (compressed, as a till asks): the body's size decoded and on the wire
 /// (from the hub's own count of bytes sent), and the time to receive it all.
 async fn timed_get(
     http: &reqwest::Client,
@@ -197,6 +199,7 @@ pub async fn measure(args: &Args, tilld: &Path) -> anyhow::Result<Snapshots> {
         timed_get(&http, &hub.url, "/api/snapshot").await?;
     let (light_bytes, light_wire_bytes, light_ms) =
         timed_get(&http, &hub.url, "/api/snapshot?light=1").await?;
+    let hub_peak_rss_mib = hub.peak_rss_mib();
     Ok(Snapshots {
         orders,
         mutations,
@@ -207,5 +210,6 @@ pub async fn measure(args: &Args, tilld: &Path) -> anyhow::Result<Snapshots> {
         light_bytes,
         light_wire_bytes,
         light_ms,
+        hub_peak_rss_mib,
     })
 }

@@ -270,28 +270,82 @@ async fn snapshot(
             )));
         }
     };
-    let _permit = HEAVY_READS
+    let permit = HEAVY_READS
         .acquire()
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // Streamed as it is read (a day of 50,000 orders is never built whole in memory), in
+    // chunks through a small channel: a client that reads slowly holds the reader back
+    // instead of the hub buffering for it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
     let store = s.store.clone();
-    let started = std::time::Instant::now();
-    let body = tokio::task::spawn_blocking(move || {
-        store
-            .snapshot_with(light)
-            .map(|snap| serde_json::to_vec(&snap).expect("snapshots serialise"))
-    })
-    .await??;
-    let m = s.stream.metrics();
-    m.snapshots.inc();
-    m.snapshot_build.observe(started.elapsed());
-    m.snapshot_last_bytes
-        .store(body.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    let metrics = s.stream.metrics().clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let started = std::time::Instant::now();
+        let mut out = ChunkWriter {
+            buf: Vec::with_capacity(CHUNK),
+            tx: tx.clone(),
+        };
+        match store.write_snapshot(light, &mut out) {
+            Ok(bytes) => {
+                metrics.snapshots.inc();
+                metrics.snapshot_build.observe(started.elapsed());
+                metrics
+                    .snapshot_last_bytes
+                    .store(bytes as i64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Headers are gone already: cut the body short so the client sees it fail.
+                tracing::warn!(error = %e, "snapshot cut short");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    // (poll_fn, not unfold: the compression layer may poll again after the end.)
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        axum::body::Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Bytes per chunk of a streamed snapshot.
+const CHUNK: usize = 64 * 1024;
+
+/// Hands what is written to the response body in chunks; fails once the client is gone.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk =
+            axum::body::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 /// `GET /api/changes?since=SEQ[&limit=N]`: capsules logged after `since`, for a subscriber

@@ -155,8 +155,9 @@ fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
     }
 }
 
-/// Waits for work, then takes up to [`MAX_GROUP_REQUESTS`] requests and
-/// [`MAX_GROUP_MUTATIONS`] mutations, one per source per round. None once closed and empty.
+/// Waits for work, then takes one request from each waiting source, up to
+/// [`MAX_GROUP_REQUESTS`] requests and [`MAX_GROUP_MUTATIONS`] mutations. None once closed
+/// and empty.
 fn next_group(shared: &Shared) -> Option<Vec<(MutationBatch, Reply)>> {
     let mut q = lock(shared);
     while q.turn.is_empty() {
@@ -168,7 +169,12 @@ fn next_group(shared: &Shared) -> Option<Vec<(MutationBatch, Reply)>> {
     let q = &mut *q;
     let mut group = Vec::new();
     let mut mutations = 0;
-    while let Some(source) = q.turn.front().cloned() {
+    // One round: at most one request per source, so a source with many requests waiting
+    // (a flood) gets one into each group, and a cashier's sale waits for one group at most.
+    let round = q.turn.len();
+    while group.len() < round
+        && let Some(source) = q.turn.front().cloned()
+    {
         let queue = q
             .by_source
             .get_mut(&source)

@@ -1,6 +1,7 @@
 //! Reads: pick parts of entities (single and batched), snapshots, local part versions, digests.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
@@ -166,6 +167,44 @@ impl Store {
         self.snapshot_with(false)
     }
 
+    /// Writes the snapshot's JSON (the same document as [`Store::snapshot_with`] serialises
+    /// to) into `out` row by row, from one read transaction: a day of any size is never
+    /// held in memory. Returns the bytes written.
+    pub fn write_snapshot(&self, light: bool, out: &mut dyn std::io::Write) -> Result<u64> {
+        let mut out = CountingWriter {
+            inner: out,
+            bytes: 0,
+        };
+        let io = |e: std::io::Error| StoreError::Storage(format!("writing the snapshot: {e}"));
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            let seq = crate::sql::meta_i64(&tx, meta::STREAM_SEQ)?;
+            let v = crate::sql::meta_i64(&tx, meta::VERSION)?;
+            out.write_all(b"{\"node_id\":").map_err(io)?;
+            serde_json::to_writer(&mut out, &self.node_id).map_err(|e| io(e.into()))?;
+            write!(out, ",\"seq\":{seq},\"v\":{v},\"tables\":{{").map_err(io)?;
+            for (i, t) in self.schema.tables_parent_first().into_iter().enumerate() {
+                let filter = if light {
+                    self.light_filter(t)
+                } else {
+                    "1".to_string()
+                };
+                if i > 0 {
+                    out.write_all(b",").map_err(io)?;
+                }
+                serde_json::to_writer(&mut out, &t.name).map_err(|e| io(e.into()))?;
+                out.write_all(b":[").map_err(io)?;
+                crate::sql::write_rows_json(&tx, &self.schema, t, &filter, &mut out)?;
+                out.write_all(b"]").map_err(io)?;
+            }
+            out.write_all(b"}}").map_err(io)?;
+            out.flush().map_err(io)?;
+            tx.finish()?;
+            Ok(())
+        })?;
+        Ok(out.bytes)
+    }
+
     /// With `light`, only what a till needs to open for business: the rows each entity's
     /// `light` filter selects, and their child rows.
     pub fn snapshot_with(&self, light: bool) -> Result<Snapshot> {
@@ -293,5 +332,22 @@ impl Fnv64 {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn std::io::Write,
+    bytes: u64,
+}
+
+impl std::io::Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

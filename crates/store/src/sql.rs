@@ -46,8 +46,7 @@ pub fn from_sql(ty: Option<ColumnType>, v: ValueRef<'_>) -> Result<Value> {
 }
 
 /// The SQL columns a table has: `id`, the schema columns, then the version columns an entity
-/// table carries (`_v`, `_v_<part>`). Child tables carry no versions: their parent's part
-/// version covers them.
+/// table carries (`_v`, `_v_<part>`), or a child table's `_v`.
 pub fn sql_columns(
     schema: &capsule_protocol::Schema,
     t: &TableDef,
@@ -76,6 +75,84 @@ pub fn select_rows(
     where_sql: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for_each_row(conn, schema, t, where_sql, args, |row| {
+        out.push(row);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Writes the rows of `t` `WHERE <where_sql>` as JSON objects separated by commas (the JSON
+/// of [`select_rows`]' rows), straight from SQLite's values: no row is built in memory, so a
+/// day's snapshot streams at the speed of the disk and the encoder.
+pub fn write_rows_json(
+    conn: &Connection,
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+    where_sql: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let io = |e: std::io::Error| StoreError::Storage(format!("writing rows: {e}"));
+    let cols = sql_columns(schema, t);
+    // `{"id":`, `,"name":`, ...: each key written once per row from ready bytes.
+    let keys: Vec<Vec<u8>> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let mut k = if i == 0 { b"{".to_vec() } else { b",".to_vec() };
+            k.extend(serde_json::to_vec(name).expect("strings serialise"));
+            k.push(b':');
+            k
+        })
+        .collect();
+    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
+        list.join(", "),
+        q(&t.name)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut first = true;
+    while let Some(r) = rows.next()? {
+        if !first {
+            out.write_all(b",").map_err(io)?;
+        }
+        first = false;
+        for (i, (_, ty)) in cols.iter().enumerate() {
+            out.write_all(&keys[i]).map_err(io)?;
+            match r.get_ref(i)? {
+                ValueRef::Null => out.write_all(b"null").map_err(io)?,
+                ValueRef::Integer(v) if *ty == Some(ColumnType::Boolean) => out
+                    .write_all(if v != 0 { b"true" } else { b"false" })
+                    .map_err(io)?,
+                ValueRef::Integer(v) => write!(out, "{v}").map_err(io)?,
+                ValueRef::Real(f) => {
+                    serde_json::to_writer(&mut *out, &f).map_err(|e| io(e.into()))?
+                }
+                ValueRef::Text(text) => {
+                    let text = std::str::from_utf8(text)
+                        .map_err(|e| StoreError::Corrupt(format!("text is not UTF-8: {e}")))?;
+                    serde_json::to_writer(&mut *out, text).map_err(|e| io(e.into()))?
+                }
+                ValueRef::Blob(_) => return Err(StoreError::Corrupt("unexpected blob".into())),
+            }
+        }
+        out.write_all(b"}").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Hands each row of `t` `WHERE <where_sql>` to `f` as it is read (a table too big to hold).
+pub fn for_each_row(
+    conn: &Connection,
+    schema: &capsule_protocol::Schema,
+    t: &TableDef,
+    where_sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    mut f: impl FnMut(Row) -> Result<()>,
+) -> Result<()> {
     let cols = sql_columns(schema, t);
     let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
     let sql = format!(
@@ -85,15 +162,14 @@ pub fn select_rows(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(args)?;
-    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let mut row = Row::new();
         for (i, (name, ty)) in cols.iter().enumerate() {
             row.insert(name.clone(), from_sql(*ty, r.get_ref(i)?)?);
         }
-        out.push(row);
+        f(row)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 pub fn select_by_id(

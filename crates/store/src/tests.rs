@@ -1061,3 +1061,21 @@ fn a_delta_that_does_not_fit_the_local_copy_is_not_taken_as_complete() {
         .unwrap();
     assert_eq!(replica.digest().unwrap(), hub.digest().unwrap());
 }
+
+#[test]
+fn a_streamed_snapshot_is_the_same_document_as_the_built_one() {
+    let (_d, hub) = open_temp();
+    shift_and_order(&hub);
+    run(
+        &hub,
+        (0..5).map(|i| line(&format!("l{i}"), 1, 100)).collect(),
+    )
+    .unwrap();
+    for light in [false, true] {
+        let mut streamed = Vec::new();
+        let bytes = hub.write_snapshot(light, &mut streamed).unwrap();
+        assert_eq!(bytes as usize, streamed.len());
+        let parsed: capsule_protocol::Snapshot = serde_json::from_slice(&streamed).unwrap();
+        assert_eq!(parsed, hub.snapshot_with(light).unwrap(), "light: {light}");
+    }
+}
