@@ -9,7 +9,7 @@ use capsule_protocol::{
     BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, Snapshot, now_ms,
 };
 use capsule_store::{Store, meta};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rand::Rng;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -281,18 +281,25 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
         };
         let mut burst = vec![first];
         while burst.len() < MAX_BURST {
-            // Past the deadline this only takes frames that are already here (tokio's
-            // timeout polls the frame once before looking at the clock).
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(
-                left,
-                next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout),
-            )
-            .await
-            {
-                Ok(Ok(Some(f))) => burst.push(f),
-                Ok(Ok(None)) | Err(_) => break,
-                Ok(Err(e)) => return Err(e),
+            let frame = next_frame(&mut ws, ctx.metrics, ctx.config.silence_timeout);
+            let next = if left.is_zero() {
+                // Past the deadline: only frames already here. (Not a zero timeout: tokio's
+                // timers tick in milliseconds, so that would wait up to one.)
+                match frame.now_or_never() {
+                    Some(next) => next,
+                    None => break,
+                }
+            } else {
+                match tokio::time::timeout(left, frame).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            };
+            match next {
+                Ok(Some(f)) => burst.push(f),
+                Ok(None) => break,
+                Err(e) => return Err(e),
             }
         }
         last_pass = Some(Instant::now());
