@@ -27,6 +27,9 @@ pub struct WriteLevel {
     /// Every subscriber had read the frame of the last write within 10 s of the writers
     /// stopping.
     pub subscribers_caught_up: bool,
+    /// The hub process's CPU over the level (100 = one core), beside the load generator
+    /// and the subscribers on the same 2 cores.
+    pub hub_cpu_percent: f64,
     pub pg_tps: Option<f64>,
 }
 
@@ -149,6 +152,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         eprintln!("writes: hub, {writers} writer(s), {secs} s...");
         let stop = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
+        let cpu0 = hub.cpu_secs();
         let mut tasks = Vec::new();
         for w in 0..writers {
             let (http, url) = (http.clone(), format!("{}/api/mutations", hub.url));
@@ -173,6 +177,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
             times.extend(t);
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let hub_cpu_percent = (hub.cpu_secs() - cpu0) / elapsed * 100.0;
         let seq: Value = http
             .get(format!("{}/api/metrics", hub.url))
             .send()
@@ -196,6 +201,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
             hub_write_p50_ms: crate::floor::percentile(&times, 0.5),
             hub_write_p99_ms: crate::floor::percentile(&times, 0.99),
             subscribers_caught_up: caught_up,
+            hub_cpu_percent,
             pg_tps,
         });
     }
@@ -215,7 +221,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
 impl Writes {
     pub fn table(&self) -> String {
         let mut out = format!(
-            "| durable writes, single-mutation requests, {} subscribers | hub requests/s | hub write p50 / p99 ms | subscribers caught up | PostgreSQL pgbench tps | hub / PostgreSQL |\n|---|---|---|---|---|---|\n",
+            "| durable writes, single-mutation requests, {} subscribers | hub requests/s | hub write p50 / p99 ms | hub CPU % of a core | subscribers caught up | PostgreSQL pgbench tps | hub / PostgreSQL |\n|---|---|---|---|---|---|---|\n",
             self.subscribers
         );
         for l in &self.levels {
@@ -227,11 +233,12 @@ impl Writes {
                 None => ("skipped".into(), "-".into()),
             };
             out += &format!(
-                "| {} writer(s) | {:.0} | {:.2} / {:.2} | {} | {pg} | {ratio} |\n",
+                "| {} writer(s) | {:.0} | {:.2} / {:.2} | {:.0} | {} | {pg} | {ratio} |\n",
                 l.writers,
                 l.hub_requests_per_s,
                 l.hub_write_p50_ms,
                 l.hub_write_p99_ms,
+                l.hub_cpu_percent,
                 if l.subscribers_caught_up { "yes" } else { "NO" },
             );
         }

@@ -7,6 +7,7 @@
 //! `spawn_blocking`.
 
 mod backup;
+mod checkpoint;
 mod commands;
 mod ddl;
 mod derive;
@@ -108,6 +109,7 @@ pub struct Store {
     /// Whether this store may apply writes as the hub (cleared when a hub steps down, so a
     /// write already queued behind the step-down is refused, never applied at the old term).
     authority: std::sync::atomic::AtomicBool,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for Store {
@@ -223,7 +225,15 @@ impl Store {
             [capsule_protocol::now_rfc3339()],
         )
         .map_err(|e| unwritable(e.to_string()))?;
+        // Checkpoints run on their own thread; the writer only as a backstop.
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_BACKSTOP_PAGES,
+        )?;
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
         Ok(Store {
+            _checkpointer: checkpointer,
             schema,
             path,
             writer: Mutex::new(conn),

@@ -707,14 +707,13 @@ pub(crate) fn finalize(
                         q(&e.part(p).expect("known part").version_column())
                     )
                 }));
-                let n = conn.execute(
-                    &format!(
+                let n = conn
+                    .prepare_cached(&format!(
                         "UPDATE {} SET {} WHERE id = ?2",
                         q(&e.table),
                         assigns.join(", ")
-                    ),
-                    params![v, id],
-                )?;
+                    ))?
+                    .execute(params![v, id])?;
                 if n == 0 {
                     // A child row written under a parent that is not there (only possible on a
                     // replica that is behind); nothing to signal.
