@@ -125,12 +125,11 @@ impl Store {
     /// others commit. Answers per request, in order; if the commit itself fails, every
     /// request fails and nothing of the group is written.
     pub fn apply_group(&self, requests: &[(&MutationBatch, &str)]) -> Vec<Result<Applied>> {
-        let prepared: Vec<Result<MutationBatch>> = requests
+        let prepared: Vec<std::result::Result<MutationBatch, String>> = requests
             .iter()
             .map(|(batch, _)| {
                 let mut batch = (*batch).clone();
-                prepare_batch(&self.schema, &mut batch)
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                prepare_batch(&self.schema, &mut batch).map_err(|e| e.to_string())?;
                 Ok(batch)
             })
             .collect();
@@ -138,50 +137,84 @@ impl Store {
             return requests.iter().map(|_| Err(not_hub())).collect();
         }
         let mut conn = self.writer();
-        let group = || -> Result<Vec<Result<Applied>>> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut out = Vec::with_capacity(requests.len());
-            for (batch, (_, source)) in prepared.into_iter().zip(requests) {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        out.push(Err(e));
-                        continue;
-                    }
-                };
-                if requests.len() == 1 {
-                    // Alone in its group: a failure rolls the whole transaction back, so the
-                    // savepoint (and its sub-journal) is not needed.
-                    let applied = self.apply_in(&tx, &batch, source)?;
-                    out.push(Ok(applied));
+        // First without savepoints (their sub-journal copies every page a request touches):
+        // if every request applies, that is the group. If one fails, the whole transaction
+        // is rolled back and the group runs again with a savepoint per request, so the bad
+        // one rolls back alone. A request alone in its group needs no second run.
+        let alone = prepared.iter().filter(|b| b.is_ok()).count() <= 1;
+        let mut outcome = self.try_group(&mut conn, &prepared, requests, false);
+        if !alone && matches!(outcome, Ok(Err(_))) {
+            outcome = self.try_group(&mut conn, &prepared, requests, true);
+        }
+        match outcome {
+            Ok(Ok(out)) => out,
+            // The one request that could apply failed: its error, and the others' own.
+            Ok(Err(e)) => {
+                let mut e = Some(e);
+                prepared
+                    .iter()
+                    .map(|b| match b {
+                        Err(why) => Err(StoreError::Invalid(why.clone())),
+                        Ok(_) => Err(e.take().unwrap_or_else(|| {
+                            StoreError::Storage("the write was not stored; send it again".into())
+                        })),
+                    })
+                    .collect()
+            }
+            Err(e) if requests.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                let why = e.to_string();
+                requests
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Storage(format!(
+                            "the write was not stored ({why}); send it again"
+                        )))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One attempt at a group in one transaction. Without savepoints, the first failing
+    /// request rolls everything back and is returned as the inner error; with them, each
+    /// request's outcome is in the list. The outer error is the transaction's own failure.
+    fn try_group(
+        &self,
+        conn: &mut Connection,
+        prepared: &[std::result::Result<MutationBatch, String>],
+        requests: &[(&MutationBatch, &str)],
+        savepoints: bool,
+    ) -> Result<std::result::Result<Vec<Result<Applied>>, StoreError>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(requests.len());
+        for (batch, (_, source)) in prepared.iter().zip(requests) {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(why) => {
+                    out.push(Err(StoreError::Invalid(why.clone())));
                     continue;
                 }
-                tx.execute_batch("SAVEPOINT request")?;
-                let applied = self.apply_in(&tx, &batch, source);
-                tx.execute_batch(if applied.is_ok() {
-                    "RELEASE request"
-                } else {
-                    "ROLLBACK TO request; RELEASE request"
-                })?;
-                out.push(applied);
+            };
+            if !savepoints {
+                match self.apply_in(&tx, batch, source) {
+                    Ok(applied) => out.push(Ok(applied)),
+                    // Dropping the transaction rolls it back.
+                    Err(e) => return Ok(Err(e)),
+                }
+                continue;
             }
-            tx.commit()?;
-            Ok(out)
-        };
-        group().unwrap_or_else(|e| {
-            if requests.len() == 1 {
-                return vec![Err(e)];
-            }
-            let why = e.to_string();
-            requests
-                .iter()
-                .map(|_| {
-                    Err(StoreError::Storage(format!(
-                        "the write was not stored ({why}); send it again"
-                    )))
-                })
-                .collect()
-        })
+            tx.execute_batch("SAVEPOINT request")?;
+            let applied = self.apply_in(&tx, batch, source);
+            tx.execute_batch(if applied.is_ok() {
+                "RELEASE request"
+            } else {
+                "ROLLBACK TO request; RELEASE request"
+            })?;
+            out.push(applied);
+        }
+        tx.commit()?;
+        Ok(Ok(out))
     }
 
     /// Applies a validated request inside `tx` (the caller commits).
