@@ -752,8 +752,12 @@ pub(crate) fn finalize(
                     // replica that is behind); nothing to signal.
                     continue;
                 }
-                let parts: Vec<String> = ch.parts.iter().cloned().collect();
-                crate::rules::note_writer(conn, entity, id, &parts, source)?;
+                // The stale-edit rules ask who last wrote an entity's status, nothing else.
+                if let Some(status) = e.part_of_column("status")
+                    && ch.parts.contains(&status.name)
+                {
+                    crate::rules::note_writer(conn, entity, id, &[status.name.clone()], source)?;
+                }
                 v
             }
             None => conn

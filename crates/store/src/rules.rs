@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS _part_source (
 );
 ";
 
-/// Records who wrote each part of an entity at this version.
+/// Records who wrote the given parts of an entity at this version (the pipeline notes the
+/// status part, the only one the rules ask about).
 pub(crate) fn note_writer(
     conn: &Connection,
     entity: &str,
