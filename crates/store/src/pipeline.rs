@@ -756,7 +756,13 @@ pub(crate) fn finalize(
                 if let Some(status) = e.part_of_column("status")
                     && ch.parts.contains(&status.name)
                 {
-                    crate::rules::note_writer(conn, entity, id, &[status.name.clone()], source)?;
+                    crate::rules::note_writer(
+                        conn,
+                        entity,
+                        id,
+                        std::slice::from_ref(&status.name),
+                        source,
+                    )?;
                 }
                 v
             }
