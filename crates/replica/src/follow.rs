@@ -162,6 +162,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(Into::into)
 }
 
+/// For the short store calls on a frame's way to the screen (plan, merge): run on this worker
+/// with `block_in_place` (its other tasks move elsewhere) instead of handing the call to a
+/// blocking thread and back, two thread wake-ups that cost an idle till more than the call.
+async fn inline<T: Send + 'static>(
+    f: impl FnOnce() -> capsule_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f).map_err(Into::into)
+        }
+        _ => blocking(f).await,
+    }
+}
+
 /// Replaces local data with a snapshot; returns the stream position it is consistent at.
 async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
     let url = format!(
@@ -643,7 +657,7 @@ pub fn plan(
 async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<Vec<String>> {
     let s = ctx.store.clone();
     let started = Instant::now();
-    let outcome = blocking(move || s.merge_pulled(&pull)).await?;
+    let outcome = inline(move || s.merge_pulled(&pull)).await?;
     ctx.metrics.merge_latency.observe(started.elapsed());
     for c in outcome.changed {
         (ctx.ui)(LocalChange::Changed(c));
@@ -656,7 +670,7 @@ async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
         return Ok(());
     }
     let s = ctx.store.clone();
-    let plan = blocking(move || {
+    let plan = inline(move || {
         let schema = s.schema().clone();
         let mut err = None;
         let p = plan(

@@ -170,10 +170,9 @@ async fn pull_one(
 ) -> Result<Response, ApiError> {
     let store = s.store.clone();
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        store.pull(&entity, &id, q.get("parts").map(String::as_str))
-    })
-    .await??;
+    let out =
+        crate::short_blocking(move || store.pull(&entity, &id, q.get("parts").map(String::as_str)))
+            .await??;
     s.stream.metrics().pull_served(1, started.elapsed());
     Ok(Json(out).into_response())
 }
@@ -234,7 +233,7 @@ async fn pull_many(
     let parts = q.get("parts").cloned();
     let n = ids.len() as u64;
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::short_blocking(move || {
         store.pull_many_since(&entity, &ids, parts.as_deref(), &have)
     })
     .await??;

@@ -27,6 +27,19 @@ pub use metrics::NodeMetrics;
 pub use publisher::{Modes, PublisherConfig};
 pub use stream::Stream;
 
+/// Runs a short store call (a pull, a read of the capsule log) on this worker with
+/// `block_in_place` (its other tasks move elsewhere), not on a blocking thread: on an idle
+/// node the two thread wake-ups of `spawn_blocking` cost more than the call. Falls back to
+/// `spawn_blocking` on a current-thread runtime, where `block_in_place` is not allowed.
+pub(crate) async fn short_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => Ok(tokio::task::block_in_place(f)),
+        _ => tokio::task::spawn_blocking(f).await,
+    }
+}
+
 /// A running hub: its store, its stream and the task that feeds the stream from the log.
 pub struct Hub {
     pub store: Arc<Store>,

@@ -180,7 +180,7 @@ impl Publisher {
                 }
                 loop {
                     let s = store.clone();
-                    let batch = match tokio::task::spawn_blocking(move || {
+                    let batch = match crate::short_blocking(move || {
                         s.capsules_since(last, READ_BATCH)
                     })
                     .await
