@@ -201,6 +201,16 @@ fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         ),
         ("/api/entities?entity=job".into(), 400, "ids"),
         ("/api/entities?ids=a".into(), 400, "entity"),
+        (
+            format!("/api/entities?entity=order&ids={order},ghost&have=5"),
+            400,
+            "one per id",
+        ),
+        (
+            format!("/api/entities?entity=order&ids={order}&have=-1"),
+            400,
+            "0 or more",
+        ),
         ("/api/nothing-here".into(), 404, "no such endpoint"),
     ];
     for (path, status, needle) in reads {
@@ -375,4 +385,41 @@ fn pulls_and_snapshots_are_gzipped_for_clients_that_ask_and_say_the_same() {
         let decoded: Value = client().get(&url).send().unwrap().json().unwrap();
         assert_eq!(decoded, plain, "{path}");
     }
+}
+
+#[test]
+fn a_changed_line_reaches_a_till_without_resending_the_other_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 1);
+    let lines: Vec<String> = (0..40).map(|_| new_id()).collect();
+    let adds: Vec<(&str, &str, Value)> = lines
+        .iter()
+        .map(|id| {
+            ("order_line", "insert", json!({"id": id, "order_id": order, "name_en": "Falafel wrap",
+                "name_ar": "لفافة فلافل", "qty": 1, "unit_price": 1200, "station": "fry", "created_at": T}))
+        })
+        .collect();
+    hub.apply(&adds);
+    assert_converges(&hub, &[&till]);
+    let before = till.metric("replica.rest_bytes");
+
+    // One line changes, one goes away: the till gets that line, the totals and the ids.
+    hub.apply(&[
+        ("order_line", "merge", json!({"id": lines[7], "qty": 3})),
+        ("order_line", "delete", json!({"id": lines[8]})),
+    ]);
+    assert_converges(&hub, &[&till]);
+    let pulled = till.metric("replica.rest_bytes") - before;
+    let (_, whole) = hub.get(&format!(
+        "/api/entities?entity=order&ids={order}&parts=lines,totals"
+    ));
+    let whole = serde_json::to_vec(&whole).unwrap().len() as f64;
+    assert!(
+        pulled > 0.0 && pulled * 4.0 < whole,
+        "the till pulled {pulled} bytes; the whole order's lines are {whole}"
+    );
+    assert_eq!(till.metric("replica.full_repulls"), 0.0);
 }
