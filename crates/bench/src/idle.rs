@@ -15,7 +15,7 @@ use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::floor::percentile;
-use crate::run::HubProcess;
+use crate::run::{HubProcess, get_json};
 
 type Ws = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -106,12 +106,7 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
     // The till is online once its status says so.
     let t = Instant::now();
     loop {
-        let s: Value = http
-            .get(format!("{}/api/status", till.url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let s = get_json(&http, &format!("{}/api/status", till.url)).await?;
         if s["state"] == "online" {
             break;
         }
@@ -161,12 +156,7 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
             merged.push(ms(t_merged));
         }
     }
-    let till_metrics: Value = http
-        .get(format!("{}/api/metrics", till.url))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let till_metrics = get_json(&http, &format!("{}/api/metrics", till.url)).await?;
     echo_task.abort();
     for v in [&mut answered, &mut published, &mut merged, &mut rtt] {
         v.sort_by(f64::total_cmp);

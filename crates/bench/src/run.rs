@@ -193,7 +193,7 @@ impl Replicas {
     }
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     Ok(http
         .get(url)
         .send()

@@ -146,12 +146,7 @@ async fn timed_get(
     path: &str,
 ) -> anyhow::Result<(usize, u64, f64)> {
     let sent = || async {
-        let m: serde_json::Value = http
-            .get(format!("{hub}/api/metrics"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let m = crate::run::get_json(http, &format!("{hub}/api/metrics")).await?;
         anyhow::Ok(m["rest_bytes_sent"].as_u64().unwrap_or(0))
     };
     let mut best = (0, 0, f64::MAX);

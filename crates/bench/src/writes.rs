@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::pg::Pg;
-use crate::run::HubProcess;
+use crate::run::{HubProcess, get_json};
 
 /// Concurrent writers per level, the same for the hub and for pgbench.
 pub const LEVELS: [usize; 3] = [1, 8, 32];
@@ -178,12 +178,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         }
         let elapsed = started.elapsed().as_secs_f64();
         let hub_cpu_percent = (hub.cpu_secs() - cpu0) / elapsed * 100.0;
-        let seq: Value = http
-            .get(format!("{}/api/metrics", hub.url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let seq = get_json(&http, &format!("{}/api/metrics", hub.url)).await?;
         let caught_up = subs
             .caught_up(seq["seq"].as_i64().unwrap_or(0), Duration::from_secs(10))
             .await;

@@ -106,13 +106,7 @@ pub fn write_rows_json(
             k
         })
         .collect();
-    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
-        list.join(", "),
-        q(&t.name)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&select_sql(t, &cols, where_sql))?;
     let mut rows = stmt.query([])?;
     let mut first = true;
     while let Some(r) = rows.next()? {
@@ -144,6 +138,16 @@ pub fn write_rows_json(
     Ok(())
 }
 
+/// `SELECT <cols> FROM <t> WHERE <where_sql> ORDER BY rowid`.
+fn select_sql(t: &TableDef, cols: &[(String, Option<ColumnType>)], where_sql: &str) -> String {
+    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
+    format!(
+        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
+        list.join(", "),
+        q(&t.name)
+    )
+}
+
 /// Hands each row of `t` `WHERE <where_sql>` to `f` as it is read (a table too big to hold).
 pub fn for_each_row(
     conn: &Connection,
@@ -154,13 +158,7 @@ pub fn for_each_row(
     mut f: impl FnMut(Row) -> Result<()>,
 ) -> Result<()> {
     let cols = sql_columns(schema, t);
-    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
-        list.join(", "),
-        q(&t.name)
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&select_sql(t, &cols, where_sql))?;
     let mut rows = stmt.query(args)?;
     while let Some(r) = rows.next()? {
         let mut row = Row::new();
