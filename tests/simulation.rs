@@ -482,10 +482,19 @@ fn merge(till: &Store, hub: &Store, c: Capsule) {
         till.apply_gone(&c).unwrap();
         return;
     }
-    let pull = hub
-        .pull_many(&c.entity, std::slice::from_ref(&c.id), None)
-        .unwrap();
-    till.merge_pulled(&pull).unwrap();
+    // As a till does: child parts as deltas above the lowest part version held here, and
+    // the whole entity again when a delta does not fit the local copy.
+    let have = till
+        .part_versions(&c.entity, &c.id)
+        .unwrap()
+        .and_then(|pv| pv.values().min().copied())
+        .unwrap_or(0);
+    let ids = std::slice::from_ref(&c.id);
+    let pull = hub.pull_many_since(&c.entity, ids, None, &[have]).unwrap();
+    if !till.merge_pulled(&pull).unwrap().incomplete.is_empty() {
+        let whole = hub.pull_many(&c.entity, ids, None).unwrap();
+        till.merge_pulled(&whole).unwrap();
+    }
 }
 
 /// A few rows on which two replicas differ, for the failure message.
