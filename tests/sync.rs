@@ -423,3 +423,55 @@ fn a_changed_line_reaches_a_till_without_resending_the_other_lines() {
     );
     assert_eq!(till.metric("replica.full_repulls"), 0.0);
 }
+
+#[test]
+fn tilld_serves_its_ui_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tilld"));
+    // Started away from the source tree, with no --ui: the UI comes from the binary.
+    cmd.current_dir(dir.path())
+        .args(["--role", "hub", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("hub"));
+    let hub = Node::from_command(cmd, &dir.path().join("hub"));
+    // Status, content type, cache-control, body.
+    let get = |path: &str| {
+        let r = client().get(format!("{}{path}", hub.url)).send().unwrap();
+        let header = |k: &str| {
+            r.headers()
+                .get(k)
+                .map_or(String::new(), |v| v.to_str().unwrap().to_string())
+        };
+        let (ty, cache) = (header("content-type"), header("cache-control"));
+        (r.status().as_u16(), ty, cache, r.bytes().unwrap().to_vec())
+    };
+    let (status, ty, _, page) = get("/");
+    assert_eq!(status, 200);
+    assert!(ty.starts_with("text/html"), "{ty}");
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/dist");
+    match std::fs::read(dist.join("index.html")) {
+        // The UI has been built (./scripts/test builds it after the Rust tests, the demo
+        // before tilld): the binary serves that very page, its assets, and the page for
+        // any route the UI owns.
+        Ok(index) => {
+            assert_eq!(page, index);
+            assert_eq!(get("/till/any/route").3, index);
+            let asset = std::fs::read_dir(dist.join("assets"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .find(|n| n.ends_with(".js"))
+                .expect("a built UI has a script");
+            let (status, ty, cache, body) = get(&format!("/assets/{asset}"));
+            assert_eq!(status, 200);
+            assert_eq!(
+                body,
+                std::fs::read(dist.join("assets").join(&asset)).unwrap()
+            );
+            assert!(ty.contains("javascript"), "{ty}");
+            assert!(cache.contains("immutable"), "{cache}");
+        }
+        // Not built: a page that says how to build it, not an error.
+        Err(_) => assert!(String::from_utf8_lossy(&page).contains("The UI is not built")),
+    }
+    // The API is not shadowed by the UI.
+    assert_eq!(hub.get("/api/status").1["role"], "hub");
+}

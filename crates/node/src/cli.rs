@@ -64,7 +64,8 @@ pub struct Args {
     /// Seed an empty hub with a demo restaurant service.
     #[arg(long)]
     pub demo: bool,
-    /// Built UI to serve at / (default: ui/dist if present).
+    /// Serve the UI from this folder (a fresh `npm run build` while developing) instead of
+    /// the one built into the binary.
     #[arg(long)]
     pub ui: Option<PathBuf>,
     /// Schema file to use instead of the built-in one.
@@ -222,9 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
-    let ui_dir = args
-        .ui
-        .or_else(|| Some(PathBuf::from("ui/dist")).filter(|p| p.join("index.html").is_file()));
+    let ui_dir = args.ui;
     if args.backup_dir.is_some() && !matches!(args.role, Role::Hub | Role::Auto) {
         anyhow::bail!("--backup-dir is for the hub; tills hold copies of its data");
     }

@@ -474,10 +474,50 @@ const UI_MISSING: &str = "<!doctype html><meta charset=utf-8><title>Capsule POS<
 (or <code>npm ci &amp;&amp; npm run build</code> in <code>ui/</code>) and reload.</p>\
 <p>API: <a href=/api/status>/api/status</a>, <a href=/api/schema>/api/schema</a>.</p>";
 
+/// The UI as built into the binary (`ui/dist` when tilld was compiled; empty if it was not
+/// built then). Debug builds read the same folder from disk, so a rebuilt UI shows at once.
+#[derive(rust_embed::Embed)]
+// Relative to this crate (crates/node).
+#[folder = "../../ui/dist"]
+#[allow_missing = true]
+struct EmbeddedUi;
+
+/// Serves the UI: from `ui_dir` when given (development), else the one built into the binary.
+/// Unknown paths get `index.html` (the UI routes by `#/...`); no UI at all gets a page saying
+/// how to build it.
 pub(crate) fn with_ui(router: Router, ui_dir: Option<&std::path::Path>) -> Router {
     match ui_dir {
         Some(dir) if dir.join("index.html").is_file() => router
             .fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")))),
+        _ if EmbeddedUi::get("index.html").is_some() => router.fallback(embedded_ui),
         _ => router.fallback(|| async { axum::response::Html(UI_MISSING) }),
     }
+}
+
+async fn embedded_ui(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let path = uri.path().trim_start_matches('/');
+    let (path, file) = match EmbeddedUi::get(path) {
+        Some(file) if !path.is_empty() => (path, file),
+        _ => match EmbeddedUi::get("index.html") {
+            Some(file) => ("index.html", file),
+            None => return (StatusCode::NOT_FOUND, "no UI").into_response(),
+        },
+    };
+    // Vite names what it puts in assets/ by content hash: those never change under their
+    // name. Everything else (index.html first) is checked again on each load.
+    let cache = if path.starts_with("assets/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, file.metadata.mimetype().to_string()),
+            (header::CACHE_CONTROL, cache.to_string()),
+        ],
+        file.data,
+    )
+        .into_response()
 }
