@@ -233,6 +233,43 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageA.getByTestId('open-shift-form').waitFor({ timeout: T });
   });
 
+  it('edits the menu on the dashboard: sold out greys out on till B, a new price shows there', async () => {
+    await pageHub.goto(`${hub.url}/#/dashboard`);
+    const editor = pageHub.getByTestId('menu-editor');
+    const kunafa = editor.locator('[data-testid=menu-row][data-code=D01]');
+    await kunafa.waitFor({ timeout: T });
+    await pageB.locator('[data-code=D01][data-available=true]').waitFor({ timeout: T });
+    const t0 = Date.now();
+    await kunafa.getByTestId('toggle-available').click();
+    await pageB.locator('[data-code=D01][data-available=false]').waitFor({ timeout: T });
+    console.log(`# sold out on the dashboard -> greyed out on till B: ${Date.now() - t0} ms`);
+    assert.ok(await pageB.locator('[data-code=D01]').isDisabled(), 'a sold-out item cannot be rung up');
+
+    // Reprice the mixed grill: the till's button shows the new price.
+    const grill = editor.locator('[data-testid=menu-row][data-code=G01]');
+    await grill.locator('[data-field=price]').fill('75');
+    await grill.getByTestId('save-item').click();
+    await pageB.locator('[data-code=G01] .mprice', { hasText: '75.00' }).waitFor({ timeout: T });
+    // A price that is not an amount is refused on the spot, and nothing changes.
+    await grill.locator('[data-field=price]').fill('-3');
+    await grill.getByTestId('save-item').click();
+    await pageHub.getByTestId('toast-error').first().waitFor({ timeout: T });
+    await pageB.locator('[data-code=G01] .mprice', { hasText: '75.00' }).waitFor({ timeout: T });
+    await editor.scrollIntoViewIfNeeded();
+    await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
+    await editor.screenshot({ path: join(SHOTS, 'menu-editor-en.png') });
+    await pageHub.setViewportSize(VIEWPORT);
+    await shot(pageB, 'till-sold-out-en');
+
+    // The kitchen says the hummus is gone, from the KDS on till A.
+    await pageA.goto(`${tillA.url}/#/kds`);
+    await pageA.getByTestId('soldout-panel').click();
+    await pageA.locator('[data-testid=soldout-list] [data-code=C01]').click();
+    await pageB.locator('[data-code=C01][data-available=false]').waitFor({ timeout: T });
+    await pageA.locator('[data-testid=soldout-list] [data-code=C01]').click();
+    await pageB.locator('[data-code=C01][data-available=true]').waitFor({ timeout: T });
+  });
+
   it('renders the hub dashboard with status and counters', async () => {
     await pageHub.goto(`${hub.url}/#/dashboard`);
     const st = pageHub.getByTestId('node-status');

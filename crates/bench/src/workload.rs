@@ -2,7 +2,7 @@
 //! kitchen (a job per station), jobs bumped, batches handed off, orders paid and closed, shifts
 //! opened and closed. The same seed gives the same sequence of requests.
 
-use capsule_node::demo::MENU;
+use capsule_node::demo::menu;
 use capsule_protocol::{Action, Mutation, MutationBatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -96,7 +96,7 @@ impl Rush {
     }
 
     fn line(&mut self, order: &str, no: usize) -> (Mutation, String, &'static str) {
-        let item = &MENU[self.rng.random_range(0..MENU.len())];
+        let item = &menu()[self.rng.random_range(0..menu().len())];
         let id = self.id();
         let qty = self.rng.random_range(1..=3);
         let modifiers = if self.rng.random_bool(0.2) {
@@ -111,7 +111,7 @@ impl Rush {
                    "name_ar": item.name_ar, "category": item.category, "station": item.station, "qty": qty,
                    "unit_price": item.price, "modifiers": modifiers, "created_at": T0}),
         );
-        (m, id, item.station)
+        (m, id, item.station.as_str())
     }
 
     fn open_order(&mut self) -> Step {

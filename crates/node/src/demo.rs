@@ -4,50 +4,119 @@
 use capsule_protocol::{Action, Mutation, MutationBatch};
 use capsule_store::{ApplyMode, Store};
 use chrono::{Duration, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
-/// One menu item: English and Arabic names, category, kitchen station, price in halalas.
+/// The demo shop's settings and menu (`demo/shop.toml`): data, not code.
+const SHOP_TOML: &str = include_str!("../demo/shop.toml");
+
+#[derive(Deserialize)]
+struct ShopFile {
+    settings: serde_json::Map<String, Value>,
+    categories: Vec<CategoryDef>,
+    modifier_sets: BTreeMap<String, Vec<(String, String, i64)>>,
+    items: Vec<ItemDef>,
+}
+
+#[derive(Deserialize)]
+struct CategoryDef {
+    key: String,
+    name_en: String,
+    name_ar: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // read positionally from the file; tax_class and set are used by seeding
+struct ItemDef(String, String, String, String, String, i64, String, String);
+
+/// One item of the demo menu, as the demo orders and the bench ring it up.
 pub struct MenuItem {
-    pub code: &'static str,
-    pub name_en: &'static str,
-    pub name_ar: &'static str,
-    pub category: &'static str,
-    pub station: &'static str,
+    pub code: String,
+    pub name_en: String,
+    pub name_ar: String,
+    /// The category's English name, as a line records it.
+    pub category: String,
+    pub station: String,
     pub price: i64,
+    pub tax_class: String,
 }
 
-macro_rules! menu {
-    ($($code:literal, $en:literal, $ar:literal, $cat:literal, $st:literal, $price:literal;)*) => {
-        &[$(MenuItem { code: $code, name_en: $en, name_ar: $ar, category: $cat, station: $st, price: $price }),*]
-    };
+fn shop_file() -> &'static ShopFile {
+    static SHOP: LazyLock<ShopFile> =
+        LazyLock::new(|| toml::from_str(SHOP_TOML).expect("demo/shop.toml is valid"));
+    &SHOP
 }
 
-/// A Levantine grill house's menu.
-pub const MENU: &[MenuItem] = menu![
-    "G01", "Mixed grill platter", "مشاوي مشكلة", "grill", "grill", 6900;
-    "G02", "Chicken shish tawook", "شيش طاووق", "grill", "grill", 3800;
-    "G03", "Lamb kofta", "كفتة لحم", "grill", "grill", 4200;
-    "G04", "Beef shawarma plate", "صحن شاورما لحم", "grill", "grill", 3600;
-    "G05", "Chicken shawarma wrap", "شاورما دجاج", "grill", "grill", 1850;
-    "G06", "Half grilled chicken", "نصف دجاجة مشوية", "grill", "grill", 3200;
-    "F01", "Falafel plate", "صحن فلافل", "fried", "fry", 1900;
-    "F02", "Kibbeh (4 pcs)", "كبة", "fried", "fry", 2400;
-    "F03", "French fries", "بطاطس مقلية", "fried", "fry", 1200;
-    "F04", "Cheese sambousek", "سمبوسك جبنة", "fried", "fry", 1800;
-    "C01", "Hummus", "حمص", "cold mezze", "cold", 1500;
-    "C02", "Moutabal", "متبل", "cold mezze", "cold", 1600;
-    "C03", "Tabbouleh", "تبولة", "cold mezze", "cold", 1700;
-    "C04", "Fattoush", "فتوش", "cold mezze", "cold", 1700;
-    "C05", "Vine leaves", "ورق عنب", "cold mezze", "cold", 1900;
-    "B01", "Fresh lemon mint", "ليمون بالنعناع", "drinks", "bar", 1400;
-    "B02", "Ayran", "عيران", "drinks", "bar", 900;
-    "B03", "Arabic coffee", "قهوة عربية", "drinks", "bar", 1100;
-    "B04", "Mint tea", "شاي بالنعناع", "drinks", "bar", 900;
-    "B05", "Sparkling water", "مياه غازية", "drinks", "bar", 700;
-    "D01", "Kunafa", "كنافة", "desserts", "dessert", 2200;
-    "D02", "Umm Ali", "أم علي", "desserts", "dessert", 2000;
-    "D03", "Baklava (6 pcs)", "بقلاوة", "desserts", "dessert", 1800;
-];
+/// The demo menu, in the file's order.
+pub fn menu() -> &'static [MenuItem] {
+    static MENU: LazyLock<Vec<MenuItem>> = LazyLock::new(|| {
+        let f = shop_file();
+        f.items
+            .iter()
+            .map(
+                |ItemDef(code, en, ar, cat, station, price, tax, _)| MenuItem {
+                    code: code.clone(),
+                    name_en: en.clone(),
+                    name_ar: ar.clone(),
+                    category: f
+                        .categories
+                        .iter()
+                        .find(|c| &c.key == cat)
+                        .map_or_else(|| cat.clone(), |c| c.name_en.clone()),
+                    station: station.clone(),
+                    price: *price,
+                    tax_class: tax.clone(),
+                },
+            )
+            .collect()
+    });
+    &MENU
+}
+
+/// The settings row and the menu (categories, items, modifiers) as inserts.
+fn shop_mutations(at: &str) -> Vec<Mutation> {
+    let f = shop_file();
+    let mut settings = f.settings.clone();
+    settings.insert("id".into(), json!(SETTINGS_ID));
+    settings.insert("updated_at".into(), json!(at));
+    let mut muts = vec![Mutation::new(
+        "shop_settings",
+        Action::Insert,
+        Value::Object(settings),
+    )];
+    for (n, c) in f.categories.iter().enumerate() {
+        muts.push(Mutation::new(
+            "menu_category",
+            Action::Insert,
+            json!({"id": format!("cat-{}", c.key), "name_en": c.name_en, "name_ar": c.name_ar,
+                   "sort": n, "updated_at": at}),
+        ));
+    }
+    for (n, ItemDef(code, en, ar, cat, station, price, tax, set)) in f.items.iter().enumerate() {
+        let item = format!("item-{code}");
+        muts.push(Mutation::new(
+            "menu_item",
+            Action::Insert,
+            json!({"id": item, "code": code, "name_en": en, "name_ar": ar, "category_id": format!("cat-{cat}"),
+                   "price": price, "tax_class": tax, "station": station, "sort": n, "available": true,
+                   "updated_at": at}),
+        ));
+        for (m, (en, ar, price)) in f.modifier_sets.get(set).into_iter().flatten().enumerate() {
+            muts.push(Mutation::new(
+                "menu_modifier",
+                Action::Insert,
+                json!({"id": format!("{item}-mod-{m}"), "item_id": item, "name_en": en, "name_ar": ar,
+                       "price": price, "sort": m}),
+            ));
+        }
+    }
+    muts
+}
+
+/// The id of the one shop settings row.
+pub const SETTINGS_ID: &str = "shop";
 
 fn id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -119,7 +188,7 @@ pub fn seed_if_empty(store: &Store) -> capsule_store::Result<usize> {
     if !store.journal_since(-1, i64::MAX, 1)?.entries.is_empty() {
         return Ok(0);
     }
-    let mut muts = Vec::new();
+    let mut muts = shop_mutations(&ts(240));
     let shift = id();
     muts.push(Mutation::new(
         "pos_shift",
@@ -177,6 +246,7 @@ fn apply(store: &Store, muts: Vec<Mutation>) -> capsule_store::Result<usize> {
 fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> String {
     let order = id();
     let at = ts(o.minutes_ago);
+    let settings = &shop_file().settings;
     let kind = if o.table == "Takeaway" {
         "takeaway"
     } else {
@@ -186,12 +256,13 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         "order_header",
         Action::Insert,
         json!({"id": order, "order_no": o.no, "shift_id": shift, "node_id": "demo-till-1", "table_label": o.table,
-               "order_type": kind, "guests": 2, "opened_by": "Mona", "opened_at": at, "tax_rate_bp": 1500,
-               "service_rate_bp": if kind == "dine_in" { 1000 } else { 0 }}),
+               "order_type": kind, "guests": 2, "opened_by": "Mona", "opened_at": at, "currency": settings["currency"],
+               "tax_rate_bp": settings["tax_rate_bp"],
+               "service_rate_bp": if kind == "dine_in" { settings["service_rate_bp"].clone() } else { json!(0) }}),
     ));
-    let mut lines = Vec::new();
+    let mut lines: Vec<(String, &MenuItem, i64, &str)> = Vec::new();
     for (n, (code, qty, note)) in o.items.iter().enumerate() {
-        let item = MENU
+        let item = menu()
             .iter()
             .find(|m| m.code == *code)
             .expect("demo uses menu codes");
@@ -201,7 +272,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
             Action::Insert,
             json!({"id": line, "order_id": order, "line_no": n as i64 + 1, "item_code": item.code,
                    "name_en": item.name_en, "name_ar": item.name_ar, "category": item.category,
-                   "station": item.station, "qty": qty, "unit_price": item.price,
+                   "station": item.station, "qty": qty, "unit_price": item.price, "tax_class": item.tax_class,
                    "modifiers": if note.is_empty() { Value::Null } else { json!(note) }, "created_at": at}),
         ));
         lines.push((line, item, *qty, *note));
@@ -217,7 +288,10 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         json!({"id": batch, "order_id": order, "batch_no": 1, "kind": "initial", "order_no": o.no,
                "table_label": o.table, "created_at": at}),
     ));
-    let mut stations: Vec<&str> = lines.iter().map(|(_, item, _, _)| item.station).collect();
+    let mut stations: Vec<&str> = lines
+        .iter()
+        .map(|(_, item, _, _)| item.station.as_str())
+        .collect();
     stations.sort_unstable();
     stations.dedup();
     let mut jobs = Vec::new();
@@ -282,4 +356,34 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         ));
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_shop_file_names_only_categories_and_modifier_sets_it_declares() {
+        let f = shop_file();
+        assert!(menu().len() >= 20);
+        for ItemDef(code, _, _, cat, _, price, tax, set) in &f.items {
+            assert!(
+                f.categories.iter().any(|c| &c.key == cat),
+                "{code}: category {cat}"
+            );
+            assert!(
+                set.is_empty() || f.modifier_sets.contains_key(set),
+                "{code}: modifiers {set}"
+            );
+            assert!(
+                *price > 0 && ["standard", "zero"].contains(&tax.as_str()),
+                "{code}"
+            );
+        }
+        // Every row the demo writes is valid against the schema (the seed applies it whole).
+        let dir = tempfile::tempdir().unwrap();
+        let schema = std::sync::Arc::new(capsule_protocol::Schema::builtin());
+        let store = Store::open(dir.path().join("demo.sqlite3"), schema).unwrap();
+        assert!(seed_if_empty(&store).unwrap() > f.items.len());
+    }
 }

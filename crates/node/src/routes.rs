@@ -1,17 +1,18 @@
-//! Node routes beyond the shared API: the menu, cashier commands and a till's outbox.
+//! Node routes beyond the shared API: cashier commands, X/Z reports and a till's outbox.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_protocol::{MutationBatch, Outbox as Outbox_};
 use capsule_replica::Outbox;
 use capsule_server::{ApiError, MutationHandler};
-use capsule_store::Store;
+use capsule_store::{Report, Store};
+use serde::Deserialize;
 use serde_json::{Value, json};
-
-use crate::demo::MENU;
 
 #[derive(Clone)]
 struct CommandState {
@@ -27,8 +28,10 @@ pub fn router(
     outbox: Option<Arc<Outbox>>,
 ) -> Router {
     Router::new()
-        .route("/api/menu", get(menu))
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
+        .route("/api/reports/x", get(x_report))
+        .route("/api/reports/z", get(z_list).post(take_z))
+        .route("/api/reports/z/{number}", get(z_get))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{mid}/retry", post(outbox_retry))
         .route("/api/outbox/{mid}/discard", post(outbox_discard))
@@ -70,17 +73,6 @@ async fn outbox_discard(
     Ok(Json(json!({ "discarded": n })))
 }
 
-async fn menu() -> Json<Value> {
-    let items: Vec<Value> = MENU
-        .iter()
-        .map(|m| {
-            json!({"code": m.code, "name_en": m.name_en, "name_ar": m.name_ar, "category": m.category,
-                   "station": m.station, "price": m.price})
-        })
-        .collect();
-    Json(json!({ "currency": "SAR", "items": items }))
-}
-
 /// Plans from this node's data, then submits through the node's own mutation path (applied
 /// on the hub, forwarded from a till).
 async fn send_to_kitchen(
@@ -98,4 +90,105 @@ async fn send_to_kitchen(
     Ok(Json(
         json!({ "batch_id": batch, "results": answer.results }),
     ))
+}
+
+#[derive(Deserialize)]
+struct ReportFormat {
+    /// `csv` for a spreadsheet; JSON otherwise.
+    format: Option<String>,
+}
+
+fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
+    match format.format.as_deref() {
+        None | Some("json") => Ok(Json(r).into_response()),
+        Some("csv") => {
+            let name = match r.number {
+                Some(n) => format!("z-report-{n}.csv"),
+                None => "x-report.csv".into(),
+            };
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}\""),
+                    ),
+                ],
+                r.to_csv(),
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format '{other}' is not one of json, csv"
+        ))),
+    }
+}
+
+/// `GET /api/reports/x`: the shift so far (since the last Z), from this node's data.
+async fn x_report(
+    State(s): State<CommandState>,
+    Query(f): Query<ReportFormat>,
+) -> Result<Response, ApiError> {
+    let store = s.store.clone();
+    let r = tokio::task::spawn_blocking(move || store.x_report()).await??;
+    report_response(r, &f)
+}
+
+/// `GET /api/reports/z`: the Z reports taken so far.
+async fn z_list(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let list = tokio::task::spawn_blocking(move || store.z_reports()).await??;
+    Ok(Json(json!({ "reports": list })))
+}
+
+/// `GET /api/reports/z/{number}`: a Z report exactly as it was taken.
+async fn z_get(
+    State(s): State<CommandState>,
+    Path(number): Path<String>,
+    Query(f): Query<ReportFormat>,
+) -> Result<Response, ApiError> {
+    let number: i64 = number
+        .parse()
+        .ok()
+        .filter(|n| (1..=1_000_000_000).contains(n))
+        .ok_or_else(|| ApiError::bad_request("a Z report number is an integer from 1"))?;
+    let store = s.store.clone();
+    let r = tokio::task::spawn_blocking(move || store.z_report(number)).await??;
+    report_response(r, &f)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TakeZ {
+    taken_by: Option<String>,
+}
+
+/// `POST /api/reports/z` `{"taken_by"?}`: closes the business day. Only the hub holds every
+/// finished order up to its version, so a till refuses (409) and the manager takes it on the
+/// hub's dashboard.
+async fn take_z(
+    State(s): State<CommandState>,
+    body: Result<Json<TakeZ>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) =
+        body.map_err(|e| ApiError::bad_request(format!("Z report request: {}", e.body_text())))?;
+    if s.outbox.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "a Z report is taken on the hub, which holds every finished order; this node is a till (an X report works here)",
+        ));
+    }
+    let taken_by = body.taken_by.filter(|t| !t.trim().is_empty());
+    if taken_by.as_ref().is_some_and(|t| t.len() > 64) {
+        return Err(ApiError::bad_request("taken_by is at most 64 bytes"));
+    }
+    let store = s.store.clone();
+    let (report, m) =
+        tokio::task::spawn_blocking(move || store.plan_z_report(taken_by.as_deref())).await??;
+    (s.mutations)(MutationBatch {
+        mutations: vec![m],
+        source: None,
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(report)).into_response())
 }

@@ -21,7 +21,7 @@ pub enum SchemaError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     Text,
@@ -109,11 +109,52 @@ pub struct TableDef {
     /// Child tables: most rows one parent may hold, so one entity's derived state stays cheap
     /// to recompute and one client cannot grow an order without bound.
     pub max_per_parent: Option<usize>,
+    /// Rows are only ever inserted (a Z report): merges, saves over a row and deletes are
+    /// refused.
+    pub immutable: bool,
 }
 
 impl TableDef {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// What a client needs to build a valid write: every column with its type, whether the
+    /// core derives it (not writable), whether an insert needs it, its range and default.
+    pub fn to_api_json(&self) -> Value {
+        let mut columns = vec![
+            json!({"name": ID_FIELD, "type": ColumnType::Text, "required": true,
+                                      "derived": false, "max_len": crate::validate::MAX_ID_LEN}),
+        ];
+        for c in &self.columns {
+            let mut col =
+                json!({"name": c.name, "type": c.ty, "required": c.required, "derived": c.derived});
+            let extra = [
+                ("min", c.min.map(|v| json!(v))),
+                ("max", c.max.map(|v| json!(v))),
+                ("max_len", c.max_len.map(|v| json!(v))),
+                ("values", (!c.values.is_empty()).then(|| json!(c.values))),
+                ("default", c.default.as_ref().map(|_| c.default_json())),
+                ("doc", c.doc.as_ref().map(|d| json!(d))),
+            ];
+            for (k, v) in extra {
+                if let Some(v) = v {
+                    col[k] = v;
+                }
+            }
+            columns.push(col);
+        }
+        let mut t = json!({"columns": columns});
+        if let Some(d) = &self.doc {
+            t["doc"] = json!(d);
+        }
+        if let Some(m) = self.max_per_parent {
+            t["max_per_parent"] = json!(m);
+        }
+        if self.immutable {
+            t["immutable"] = json!(true);
+        }
+        t
     }
 
     /// Column names in declaration order, `id` first.
@@ -230,6 +271,8 @@ struct RawSchema {
 struct RawTable {
     #[serde(default)]
     doc: Option<String>,
+    #[serde(default)]
+    immutable: bool,
     #[serde(default)]
     max_per_parent: Option<usize>,
     columns: Vec<Column>,
@@ -505,6 +548,7 @@ impl Schema {
                     columns: rt.columns,
                     role,
                     max_per_parent: rt.max_per_parent,
+                    immutable: rt.immutable,
                 },
             );
         }
@@ -567,7 +611,12 @@ impl Schema {
             }
             entities.insert(e.name.clone(), ent);
         }
-        json!({ "entities": entities })
+        let tables: serde_json::Map<String, Value> = self
+            .tables
+            .values()
+            .map(|t| (t.name.clone(), t.to_api_json()))
+            .collect();
+        json!({ "entities": entities, "tables": tables })
     }
 }
 

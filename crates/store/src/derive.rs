@@ -31,6 +31,7 @@ const USED: &[(&str, &[&str])] = &[
             "order_no",
             "shift_id",
             "status",
+            "finished_v",
             "tax_rate_bp",
             "service_rate_bp",
             "order_discount",
@@ -50,6 +51,8 @@ const USED: &[(&str, &[&str])] = &[
             "order_id",
             "qty",
             "unit_price",
+            "modifier_price",
+            "tax_class",
             "discount",
             "status",
             "line_total",
@@ -87,6 +90,7 @@ const USED: &[(&str, &[&str])] = &[
         "job_order_batch",
         &["status", "jobs_total", "jobs_ready", "stations", "ready_at"],
     ),
+    ("z_report", &["number", "to_v"]),
 ];
 
 pub fn check_schema(schema: &Schema) -> Result<(), String> {
@@ -174,15 +178,16 @@ pub fn row_local(t: &TableDef, row: &mut Row) -> Result<()> {
             let total = if text(row, "status") == Some("void") {
                 0
             } else {
-                let gross = int(row, "qty")
-                    .checked_mul(int(row, "unit_price"))
+                let gross = int(row, "unit_price")
+                    .checked_add(int(row, "modifier_price"))
+                    .and_then(|unit| int(row, "qty").checked_mul(unit))
                     .ok_or_else(|| overflow("the line's qty x unit_price"))?;
                 let net = gross
                     .checked_sub(int(row, "discount"))
                     .ok_or_else(|| overflow("the line's total"))?;
                 if net < 0 {
                     return Err(StoreError::Invalid(format!(
-                        "the line's discount ({}) is larger than qty x unit_price ({gross})",
+                        "the line's discount ({}) is larger than qty x unit_price (with modifiers): {gross}",
                         int(row, "discount")
                     )));
                 }
@@ -319,6 +324,16 @@ fn apply_bp(amount: i64, bp: i64) -> Result<i64> {
     i64::try_from(v).map_err(|_| overflow("a tax or service amount"))
 }
 
+/// `amount * part / whole` rounded down (exactly `amount` when every line is standard-rated),
+/// in 128-bit so it cannot overflow; 0 when there is nothing to share.
+fn share(amount: i64, part: i64, whole: i64) -> Result<i64> {
+    if whole <= 0 || part >= whole {
+        return Ok(if whole <= 0 { 0 } else { amount });
+    }
+    let v = i128::from(amount) * i128::from(part.max(0)) / i128::from(whole);
+    i64::try_from(v).map_err(|_| overflow("the order's taxable amount"))
+}
+
 /// Sums with a checked add; `what` names the total in the error.
 fn checked_sum(values: impl IntoIterator<Item = i64>, what: &str) -> Result<i64> {
     values
@@ -348,26 +363,44 @@ fn recompute_order(
     };
     // At most the schema's max_per_parent lines and payments: summed here with checked
     // arithmetic rather than by SQL, whose integer products silently turn into floats.
-    let lines: Vec<(i64, i64, i64)> = conn
+    let lines: Vec<(i64, i64, i64, bool)> = conn
         .prepare_cached(
-            "SELECT qty, unit_price, discount FROM order_line
+            "SELECT qty, unit_price, modifier_price, discount, tax_class FROM order_line
              WHERE order_id = ?1 AND COALESCE(status, '') != 'void'",
         )?
         .query_map([id], |r| {
+            let unit = r.get::<_, Option<i64>>(1)?.unwrap_or(0);
+            let modifiers = r.get::<_, Option<i64>>(2)?.unwrap_or(0);
             Ok((
                 r.get::<_, Option<i64>>(0)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                // A sum of two in-range prices: far below i64::MAX.
+                unit.saturating_add(modifiers),
+                r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                r.get::<_, Option<String>>(4)?.as_deref() != Some("zero"),
             ))
         })?
         .collect::<Result<_, _>>()?;
     let mut gross = Vec::with_capacity(lines.len());
-    for (qty, price, _) in &lines {
+    for (qty, price, _, _) in &lines {
         gross.push(
             qty.checked_mul(*price)
                 .ok_or_else(|| overflow("a line's qty x unit_price"))?,
         );
     }
+    // Net of line discounts, all lines and the standard-rated ones: the tax base is the
+    // standard-rated share of what the customer pays before tax.
+    let lines_net = checked_sum(
+        gross.iter().zip(&lines).map(|(g, l)| g - l.2),
+        "the order's subtotal",
+    )?;
+    let taxed_net = checked_sum(
+        gross
+            .iter()
+            .zip(&lines)
+            .filter(|(_, l)| l.3)
+            .map(|(g, l)| g - l.2),
+        "the order's subtotal",
+    )?;
     let subtotal = checked_sum(gross, "the order's subtotal")?;
     let line_discounts = checked_sum(lines.iter().map(|l| l.2), "the order's discounts")?;
     let items = checked_sum(lines.iter().map(|l| l.0), "the order's item count")?;
@@ -384,13 +417,17 @@ fn recompute_order(
     let taxable = net
         .checked_add(service)
         .ok_or_else(|| overflow("the order's total"))?;
-    let tax = apply_bp(taxable, int(&order, "tax_rate_bp"))?;
+    let tax = apply_bp(
+        share(taxable, taxed_net, lines_net)?,
+        int(&order, "tax_rate_bp"),
+    )?;
     let total = taxable
         .checked_add(tax)
         .ok_or_else(|| overflow("the order's total"))?;
     let balance = total
         .checked_sub(paid)
         .ok_or_else(|| overflow("the order's balance"))?;
+    let finished_v = finished_version(conn, &order)?;
     set_derived(
         conn,
         schema,
@@ -405,10 +442,43 @@ fn recompute_order(
             ("paid_total", json!(paid)),
             ("balance_due", json!(balance)),
             ("item_count", json!(items)),
+            ("finished_v", json!(finished_v)),
         ],
         changes,
     )?;
     Ok(text(&order, "shift_id").map(str::to_string))
+}
+
+/// Statuses that finish an order: it then belongs to a business day (a Z report).
+const ORDER_FINISHED: [&str; 3] = ["paid", "closed", "void"];
+
+/// The version at which the order was first finished (kept while it stays finished), or None
+/// while it is open. An order a Z report has counted is never reopened: that would move money
+/// out of a closed day.
+fn finished_version(conn: &Connection, order: &Row) -> Result<Option<i64>> {
+    let before = order.get("finished_v").and_then(Value::as_i64);
+    let finished = text(order, "status").is_some_and(|s| ORDER_FINISHED.contains(&s));
+    match (finished, before) {
+        (true, Some(v)) => Ok(Some(v)),
+        (true, None) => Ok(Some(crate::sql::meta_i64(conn, crate::meta::VERSION)?)),
+        (false, None) => Ok(None),
+        (false, Some(v)) => {
+            let closed: Option<(i64, i64)> = conn
+                .query_row(
+                    "SELECT number, to_v FROM z_report WHERE to_v >= ?1 ORDER BY number LIMIT 1",
+                    [v],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match closed {
+                Some((number, _)) => Err(StoreError::Conflict(format!(
+                    "order '{}' was counted in Z report #{number}: a closed day cannot be reopened",
+                    text(order, ID_FIELD).unwrap_or_default()
+                ))),
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 /// An order's share of its shift's totals: whether it counts (not void), its cash and card

@@ -20,6 +20,7 @@ mod outbox;
 mod outbox_tests;
 mod pipeline;
 mod read;
+mod report;
 mod rules;
 mod sql;
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use handover::{Claim, VERSIONS_PER_TERM};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
+pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

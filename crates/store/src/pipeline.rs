@@ -469,6 +469,12 @@ pub(crate) fn apply_row(
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
     derive::check_writable(t, &m.row)?;
     let existing = select_by_id(conn, schema, t, &id)?;
+    if t.immutable && existing.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "{} '{id}' is immutable once written",
+            t.name
+        )));
+    }
     // The hub stamps each child row it writes with the version of the write (already the
     // current version): pullers that hold the part get only rows changed since.
     let stamp = match (hub, &t.role) {

@@ -79,6 +79,54 @@ fn adding_a_line_updates_totals_in_the_same_commit_and_signals_lines_and_totals(
 }
 
 #[test]
+fn modifiers_add_their_price_and_zero_rated_lines_carry_no_tax() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    // 2 x (38.00 + 2.00 garlic sauce) standard, 3 x 3.00 water zero-rated, 15% VAT.
+    let mut wrap = line("l1", 2, 3800);
+    wrap.row.insert("modifier_price".into(), json!(200));
+    let mut water = line("l2", 3, 300);
+    water.row.insert("tax_class".into(), json!("zero"));
+    run(&store, vec![wrap, water]).unwrap();
+    let lines = store.pull("order", "o1", Some("lines")).unwrap();
+    assert_eq!(lines.payload["lines"][0]["line_total"], 8000);
+    let order = store.pull("order", "o1", Some("totals")).unwrap();
+    assert_eq!(order.payload["subtotal"], 8900);
+    assert_eq!(
+        order.payload["tax_total"], 1200,
+        "15% of the 80.00 standard share only"
+    );
+    assert_eq!(order.payload["total"], 10100);
+
+    // An order discount is shared pro rata: 8.90 off leaves 72.00 standard, tax 10.80.
+    run(
+        &store,
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "order_discount": 890}),
+        )],
+    )
+    .unwrap();
+    let order = store.pull("order", "o1", Some("totals")).unwrap();
+    assert_eq!(order.payload["tax_total"], 1080);
+    assert_eq!(order.payload["total"], 8010 + 1080);
+
+    // All zero-rated: no tax at all.
+    run(
+        &store,
+        vec![m(
+            "order_line",
+            Action::Delete,
+            json!({"id": "l1", "order_id": "o1"}),
+        )],
+    )
+    .unwrap();
+    let order = store.pull("order", "o1", Some("totals")).unwrap();
+    assert_eq!(order.payload["tax_total"], 0);
+}
+
+#[test]
 fn versions_are_monotonic_and_stream_sequence_is_contiguous() {
     let (_d, store) = open_temp();
     shift_and_order(&store);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ageBand, formatAge, formatMoney, minorToDecimalString, orderLabel, parseMoney } from './format';
+import { ageBand, formatAge, formatMoney, minorToDecimalString, orderLabel, parseMoney, setMoneyUnit } from './format';
 import { kitchenProgress, nextJobStatus, splitModifiers, toggleModifier } from './store/model';
 import { percentile, rate } from './metrics';
 
@@ -100,5 +100,26 @@ describe('orderLabel', () => {
     expect(orderLabel({ order_no: 42, provisional_no: 'B-7' }, 'en')).toBe('#42');
     expect(orderLabel({ order_no: null, provisional_no: 'B-7' }, 'en')).toBe('B-7');
     expect(orderLabel({ order_no: null, provisional_no: null }, 'en')).toBe('—');
+  });
+});
+
+describe('currencies with other minor units', () => {
+  it('reads and writes 3-digit and 0-digit amounts exactly', () => {
+    expect(minorToDecimalString(1805, 3)).toBe('1.805');
+    expect(minorToDecimalString(-5, 3)).toBe('-0.005');
+    expect(minorToDecimalString(1805, 0)).toBe('1805');
+    expect(parseMoney('1.805', 3)).toBe(1805);
+    expect(parseMoney('1.8', 3)).toBe(1800);
+    expect(parseMoney('1805', 0)).toBe(1805);
+    // More decimals than the currency has is a typo, not a rounding.
+    expect(parseMoney('1.805', 2)).toBeNull();
+    expect(parseMoney('1.5', 0)).toBeNull();
+  });
+  it('formats in the shop currency once the settings say so', () => {
+    setMoneyUnit('KWD', 3);
+    expect(formatMoney(1805, 'en')).toContain('1.805');
+    expect(formatMoney(1805, 'en')).toContain('KWD');
+    setMoneyUnit('SAR', 2);
+    expect(formatMoney(1805, 'en')).toContain('18.05');
   });
 });

@@ -7,33 +7,53 @@ export function intlLocale(lang: Lang): string {
 }
 
 const moneyFmts = new Map<string, Intl.NumberFormat>();
+
+/**
+ * The shop's currency and its minor-unit digits, from the synced shop settings (sync.ts sets
+ * them when the settings row arrives or changes). Until then: SAR with 2 digits.
+ */
+const unit = { currency: 'SAR', digits: 2 };
+export function setMoneyUnit(currency: string, digits: number): void {
+  if (/^[A-Z]{3}$/.test(currency)) unit.currency = currency;
+  if (Number.isInteger(digits) && digits >= 0 && digits <= 3) unit.digits = digits;
+}
+export function moneyUnit(): { currency: string; digits: number } {
+  return { ...unit };
+}
 const numFmts = new Map<string, Intl.NumberFormat>();
 
 /** 1850 -> "SAR 18.50" (en-SA) or "١٨٫٥٠ ر.س.‏" (ar-SA). Null/undefined shows a dash. */
-export function formatMoney(minor: number | null | undefined, lang: Lang, currency = 'SAR'): string {
+export function formatMoney(
+  minor: number | null | undefined,
+  lang: Lang,
+  currency = unit.currency,
+  digits = unit.digits,
+): string {
   if (minor === null || minor === undefined || !Number.isFinite(minor)) return '—';
-  const key = `${lang}:${currency}`;
+  const key = `${lang}:${currency}:${digits}`;
   let f = moneyFmts.get(key);
   if (!f) {
     f = new Intl.NumberFormat(intlLocale(lang), {
       style: 'currency',
       currency,
-      minimumFractionDigits: 2,
-      maximumFractionDigits: 2,
+      minimumFractionDigits: digits,
+      maximumFractionDigits: digits,
     });
     moneyFmts.set(key, f);
   }
-  return f.format(minorToDecimalString(minor) as unknown as number);
+  return f.format(minorToDecimalString(minor, digits) as unknown as number);
 }
 
-/** Exact decimal text of a minor-unit integer: -1805 -> "-18.05". */
-export function minorToDecimalString(minor: number): string {
+/** Exact decimal text of a minor-unit integer: -1805 -> "-18.05" (2 digits), 1805 -> "1.805" (3). */
+export function minorToDecimalString(minor: number, digits = unit.digits): string {
   const n = Math.trunc(minor);
   const sign = n < 0 ? '-' : '';
   const abs = Math.abs(n);
-  const major = Math.floor(abs / 100);
-  const cents = abs % 100;
-  return `${sign}${major}.${cents.toString().padStart(2, '0')}`;
+  if (digits === 0) return `${sign}${abs}`;
+  const scale = 10 ** digits;
+  const major = Math.floor(abs / scale);
+  const frac = abs % scale;
+  return `${sign}${major}.${frac.toString().padStart(digits, '0')}`;
 }
 
 /** Plain number in the locale's digits. */
@@ -54,17 +74,17 @@ const ARABIC_DIGITS: Record<string, string> = {
  * What the user typed ("18.5", "١٨٫٥٠", "1,200") as integer minor units, or null if it is not
  * an amount. Never goes through floating point.
  */
-export function parseMoney(text: string): number | null {
+export function parseMoney(text: string, digits = unit.digits): number | null {
   const s = text
     .trim()
     .replace(/[٠-٩۰-۹٫٬]/g, (c) => ARABIC_DIGITS[c] ?? c)
     .replace(/,/g, '')
     .replace(/\s/g, '');
-  const m = /^(\d*)(?:\.(\d{0,2}))?$/.exec(s);
-  if (!m || (m[1] === '' && (m[2] ?? '') === '')) return null;
+  const m = /^(\d*)(?:\.(\d*))?$/.exec(s);
+  if (!m || (m[1] === '' && (m[2] ?? '') === '') || (m[2] ?? '').length > digits) return null;
   const major = Number(m[1] || '0');
-  const frac = (m[2] ?? '').padEnd(2, '0');
-  const minor = major * 100 + Number(frac);
+  const frac = (m[2] ?? '').padEnd(digits, '0');
+  const minor = major * 10 ** digits + Number(frac || '0');
   return Number.isSafeInteger(minor) ? minor : null;
 }
 

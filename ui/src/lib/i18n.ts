@@ -60,6 +60,28 @@ const en = {
   discount: 'Discount',
   service: 'Service',
   vat: 'VAT',
+  sold_out: 'Sold out',
+  back_on: 'Available again',
+  menu_empty: 'No menu yet: the manager adds it on the dashboard.',
+  no_settings: 'The shop settings have not arrived yet',
+  menu_editor: 'Menu',
+  add_item: 'Add item',
+  item_code: 'Code',
+  name_en: 'Name (English)',
+  name_ar: 'Name (Arabic)',
+  price: 'Price',
+  category: 'Category',
+  tax_class: 'Tax',
+  tax_standard: 'standard',
+  tax_zero: 'zero-rated',
+  save: 'Save',
+  saved: 'Saved',
+  shop_settings: 'Shop',
+  shop_name: 'Shop name',
+  currency: 'Currency',
+  tax_rate: 'VAT %',
+  service_rate: 'Service %',
+  invalid_price: 'Enter a price such as 12.50',
   total: 'Total',
   paid: 'Paid',
   balance_due: 'Balance due',
@@ -246,6 +268,28 @@ const ar: Record<Key, string> = {
   discount: 'الخصم',
   service: 'الخدمة',
   vat: 'ضريبة القيمة المضافة',
+  sold_out: 'نفد',
+  back_on: 'متوفر مجددا',
+  menu_empty: 'لا توجد قائمة بعد: يضيفها المدير من لوحة التحكم.',
+  no_settings: 'لم تصل إعدادات المتجر بعد',
+  menu_editor: 'القائمة',
+  add_item: 'إضافة صنف',
+  item_code: 'الرمز',
+  name_en: 'الاسم (إنجليزي)',
+  name_ar: 'الاسم (عربي)',
+  price: 'السعر',
+  category: 'الفئة',
+  tax_class: 'الضريبة',
+  tax_standard: 'قياسية',
+  tax_zero: 'صفرية',
+  save: 'حفظ',
+  saved: 'تم الحفظ',
+  shop_settings: 'المتجر',
+  shop_name: 'اسم المتجر',
+  currency: 'العملة',
+  tax_rate: 'الضريبة %',
+  service_rate: 'الخدمة %',
+  invalid_price: 'أدخل سعرا مثل 12.50',
   total: 'الإجمالي',
   paid: 'مدفوع',
   balance_due: 'المتبقي',
@@ -393,29 +437,12 @@ export function itemName(l: Lang, x: { name_en: string; name_ar?: string | null 
   return l === 'ar' && x.name_ar ? x.name_ar : x.name_en;
 }
 
-const MOD_AR: Record<string, string> = {
-  'no onion': 'بدون بصل',
-  'extra cheese': 'جبنة إضافية',
-  'no garlic': 'بدون ثوم',
-  spicy: 'حار',
-};
-
-export function modifierLabel(l: Lang, m: string): string {
-  return l === 'ar' ? (MOD_AR[m] ?? m) : m;
+/** Arabic names of modifiers, from the synced menu (a line records the English name). */
+let modAr = new Map<string, string>();
+export function setModifierNames(mods: { name_en: string; name_ar?: string | null }[]): void {
+  modAr = new Map(mods.filter((m) => m.name_ar).map((m) => [m.name_en, m.name_ar as string]));
 }
 
-const CAT_AR: Record<string, string> = {
-  grill: 'المشاوي',
-  fried: 'المقليات',
-  'cold mezze': 'مقبلات باردة',
-  drinks: 'المشروبات',
-  desserts: 'الحلويات',
-  dessert: 'الحلويات',
-  salads: 'السلطات',
-  bar: 'المشروبات',
-};
-
-export function categoryLabel(l: Lang, c: string): string {
-  if (l === 'ar') return CAT_AR[c] ?? c;
-  return c.charAt(0).toUpperCase() + c.slice(1);
+export function modifierLabel(l: Lang, m: string): string {
+  return l === 'ar' ? (modAr.get(m) ?? m) : m;
 }

@@ -4,7 +4,6 @@ import { tauriTransport } from './tauri';
 import type { Transport, FrameListener, LinkListener } from './transport';
 import type {
   BatchPull,
-  Menu,
   Metrics,
   Mutation,
   MutationResult,
@@ -67,7 +66,6 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 export const api = {
   status: () => call<NodeStatus>('GET', '/api/status'),
   schema: () => call<Schema>('GET', '/api/schema'),
-  menu: () => call<Menu>('GET', '/api/menu'),
   table: (name: string) => call<{ rows: Row[] }>('GET', `/api/tables/${encodeURIComponent(name)}`),
   pull: (entity: string, ids: string[], parts: string[]) =>
     call<BatchPull>(

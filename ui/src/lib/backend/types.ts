@@ -74,21 +74,7 @@ export interface BackupStatus {
   count: number;
 }
 
-export interface MenuItem {
-  code: string;
-  name_en: string;
-  name_ar: string;
-  category: string;
-  station: string;
-  price: number;
-}
-
-export interface Menu {
-  currency: string;
-  items: MenuItem[];
-}
-
-export type EntityName = 'order' | 'job' | 'batch' | 'shift';
+export type EntityName = 'order' | 'job' | 'batch' | 'shift' | 'settings' | 'category' | 'item';
 
 export interface SchemaEntity {
   table: string;

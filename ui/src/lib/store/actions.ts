@@ -1,8 +1,8 @@
 // Writes. Only input columns are sent: derived columns are the core's job.
 import { api } from '../backend';
-import type { MenuItem } from '../backend';
 import { touch } from './sync';
-import type { Batch, Job, JobStatus, Order, OrderLine, OrderType } from './model';
+import type { Batch, Category, Job, JobStatus, MenuItem, Modifier, Order, OrderLine, OrderType, Settings } from './model';
+import { splitModifiers, toggleModifier } from './model';
 
 const now = () => new Date().toISOString();
 const uuid = () => crypto.randomUUID();
@@ -42,7 +42,8 @@ export interface NewOrder {
   guests: number;
 }
 
-export async function createOrder(o: NewOrder, firstLine?: MenuItem): Promise<string> {
+/** Tax, service and currency come from the shop settings as they are when the order opens. */
+export async function createOrder(o: NewOrder, shop: Settings, firstLine?: Rung): Promise<string> {
   const id = uuid();
   const ts = now();
   const muts: Parameters<typeof api.mutate>[0] = [
@@ -58,10 +59,10 @@ export async function createOrder(o: NewOrder, firstLine?: MenuItem): Promise<st
         guests: o.guests,
         opened_by: o.cashier,
         opened_at: ts,
-        currency: 'SAR',
+        currency: shop.currency,
         status: 'open',
-        tax_rate_bp: 1500,
-        service_rate_bp: o.type === 'dine_in' ? 1000 : 0,
+        tax_rate_bp: shop.tax_rate_bp,
+        service_rate_bp: o.type === 'dine_in' ? shop.service_rate_bp : 0,
         order_discount: 0,
       },
     },
@@ -72,7 +73,14 @@ export async function createOrder(o: NewOrder, firstLine?: MenuItem): Promise<st
   return id;
 }
 
-function lineInsert(orderId: string, lineNo: number, item: MenuItem) {
+/** A menu item as it is rung up, with the name of its category. */
+export interface Rung {
+  item: MenuItem;
+  category: Category | null;
+}
+
+/** The line copies the item's name and price now: a later menu change never alters it. */
+function lineInsert(orderId: string, lineNo: number, { item, category }: Rung) {
   return {
     table: 'order_line',
     action: 'insert' as const,
@@ -83,12 +91,14 @@ function lineInsert(orderId: string, lineNo: number, item: MenuItem) {
       item_code: item.code,
       name_en: item.name_en,
       name_ar: item.name_ar,
-      category: item.category,
+      category: category?.name_en ?? null,
       station: item.station,
       qty: 1,
       unit_price: item.price,
+      tax_class: item.tax_class,
       discount: 0,
       modifiers: '',
+      modifier_price: 0,
       note: '',
       status: 'new',
       created_at: now(),
@@ -97,25 +107,39 @@ function lineInsert(orderId: string, lineNo: number, item: MenuItem) {
 }
 
 /** Adds the item, or bumps the qty of an identical plain new line. */
-export async function addItem(order: Order, item: MenuItem): Promise<void> {
+export async function addItem(order: Order, rung: Rung): Promise<void> {
+  const item = rung.item;
   const same = order.lines.find(
-    (l) => l.status === 'new' && l.item_code === item.code && !l.modifiers && !l.note && !l.discount,
+    (l) =>
+      l.status === 'new' &&
+      l.item_code === item.code &&
+      l.unit_price === item.price &&
+      !l.modifiers &&
+      !l.note &&
+      !l.discount,
   );
   if (same) {
     await updateLine(same, { qty: same.qty + 1 });
     return;
   }
   const lineNo = order.lines.reduce((m, l) => Math.max(m, l.line_no), 0) + 1;
-  await api.mutate([lineInsert(order.id, lineNo, item)]);
+  await api.mutate([lineInsert(order.id, lineNo, rung)]);
   touch('order', order.id, ['lines', 'totals']);
 }
 
 export async function updateLine(
   line: OrderLine,
-  patch: Partial<Pick<OrderLine, 'qty' | 'discount' | 'modifiers' | 'note' | 'status'>>,
+  patch: Partial<Pick<OrderLine, 'qty' | 'discount' | 'modifiers' | 'modifier_price' | 'note' | 'status'>>,
 ): Promise<void> {
   await api.mutate([{ table: 'order_line', action: 'merge', row: { id: line.id, order_id: line.order_id, ...patch } }]);
   touch('order', line.order_id, ['lines', 'totals']);
+}
+
+/** Adds or removes a modifier; its price (as the menu says now) goes with it. */
+export async function toggleLineModifier(line: OrderLine, mod: Modifier): Promise<void> {
+  const on = splitModifiers(line.modifiers).includes(mod.name_en);
+  const price = Math.max(0, (line.modifier_price ?? 0) + (on ? -mod.price : mod.price));
+  await updateLine(line, { modifiers: toggleModifier(line.modifiers, mod.name_en), modifier_price: price });
 }
 
 export async function deleteLine(line: OrderLine): Promise<void> {
@@ -179,3 +203,23 @@ export async function setBatchStatus(batch: Batch, status: 'assembled' | 'served
   await api.mutate([{ table: 'job_order_batch', action: 'merge', row: row as { id: string } }]);
   touch('batch', batch.id, ['status', 'handoff']);
 }
+
+/** Manager's menu edits: only the columns named are written. */
+export async function saveItem(row: Partial<MenuItem> & { id: string }, insert: boolean): Promise<void> {
+  const cols: Record<string, unknown> = { ...row, updated_at: now() };
+  delete cols.modifiers;
+  await api.mutate([{ table: 'menu_item', action: insert ? 'insert' : 'merge', row: cols as { id: string } }]);
+  touch('item', row.id, ['header', 'availability', 'modifiers']);
+}
+
+/** Sold out (or back): from the dashboard or the kitchen screen. */
+export async function setAvailable(item: MenuItem, available: boolean): Promise<void> {
+  await saveItem({ id: item.id, available }, false);
+}
+
+export async function saveSettings(row: Partial<Settings> & { id: string }): Promise<void> {
+  await api.mutate([{ table: 'shop_settings', action: 'merge', row: { ...row, updated_at: now() } }]);
+  touch('settings', row.id, ['shop', 'money']);
+}
+
+export const newId = uuid;

@@ -6,6 +6,57 @@ export type LineStatus = 'new' | 'sent' | 'void';
 export type JobStatus = 'queued' | 'cooking' | 'ready';
 export type BatchStatus = 'queued' | 'cooking' | 'ready' | 'assembled' | 'served';
 
+export type TaxClass = 'standard' | 'zero';
+
+/** The one shop settings row (id 'shop'). */
+export interface Settings {
+  id: string;
+  name: string;
+  address: string | null;
+  phone: string | null;
+  tax_number: string | null;
+  currency: string;
+  currency_digits: number;
+  tax_rate_bp: number;
+  service_rate_bp: number;
+  receipt_header: string | null;
+  receipt_footer: string | null;
+  updated_at: string | null;
+}
+
+export interface Category {
+  id: string;
+  name_en: string;
+  name_ar: string | null;
+  sort: number;
+  updated_at: string | null;
+}
+
+export interface Modifier {
+  id: string;
+  item_id: string;
+  name_en: string;
+  name_ar: string | null;
+  price: number;
+  sort: number;
+}
+
+export interface MenuItem {
+  id: string;
+  code: string;
+  name_en: string;
+  name_ar: string | null;
+  category_id: string;
+  price: number;
+  tax_class: TaxClass;
+  station: string;
+  sort: number;
+  /** False: sold out. */
+  available: boolean;
+  updated_at: string | null;
+  modifiers: Modifier[];
+}
+
 export interface OrderLine {
   id: string;
   order_id: string;
@@ -19,6 +70,8 @@ export interface OrderLine {
   unit_price: number;
   discount: number;
   modifiers: string | null;
+  modifier_price: number;
+  tax_class: TaxClass;
   note: string | null;
   status: LineStatus;
   batch_id: string | null;
@@ -137,9 +190,6 @@ export interface Shift {
   total_sales: number;
   expected_cash: number;
 }
-
-export const STATIONS = ['grill', 'fry', 'cold', 'bar', 'dessert'] as const;
-export const MODIFIERS = ['no onion', 'extra cheese', 'no garlic', 'spicy'] as const;
 
 export function nextJobStatus(s: JobStatus): JobStatus | null {
   return s === 'queued' ? 'cooking' : s === 'cooking' ? 'ready' : null;

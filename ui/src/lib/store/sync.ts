@@ -3,9 +3,11 @@ import { writable, derived, get, type Readable } from 'svelte/store';
 import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
-import type { Batch, Job, Order, Shift } from './model';
+import type { Batch, Category, Job, MenuItem, Order, Settings, Shift } from './model';
+import { setMoneyUnit } from '../format';
+import { setModifierNames } from '../i18n';
 
-export const ENTITIES = ['order', 'job', 'batch', 'shift'] as const;
+export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item'] as const;
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
@@ -16,12 +18,48 @@ const stores = {
   job: writable(new Map<string, EntityRec<Job>>()),
   batch: writable(new Map<string, EntityRec<Batch>>()),
   shift: writable(new Map<string, EntityRec<Shift>>()),
+  settings: writable(new Map<string, EntityRec<Settings>>()),
+  category: writable(new Map<string, EntityRec<Category>>()),
+  item: writable(new Map<string, EntityRec<MenuItem>>()),
 };
 
 export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
 export const jobs: Readable<Map<string, EntityRec<Job>>> = stores.job;
 export const batches: Readable<Map<string, EntityRec<Batch>>> = stores.batch;
 export const shifts: Readable<Map<string, EntityRec<Shift>>> = stores.shift;
+export const categories: Readable<Map<string, EntityRec<Category>>> = stores.category;
+export const items: Readable<Map<string, EntityRec<MenuItem>>> = stores.item;
+
+/** The shop settings row, null until it is loaded (a shop that has none yet). */
+export const settings: Readable<Settings | null> = derived(
+  stores.settings,
+  (m) => m.get('shop')?.data ?? [...m.values()][0]?.data ?? null,
+);
+// Money is shown in the shop's currency; modifier names in the staff's language.
+settings.subscribe((s) => {
+  if (s) setMoneyUnit(s.currency, s.currency_digits);
+});
+items.subscribe((m) => setModifierNames([...m.values()].flatMap((r) => r.data.modifiers ?? [])));
+
+/** The menu as the till shows it: categories by their sort, items by theirs. */
+export const menu: Readable<{ category: Category; items: MenuItem[] }[]> = derived(
+  [categories, items],
+  ([cs, is]) => {
+    const byCat = new Map<string, MenuItem[]>();
+    for (const r of is.values()) {
+      const list = byCat.get(r.data.category_id) ?? [];
+      list.push(r.data);
+      byCat.set(r.data.category_id, list);
+    }
+    return [...cs.values()]
+      .map((r) => r.data)
+      .sort((a, b) => a.sort - b.sort || a.name_en.localeCompare(b.name_en))
+      .map((category) => ({
+        category,
+        items: (byCat.get(category.id) ?? []).sort((a, b) => a.sort - b.sort || a.code.localeCompare(b.code)),
+      }));
+  },
+);
 
 /** This node's /api/status, refreshed every second; null until the first answer. */
 export const status = writable<NodeStatus | null>(null);
