@@ -250,15 +250,24 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await grill.locator('[data-field=price]').fill('75');
     await grill.getByTestId('save-item').click();
     await pageB.locator('[data-code=G01] .mprice', { hasText: '75.00' }).waitFor({ timeout: T });
+    await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1100 });
+    await editor.evaluate((el) => {
+      // Top of the editor just under the app's sticky header.
+      el.scrollIntoView({ block: 'start' });
+      for (let p = el.parentElement; p; p = p.parentElement) {
+        if (p.scrollHeight > p.clientHeight && /auto|scroll/.test(getComputedStyle(p).overflowY)) {
+          p.scrollTop -= 70;
+          break;
+        }
+      }
+    });
+    await shot(pageHub, 'menu-editor-en');
+    await pageHub.setViewportSize(VIEWPORT);
     // A price that is not an amount is refused on the spot, and nothing changes.
     await grill.locator('[data-field=price]').fill('-3');
     await grill.getByTestId('save-item').click();
     await pageHub.getByTestId('toast-error').first().waitFor({ timeout: T });
     await pageB.locator('[data-code=G01] .mprice', { hasText: '75.00' }).waitFor({ timeout: T });
-    await editor.scrollIntoViewIfNeeded();
-    await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
-    await editor.screenshot({ path: join(SHOTS, 'menu-editor-en.png') });
-    await pageHub.setViewportSize(VIEWPORT);
     await shot(pageB, 'till-sold-out-en');
 
     // The kitchen says the hummus is gone, from the KDS on till A.
@@ -290,5 +299,34 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     // the screen scrolls inside the app shell: a tall viewport shows every chart
     await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
     await shotBoth(pageHub, 'dashboard');
+  });
+
+  it('shows the X report and closes the day with a Z report on the hub dashboard', async () => {
+    await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
+    await pageHub.goto(`${hub.url}/#/dashboard`);
+    const card = pageHub.getByTestId('reports');
+    await card.getByTestId('x-report').click();
+    await card.locator('[data-testid=report-view][data-kind=X]').waitFor({ timeout: T });
+    const x = await (await fetch(`${hub.url}/api/reports/x`)).json();
+    assert.ok(x.orders >= 2 && x.total > 0, JSON.stringify(x).slice(0, 300));
+    const decimal = (v) => `${Math.floor(v / 100).toLocaleString('en-US')}.${String(v % 100).padStart(2, '0')}`;
+    await card.getByTestId('report-total').filter({ hasText: decimal(x.total) }).waitFor({ timeout: T });
+
+    await card.getByTestId('take-z').click();
+    const form = pageHub.getByTestId('take-z-form');
+    await form.locator('input').fill('Karim');
+    await form.locator('button[type=submit]').click();
+    const z = card.locator('[data-testid=report-view][data-kind=Z]');
+    await z.waitFor({ timeout: T });
+    await card.getByTestId('report-total').filter({ hasText: decimal(x.total) }).waitFor({ timeout: T });
+    await card.getByTestId('z-item').first().waitFor({ timeout: T });
+    const list = await (await fetch(`${hub.url}/api/reports/z`)).json();
+    assert.equal(list.reports.length, 1);
+    assert.equal(list.reports[0].total, x.total, 'the Z holds what the X showed');
+    await card.screenshot({ path: join(SHOTS, 'z-report-en.png') });
+    await setLang(pageHub, 'ar');
+    await card.screenshot({ path: join(SHOTS, 'z-report-ar-rtl.png') });
+    await setLang(pageHub, 'en');
+    await pageHub.setViewportSize(VIEWPORT);
   });
 });

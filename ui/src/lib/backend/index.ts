@@ -9,7 +9,9 @@ import type {
   MutationResult,
   NodeStatus,
   Outbox,
+  Report,
   Row,
+  ZReportSummary,
   Schema,
 } from './types';
 
@@ -89,6 +91,10 @@ export const api = {
   outboxRetry: (mid: string) => call<unknown>('POST', `/api/outbox/${encodeURIComponent(mid)}/retry`, {}),
   outboxDiscard: (mid: string) => call<unknown>('POST', `/api/outbox/${encodeURIComponent(mid)}/discard`, {}),
   metrics: () => call<Metrics>('GET', '/api/metrics'),
+  xReport: () => call<Report>('GET', '/api/reports/x'),
+  zReports: () => call<{ reports: ZReportSummary[] }>('GET', '/api/reports/z'),
+  zReport: (n: number) => call<Report>('GET', `/api/reports/z/${n}`),
+  takeZ: (takenBy: string) => call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null }),
   setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
     call<unknown>('POST', '/api/admin/modes', { entity, mode }),
 };

@@ -145,3 +145,68 @@ export interface MutationResult {
 
 /** Counters from GET /api/metrics. Every field is optional: the endpoint is still growing. */
 export type Metrics = Record<string, unknown>;
+
+/** A row of a report's by-category or by-item table. */
+export interface SalesRow {
+  key: string;
+  name_en: string;
+  name_ar: string | null;
+  qty: number;
+  amount: number;
+}
+
+export interface ShiftCash {
+  id: string;
+  cashier: string;
+  node_id: string;
+  status: string;
+  opened_at: string;
+  closed_at: string | null;
+  opening_float: number;
+  cash_sales: number;
+  card_sales: number;
+  expected_cash: number;
+  counted_cash: number | null;
+  difference: number | null;
+}
+
+/** An X or Z report, computed by the core (GET /api/reports/x, /api/reports/z/N). */
+export interface Report {
+  kind: 'X' | 'Z';
+  number: number | null;
+  taken_at: string;
+  taken_by: string | null;
+  shop: string | null;
+  currency: string | null;
+  currency_digits: number;
+  from_v: number;
+  to_v: number;
+  orders: number;
+  guests: number;
+  items: number;
+  gross_sales: number;
+  discounts: number;
+  net_sales: number;
+  service: number;
+  tax: number;
+  total: number;
+  paid: number;
+  by_category: SalesRow[];
+  by_item: SalesRow[];
+  by_method: { method: string; count: number; amount: number }[];
+  void_orders: number;
+  void_orders_amount: number;
+  void_lines: number;
+  void_lines_amount: number;
+  open_orders: number;
+  open_orders_amount: number;
+  shifts: ShiftCash[];
+}
+
+export interface ZReportSummary {
+  number: number;
+  taken_at: string;
+  taken_by: string | null;
+  orders: number;
+  total: number;
+}
