@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cli;
 pub mod demo;
 pub mod node;
+pub mod printing;
 mod routes;
 
 pub use node::{NodeConfig, Role, RunningNode, start};

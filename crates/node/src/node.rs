@@ -73,6 +73,8 @@ pub struct NodeConfig {
     /// Mesh: a hub hands the hub back to a preferred node only after this long without a
     /// write, and after three times this long in office (no flapping during a rush).
     pub handback_quiet: std::time::Duration,
+    /// Wakes this node's print sender when a job is queued.
+    pub print_wake: Arc<tokio::sync::Notify>,
 }
 
 impl NodeConfig {
@@ -101,6 +103,7 @@ impl NodeConfig {
             shop: "shop".into(),
             advertise: None,
             handback_quiet: std::time::Duration::from_secs(10),
+            print_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -171,7 +174,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let addr = listener.local_addr()?;
     let self_url = format!("http://{addr}");
 
-    let mut background = Vec::new();
+    let mut background = vec![tokio::spawn(crate::printing::run_sender(
+        store.clone(),
+        config.print_wake.clone(),
+    ))];
     let router = if elected {
         store.set_authority(false);
         let (router, tasks) = crate::auto::start(store.clone(), &config, addr, &self_url).await?;
@@ -298,12 +304,18 @@ pub(crate) async fn open_store(
 pub(crate) struct HubParts {
     pub hub: Arc<Hub>,
     pub backup: Option<Arc<std::sync::Mutex<BackupStatus>>>,
+    pub print_wake: Arc<tokio::sync::Notify>,
 }
 
 impl HubParts {
     /// The hub's API, its commands and `/ws`, answering `/api/status` with `status`.
     pub fn router(&self, store: &Arc<Store>, status: StatusHandler) -> Router {
-        let commands = crate::routes::router(store.clone(), self.hub.mutations(), None);
+        let commands = crate::routes::router(
+            store.clone(),
+            self.hub.mutations(),
+            None,
+            self.print_wake.clone(),
+        );
         self.hub
             .router(status, None)
             .merge(commands)
@@ -346,6 +358,7 @@ pub(crate) async fn hub_parts(
     Ok(HubParts {
         hub: Arc::new(hub),
         backup,
+        print_wake: config.print_wake.clone(),
     })
 }
 
@@ -356,6 +369,7 @@ pub(crate) struct FollowerParts {
     pub mutations: MutationHandler,
     pub extra: ExtraMetrics,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub print_wake: Arc<tokio::sync::Notify>,
 }
 
 impl FollowerParts {
@@ -365,6 +379,7 @@ impl FollowerParts {
             store.clone(),
             self.mutations.clone(),
             Some(self.outbox.clone()),
+            self.print_wake.clone(),
         );
         api::router(ApiState {
             store: store.clone(),
@@ -454,6 +469,7 @@ pub(crate) fn follower_parts(
         mutations,
         extra,
         tasks,
+        print_wake: config.print_wake.clone(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Node routes beyond the shared API: cashier commands, X/Z reports and a till's outbox.
+//! Node routes beyond the shared API: cashier commands, printing, X/Z reports and a till's
+//! outbox.
 
 use std::sync::Arc;
 
@@ -20,15 +21,21 @@ struct CommandState {
     mutations: MutationHandler,
     /// A till's outbox drain, woken when the manager retries a refused write.
     outbox: Option<Arc<Outbox>>,
+    /// This node's print sender, woken when a job is queued.
+    print_wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(
     store: Arc<Store>,
     mutations: MutationHandler,
     outbox: Option<Arc<Outbox>>,
+    print_wake: Arc<tokio::sync::Notify>,
 ) -> Router {
     Router::new()
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
+        .route("/api/orders/{id}/receipt", post(print_receipt))
+        .route("/api/batches/{id}/tickets", post(reprint_tickets))
+        .route("/api/print/jobs", get(print_jobs))
         .route("/api/reports/x", get(x_report))
         .route("/api/reports/z", get(z_list).post(take_z))
         .route("/api/reports/z/{number}", get(z_get))
@@ -39,6 +46,7 @@ pub fn router(
             store,
             mutations,
             outbox,
+            print_wake,
         })
 }
 
@@ -87,9 +95,84 @@ async fn send_to_kitchen(
         source: None,
     })
     .await?;
+    // One ticket per station; a retried send prints nothing twice (the job ids name the
+    // round). A printer problem never fails the send: the round is in the kitchen's screens.
+    let store = s.store.clone();
+    let b = batch.clone();
+    let printed =
+        tokio::task::spawn_blocking(move || crate::printing::queue_kitchen(&store, &b, None))
+            .await?
+            .unwrap_or_else(|e| crate::printing::Queued {
+                skipped: vec![e.to_string()],
+                ..Default::default()
+            });
+    s.print_wake.notify_one();
     Ok(Json(
-        json!({ "batch_id": batch, "results": answer.results }),
+        json!({ "batch_id": batch, "results": answer.results, "print": printed }),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PrintRequest {
+    /// A reprint: the caller's id for this request (a retry with the same id prints once).
+    /// Left out: the first print, which is never repeated.
+    request_id: Option<String>,
+}
+
+fn print_request(
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Option<String>, ApiError> {
+    let Json(r) =
+        body.map_err(|e| ApiError::bad_request(format!("print request: {}", e.body_text())))?;
+    match r.request_id {
+        Some(id) if id.is_empty() || id.len() > 128 => {
+            Err(ApiError::bad_request("request_id is 1 to 128 characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `POST /api/orders/{id}/receipt` `{"request_id"?}`: the order's receipt on this till's
+/// receipt printer (a cash payment opens the drawer).
+async fn print_receipt(
+    State(s): State<CommandState>,
+    Path(id): Path<String>,
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    let request = print_request(body)?;
+    let store = s.store.clone();
+    let q = tokio::task::spawn_blocking(move || {
+        crate::printing::queue_receipt(&store, &id, request.as_deref())
+    })
+    .await??;
+    s.print_wake.notify_one();
+    Ok(Json(q))
+}
+
+/// `POST /api/batches/{id}/tickets` `{"request_id"}`: the round's kitchen tickets again,
+/// marked as a reprint.
+async fn reprint_tickets(
+    State(s): State<CommandState>,
+    Path(id): Path<String>,
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    let request = print_request(body)?
+        .ok_or_else(|| ApiError::bad_request("a reprint needs its request_id"))?;
+    let store = s.store.clone();
+    let q = tokio::task::spawn_blocking(move || {
+        crate::printing::queue_kitchen(&store, &id, Some(&request))
+    })
+    .await??;
+    s.print_wake.notify_one();
+    Ok(Json(q))
+}
+
+/// `GET /api/print/jobs`: this node's latest print jobs and where each stands.
+async fn print_jobs(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let jobs = tokio::task::spawn_blocking(move || store.print_jobs(100)).await??;
+    Ok(Json(json!({ "jobs": jobs })))
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ mod outbox;
 #[cfg(test)]
 mod outbox_tests;
 mod pipeline;
+mod print_queue;
 mod read;
 mod report;
 mod rules;
@@ -37,6 +38,7 @@ pub use handover::{Claim, VERSIONS_PER_TERM};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
+pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 
 #[derive(Debug, thiserror::Error)]

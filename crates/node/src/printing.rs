@@ -1,0 +1,330 @@
+//! This node's printing: builds receipts and kitchen tickets from the synced rows, queues them
+//! durably (`capsule_store` `_print_job`) and sends them to the network printers, retrying a
+//! printer that is off or out of paper without ever holding up a sale.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_print::{KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem};
+use capsule_protocol::Row;
+use capsule_store::{NewPrintJob, PrintDue, Store, StoreError};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A printer that takes no more bytes for this long is stuck (out of paper, cover open).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries back off to this.
+const MAX_RETRY_MS: i64 = 30_000;
+
+/// Names what a job prints, so asking again for the same thing queues nothing new.
+const JOB_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6361_7073_756c_6500_7072_696e_7400_0001);
+
+fn job_id(parts: &[&str]) -> String {
+    uuid::Uuid::new_v5(&JOB_NAMESPACE, parts.join("/").as_bytes()).to_string()
+}
+
+fn s(row: &Row, k: &str) -> Option<String> {
+    row.get(k)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn i(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn now_label() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn order_label(order: &Value) -> String {
+    match order.get("order_no").and_then(Value::as_i64) {
+        Some(n) => format!("#{n}"),
+        None => order
+            .get("provisional_no")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string(),
+    }
+}
+
+/// What queuing did, for the caller's answer.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Queued {
+    /// Jobs queued now.
+    pub queued: Vec<String>,
+    /// Jobs this request had already queued (a retry).
+    pub already: Vec<String>,
+    /// Why something could not be queued (no printer for a station).
+    pub skipped: Vec<String>,
+}
+
+fn printers(store: &Store) -> Result<Vec<Row>, StoreError> {
+    store.table_rows("printer")
+}
+
+fn enqueue(
+    store: &Store,
+    out: &mut Queued,
+    printer: &Row,
+    id: &str,
+    kind: &str,
+    about: &str,
+    blocks: &[capsule_print::Block],
+) -> Result<(), StoreError> {
+    let bytes = capsule_print::encode(blocks).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let new = store.enqueue_print(&NewPrintJob {
+        id,
+        printer_id: printer
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        printer: printer
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        address: printer
+            .get("address")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        kind,
+        about,
+        bytes: &bytes,
+    })?;
+    if new {
+        out.queued.push(id.to_string());
+    } else {
+        out.already.push(id.to_string());
+    }
+    Ok(())
+}
+
+/// Queues one ticket per station for a round sent to the kitchen. `request`: a reprint's own
+/// id (None: the round's first print, which a retry never repeats).
+pub fn queue_kitchen(
+    store: &Store,
+    batch_id: &str,
+    request: Option<&str>,
+) -> Result<Queued, StoreError> {
+    let mut out = Queued::default();
+    let batch = Value::Object(store.pull("batch", batch_id, Some("header"))?.payload);
+    let printers = printers(store)?;
+    let jobs: Vec<Row> = store
+        .table_rows("job_order_header")?
+        .into_iter()
+        .filter(|j| j.get("batch_id").and_then(Value::as_str) == Some(batch_id))
+        .collect();
+    for job in jobs {
+        let station = s(&job, "station").unwrap_or_default();
+        let kitchen = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("kitchen");
+        let printer = printers
+            .iter()
+            .filter(kitchen)
+            .find(|p| s(p, "station").as_deref() == Some(station.as_str()))
+            .or_else(|| {
+                printers
+                    .iter()
+                    .filter(kitchen)
+                    .find(|p| s(p, "station").is_none())
+            });
+        let Some(printer) = printer else {
+            out.skipped
+                .push(format!("no kitchen printer for station '{station}'"));
+            continue;
+        };
+        let job_row_id = s(&job, "id").unwrap_or_default();
+        let items = store.pull("job", &job_row_id, Some("items"))?.payload;
+        let id = match request {
+            None => job_id(&["kitchen", batch_id, &station]),
+            Some(r) => job_id(&["kitchen-reprint", batch_id, &station, r]),
+        };
+        let ticket = KitchenTicket {
+            station: station.clone(),
+            order_label: order_label(&batch),
+            table: batch
+                .get("table_label")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            addition: batch.get("kind").and_then(Value::as_str) == Some("addition"),
+            batch_no: i(&batch, "batch_no"),
+            printed_at: now_label(),
+            items: items["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|it| TicketItem {
+                    qty: i(it, "qty"),
+                    name_en: it["name_en"].as_str().unwrap_or_default().to_string(),
+                    name_ar: it["name_ar"].as_str().map(str::to_string),
+                    modifiers: it["modifiers"].as_str().map(str::to_string),
+                    note: it["note"].as_str().map(str::to_string),
+                })
+                .collect(),
+            reprint: request.is_some(),
+            job_id: id.clone(),
+        };
+        let blocks = capsule_print::kitchen_ticket(&ticket);
+        enqueue(store, &mut out, printer, &id, "kitchen", batch_id, &blocks)?;
+    }
+    Ok(out)
+}
+
+/// Queues an order's receipt on this node's receipt printer. `request`: a reprint's own id
+/// (None: the receipt for the payments so far, printed once however often it is asked for).
+pub fn queue_receipt(
+    store: &Store,
+    order_id: &str,
+    request: Option<&str>,
+) -> Result<Queued, StoreError> {
+    let mut out = Queued::default();
+    let order = Value::Object(store.pull("order", order_id, None)?.payload);
+    let node = store.node_id().to_string();
+    let printers = printers(store)?;
+    let receipt_printer = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("receipt");
+    let printer = printers
+        .iter()
+        .filter(receipt_printer)
+        .find(|p| s(p, "node_id").as_deref() == Some(node.as_str()))
+        .or_else(|| {
+            printers
+                .iter()
+                .filter(receipt_printer)
+                .find(|p| s(p, "node_id").is_none())
+        });
+    let Some(printer) = printer else {
+        out.skipped.push("no receipt printer for this till".into());
+        return Ok(out);
+    };
+    let shop: Value = store
+        .table_rows("shop_settings")?
+        .into_iter()
+        .next()
+        .map(Value::Object)
+        .unwrap_or_default();
+    let payments: Vec<Payment> = order["payments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| Payment {
+            method: p["method"].as_str().unwrap_or_default().to_string(),
+            amount: i(p, "amount"),
+            tendered: p["tendered"].as_i64(),
+            change: p["change_due"].as_i64(),
+        })
+        .collect();
+    let cash = payments.iter().any(|p| p.method == "cash");
+    let id = match request {
+        // The receipt of the order as paid so far: one print per state of payment.
+        None => job_id(&["receipt", order_id, &i(&order, "paid_total").to_string()]),
+        Some(r) => job_id(&["receipt-reprint", order_id, r]),
+    };
+    let r = Receipt {
+        shop_name: shop["name"].as_str().unwrap_or_default().to_string(),
+        address: shop["address"].as_str().map(str::to_string),
+        phone: shop["phone"].as_str().map(str::to_string),
+        tax_number: shop["tax_number"].as_str().map(str::to_string),
+        header: shop["receipt_header"].as_str().map(str::to_string),
+        footer: shop["receipt_footer"].as_str().map(str::to_string),
+        currency: order["currency"]
+            .as_str()
+            .or(shop["currency"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+        digits: u32::try_from(
+            shop.get("currency_digits")
+                .and_then(Value::as_i64)
+                .unwrap_or(2),
+        )
+        .unwrap_or(2),
+        order_label: order_label(&order),
+        table: order["table_label"].as_str().map(str::to_string),
+        printed_at: now_label(),
+        cashier: order["opened_by"].as_str().map(str::to_string),
+        lines: order["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["status"] != "void")
+            .map(|l| ReceiptLine {
+                qty: i(l, "qty"),
+                name_en: l["name_en"].as_str().unwrap_or_default().to_string(),
+                name_ar: l["name_ar"].as_str().map(str::to_string),
+                modifiers: l["modifiers"].as_str().map(str::to_string),
+                total: i(l, "line_total"),
+            })
+            .collect(),
+        subtotal: i(&order, "subtotal"),
+        discount: i(&order, "discount_total"),
+        service: i(&order, "service_total"),
+        tax: i(&order, "tax_total"),
+        total: i(&order, "total"),
+        payments,
+        reprint: request.is_some(),
+        job_id: id.clone(),
+        // The drawer opens for cash taken, not for a reprint.
+        drawer: cash && request.is_none() && printer.get("drawer") == Some(&Value::Bool(true)),
+    };
+    let blocks = capsule_print::receipt(&r);
+    enqueue(store, &mut out, printer, &id, "receipt", order_id, &blocks)?;
+    Ok(out)
+}
+
+async fn send(address: &str, bytes: &[u8]) -> Result<(), String> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("printer {address} did not answer within 3 s (off?)"))?
+        .map_err(|e| format!("printer {address}: {e}"))?;
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| format!("printer {address} stopped taking data (paper out or cover open?)"))?
+    .map_err(|e| format!("printer {address}: {e}"))
+}
+
+/// Sends queued jobs one at a time, oldest first; a failed job waits and is tried again
+/// (1 s, 2 s, 4 s ... 30 s) while the others keep their turn.
+pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
+    loop {
+        let s = store.clone();
+        let due = match tokio::task::spawn_blocking(move || s.due_print_job()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "print queue unreadable");
+                PrintDue::Later(Some(chrono::Utc::now().timestamp_millis() + 5_000))
+            }
+            Err(_) => return,
+        };
+        match due {
+            PrintDue::Job(id, address, bytes) => {
+                let result = send(&address, &bytes).await;
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || match result {
+                    Ok(()) => s.print_done(&id),
+                    Err(e) => {
+                        let attempts = s.print_attempts(&id).unwrap_or(0).clamp(0, 15);
+                        let retry = (1000i64 << attempts).min(MAX_RETRY_MS);
+                        tracing::info!(job = %id, error = %e, retry_ms = retry, "print failed");
+                        s.print_failed(&id, &e, retry)
+                    }
+                })
+                .await;
+            }
+            PrintDue::Later(next) => {
+                let wait = match next {
+                    Some(at) => {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        Duration::from_millis(u64::try_from(at - now).unwrap_or(0).max(10))
+                    }
+                    None => Duration::from_secs(3600),
+                };
+                let _ = tokio::time::timeout(wait, wake.notified()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Reads ESC/POS bytes back into what a printer would do with them (the subset [`crate::encode`]
+//! writes), and draws that as a PNG of the paper: how the tests and the dashboard see a ticket.
+
+use crate::shape::raster_line;
+use crate::{Align, Bitmap, LINE_DOTS, PAPER_DOTS};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    Text {
+        text: String,
+        align: Align,
+        bold: bool,
+        big: bool,
+    },
+    Raster(Bitmap),
+    Feed(u8),
+    Drawer,
+    Cut,
+}
+
+/// Decodes `bytes`; an unknown command is an error naming its offset.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, String> {
+    let mut out = Vec::new();
+    let (mut align, mut bold, mut big) = (Align::Left, false, false);
+    let mut text = Vec::new();
+    let mut i = 0;
+    let need = |i: usize, n: usize| -> Result<(), String> {
+        if i + n > bytes.len() {
+            Err(format!("command at {i} is cut short"))
+        } else {
+            Ok(())
+        }
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                out.push(Element::Text {
+                    text: String::from_utf8_lossy(&text).into_owned(),
+                    align,
+                    bold,
+                    big,
+                });
+                text.clear();
+                i += 1;
+            }
+            0x1B => {
+                need(i, 2)?;
+                match bytes[i + 1] {
+                    b'@' => {
+                        (align, bold, big) = (Align::Left, false, false);
+                        i += 2;
+                    }
+                    b'a' | b'E' | b'd' | b't' | b'M' | b'-' => {
+                        need(i, 3)?;
+                        let n = bytes[i + 2];
+                        match bytes[i + 1] {
+                            b'a' => {
+                                align = match n {
+                                    1 | b'1' => Align::Center,
+                                    2 | b'2' => Align::Right,
+                                    _ => Align::Left,
+                                }
+                            }
+                            b'E' => bold = n & 1 == 1,
+                            b'd' => {
+                                if !text.is_empty() {
+                                    out.push(Element::Text {
+                                        text: String::from_utf8_lossy(&text).into_owned(),
+                                        align,
+                                        bold,
+                                        big,
+                                    });
+                                    text.clear();
+                                }
+                                out.push(Element::Feed(n));
+                            }
+                            _ => {}
+                        }
+                        i += 3;
+                    }
+                    b'p' => {
+                        need(i, 5)?;
+                        out.push(Element::Drawer);
+                        i += 5;
+                    }
+                    c => return Err(format!("unknown command ESC {c:#04x} at {i}")),
+                }
+            }
+            0x1D => {
+                need(i, 3)?;
+                match bytes[i + 1] {
+                    b'!' => {
+                        big = bytes[i + 2] != 0;
+                        i += 3;
+                    }
+                    b'V' => {
+                        out.push(Element::Cut);
+                        i += if matches!(bytes[i + 2], b'A' | b'B') {
+                            4
+                        } else {
+                            3
+                        };
+                    }
+                    b'v' => {
+                        need(i, 8)?;
+                        let wb = u32::from(bytes[i + 4]) | u32::from(bytes[i + 5]) << 8;
+                        let h = u32::from(bytes[i + 6]) | u32::from(bytes[i + 7]) << 8;
+                        let n = (wb * h) as usize;
+                        need(i + 8, n)?;
+                        out.push(Element::Raster(Bitmap {
+                            width: wb * 8,
+                            height: h,
+                            bits: bytes[i + 8..i + 8 + n].to_vec(),
+                        }));
+                        i += 8 + n;
+                    }
+                    c => return Err(format!("unknown command GS {c:#04x} at {i}")),
+                }
+            }
+            0x20..=0x7E => {
+                text.push(b);
+                i += 1;
+            }
+            c => return Err(format!("unexpected byte {c:#04x} at {i}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The paper as a PNG (white, black ink), 576 dots wide plus margins.
+pub fn render_png(elements: &[Element]) -> Vec<u8> {
+    const MARGIN: u32 = 16;
+    let mut rows: Vec<Bitmap> = Vec::new();
+    for e in elements {
+        match e {
+            Element::Text {
+                text,
+                align,
+                bold,
+                big,
+            } => {
+                let h = if *big { 2 * LINE_DOTS } else { LINE_DOTS };
+                rows.push(raster_line(text, h, PAPER_DOTS, *align, *bold));
+            }
+            Element::Raster(b) => rows.push(b.clone()),
+            Element::Feed(n) => rows.push(Bitmap::new(PAPER_DOTS, u32::from(*n) * LINE_DOTS)),
+            Element::Drawer => {}
+            Element::Cut => {
+                let mut b = Bitmap::new(PAPER_DOTS, 9);
+                for x in (0..PAPER_DOTS).filter(|x| x % 12 < 6) {
+                    b.set(x, 4);
+                }
+                rows.push(b);
+            }
+        }
+    }
+    let width = PAPER_DOTS + 2 * MARGIN;
+    let height = rows.iter().map(|r| r.height).sum::<u32>() + 2 * MARGIN;
+    let mut pixels = vec![255u8; (width * height) as usize];
+    let mut y0 = MARGIN;
+    for r in &rows {
+        for y in 0..r.height {
+            for x in 0..r.width.min(PAPER_DOTS) {
+                if r.get(x, y) {
+                    pixels[((y0 + y) * width + MARGIN + x) as usize] = 0;
+                }
+            }
+        }
+        y0 += r.height;
+    }
+    let mut png = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png, width, height);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().expect("in-memory PNG");
+        w.write_image_data(&pixels).expect("in-memory PNG");
+    }
+    png
+}

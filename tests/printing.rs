@@ -1,0 +1,330 @@
+//! End to end: a till prints kitchen tickets and receipts to ESC/POS network printers (virtual
+//! ones here: TCP servers on 127.0.0.1 that keep every byte), decodes what they got, and keeps
+//! a job for a printer that is off until it comes back, printing it once.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capsule_print::{Element, decode, render_png};
+use common::*;
+use serde_json::{Value, json};
+
+/// A printer on 127.0.0.1: every connection's bytes, in order.
+struct VirtualPrinter {
+    port: u16,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl VirtualPrinter {
+    fn start() -> VirtualPrinter {
+        VirtualPrinter::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn on(listener: TcpListener) -> VirtualPrinter {
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let r = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut bytes = Vec::new();
+                if conn.read_to_end(&mut bytes).is_ok() && !bytes.is_empty() {
+                    r.lock().unwrap().push(bytes);
+                }
+            }
+        });
+        VirtualPrinter { port, received }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn jobs(&self) -> Vec<Vec<Element>> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| decode(b).expect("valid ESC/POS"))
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize) -> Vec<Vec<Element>> {
+        wait_until(Duration::from_secs(20), &format!("{n} print jobs"), || {
+            self.received.lock().unwrap().len() >= n
+        });
+        self.jobs()
+    }
+}
+
+fn texts(job: &[Element]) -> Vec<String> {
+    job.iter()
+        .filter_map(|e| match e {
+            Element::Text { text, .. } => Some(text.trim().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rasters(job: &[Element]) -> usize {
+    job.iter()
+        .filter(|e| matches!(e, Element::Raster(b) if b.ink() > 100))
+        .count()
+}
+
+fn save_png(name: &str, job: &[Element]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), render_png(job)).unwrap();
+}
+
+fn line(
+    order: &str,
+    code: &str,
+    en: &str,
+    ar: &str,
+    station: &str,
+    qty: i64,
+    price: i64,
+) -> (&'static str, &'static str, Value) {
+    (
+        "order_line",
+        "insert",
+        json!({"id": new_id(), "order_id": order, "item_code": code, "name_en": en, "name_ar": ar,
+               "station": station, "qty": qty, "unit_price": price, "created_at": T}),
+    )
+}
+
+#[test]
+fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(&dir.path().join("hub"), &["--role", "hub", "--demo"]);
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let grill = VirtualPrinter::start();
+    let kitchen = VirtualPrinter::start();
+    let counter = VirtualPrinter::start();
+    hub.apply(&[
+        ("printer", "insert", json!({"id": "p-grill", "name": "Grill", "role": "kitchen", "station": "grill", "address": grill.address()})),
+        ("printer", "insert", json!({"id": "p-kitchen", "name": "Kitchen", "role": "kitchen", "address": kitchen.address()})),
+        ("printer", "insert", json!({"id": "p-counter", "name": "Counter", "role": "receipt", "address": counter.address(), "drawer": true})),
+    ]);
+
+    // Till: an order with a grill item and a cold one, sent to the kitchen.
+    let (shift, order) = (new_id(), new_id());
+    till.apply(&[
+        ("pos_shift", "insert", json!({"id": shift, "node_id": "till", "cashier": "Mona", "opened_at": T})),
+        ("order_header", "insert", json!({"id": order, "order_no": 501, "shift_id": shift, "opened_at": T,
+                                          "tax_rate_bp": 1500, "table_label": "T4", "currency": "SAR", "opened_by": "Mona"})),
+        line(&order, "G05", "Chicken shawarma wrap", "شاورما دجاج", "grill", 2, 1850),
+        line(&order, "C01", "Hummus", "حمص", "cold", 1, 1500),
+    ]);
+    wait_until(
+        Duration::from_secs(10),
+        "the printers reach the till",
+        || {
+            till.get("/api/tables/printer").1["rows"]
+                .as_array()
+                .is_some_and(|r| r.len() == 3)
+        },
+    );
+    let (code, sent) = till.post_raw(&format!("/api/orders/{order}/send-to-kitchen"), "{}");
+    assert_eq!(code, 200, "{sent}");
+    assert_eq!(
+        sent["print"]["queued"].as_array().unwrap().len(),
+        2,
+        "{sent}"
+    );
+
+    // One ticket per station, each on its own printer, Arabic as a picture.
+    let g = grill.wait_for(1).remove(0);
+    let t = texts(&g);
+    assert_eq!(t[0], "GRILL", "{t:?}");
+    assert!(
+        t.iter().any(|l| l.starts_with("#501") && l.contains("T4")),
+        "{t:?}"
+    );
+    assert!(
+        t.contains(&"2 x Chicken shawarma wrap".to_string()),
+        "{t:?}"
+    );
+    assert!(
+        !t.iter().any(|l| l.contains("Hummus")),
+        "the cold item is not the grill's"
+    );
+    assert_eq!(
+        rasters(&g),
+        1,
+        "the Arabic name is printed as a raster image"
+    );
+    assert_eq!(g.last(), Some(&Element::Cut));
+    let c = kitchen.wait_for(1).remove(0);
+    assert_eq!(texts(&c)[0], "COLD");
+    assert!(texts(&c).contains(&"1 x Hummus".to_string()));
+    save_png("kitchen-ticket.png", &g);
+
+    // An addition is marked as one.
+    till.apply(&[line(
+        &order,
+        "G03",
+        "Lamb kofta",
+        "كفتة لحم",
+        "grill",
+        1,
+        4200,
+    )]);
+    let (code, _) = till.post_raw(&format!("/api/orders/{order}/send-to-kitchen"), "{}");
+    assert_eq!(code, 200);
+    let g2 = grill.wait_for(2).remove(1);
+    assert!(
+        texts(&g2).iter().any(|l| l.contains("ADDITION (round 2)")),
+        "{:?}",
+        texts(&g2)
+    );
+    assert!(texts(&g2).contains(&"1 x Lamb kofta".to_string()));
+    assert!(
+        !texts(&g2).iter().any(|l| l.contains("shawarma")),
+        "only the new round"
+    );
+
+    // A reprint asked for twice (a retry after a lost answer) prints once, marked.
+    let batch = sent["batch_id"].as_str().unwrap();
+    for _ in 0..2 {
+        let (code, r) = till.post_raw(
+            &format!("/api/batches/{batch}/tickets"),
+            r#"{"request_id":"reprint-1"}"#,
+        );
+        assert_eq!(code, 200, "{r}");
+    }
+    let g3 = grill.wait_for(3).remove(2);
+    assert!(texts(&g3).contains(&"** REPRINT **".to_string()));
+    let (_, jobs) = till.get("/api/print/jobs");
+    let kitchen_jobs = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "kitchen")
+        .count();
+    assert_eq!(
+        kitchen_jobs, 5,
+        "2 + 1 addition + 2 reprint tickets (grill and cold): {jobs}"
+    );
+
+    // Cash payment: the receipt, with the drawer kick; asking again prints nothing more.
+    let (_, o) = till.get(&format!("/api/entities/order/{order}?parts=totals"));
+    let total = o["payload"]["total"].as_i64().unwrap();
+    till.apply(&[
+        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "cash", "amount": total, "tendered": 20_000, "paid_at": T})),
+        ("order_header", "merge", json!({"id": order, "status": "paid"})),
+    ]);
+    let (code, first) = till.post_raw(&format!("/api/orders/{order}/receipt"), "{}");
+    assert_eq!(code, 200, "{first}");
+    let (_, again) = till.post_raw(&format!("/api/orders/{order}/receipt"), "{}");
+    assert_eq!(again["already"], first["queued"], "{again}");
+    let r = counter.wait_for(1).remove(0);
+    let t = texts(&r);
+    assert_eq!(
+        t[0], "Capsule Grill House",
+        "the shop's name from the settings: {t:?}"
+    );
+    let money = |v: i64| format!("{}.{:02}", v / 100, v % 100);
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("TOTAL") && l.ends_with(&format!("SAR {}", money(total)))),
+        "{t:?}"
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("2 x Chicken shawarma wrap") && l.ends_with("37.00")),
+        "{t:?}"
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("Change") && l.ends_with(&money(20_000 - total))),
+        "{t:?}"
+    );
+    assert!(
+        r.contains(&Element::Drawer),
+        "a cash payment opens the drawer"
+    );
+    assert!(
+        rasters(&r) >= 3,
+        "Arabic names, header and footer as pictures"
+    );
+    save_png("receipt.png", &r);
+
+    // The counter printer is switched off: a reprint waits, retried, shown with its error.
+    let off = TcpListener::bind("127.0.0.1:0").unwrap();
+    let off_port = off.local_addr().unwrap().port();
+    drop(off);
+    hub.apply(&[(
+        "printer",
+        "merge",
+        json!({"id": "p-counter", "address": format!("127.0.0.1:{off_port}")}),
+    )]);
+    wait_until(
+        Duration::from_secs(10),
+        "the new address reaches the till",
+        || {
+            till.get("/api/entities/printer/p-counter?parts=header").1["payload"]["address"]
+                == format!("127.0.0.1:{off_port}")
+        },
+    );
+    let (code, _) = till.post_raw(
+        &format!("/api/orders/{order}/receipt"),
+        r#"{"request_id":"copy-1"}"#,
+    );
+    assert_eq!(code, 200);
+    let waiting = || -> Value {
+        till.get("/api/print/jobs").1["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["address"] == format!("127.0.0.1:{off_port}"))
+            .cloned()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(20), "the job fails and waits", || {
+        let j = waiting();
+        j["state"] == "pending" && j["attempts"].as_i64().unwrap() >= 1 && j["error"].is_string()
+    });
+    // The till sells on meanwhile.
+    till.apply(&[("pos_shift", "merge", json!({"id": shift, "updated_at": T}))]);
+    // Power back on: the copy prints, once.
+    let back = VirtualPrinter::on(TcpListener::bind(("127.0.0.1", off_port)).unwrap());
+    let copy = back.wait_for(1).remove(0);
+    assert!(texts(&copy).contains(&"*** COPY ***".to_string()));
+    assert!(
+        !copy.contains(&Element::Drawer),
+        "a copy does not open the drawer"
+    );
+    wait_until(Duration::from_secs(10), "the job is done", || {
+        waiting()["state"] == "done"
+    });
+    assert_eq!(back.received.lock().unwrap().len(), 1);
+    assert_eq!(counter.received.lock().unwrap().len(), 1);
+
+    // Bad requests are refused with a reason.
+    assert_eq!(
+        till.post_raw(&format!("/api/batches/{batch}/tickets"), "{}")
+            .0,
+        400
+    );
+    assert_eq!(
+        till.post_raw(
+            &format!("/api/orders/{order}/receipt"),
+            r#"{"request_id":""}"#
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        till.post_raw(&format!("/api/orders/{order}/receipt"), r#"{"copies":3}"#)
+            .0,
+        400
+    );
+    assert_eq!(till.post_raw("/api/orders/nope/receipt", "{}").0, 404);
+}
