@@ -306,6 +306,22 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
     });
     assert_eq!(back.received.lock().unwrap().len(), 1);
     assert_eq!(counter.received.lock().unwrap().len(), 1);
+    assert_eq!(till.post_raw("/api/reports/x/print", "{}").0, 400);
+
+    // The X report on the counter printer, as the manager prints it at the end of a shift.
+    let (code, q) = till.post_raw("/api/reports/x/print", r#"{"request_id":"x-1"}"#);
+    assert_eq!(code, 200, "{q}");
+    let x = back.wait_for(2).remove(1);
+    let t = texts(&x);
+    assert!(t.contains(&"X REPORT".to_string()), "{t:?}");
+    let x_total = till.get("/api/reports/x").1["total"].as_i64().unwrap();
+    assert!(x_total >= total);
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("TOTAL") && l.ends_with(&money(x_total))),
+        "{t:?}"
+    );
+    save_png("x-report-printed.png", &x);
 
     // Bad requests are refused with a reason.
     assert_eq!(

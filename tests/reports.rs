@@ -228,7 +228,7 @@ fn x_and_z_reports_reconcile_a_rush_to_the_cent_and_a_z_closes_the_day_once() {
         total_line.ends_with(&format!(",{}.{:02}", t / 100, t % 100)),
         "{total_line}"
     );
-    assert_eq!(hub.get("/api/reports/x?format=pdf").0, 400);
+    assert_eq!(hub.get("/api/reports/x?format=xml").0, 400);
 
     // A till cannot close the day; the hub can, once.
     let (code, refused) = till.post_raw("/api/reports/z", r#"{"taken_by":"Karim"}"#);
@@ -292,6 +292,22 @@ fn x_and_z_reports_reconcile_a_rush_to_the_cent_and_a_z_closes_the_day_once() {
     assert_eq!(z2["number"], 2);
     assert_eq!(i(&z2, "orders"), 1);
     assert_reconciles(&z2, &expected(&hub, &counted_in_1));
+    // The PDF is the printed report: a well-formed file (every object where the xref says).
+    let r = client()
+        .get(format!("{}/api/reports/z/2?format=pdf", hub.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    let pdf = r.bytes().unwrap().to_vec();
+    assert_pdf_is_well_formed(&pdf);
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/test-artifacts")).unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/test-artifacts/z-report-2.pdf"),
+        &pdf,
+    )
+    .unwrap();
+
     let (_, list) = hub.get("/api/reports/z");
     assert_eq!(list["reports"].as_array().unwrap().len(), 2);
     // Both Z reports reach the till as synced rows.
@@ -309,4 +325,46 @@ fn reqwest_text(node: &Node, path: &str) -> String {
             .starts_with("text/csv")
     );
     r.text().unwrap()
+}
+
+/// Header, trailer, and each object at the offset its xref entry gives.
+fn assert_pdf_is_well_formed(pdf: &[u8]) {
+    assert!(pdf.starts_with(b"%PDF-1."));
+    let text = String::from_utf8_lossy(pdf);
+    assert!(text.trim_end().ends_with("%%EOF"));
+    let startxref: usize = text
+        .rsplit("startxref")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pdf[startxref..].starts_with(b"xref"));
+    let xref = String::from_utf8_lossy(&pdf[startxref..]);
+    let mut lines = xref.lines().skip(1);
+    let count: usize = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let entries: Vec<usize> = lines
+        .skip(1)
+        .take(count - 1)
+        .map(|l| l[..10].parse().unwrap())
+        .collect();
+    assert!(entries.len() >= 5, "catalog, pages, page, content, image");
+    for (n, off) in entries.iter().enumerate() {
+        let want = format!("{} 0 obj", n + 1);
+        assert!(
+            pdf[*off..].starts_with(want.as_bytes()),
+            "object {} at {off}",
+            n + 1
+        );
+    }
+    assert!(text.contains("/Subtype /Image"));
 }

@@ -2,6 +2,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { REPO, UI_DIST, startNode, stopNode } from './nodes.js';
@@ -328,5 +329,37 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await card.screenshot({ path: join(SHOTS, 'z-report-ar-rtl.png') });
     await setLang(pageHub, 'en');
     await pageHub.setViewportSize(VIEWPORT);
+  });
+
+  it('adds a receipt printer on the dashboard and prints the X report on it', async () => {
+    // A virtual ESC/POS printer: a TCP server on 127.0.0.1 that keeps what it is sent.
+    const received = [];
+    const printer = createServer((sock) => {
+      const chunks = [];
+      sock.on('data', (c) => chunks.push(c));
+      sock.on('end', () => received.push(Buffer.concat(chunks)));
+    });
+    await new Promise((r) => printer.listen(0, '127.0.0.1', r));
+    try {
+      await pageHub.goto(`${hub.url}/#/dashboard`);
+      const card = pageHub.getByTestId('printers');
+      const form = card.getByTestId('add-printer');
+      await form.locator('input').first().fill('Counter');
+      await form.locator('select').selectOption('receipt');
+      await form.locator('input[dir=ltr]').fill(`127.0.0.1:${printer.address().port}`);
+      await form.locator('button[type=submit]').click();
+      await card.getByTestId('printer-row').filter({ hasText: 'Counter' }).waitFor({ timeout: T });
+      const reports = pageHub.getByTestId('reports');
+      await reports.getByTestId('x-report').click();
+      await reports.getByTestId('report-print').click();
+      await card.locator('[data-testid=print-job][data-state=done]').first().waitFor({ timeout: T });
+      assert.equal(received.length, 1);
+      const text = received[0].toString('latin1');
+      assert.match(text, /X REPORT/);
+      assert.match(text, /TOTAL/);
+      await card.screenshot({ path: join(SHOTS, 'printers-en.png') });
+    } finally {
+      printer.close();
+    }
   });
 });

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use capsule_print::{Align, Block, COLUMNS, columns, money};
 use capsule_print::{KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem};
 use capsule_protocol::Row;
-use capsule_store::{NewPrintJob, PrintDue, Store, StoreError};
+use capsule_store::{NewPrintJob, PrintDue, Report, Store, StoreError};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -64,6 +65,22 @@ pub struct Queued {
 
 fn printers(store: &Store) -> Result<Vec<Row>, StoreError> {
     store.table_rows("printer")
+}
+
+/// This node's receipt printer: the one set up for it, else one for any till.
+fn receipt_printer<'a>(store: &Store, printers: &'a [Row]) -> Option<&'a Row> {
+    let node = store.node_id();
+    let receipt = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("receipt");
+    printers
+        .iter()
+        .filter(receipt)
+        .find(|p| s(p, "node_id").as_deref() == Some(node))
+        .or_else(|| {
+            printers
+                .iter()
+                .filter(receipt)
+                .find(|p| s(p, "node_id").is_none())
+        })
 }
 
 fn enqueue(
@@ -181,19 +198,8 @@ pub fn queue_receipt(
 ) -> Result<Queued, StoreError> {
     let mut out = Queued::default();
     let order = Value::Object(store.pull("order", order_id, None)?.payload);
-    let node = store.node_id().to_string();
     let printers = printers(store)?;
-    let receipt_printer = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("receipt");
-    let printer = printers
-        .iter()
-        .filter(receipt_printer)
-        .find(|p| s(p, "node_id").as_deref() == Some(node.as_str()))
-        .or_else(|| {
-            printers
-                .iter()
-                .filter(receipt_printer)
-                .find(|p| s(p, "node_id").is_none())
-        });
+    let printer = receipt_printer(store, &printers);
     let Some(printer) = printer else {
         out.skipped.push("no receipt printer for this till".into());
         return Ok(out);
@@ -269,6 +275,124 @@ pub fn queue_receipt(
     };
     let blocks = capsule_print::receipt(&r);
     enqueue(store, &mut out, printer, &id, "receipt", order_id, &blocks)?;
+    Ok(out)
+}
+
+/// An X or Z report as the receipt printer prints it (and as its PDF shows it).
+pub fn report_blocks(r: &Report) -> Vec<Block> {
+    let d = u32::try_from(r.currency_digits.clamp(0, 3)).unwrap_or(2);
+    let m = |v: i64| money(v, d);
+    let line = |l: &str, v: String| Block::text(columns(l, &v, COLUMNS));
+    let title = match r.number {
+        Some(n) => format!("Z REPORT #{n}"),
+        None => "X REPORT".to_string(),
+    };
+    let mut b = vec![
+        Block::Text {
+            text: r.shop.clone().unwrap_or_default(),
+            align: Align::Center,
+            bold: true,
+            big: true,
+        },
+        Block::Text {
+            text: title,
+            align: Align::Center,
+            bold: true,
+            big: true,
+        },
+        Block::text(columns(
+            &r.taken_at
+                .replace('T', " ")
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            r.taken_by.as_deref().unwrap_or(""),
+            COLUMNS,
+        )),
+        Block::Rule,
+        line("Orders", r.orders.to_string()),
+        line("Guests", r.guests.to_string()),
+        line("Items", r.items.to_string()),
+        line("Gross sales", m(r.gross_sales)),
+        line("Discounts", format!("-{}", m(r.discounts))),
+        line("Net sales", m(r.net_sales)),
+        line("Service", m(r.service)),
+        line("VAT", m(r.tax)),
+        Block::Text {
+            text: columns(
+                "TOTAL",
+                &format!("{} {}", r.currency.as_deref().unwrap_or(""), m(r.total)),
+                COLUMNS / 2,
+            ),
+            align: Align::Left,
+            bold: true,
+            big: true,
+        },
+        Block::Rule,
+    ];
+    for p in &r.by_method {
+        b.push(line(&format!("{} ({})", p.method, p.count), m(p.amount)));
+    }
+    b.push(line(
+        &format!("Voided orders ({})", r.void_orders),
+        m(r.void_orders_amount),
+    ));
+    b.push(line(
+        &format!("Voided lines ({})", r.void_lines),
+        m(r.void_lines_amount),
+    ));
+    b.push(line(
+        &format!("Open orders ({})", r.open_orders),
+        m(r.open_orders_amount),
+    ));
+    b.push(Block::Rule);
+    b.push(Block::text("BY CATEGORY"));
+    for c in &r.by_category {
+        b.push(line(&format!("{} x {}", c.qty, c.name_en), m(c.amount)));
+    }
+    b.push(Block::Rule);
+    b.push(Block::text("BY ITEM"));
+    for c in &r.by_item {
+        b.push(line(&format!("{} x {}", c.qty, c.name_en), m(c.amount)));
+    }
+    b.push(Block::Rule);
+    b.push(Block::text("CASH BY SHIFT"));
+    for sh in &r.shifts {
+        b.push(Block::text(format!("{} ({})", sh.cashier, sh.status)));
+        b.push(line("  Expected", m(sh.expected_cash)));
+        if let Some(c) = sh.counted_cash {
+            b.push(line("  Counted", m(c)));
+        }
+        if let Some(diff) = sh.difference {
+            b.push(line("  Difference", m(diff)));
+        }
+    }
+    b.push(Block::Cut);
+    b
+}
+
+/// Queues a report on this node's receipt printer.
+pub fn queue_report(store: &Store, r: &Report, request: &str) -> Result<Queued, StoreError> {
+    let mut out = Queued::default();
+    let printers = printers(store)?;
+    let Some(printer) = receipt_printer(store, &printers) else {
+        out.skipped.push("no receipt printer for this node".into());
+        return Ok(out);
+    };
+    let about = match r.number {
+        Some(n) => format!("Z #{n}"),
+        None => "X".into(),
+    };
+    let id = job_id(&["report", &about, request]);
+    enqueue(
+        store,
+        &mut out,
+        printer,
+        &id,
+        "report",
+        &about,
+        &report_blocks(r),
+    )?;
     Ok(out)
 }
 

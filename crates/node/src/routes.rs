@@ -37,8 +37,10 @@ pub fn router(
         .route("/api/batches/{id}/tickets", post(reprint_tickets))
         .route("/api/print/jobs", get(print_jobs))
         .route("/api/reports/x", get(x_report))
+        .route("/api/reports/x/print", post(print_x))
         .route("/api/reports/z", get(z_list).post(take_z))
         .route("/api/reports/z/{number}", get(z_get))
+        .route("/api/reports/z/{number}/print", post(print_z))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{mid}/retry", post(outbox_retry))
         .route("/api/outbox/{mid}/discard", post(outbox_discard))
@@ -201,8 +203,30 @@ fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiErro
             )
                 .into_response())
         }
+        Some("pdf") => {
+            let name = match r.number {
+                Some(n) => format!("z-report-{n}.pdf"),
+                None => "x-report.pdf".into(),
+            };
+            // The PDF is the printed report, so paper and file always agree.
+            let bytes = capsule_print::encode(&crate::printing::report_blocks(&r))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let elements = capsule_print::decode(&bytes)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/pdf".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}\""),
+                    ),
+                ],
+                capsule_print::render_pdf(&elements),
+            )
+                .into_response())
+        }
         Some(other) => Err(ApiError::bad_request(format!(
-            "format '{other}' is not one of json, csv"
+            "format '{other}' is not one of json, csv, pdf"
         ))),
     }
 }
@@ -230,14 +254,53 @@ async fn z_get(
     Path(number): Path<String>,
     Query(f): Query<ReportFormat>,
 ) -> Result<Response, ApiError> {
-    let number: i64 = number
-        .parse()
-        .ok()
-        .filter(|n| (1..=1_000_000_000).contains(n))
-        .ok_or_else(|| ApiError::bad_request("a Z report number is an integer from 1"))?;
+    let number = z_number(&number)?;
     let store = s.store.clone();
     let r = tokio::task::spawn_blocking(move || store.z_report(number)).await??;
     report_response(r, &f)
+}
+
+fn z_number(text: &str) -> Result<i64, ApiError> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=1_000_000_000).contains(n))
+        .ok_or_else(|| ApiError::bad_request("a Z report number is an integer from 1"))
+}
+
+/// `POST /api/reports/x/print` `{"request_id"}`: the X report on this node's receipt printer.
+async fn print_x(
+    State(s): State<CommandState>,
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    let request =
+        print_request(body)?.ok_or_else(|| ApiError::bad_request("printing needs a request_id"))?;
+    let store = s.store.clone();
+    let q = tokio::task::spawn_blocking(move || {
+        let r = store.x_report()?;
+        crate::printing::queue_report(&store, &r, &request)
+    })
+    .await??;
+    s.print_wake.notify_one();
+    Ok(Json(q))
+}
+
+/// `POST /api/reports/z/{number}/print` `{"request_id"}`: a Z report on the receipt printer.
+async fn print_z(
+    State(s): State<CommandState>,
+    Path(number): Path<String>,
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    let number = z_number(&number)?;
+    let request =
+        print_request(body)?.ok_or_else(|| ApiError::bad_request("printing needs a request_id"))?;
+    let store = s.store.clone();
+    let q = tokio::task::spawn_blocking(move || {
+        let r = store.z_report(number)?;
+        crate::printing::queue_report(&store, &r, &request)
+    })
+    .await??;
+    s.print_wake.notify_one();
+    Ok(Json(q))
 }
 
 #[derive(Deserialize)]

@@ -128,8 +128,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, String> {
     Ok(out)
 }
 
-/// The paper as a PNG (white, black ink), 576 dots wide plus margins.
-pub fn render_png(elements: &[Element]) -> Vec<u8> {
+/// The paper as a picture: 576 dots wide plus margins, one bit per dot.
+pub fn render(elements: &[Element]) -> Bitmap {
     const MARGIN: u32 = 16;
     let mut rows: Vec<Bitmap> = Vec::new();
     for e in elements {
@@ -157,25 +157,102 @@ pub fn render_png(elements: &[Element]) -> Vec<u8> {
     }
     let width = PAPER_DOTS + 2 * MARGIN;
     let height = rows.iter().map(|r| r.height).sum::<u32>() + 2 * MARGIN;
-    let mut pixels = vec![255u8; (width * height) as usize];
+    let mut page = Bitmap::new(width, height);
     let mut y0 = MARGIN;
     for r in &rows {
         for y in 0..r.height {
             for x in 0..r.width.min(PAPER_DOTS) {
                 if r.get(x, y) {
-                    pixels[((y0 + y) * width + MARGIN + x) as usize] = 0;
+                    page.set(MARGIN + x, y0 + y);
                 }
             }
         }
         y0 += r.height;
     }
+    page
+}
+
+/// The paper as a PNG (white, black ink).
+pub fn render_png(elements: &[Element]) -> Vec<u8> {
+    let page = render(elements);
+    let mut pixels = Vec::with_capacity((page.width * page.height) as usize);
+    for y in 0..page.height {
+        for x in 0..page.width {
+            pixels.push(if page.get(x, y) { 0u8 } else { 255 });
+        }
+    }
     let mut png = Vec::new();
     {
-        let mut enc = png::Encoder::new(&mut png, width, height);
+        let mut enc = png::Encoder::new(&mut png, page.width, page.height);
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Eight);
         let mut w = enc.write_header().expect("in-memory PNG");
         w.write_image_data(&pixels).expect("in-memory PNG");
     }
     png
+}
+
+/// The paper as a one-page PDF, printed at the paper's own size (80 mm wide, 203 dpi).
+///
+/// Written by hand rather than with a PDF crate: the page is one 1-bit image, which takes
+/// five small objects, and every PDF library would add a large dependency tree for it.
+pub fn render_pdf(elements: &[Element]) -> Vec<u8> {
+    let page = render(elements);
+    // 203 dots per inch, 72 points per inch.
+    let (w_pt, h_pt) = (
+        page.width as f64 * 72.0 / 203.0,
+        page.height as f64 * 72.0 / 203.0,
+    );
+    let content = format!("q {w_pt:.2} 0 0 {h_pt:.2} 0 0 cm /Im0 Do Q\n");
+    let objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w_pt:.2} {h_pt:.2}] \
+             /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>"
+        )
+        .into_bytes(),
+        [
+            format!("<< /Length {} >>\nstream\n", content.len()).into_bytes(),
+            content.into_bytes(),
+            b"endstream".to_vec(),
+        ]
+        .concat(),
+        [
+            format!(
+                "<< /Type /XObject /Subtype /Image /Width {} /Height {} /ColorSpace /DeviceGray \
+                 /BitsPerComponent 1 /Decode [1 0] /Length {} >>\nstream\n",
+                page.width,
+                page.height,
+                page.bits.len()
+            )
+            .into_bytes(),
+            page.bits.clone(),
+            b"\nendstream".to_vec(),
+        ]
+        .concat(),
+    ];
+    let mut pdf = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
+    let mut offsets = Vec::new();
+    for (n, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n", n + 1).as_bytes());
+        pdf.extend_from_slice(body);
+        pdf.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
 }

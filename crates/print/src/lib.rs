@@ -11,7 +11,7 @@ mod decode;
 mod shape;
 mod tickets;
 
-pub use decode::{Element, decode, render_png};
+pub use decode::{Element, decode, render, render_pdf, render_png};
 pub use shape::{Bitmap, raster_line};
 pub use tickets::{
     KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem, kitchen_ticket, receipt,

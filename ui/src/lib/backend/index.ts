@@ -12,6 +12,8 @@ import type {
   Report,
   Row,
   ZReportSummary,
+  PrintJob,
+  PrintQueued,
   Schema,
 } from './types';
 
@@ -92,6 +94,15 @@ export const api = {
   outboxDiscard: (mid: string) => call<unknown>('POST', `/api/outbox/${encodeURIComponent(mid)}/discard`, {}),
   metrics: () => call<Metrics>('GET', '/api/metrics'),
   xReport: () => call<Report>('GET', '/api/reports/x'),
+  printReceipt: (orderId: string, requestId?: string) =>
+    call<PrintQueued>('POST', `/api/orders/${encodeURIComponent(orderId)}/receipt`, requestId ? { request_id: requestId } : {}),
+  reprintTickets: (batchId: string, requestId: string) =>
+    call<PrintQueued>('POST', `/api/batches/${encodeURIComponent(batchId)}/tickets`, { request_id: requestId }),
+  printReport: (number: number | null, requestId: string) =>
+    call<PrintQueued>('POST', number === null ? '/api/reports/x/print' : `/api/reports/z/${number}/print`, {
+      request_id: requestId,
+    }),
+  printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
   zReports: () => call<{ reports: ZReportSummary[] }>('GET', '/api/reports/z'),
   zReport: (n: number) => call<Report>('GET', `/api/reports/z/${n}`),
   takeZ: (takenBy: string) => call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null }),

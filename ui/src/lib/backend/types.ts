@@ -74,7 +74,7 @@ export interface BackupStatus {
   count: number;
 }
 
-export type EntityName = 'order' | 'job' | 'batch' | 'shift' | 'settings' | 'category' | 'item';
+export type EntityName = 'order' | 'job' | 'batch' | 'shift' | 'settings' | 'category' | 'item' | 'printer';
 
 export interface SchemaEntity {
   table: string;
@@ -209,4 +209,25 @@ export interface ZReportSummary {
   taken_by: string | null;
   orders: number;
   total: number;
+}
+
+/** What a print request queued (GET-free: printing happens in the node's background). */
+export interface PrintQueued {
+  queued: string[];
+  already: string[];
+  skipped: string[];
+}
+
+export interface PrintJob {
+  id: string;
+  printer_id: string;
+  printer: string;
+  address: string;
+  kind: 'receipt' | 'kitchen' | 'report';
+  about: string;
+  created_at: string;
+  state: 'pending' | 'done';
+  attempts: number;
+  error: string | null;
+  bytes: number;
 }

@@ -223,3 +223,20 @@ export async function saveSettings(row: Partial<Settings> & { id: string }): Pro
 }
 
 export const newId = uuid;
+
+/** The order's receipt on this till's printer: once per state of payment, however often asked. */
+export async function printReceipt(orderId: string, copy = false): Promise<void> {
+  const r = await api.printReceipt(orderId, copy ? uuid() : undefined);
+  if (copy && r.skipped.length) throw new Error(r.skipped.join('; '));
+}
+
+/** A round's kitchen tickets again, marked as a reprint. */
+export async function reprintTickets(batchId: string): Promise<void> {
+  const r = await api.reprintTickets(batchId, uuid());
+  if (r.skipped.length && !r.queued.length) throw new Error(r.skipped.join('; '));
+}
+
+export async function savePrinter(row: Record<string, unknown> & { id: string }, insert: boolean): Promise<void> {
+  await api.mutate([{ table: 'printer', action: insert ? 'insert' : 'merge', row: { ...row, updated_at: now() } }]);
+  touch('printer', row.id, ['header']);
+}

@@ -57,6 +57,18 @@ export interface MenuItem {
   modifiers: Modifier[];
 }
 
+/** A network printer (ESC/POS on raw TCP). */
+export interface Printer {
+  id: string;
+  name: string;
+  role: 'receipt' | 'kitchen';
+  station: string | null;
+  address: string;
+  node_id: string | null;
+  drawer: boolean;
+  updated_at: string | null;
+}
+
 export interface OrderLine {
   id: string;
   order_id: string;

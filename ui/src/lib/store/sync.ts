@@ -3,11 +3,11 @@ import { writable, derived, get, type Readable } from 'svelte/store';
 import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
-import type { Batch, Category, Job, MenuItem, Order, Settings, Shift } from './model';
+import type { Batch, Category, Job, MenuItem, Order, Printer, Settings, Shift } from './model';
 import { setMoneyUnit } from '../format';
 import { setModifierNames } from '../i18n';
 
-export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item'] as const;
+export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer'] as const;
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
@@ -21,6 +21,7 @@ const stores = {
   settings: writable(new Map<string, EntityRec<Settings>>()),
   category: writable(new Map<string, EntityRec<Category>>()),
   item: writable(new Map<string, EntityRec<MenuItem>>()),
+  printer: writable(new Map<string, EntityRec<Printer>>()),
 };
 
 export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
@@ -29,6 +30,7 @@ export const batches: Readable<Map<string, EntityRec<Batch>>> = stores.batch;
 export const shifts: Readable<Map<string, EntityRec<Shift>>> = stores.shift;
 export const categories: Readable<Map<string, EntityRec<Category>>> = stores.category;
 export const items: Readable<Map<string, EntityRec<MenuItem>>> = stores.item;
+export const printers: Readable<Map<string, EntityRec<Printer>>> = stores.printer;
 
 /** The shop settings row, null until it is loaded (a shop that has none yet). */
 export const settings: Readable<Settings | null> = derived(
