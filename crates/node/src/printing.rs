@@ -53,7 +53,7 @@ fn order_label(order: &Value) -> String {
 }
 
 /// What queuing did, for the caller's answer.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Queued {
     /// Jobs queued now.
     pub queued: Vec<String>,

@@ -8,12 +8,98 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use capsule_protocol::{MutationBatch, Outbox as Outbox_};
+use capsule_protocol::{ErrorBody, MutationBatch, Outbox as Outbox_};
 use capsule_replica::Outbox;
 use capsule_server::{ApiError, MutationHandler};
 use capsule_store::{Report, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// The OpenAPI description of the node's own routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        openapi_json,
+        outbox_list,
+        outbox_retry,
+        outbox_discard,
+        send_to_kitchen,
+        print_receipt,
+        reprint_tickets,
+        print_jobs,
+        x_report,
+        z_list,
+        z_get,
+        take_z,
+        print_x,
+        print_z
+    ),
+    components(schemas(
+        PrintRequest,
+        TakeZ,
+        Report,
+        crate::printing::Queued,
+        Outbox_,
+        ErrorBody
+    ))
+)]
+pub struct NodeApiDoc;
+
+/// Every route a node serves, described: the shared API and the node's own.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = capsule_server::api::ApiDoc::openapi();
+    doc.merge(NodeApiDoc::openapi());
+    // What the guard and the framework answer before a route runs, on every operation.
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.put, true),
+            (&mut item.delete, true),
+            (&mut item.patch, true),
+        ];
+        for (op, changes_state) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let mut add = |code: &str, why: &str| {
+                op.responses
+                    .responses
+                    .entry(code.into())
+                    .or_insert_with(|| {
+                        utoipa::openapi::ResponseBuilder::new()
+                            .description(why)
+                            .content(
+                                "application/json",
+                                utoipa::openapi::ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                        "ErrorBody",
+                                    )))
+                                    .build(),
+                            )
+                            .into()
+                    });
+            };
+            add(
+                "403",
+                "refused: sent to a name that is not this node's, or from another site's page",
+            );
+            if changes_state {
+                add("413", "the body is too large");
+                add(
+                    "415",
+                    "the body is not JSON (Content-Type: application/json)",
+                );
+            }
+        }
+    }
+    doc.info.title = "Capsule POS node API".into();
+    doc.info.description = Some(
+        "Every node (hub, till, kitchen screen) serves this API on the shop's LAN. Errors are \
+         always a JSON body `{\"error\": \"...\"}` with a 4xx or 5xx status."
+            .into(),
+    );
+    doc
+}
 
 #[derive(Clone)]
 struct CommandState {
@@ -41,6 +127,7 @@ pub fn router(
         .route("/api/reports/z", get(z_list).post(take_z))
         .route("/api/reports/z/{number}", get(z_get))
         .route("/api/reports/z/{number}/print", post(print_z))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{mid}/retry", post(outbox_retry))
         .route("/api/outbox/{mid}/discard", post(outbox_discard))
@@ -52,7 +139,15 @@ pub fn router(
         })
 }
 
+/// `GET /api/openapi.json`: this document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "node",
+    responses((status = 200, description = "the OpenAPI 3 description of every route", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
 /// `GET /api/outbox`: what this node still owes the hub, and what the hub refused.
+#[utoipa::path(get, path = "/api/outbox", tag = "till", responses((status = 200, body = Outbox_)))]
 async fn outbox_list(State(s): State<CommandState>) -> Result<Json<Outbox_>, ApiError> {
     let store = s.store.clone();
     let all = tokio::task::spawn_blocking(move || store.outbox_list()).await??;
@@ -61,6 +156,8 @@ async fn outbox_list(State(s): State<CommandState>) -> Result<Json<Outbox_>, Api
 }
 
 /// Puts a refused write back in line (the manager fixed what the hub objected to).
+#[utoipa::path(post, path = "/api/outbox/{mid}/retry", tag = "till", params(("mid" = String, Path)),
+    responses((status = 200, description = "`{requeued}`", body = Object), (status = 400, body = ErrorBody)))]
 async fn outbox_retry(
     State(s): State<CommandState>,
     Path(mid): Path<String>,
@@ -74,6 +171,8 @@ async fn outbox_retry(
 }
 
 /// Drops a refused write for good.
+#[utoipa::path(post, path = "/api/outbox/{mid}/discard", tag = "till", params(("mid" = String, Path)),
+    responses((status = 200, description = "`{discarded}`", body = Object), (status = 400, body = ErrorBody)))]
 async fn outbox_discard(
     State(s): State<CommandState>,
     Path(mid): Path<String>,
@@ -85,6 +184,10 @@ async fn outbox_discard(
 
 /// Plans from this node's data, then submits through the node's own mutation path (applied
 /// on the hub, forwarded from a till).
+#[utoipa::path(post, path = "/api/orders/{id}/send-to-kitchen", tag = "orders", params(("id" = String, Path)),
+    responses((status = 200, description = "`{batch_id, results, print}`", body = Object),
+              (status = 404, body = ErrorBody), (status = 409, description = "no new lines to send", body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 async fn send_to_kitchen(
     State(s): State<CommandState>,
     Path(id): Path<String>,
@@ -114,7 +217,7 @@ async fn send_to_kitchen(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PrintRequest {
     /// A reprint: the caller's id for this request (a retry with the same id prints once).
@@ -137,6 +240,9 @@ fn print_request(
 
 /// `POST /api/orders/{id}/receipt` `{"request_id"?}`: the order's receipt on this till's
 /// receipt printer (a cash payment opens the drawer).
+#[utoipa::path(post, path = "/api/orders/{id}/receipt", tag = "printing", params(("id" = String, Path)),
+    request_body = PrintRequest,
+    responses((status = 200, body = crate::printing::Queued), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn print_receipt(
     State(s): State<CommandState>,
     Path(id): Path<String>,
@@ -154,6 +260,9 @@ async fn print_receipt(
 
 /// `POST /api/batches/{id}/tickets` `{"request_id"}`: the round's kitchen tickets again,
 /// marked as a reprint.
+#[utoipa::path(post, path = "/api/batches/{id}/tickets", tag = "printing", params(("id" = String, Path)),
+    request_body = PrintRequest,
+    responses((status = 200, body = crate::printing::Queued), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn reprint_tickets(
     State(s): State<CommandState>,
     Path(id): Path<String>,
@@ -171,6 +280,8 @@ async fn reprint_tickets(
 }
 
 /// `GET /api/print/jobs`: this node's latest print jobs and where each stands.
+#[utoipa::path(get, path = "/api/print/jobs", tag = "printing",
+    responses((status = 200, description = "`{jobs}`: this node's latest print jobs", body = Object)))]
 async fn print_jobs(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> {
     let store = s.store.clone();
     let jobs = tokio::task::spawn_blocking(move || store.print_jobs(100)).await??;
@@ -232,6 +343,9 @@ fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiErro
 }
 
 /// `GET /api/reports/x`: the shift so far (since the last Z), from this node's data.
+#[utoipa::path(get, path = "/api/reports/x", tag = "reports",
+    params(("format" = Option<String>, Query, description = "json (default), csv or pdf")),
+    responses((status = 200, body = Report), (status = 400, body = ErrorBody)))]
 async fn x_report(
     State(s): State<CommandState>,
     Query(f): Query<ReportFormat>,
@@ -242,6 +356,8 @@ async fn x_report(
 }
 
 /// `GET /api/reports/z`: the Z reports taken so far.
+#[utoipa::path(get, path = "/api/reports/z", tag = "reports",
+    responses((status = 200, description = "`{reports}`: number, taken_at, taken_by, orders, total", body = Object)))]
 async fn z_list(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> {
     let store = s.store.clone();
     let list = tokio::task::spawn_blocking(move || store.z_reports()).await??;
@@ -249,6 +365,9 @@ async fn z_list(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> 
 }
 
 /// `GET /api/reports/z/{number}`: a Z report exactly as it was taken.
+#[utoipa::path(get, path = "/api/reports/z/{number}", tag = "reports",
+    params(("number" = i64, Path, minimum = 1, maximum = 1_000_000_000), ("format" = Option<String>, Query, description = "json (default), csv or pdf")),
+    responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn z_get(
     State(s): State<CommandState>,
     Path(number): Path<String>,
@@ -268,6 +387,8 @@ fn z_number(text: &str) -> Result<i64, ApiError> {
 }
 
 /// `POST /api/reports/x/print` `{"request_id"}`: the X report on this node's receipt printer.
+#[utoipa::path(post, path = "/api/reports/x/print", tag = "reports", request_body = PrintRequest,
+    responses((status = 200, body = crate::printing::Queued), (status = 400, body = ErrorBody)))]
 async fn print_x(
     State(s): State<CommandState>,
     body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
@@ -285,6 +406,9 @@ async fn print_x(
 }
 
 /// `POST /api/reports/z/{number}/print` `{"request_id"}`: a Z report on the receipt printer.
+#[utoipa::path(post, path = "/api/reports/z/{number}/print", tag = "reports", params(("number" = i64, Path, minimum = 1, maximum = 1_000_000_000)),
+    request_body = PrintRequest,
+    responses((status = 200, body = crate::printing::Queued), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn print_z(
     State(s): State<CommandState>,
     Path(number): Path<String>,
@@ -303,7 +427,7 @@ async fn print_z(
     Ok(Json(q))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TakeZ {
     taken_by: Option<String>,
@@ -312,6 +436,10 @@ struct TakeZ {
 /// `POST /api/reports/z` `{"taken_by"?}`: closes the business day. Only the hub holds every
 /// finished order up to its version, so a till refuses (409) and the manager takes it on the
 /// hub's dashboard.
+#[utoipa::path(post, path = "/api/reports/z", tag = "reports", request_body = TakeZ,
+    responses((status = 201, description = "the Z report, as stored", body = Report), (status = 400, body = ErrorBody),
+              (status = 409, description = "this node is a till, or another Z took this number", body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 async fn take_z(
     State(s): State<CommandState>,
     body: Result<Json<TakeZ>, axum::extract::rejection::JsonRejection>,

@@ -10,7 +10,7 @@ pub type Row = Map<String, Value>;
 
 /// The signal the hub broadcasts after a committed change: which parts of which entity moved,
 /// and to what version. It never carries row data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capsule {
     pub entity: String,
     pub id: String,
@@ -35,7 +35,7 @@ fn is_false(b: &bool) -> bool {
 /// Stream positions are the hub's capsule-log sequence numbers. A frame covering log entries
 /// `from..=seq` follows one that ended at `from - 1` or later; a subscriber that sees
 /// `from > last + 1` has a gap and asks for the missing range.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
     /// First frame on every connection.
@@ -93,7 +93,7 @@ impl Frame {
 }
 
 /// How the hub streams an entity (the rollout path from the old full-row system).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Full rows over WS, as the old system did.
@@ -137,7 +137,7 @@ impl std::str::FromStr for Mode {
 }
 
 /// `GET /api/changes?since=` answer: capsules of log entries after `since`, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Changes {
     pub since: i64,
     /// Last position included (== since when there is nothing new).
@@ -147,7 +147,7 @@ pub struct Changes {
     pub more: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Create a row; fails if the id exists.
@@ -160,7 +160,7 @@ pub enum Action {
     Delete,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mutation {
     /// Unique mutation id (a UUID); a repeated mid is a harmless retry.
@@ -169,6 +169,7 @@ pub struct Mutation {
     pub action: Action,
     /// Column -> value; a column named twice is refused (JSON would keep the last silently).
     #[serde(deserialize_with = "row_without_duplicate_keys")]
+    #[schema(value_type = Object)]
     pub row: Row,
     /// The hub version of the row's entity as the writer saw it (a till fills it from its
     /// replica). Lets the hub tell a stale edit (made before someone else's newer change) from
@@ -220,7 +221,7 @@ impl Mutation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutationBatch {
     pub mutations: Vec<Mutation>,
@@ -230,7 +231,7 @@ pub struct MutationBatch {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MutationStatus {
     Applied,
@@ -240,7 +241,7 @@ pub enum MutationStatus {
     Duplicate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MutationResult {
     pub mid: String,
     pub status: MutationStatus,
@@ -248,13 +249,13 @@ pub struct MutationResult {
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MutationResponse {
     pub results: Vec<MutationResult>,
 }
 
 /// `GET /api/entities/:entity/:id` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntityParts {
     pub entity: String,
     pub id: String,
@@ -265,15 +266,17 @@ pub struct EntityParts {
     pub pv: BTreeMap<String, i64>,
     /// Exactly the columns of the requested parts; a child part is an array of child rows
     /// under the part's name.
+    #[schema(value_type = Object)]
     pub payload: Row,
 }
 
 /// One entity in a batch pull.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PulledItem {
     pub id: String,
     pub v: i64,
     pub pv: BTreeMap<String, i64>,
+    #[schema(value_type = Object)]
     pub payload: Row,
     /// Child parts sent as a delta (the puller said which version it holds): the payload
     /// holds only the child rows changed after that version, and this lists every child id
@@ -283,7 +286,7 @@ pub struct PulledItem {
 }
 
 /// `GET /api/entities?entity=&ids=&parts=` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchPull {
     pub entity: String,
     pub parts: Vec<String>,
@@ -293,23 +296,24 @@ pub struct BatchPull {
 }
 
 /// `GET /api/snapshot` answer: every synced row, consistent at stream position `seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub node_id: String,
     pub seq: i64,
     pub v: i64,
     /// Table name -> rows, each with its `id`, columns and version columns.
+    #[schema(value_type = Object)]
     pub tables: BTreeMap<String, Vec<Row>>,
 }
 
 /// Body of every 4xx/5xx answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
 }
 
 /// `GET /api/status`: what a node is and how its link to the hub is doing; the UI shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub node_id: String,
     /// `hub` or `till`.
@@ -351,7 +355,7 @@ pub struct NodeStatus {
 /// Which term a hub serves and what it took over: a follower whose data came from the hub and
 /// term this one took over from, no newer than `from_v`, catches up by version; any other
 /// follower takes a snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lineage {
     #[serde(default)]
     pub term: i64,
@@ -366,7 +370,7 @@ pub struct Lineage {
 }
 
 /// One node of the mesh as another node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerStatus {
     pub node_id: String,
     /// A name staff know it by (`--name`, e.g. "Till 2").
@@ -382,7 +386,7 @@ pub struct PeerStatus {
 }
 
 /// The last change of hub this node saw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubChange {
     pub term: i64,
     pub hub_node_id: String,
@@ -393,7 +397,7 @@ pub struct HubChange {
 
 /// `GET /api/changed?since_v=V`: which entities moved after hub version V, so a till that
 /// was current under another hub catches up without a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangedSince {
     /// The hub's version when this was read.
     pub v: i64,
@@ -406,13 +410,13 @@ pub struct ChangedSince {
 /// `GET /api/journal?after=V`: the writes the hub's data holds, applied after version V, as
 /// sent. Every replica that may become hub keeps them, so a write retried across a failover
 /// stays a duplicate and a hub that loses a partition can replay what the winner lacks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JournalPage {
     pub entries: Vec<JournalEntry>,
     pub more: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JournalEntry {
     pub mid: String,
     /// The version the hub applied it at.
@@ -421,7 +425,7 @@ pub struct JournalEntry {
 }
 
 /// One write in a till's outbox (`GET /api/outbox`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutboxEntry {
     pub mid: String,
     pub table: String,
@@ -440,7 +444,7 @@ pub struct OutboxEntry {
 }
 
 /// `GET /api/outbox` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outbox {
     /// Waiting for the hub (pending or sent but not yet seen back), oldest first.
     pub pending: Vec<OutboxEntry>,
@@ -448,7 +452,7 @@ pub struct Outbox {
 }
 
 /// What the dashboard shows of a node's scheduled backups.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupStatus {
     pub dir: String,
     pub every_s: u64,
@@ -464,7 +468,7 @@ pub struct BackupStatus {
 }
 
 /// Who is connecting to `/ws`, from its query string.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct WsParams {
     /// Replay log entries after this position before going live.
     pub since: Option<i64>,
@@ -477,7 +481,7 @@ pub struct WsParams {
 }
 
 /// `POST /api/admin/modes`: one entity's rollout mode.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetMode {
     pub entity: String,
@@ -485,7 +489,7 @@ pub struct SetMode {
 }
 
 /// `POST /api/nodes/report`: a follower's periodic word on its sync, for the hub dashboard.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
     pub node_id: String,

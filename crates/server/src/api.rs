@@ -12,7 +12,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use capsule_protocol::{Changes, Mode, MutationBatch, MutationResponse, NodeStatus};
+use capsule_protocol::{
+    BatchPull, ChangedSince, Changes, EntityParts, ErrorBody, JournalPage, Mode, MutationBatch,
+    MutationResponse, NodeStatus, Snapshot,
+};
 use capsule_store::Store;
 use serde_json::{Value, json};
 
@@ -55,6 +58,49 @@ pub struct ApiState {
 /// Bodies up to this many bytes are not compressed.
 const COMPRESS_ABOVE: u16 = 1400;
 
+/// The OpenAPI description of the routes every node serves (the node adds its own).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        schema,
+        status,
+        mutations,
+        pull_one,
+        pull_many,
+        table_rows,
+        snapshot,
+        changed,
+        journal,
+        changes,
+        get_modes,
+        set_modes,
+        node_report,
+        prometheus,
+        metrics_json,
+        ws,
+        healthz
+    ),
+    components(schemas(
+        ErrorBody,
+        NodeStatus,
+        MutationBatch,
+        MutationResponse,
+        EntityParts,
+        BatchPull,
+        Snapshot,
+        Changes,
+        SetMode,
+        NodeReport
+    ))
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/healthz", tag = "node",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 pub fn router(state: ApiState) -> Router {
     let wire = state.stream.metrics().clone();
     // Where the bytes are (pulls, snapshots, change lists, the journal, tables): gzip for a
@@ -87,7 +133,7 @@ pub fn router(state: ApiState) -> Router {
             async move { count_body_bytes(res, wire) }
         }));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
         .route("/api/metrics", get(metrics_json))
         .route("/api/schema", get(schema))
@@ -130,14 +176,29 @@ pub fn hub_mutations(writer: WriteQueue) -> MutationHandler {
     })
 }
 
+#[utoipa::path(get, path = "/api/schema", tag = "sync",
+    responses((status = 200, description = "entities, parts, tables and every column's type, range and writability", body = Object)))]
 async fn schema(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(s.store.schema().to_api_json())
 }
 
+#[utoipa::path(get, path = "/api/status", tag = "node",
+    responses((status = 200, description = "this node's role, link state and hub", body = NodeStatus)))]
 async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
     Json((s.status)())
 }
 
+#[utoipa::path(post, path = "/api/mutations", tag = "sync", request_body = MutationBatch,
+    responses(
+        (status = 200, description = "all applied (or duplicates of applied ones)", body = MutationResponse),
+        (status = 202, description = "a till: committed locally, queued for the hub", body = MutationResponse),
+        (status = 400, description = "bad input: nothing written", body = ErrorBody),
+        (status = 404, description = "a merge or delete of a row that does not exist", body = ErrorBody),
+        (status = 409, description = "conflicts with stored data (an existing id, an immutable row, a closed day)", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 424, description = "a child row whose parent does not exist", body = ErrorBody),
+        (status = 503, description = "this node cannot write now (not the hub, or the hub is out of reach)", body = ErrorBody)))]
 async fn mutations(
     State(s): State<ApiState>,
     body: Result<Json<MutationBatch>, JsonRejection>,
@@ -163,6 +224,10 @@ async fn mutations(
     Ok((code, Json(out)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/entities/{entity}/{id}", tag = "sync",
+    params(("entity" = String, Path, description = "entity name from /api/schema"), ("id" = String, Path),
+           ("parts" = Option<String>, Query, description = "comma-separated parts; all when left out")),
+    responses((status = 200, body = EntityParts), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pull_one(
     State(s): State<ApiState>,
     Path((entity, id)): Path<(String, String)>,
@@ -177,6 +242,11 @@ async fn pull_one(
     Ok(Json(out).into_response())
 }
 
+#[utoipa::path(get, path = "/api/entities", tag = "sync",
+    params(("entity" = String, Query), ("ids" = String, Query, description = "comma-separated ids"),
+           ("parts" = Option<String>, Query, description = "comma-separated parts"),
+           ("have" = Option<String>, Query, description = "one version per id: child parts come as deltas")),
+    responses((status = 200, body = BatchPull), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pull_many(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
@@ -241,6 +311,9 @@ async fn pull_many(
     Ok(Json(out).into_response())
 }
 
+#[utoipa::path(get, path = "/api/tables/{table}", tag = "sync",
+    params(("table" = String, Path, description = "a synced table from /api/schema")),
+    responses((status = 200, description = "`{rows}`", body = Object), (status = 404, body = ErrorBody)))]
 async fn table_rows(
     State(s): State<ApiState>,
     Path(table): Path<String>,
@@ -256,6 +329,9 @@ async fn table_rows(
 
 /// `GET /api/snapshot[?light=1]`: encoded here, off the async threads, so its size and build
 /// time can be measured.
+#[utoipa::path(get, path = "/api/snapshot", tag = "sync",
+    params(("light" = Option<String>, Query, description = "1: only open business")),
+    responses((status = 200, body = Snapshot), (status = 400, body = ErrorBody)))]
 async fn snapshot(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
@@ -364,6 +440,9 @@ fn int_param(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
 }
 
 /// Entities changed after a version: how a till current under an earlier hub catches up.
+#[utoipa::path(get, path = "/api/changed", tag = "sync",
+    params(("since_v" = i64, Query, minimum = 0)),
+    responses((status = 200, body = ChangedSince), (status = 400, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn changed(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
@@ -376,6 +455,9 @@ async fn changed(
 }
 
 /// The writes this node's data holds after a version, for replicas that may become hub.
+#[utoipa::path(get, path = "/api/journal", tag = "sync",
+    params(("after" = i64, Query, minimum = 0), ("upto" = Option<i64>, Query, minimum = 0)),
+    responses((status = 200, body = JournalPage), (status = 400, body = ErrorBody)))]
 async fn journal(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
@@ -392,6 +474,9 @@ async fn journal(
     ))
 }
 
+#[utoipa::path(get, path = "/api/changes", tag = "sync",
+    params(("since" = i64, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 10000)),
+    responses((status = 200, body = Changes), (status = 400, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn changes(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
@@ -461,6 +546,8 @@ async fn changes(
     }))
 }
 
+#[utoipa::path(get, path = "/api/admin/modes", tag = "node",
+    responses((status = 200, description = "rollout mode per entity", body = Object), (status = 404, body = ErrorBody)))]
 async fn get_modes(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let modes = s
         .modes
@@ -469,6 +556,8 @@ async fn get_modes(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "modes": modes.all() })))
 }
 
+#[utoipa::path(post, path = "/api/admin/modes", tag = "node", request_body = SetMode,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_modes(
     State(s): State<ApiState>,
     body: Result<Json<SetMode>, JsonRejection>,
@@ -486,6 +575,8 @@ async fn set_modes(
 
 /// `POST /api/nodes/report`: a till's periodic report of how its sync is doing, so the hub
 /// dashboard can show every node's state, lag and merge latency.
+#[utoipa::path(post, path = "/api/nodes/report", tag = "node", request_body = NodeReport,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn node_report(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -525,6 +616,8 @@ async fn node_report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 async fn prometheus(State(s): State<ApiState>) -> Response {
     let mut out = String::new();
     s.stream.metrics().render(&mut out);
@@ -574,6 +667,7 @@ async fn prometheus(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/metrics", tag = "node", responses((status = 200, body = Object)))]
 async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
     let last = s.stream.last_seq();
     let subs: Vec<Value> = s
@@ -619,6 +713,12 @@ async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
     Json(out)
 }
 
+#[utoipa::path(get, path = "/ws", tag = "sync",
+    params(("since" = Option<i64>, Query), ("hub" = Option<String>, Query), ("term" = Option<i64>, Query),
+           ("node" = Option<String>, Query), ("role" = Option<String>, Query)),
+    responses((status = 101, description = "WebSocket: `hello`, then capsule frames"),
+              (status = 400, description = "not a WebSocket upgrade, or bad parameters", body = ErrorBody),
+              (status = 503, description = "too many subscribers", body = ErrorBody)))]
 async fn ws(
     State(s): State<ApiState>,
     params: Result<Query<WsParams>, axum::extract::rejection::QueryRejection>,

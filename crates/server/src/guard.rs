@@ -10,7 +10,7 @@
 //!   send no `Origin` (tills, scripts, the desktop shell) are not browsers' cross-site requests.
 //! - State changes must be `Content-Type: application/json` (415): an HTML form cannot send it
 //!   without a preflight, and preflights are answered without any `Access-Control-Allow-*`.
-//! - Every error answer under `/api`, `/ws` and `/metrics` is JSON `{"error": ...}`, including
+//! - Every error answer under `/api`, `/ws`, `/metrics` and `/healthz` is JSON `{"error": ...}`, including
 //!   the framework's own (unknown method, bad query string, body too large).
 
 use std::sync::Arc;
@@ -145,7 +145,7 @@ pub async fn guard(State(hosts): State<Arc<Hosts>>, req: Request, next: Next) ->
     }
     let api = {
         let p = req.uri().path();
-        p.starts_with("/api") || p.starts_with("/ws") || p == "/metrics"
+        p.starts_with("/api") || p.starts_with("/ws") || p == "/metrics" || p == "/healthz"
     };
     let resp = next.run(req).await;
     if api && (resp.status().is_client_error() || resp.status().is_server_error()) {

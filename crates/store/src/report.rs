@@ -18,7 +18,7 @@ use crate::sql::meta_i64;
 use crate::{Result, Store, StoreError, meta};
 
 /// One row of a "by category" or "by item" table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SalesRow {
     pub key: String,
@@ -29,7 +29,7 @@ pub struct SalesRow {
     pub amount: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct MethodRow {
     pub method: String,
@@ -37,7 +37,7 @@ pub struct MethodRow {
     pub amount: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ShiftRow {
     pub id: String,
@@ -56,7 +56,7 @@ pub struct ShiftRow {
 }
 
 /// An X or Z report. Money in minor units of `currency`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Report {
     /// "X" or "Z".
