@@ -10,6 +10,71 @@ use serde_json::{Value, json};
 use crate::sql::{int, select_rows, text};
 use crate::{Result, Store, StoreError};
 
+/// Every (table, column) the commands read or write: checked against the schema when a store
+/// opens ([`crate::derive::check_schema`]), so a schema without them never starts a node.
+pub(crate) const USED: &[(&str, &[&str])] = &[
+    (
+        "order_header",
+        &[
+            "order_no",
+            "provisional_no",
+            "table_label",
+            "status",
+            "updated_at",
+        ],
+    ),
+    (
+        "order_line",
+        &[
+            "order_id",
+            "status",
+            "batch_id",
+            "station",
+            "name_en",
+            "name_ar",
+            "qty",
+            "modifiers",
+            "note",
+        ],
+    ),
+    (
+        "job_order_batch",
+        &[
+            "order_id",
+            "batch_no",
+            "kind",
+            "order_no",
+            "provisional_no",
+            "table_label",
+            "created_at",
+        ],
+    ),
+    (
+        "job_order_header",
+        &[
+            "order_id",
+            "batch_id",
+            "station",
+            "order_no",
+            "provisional_no",
+            "table_label",
+            "created_at",
+        ],
+    ),
+    (
+        "job_order_detail",
+        &[
+            "job_id",
+            "order_line_id",
+            "name_en",
+            "name_ar",
+            "qty",
+            "modifiers",
+            "note",
+        ],
+    ),
+];
+
 /// Ids in a planned command are derived from what the command is about, so planning the same
 /// command twice (a cashier retrying after a lost answer) yields the same rows and mutation
 /// ids, and the hub answers the repeat as a duplicate instead of cooking the round twice.

@@ -106,13 +106,22 @@ pub fn check_schema(schema: &Schema) -> Result<(), String> {
             ));
         }
     }
-    for (table, cols) in USED {
-        let t = schema
-            .table(table)
-            .ok_or_else(|| format!("derived-state rules need table '{table}'"))?;
-        for c in *cols {
-            if t.column(c).is_none() {
-                return Err(format!("derived-state rules need column '{table}.{c}'"));
+    // The derivations, the commands and the reports are code that names what it reads and
+    // writes; every name is checked here, once, before a node serves anything.
+    let used = [
+        ("derived-state rules", USED),
+        ("commands", crate::commands::USED),
+        ("reports", crate::report::USED),
+    ];
+    for (who, list) in used {
+        for (table, cols) in list {
+            let t = schema
+                .table(table)
+                .ok_or_else(|| format!("{who} need table '{table}'"))?;
+            for c in *cols {
+                if t.column(c).is_none() {
+                    return Err(format!("{who} need column '{table}.{c}'"));
+                }
             }
         }
     }

@@ -17,6 +17,64 @@ use serde_json::{Value, json};
 use crate::sql::meta_i64;
 use crate::{Result, Store, StoreError, meta};
 
+/// Every (table, column) the reports read: checked against the schema when a store opens.
+pub(crate) const USED: &[(&str, &[&str])] = &[
+    ("shop_settings", &["name", "currency", "currency_digits"]),
+    (
+        "order_header",
+        &[
+            "status",
+            "guests",
+            "subtotal",
+            "discount_total",
+            "service_total",
+            "tax_total",
+            "total",
+            "paid_total",
+            "shift_id",
+            "finished_v",
+        ],
+    ),
+    (
+        "order_line",
+        &[
+            "order_id",
+            "item_code",
+            "name_en",
+            "name_ar",
+            "category",
+            "qty",
+            "unit_price",
+            "modifier_price",
+            "line_total",
+            "status",
+        ],
+    ),
+    ("order_payment", &["order_id", "method", "amount"]),
+    ("menu_category", &["name_en", "name_ar"]),
+    (
+        "pos_shift",
+        &[
+            "cashier",
+            "node_id",
+            "status",
+            "opened_at",
+            "closed_at",
+            "opening_float",
+            "cash_sales",
+            "card_sales",
+            "expected_cash",
+            "counted_cash",
+        ],
+    ),
+    (
+        "z_report",
+        &[
+            "number", "taken_at", "taken_by", "from_v", "to_v", "orders", "total", "body",
+        ],
+    ),
+];
+
 /// One row of a "by category" or "by item" table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]

@@ -1127,3 +1127,31 @@ fn a_streamed_snapshot_is_the_same_document_as_the_built_one() {
         assert_eq!(parsed, hub.snapshot_with(light).unwrap(), "light: {light}");
     }
 }
+
+#[test]
+fn a_schema_without_a_column_the_reports_or_commands_read_does_not_open() {
+    let text = capsule_protocol::schema::BUILTIN_SCHEMA_TOML;
+    for (line, want) in [
+        (
+            "  { name = \"category\",",
+            "reports need column 'order_line.category'",
+        ),
+        (
+            "  { name = \"order_line_id\",",
+            "commands need column 'job_order_detail.order_line_id'",
+        ),
+    ] {
+        let cut: String = text
+            .lines()
+            .filter(|l| !l.starts_with(line))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(cut, text, "{line}");
+        let schema = capsule_protocol::Schema::from_toml(&cut).expect("still a valid schema");
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open(dir.path().join("n.sqlite3"), std::sync::Arc::new(schema))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
