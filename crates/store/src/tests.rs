@@ -1149,9 +1149,10 @@ fn a_schema_without_a_column_the_reports_or_commands_read_does_not_open() {
         assert_ne!(cut, text, "{line}");
         let schema = capsule_protocol::Schema::from_toml(&cut).expect("still a valid schema");
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open(dir.path().join("n.sqlite3"), std::sync::Arc::new(schema))
-            .err()
-            .expect("refused");
+        let Err(err) = Store::open(dir.path().join("n.sqlite3"), std::sync::Arc::new(schema))
+        else {
+            panic!("a store opened without {want}");
+        };
         assert!(err.to_string().contains(want), "{err}");
     }
 }
