@@ -18,6 +18,18 @@ pub enum Element {
     Cut,
 }
 
+/// The buffered text as a printed line (the buffer is emptied).
+fn line(text: &mut Vec<u8>, align: Align, bold: bool, big: bool) -> Element {
+    let t = String::from_utf8_lossy(text).into_owned();
+    text.clear();
+    Element::Text {
+        text: t,
+        align,
+        bold,
+        big,
+    }
+}
+
 /// Decodes `bytes`; an unknown command is an error naming its offset.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, String> {
     let mut out = Vec::new();
@@ -35,13 +47,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, String> {
         let b = bytes[i];
         match b {
             b'\n' => {
-                out.push(Element::Text {
-                    text: String::from_utf8_lossy(&text).into_owned(),
-                    align,
-                    bold,
-                    big,
-                });
-                text.clear();
+                out.push(line(&mut text, align, bold, big));
                 i += 1;
             }
             0x1B => {
@@ -64,14 +70,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Element>, String> {
                             }
                             b'E' => bold = n & 1 == 1,
                             b'd' => {
+                                // Feeding prints what is buffered first.
                                 if !text.is_empty() {
-                                    out.push(Element::Text {
-                                        text: String::from_utf8_lossy(&text).into_owned(),
-                                        align,
-                                        bold,
-                                        big,
-                                    });
-                                    text.clear();
+                                    out.push(line(&mut text, align, bold, big));
                                 }
                                 out.push(Element::Feed(n));
                             }
