@@ -663,7 +663,15 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(status, ["status", "updated_at", "closed_at"]);
+        assert_eq!(status, ["status", "updated_at", "closed_at", "finished_v"]);
+        let finished = j["tables"]["order_header"]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "finished_v")
+            .unwrap();
+        assert_eq!(finished["derived"], true);
+        assert_eq!(j["tables"]["z_report"]["immutable"], true);
         assert_eq!(
             j["entities"]["order"]["children"]["lines"]["table"],
             "order_line"
