@@ -269,7 +269,9 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await grill.getByTestId('save-item').click();
     await pageHub.getByTestId('toast-error').first().waitFor({ timeout: T });
     await pageB.locator('[data-code=G01] .mprice', { hasText: '75.00' }).waitFor({ timeout: T });
+    await pageB.locator('.cats .cat', { hasText: 'Desserts' }).click();
     await shot(pageB, 'till-sold-out-en');
+    await pageB.locator('.cats .cat', { hasText: 'All' }).click();
 
     // The kitchen says the hummus is gone, from the KDS on till A.
     await pageA.goto(`${tillA.url}/#/kds`);
