@@ -221,6 +221,11 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await shot(pageA, 'till-payment-done-en');
     await pageA.keyboard.press('Enter');
     await row.waitFor({ state: 'detached', timeout: T });
+    // A copy for a customer who comes back: no printer set up yet, and the till says so.
+    const paid = pageA.getByTestId('paid-orders');
+    await paid.locator('summary').click();
+    await paid.getByTestId('receipt-copy').first().click();
+    await pageA.getByTestId('toast-error').filter({ hasText: /no receipt printer/ }).waitFor({ timeout: T });
   });
 
   it('closes the shift on till A with the expected cash from the core', async () => {
