@@ -323,6 +323,22 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
     );
     save_png("x-report-printed.png", &x);
 
+    // A printer address is host:port and nothing else.
+    for bad in [
+        "http://10.0.0.5:9100",
+        "10.0.0.5",
+        "10.0.0.5:0",
+        "10.0.0.5:99999",
+        "a b:9100",
+    ] {
+        let (code, body) = hub.mutate(&[(
+            "printer",
+            "merge",
+            json!({"id": "p-counter", "address": bad}),
+        )]);
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+
     // Bad requests are refused with a reason.
     assert_eq!(
         till.post_raw(&format!("/api/batches/{batch}/tickets"), "{}")

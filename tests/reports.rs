@@ -257,6 +257,42 @@ fn x_and_z_reports_reconcile_a_rush_to_the_cent_and_a_z_closes_the_day_once() {
     assert_eq!(hub.get("/api/reports/z/2").0, 404);
     assert_eq!(hub.get("/api/reports/z/abc").0, 400);
 
+    // A retry of the same Z (its answer was lost) gets that Z, not an empty next one; asking
+    // for a number out of turn is refused.
+    let (code, again) = hub.post_raw("/api/reports/z", r#"{"taken_by":"Karim","number":1}"#);
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again, z1);
+    assert_eq!(hub.post_raw("/api/reports/z", r#"{"number":7}"#).0, 409);
+
+    // A counted order's money never moves: no void, no payment, no new line, no delete.
+    for (table, action, row) in [
+        (
+            "order_header",
+            "merge",
+            json!({"id": finished[1]["id"], "status": "void"}),
+        ),
+        (
+            "order_payment",
+            "insert",
+            json!({"id": new_id(), "order_id": finished[1]["id"], "method": "cash", "amount": 100, "paid_at": T}),
+        ),
+        (
+            "order_line",
+            "insert",
+            json!({"id": new_id(), "order_id": finished[1]["id"], "name_en": "Tea", "qty": 1, "unit_price": 100, "created_at": T}),
+        ),
+        ("order_header", "delete", json!({"id": finished[1]["id"]})),
+    ] {
+        let before = dump(&hub.db());
+        let (code, body) = hub.mutate(&[(table, action, row)]);
+        assert_eq!(code, 409, "{table} {action}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("Z report #1"),
+            "{body}"
+        );
+        assert_eq!(dump(&hub.db()), before);
+    }
+
     // A counted order stays closed.
     let (code, body) = hub.mutate(&[(
         "order_header",

@@ -356,7 +356,7 @@ pub fn report_blocks(r: &Report) -> Vec<Block> {
         b.push(line(&format!("{} x {}", c.qty, c.name_en), m(c.amount)));
     }
     b.push(Block::Rule);
-    b.push(Block::text("CASH BY SHIFT"));
+    b.push(Block::text("CASH BY SHIFT (since each shift opened)"));
     for sh in &r.shifts {
         b.push(Block::text(format!("{} ({})", sh.cashier, sh.status)));
         b.push(line("  Expected", m(sh.expected_cash)));
@@ -422,10 +422,30 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
                 tracing::warn!(error = %e, "print queue unreadable");
                 PrintDue::Later(Some(chrono::Utc::now().timestamp_millis() + 5_000))
             }
-            Err(_) => return,
+            Err(e) => {
+                // A panic in the queue read: log it and keep the sender alive.
+                tracing::error!(error = %e, "print queue read failed");
+                PrintDue::Later(Some(chrono::Utc::now().timestamp_millis() + 5_000))
+            }
         };
         match due {
-            PrintDue::Job(id, address, bytes) => {
+            PrintDue::Job(id, printer_id, queued_address, bytes) => {
+                // The printer's address as it is now: a corrected address helps queued jobs.
+                let s = store.clone();
+                let address = tokio::task::spawn_blocking(move || {
+                    s.pull("printer", &printer_id, Some("header"))
+                        .ok()
+                        .and_then(|p| {
+                            p.payload
+                                .get("address")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(queued_address);
                 let result = send(&address, &bytes).await;
                 let s = store.clone();
                 let _ = tokio::task::spawn_blocking(move || match result {

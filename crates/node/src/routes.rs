@@ -294,7 +294,15 @@ struct ReportFormat {
     format: Option<String>,
 }
 
-fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
+/// Renders off the async workers: a PDF rasterises every line.
+async fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
+    let format = ReportFormat {
+        format: format.format.clone(),
+    };
+    tokio::task::spawn_blocking(move || render_report(r, &format)).await?
+}
+
+fn render_report(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
     match format.format.as_deref() {
         None | Some("json") => Ok(Json(r).into_response()),
         Some("csv") => {
@@ -352,7 +360,7 @@ async fn x_report(
 ) -> Result<Response, ApiError> {
     let store = s.store.clone();
     let r = tokio::task::spawn_blocking(move || store.x_report()).await??;
-    report_response(r, &f)
+    report_response(r, &f).await
 }
 
 /// `GET /api/reports/z`: the Z reports taken so far.
@@ -376,7 +384,7 @@ async fn z_get(
     let number = z_number(&number)?;
     let store = s.store.clone();
     let r = tokio::task::spawn_blocking(move || store.z_report(number)).await??;
-    report_response(r, &f)
+    report_response(r, &f).await
 }
 
 fn z_number(text: &str) -> Result<i64, ApiError> {
@@ -431,13 +439,18 @@ async fn print_z(
 #[serde(deny_unknown_fields)]
 struct TakeZ {
     taken_by: Option<String>,
+    /// The number the caller means to take (one more than the last it saw): a retry after a
+    /// lost answer gets the Z it already took, not an empty next one.
+    number: Option<i64>,
 }
 
 /// `POST /api/reports/z` `{"taken_by"?}`: closes the business day. Only the hub holds every
 /// finished order up to its version, so a till refuses (409) and the manager takes it on the
 /// hub's dashboard.
 #[utoipa::path(post, path = "/api/reports/z", tag = "reports", request_body = TakeZ,
-    responses((status = 201, description = "the Z report, as stored", body = Report), (status = 400, body = ErrorBody),
+    responses((status = 201, description = "the Z report, as stored", body = Report),
+              (status = 200, description = "a retry: the Z report `number` names was already taken, here it is", body = Report),
+              (status = 400, body = ErrorBody),
               (status = 409, description = "this node is a till, or another Z took this number", body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 async fn take_z(
@@ -452,13 +465,37 @@ async fn take_z(
             "a Z report is taken on the hub, which holds every finished order; this node is a till (an X report works here)",
         ));
     }
+    let expected = body.number;
     let taken_by = body.taken_by.filter(|t| !t.trim().is_empty());
     if taken_by.as_ref().is_some_and(|t| t.len() > 64) {
         return Err(ApiError::bad_request("taken_by is at most 64 bytes"));
     }
     let store = s.store.clone();
-    let (report, m) =
-        tokio::task::spawn_blocking(move || store.plan_z_report(taken_by.as_deref())).await??;
+    let planned = tokio::task::spawn_blocking(move || {
+        if let Some(n) = expected {
+            let next = store
+                .z_reports()?
+                .first()
+                .and_then(|z| z["number"].as_i64())
+                .unwrap_or(0)
+                + 1;
+            if n == next - 1 && n >= 1 {
+                // Already taken: the retry's answer is that Z.
+                return Ok(Err(store.z_report(n)?));
+            }
+            if n != next {
+                return Err(capsule_store::StoreError::Conflict(format!(
+                    "the next Z report is #{next}, not #{n}"
+                )));
+            }
+        }
+        store.plan_z_report(taken_by.as_deref()).map(Ok)
+    })
+    .await??;
+    let (report, m) = match planned {
+        Ok(p) => p,
+        Err(taken) => return Ok((StatusCode::OK, Json(taken)).into_response()),
+    };
     (s.mutations)(MutationBatch {
         mutations: vec![m],
         source: None,

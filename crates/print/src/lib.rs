@@ -123,6 +123,13 @@ pub fn encode(blocks: &[Block]) -> Result<Vec<u8>, PrintError> {
                 bold,
                 big,
             } => {
+                // Text from the data never carries printer commands (a note with ESC p would
+                // open the drawer on every copy): control characters print as spaces.
+                let text: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                let text = &text;
                 let mode = match align {
                     Align::Left => JustifyMode::LEFT,
                     Align::Center => JustifyMode::CENTER,
@@ -270,5 +277,15 @@ mod tests {
         assert_eq!(money(1850, 2), "18.50");
         assert_eq!(money(-5, 3), "-0.005");
         assert_eq!(money(7, 0), "7");
+    }
+
+    #[test]
+    fn text_from_the_data_never_becomes_a_printer_command() {
+        let bytes = encode(&[Block::text("no onion\u{1b}p\u{0}AA\tspicy\u{1d}V\u{0}")]).unwrap();
+        let els = decode(&bytes).unwrap();
+        assert!(!els.contains(&Element::Drawer) && !els.contains(&Element::Cut));
+        assert!(
+            matches!(&els[0], Element::Text { text, .. } if text.starts_with("no onion p AA spicy"))
+        );
     }
 }

@@ -128,9 +128,31 @@ pub fn check_schema(schema: &Schema) -> Result<(), String> {
     Ok(())
 }
 
+/// `host:port`: a host name or IPv4 address and a port 1-65535 (where the print sender
+/// connects, nothing else).
+fn is_host_port(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 /// Rejects writes to values the core decides that are not marked derived in the schema
 /// because expo may also set them.
 pub fn check_writable(t: &TableDef, row: &Row) -> Result<()> {
+    if t.name == "printer"
+        && let Some(a) = text(row, "address")
+        && !is_host_port(a)
+    {
+        return Err(StoreError::Invalid(format!(
+            "printer.address '{a}' must be host:port, e.g. 192.168.1.50:9100"
+        )));
+    }
     if t.name == "job_order_batch"
         && let Some(s) = text(row, "status")
         && BATCH_FOLLOWS_JOBS.contains(&s)
@@ -259,7 +281,7 @@ pub fn propagate(
         .collect();
     let mut batches = written.ids_of(BATCH);
     for id in written.ids_of(ORDER) {
-        let shift = recompute_order(conn, schema, &id, &mut out)?;
+        let shift = recompute_order(conn, schema, &id, whole_shop, &mut out)?;
         if whole_shop {
             let share = match &shift {
                 Some(shift) => Some((shift.clone(), order_share(conn, &id)?)),
@@ -361,10 +383,13 @@ fn sql_sum_error(e: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
+/// `decides`: this node is the hub, which alone says when an order was finished (a till's
+/// version is only where its last snapshot stood, which would file the order in a closed day).
 fn recompute_order(
     conn: &Connection,
     schema: &Schema,
     id: &str,
+    decides: bool,
     changes: &mut Changes,
 ) -> Result<Option<String>> {
     let Some(order) = select_by_id(conn, schema, &schema.tables["order_header"], id)? else {
@@ -436,7 +461,11 @@ fn recompute_order(
     let balance = total
         .checked_sub(paid)
         .ok_or_else(|| overflow("the order's balance"))?;
-    let finished_v = finished_version(conn, &order)?;
+    let finished_v = if decides {
+        finished_version(conn, &order)?
+    } else {
+        order.get("finished_v").and_then(Value::as_i64)
+    };
     set_derived(
         conn,
         schema,
@@ -471,23 +500,72 @@ fn finished_version(conn: &Connection, order: &Row) -> Result<Option<i64>> {
         (true, Some(v)) => Ok(Some(v)),
         (true, None) => Ok(Some(crate::sql::meta_i64(conn, crate::meta::VERSION)?)),
         (false, None) => Ok(None),
-        (false, Some(v)) => {
-            let closed: Option<(i64, i64)> = conn
-                .query_row(
-                    "SELECT number, to_v FROM z_report WHERE to_v >= ?1 ORDER BY number LIMIT 1",
-                    [v],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            match closed {
-                Some((number, _)) => Err(StoreError::Conflict(format!(
-                    "order '{}' was counted in Z report #{number}: a closed day cannot be reopened",
-                    text(order, ID_FIELD).unwrap_or_default()
-                ))),
-                None => Ok(None),
-            }
-        }
+        (false, Some(v)) => match counted_in(conn, v)? {
+            Some(number) => Err(StoreError::Conflict(format!(
+                "order '{}' was counted in Z report #{number}: a closed day cannot be reopened",
+                text(order, ID_FIELD).unwrap_or_default()
+            ))),
+            None => Ok(None),
+        },
     }
+}
+
+/// The Z report that counted an order finished at hub version `v`, if one did.
+fn counted_in(conn: &Connection, v: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT number FROM z_report WHERE to_v >= ?1 ORDER BY number LIMIT 1",
+            [v],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The hub refuses any write to an order a Z report has counted (its header, lines or
+/// payments): a closed day's money never moves. The one change it still takes is paid ->
+/// closed (clearing the table after the day was closed). A till leaves this to the hub.
+pub fn check_closed_day(
+    conn: &Connection,
+    t: &TableDef,
+    old: Option<&Row>,
+    new: &Row,
+    action: capsule_protocol::Action,
+) -> Result<()> {
+    let order_id = match t.name.as_str() {
+        "order_header" => text(new, ID_FIELD),
+        "order_line" | "order_payment" => {
+            text(new, "order_id").or_else(|| old.and_then(|o| text(o, "order_id")))
+        }
+        _ => return Ok(()),
+    };
+    let Some(order_id) = order_id else {
+        return Ok(());
+    };
+    let finished: Option<Option<i64>> = conn
+        .prepare_cached("SELECT finished_v FROM order_header WHERE id = ?1")?
+        .query_row([order_id], |r| r.get(0))
+        .optional()?;
+    let Some(v) = finished.flatten() else {
+        return Ok(());
+    };
+    let Some(number) = counted_in(conn, v)? else {
+        return Ok(());
+    };
+    let settled =
+        |r: Option<&Row>| matches!(r.and_then(|r| text(r, "status")), Some("paid" | "closed"));
+    let closing_only = t.name == "order_header"
+        && action == capsule_protocol::Action::Merge
+        && new
+            .keys()
+            .all(|k| matches!(k.as_str(), ID_FIELD | "status" | "updated_at" | "closed_at"))
+        && settled(old)
+        && text(new, "status").is_none_or(|s| s == "paid" || s == "closed");
+    if closing_only {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "order '{order_id}' was counted in Z report #{number}: a closed day's orders cannot change"
+    )))
 }
 
 /// An order's share of its shift's totals: whether it counts (not void), its cash and card

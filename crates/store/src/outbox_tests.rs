@@ -561,3 +561,27 @@ fn a_till_stamps_its_queued_writes_with_the_version_it_saw() {
     let queued = s.till.outbox_next("till-a").unwrap().unwrap();
     assert_eq!(queued.batch.mutations[0].base, Some(seen));
 }
+
+#[test]
+fn only_the_hub_files_an_order_in_a_business_day() {
+    let s = shop();
+    setup(&s);
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "status": "paid"}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    // The till's version is where its snapshot stood: filing the order by it could put it in
+    // a day that is already closed.
+    let local = s.till.pull("order", "o1", Some("status")).unwrap();
+    assert_eq!(local.payload["status"], "paid");
+    assert_eq!(local.payload["finished_v"], Value::Null);
+    while s.drain_one() {}
+    let at_hub = s.hub.pull("order", "o1", Some("status")).unwrap();
+    assert_eq!(at_hub.payload["finished_v"], json!(s.hub_version()));
+}

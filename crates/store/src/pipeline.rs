@@ -475,6 +475,9 @@ pub(crate) fn apply_row(
             t.name
         )));
     }
+    if hub.is_some() {
+        derive::check_closed_day(conn, t, existing.as_ref(), &m.row, m.action)?;
+    }
     // The hub stamps each child row it writes with the version of the write (already the
     // current version): pullers that hold the part get only rows changed since.
     let stamp = match (hub, &t.role) {

@@ -49,8 +49,8 @@ pub struct PrintJob {
 
 /// The next job to send, or when one will be due.
 pub enum PrintDue {
-    /// Its id, the printer's address and the bytes.
-    Job(String, String, Vec<u8>),
+    /// Its id, the printer's id, the address it was queued for and the bytes.
+    Job(String, String, String, Vec<u8>),
     /// Nothing due now; the next retry at this time (ms since epoch), if any.
     Later(Option<i64>),
 }
@@ -76,7 +76,13 @@ impl Store {
     /// Queues a job; false when a job with this id is already queued or printed.
     pub fn enqueue_print(&self, j: &NewPrintJob<'_>) -> Result<bool> {
         let now = now_ms();
-        let n = self.writer().execute(
+        let w = self.writer();
+        // Printed jobs are kept three days for the dashboard, then dropped.
+        w.execute(
+            "DELETE FROM _print_job WHERE state = 'done' AND created_at < ?1",
+            [now - 3 * 24 * 3600 * 1000],
+        )?;
+        let n = w.execute(
             "INSERT OR IGNORE INTO _print_job(id, printer_id, printer, address, kind, about, created_at, next_at, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             params![j.id, j.printer_id, j.printer, j.address, j.kind, j.about, now, j.bytes],
@@ -117,10 +123,10 @@ impl Store {
             let now = now_ms();
             let due = c
                 .query_row(
-                    "SELECT id, address, bytes FROM _print_job
+                    "SELECT id, printer_id, address, bytes FROM _print_job
                      WHERE state = 'pending' AND next_at <= ?1 ORDER BY created_at, id LIMIT 1",
                     [now],
-                    |r| Ok(PrintDue::Job(r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok(PrintDue::Job(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
             if let Some(job) = due {
@@ -144,11 +150,20 @@ impl Store {
         Ok(())
     }
 
-    /// The printer could not be reached or stopped taking bytes: try again after `retry_ms`.
+    /// The printer could not be reached or stopped taking bytes: try again after `retry_ms`,
+    /// and leave that printer's other jobs waiting as long, so one dead printer never keeps
+    /// the others' jobs (a receipt, a drawer kick) from their turn.
     pub fn print_failed(&self, id: &str, error: &str, retry_ms: i64) -> Result<()> {
-        self.writer().execute(
+        let w = self.writer();
+        let next = now_ms() + retry_ms;
+        w.execute(
             "UPDATE _print_job SET attempts = attempts + 1, error = ?2, next_at = ?3 WHERE id = ?1",
-            params![id, error, now_ms() + retry_ms],
+            params![id, error, next],
+        )?;
+        w.execute(
+            "UPDATE _print_job SET next_at = MAX(next_at, ?2)
+             WHERE state = 'pending' AND printer_id = (SELECT printer_id FROM _print_job WHERE id = ?1)",
+            params![id, next],
         )?;
         Ok(())
     }

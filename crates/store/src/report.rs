@@ -479,7 +479,7 @@ impl Report {
         };
         let q = |s: &str| -> String {
             // Quote every text field; a leading = + - @ would be a formula in a spreadsheet.
-            let s = if s.starts_with(['=', '+', '-', '@']) {
+            let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
                 format!("'{s}")
             } else {
                 s.to_string()

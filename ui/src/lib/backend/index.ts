@@ -105,7 +105,8 @@ export const api = {
   printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
   zReports: () => call<{ reports: ZReportSummary[] }>('GET', '/api/reports/z'),
   zReport: (n: number) => call<Report>('GET', `/api/reports/z/${n}`),
-  takeZ: (takenBy: string) => call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null }),
+  takeZ: (takenBy: string, number: number) =>
+    call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null, number }),
   setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
     call<unknown>('POST', '/api/admin/modes', { entity, mode }),
 };

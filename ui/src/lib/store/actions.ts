@@ -135,11 +135,15 @@ export async function updateLine(
   touch('order', line.order_id, ['lines', 'totals']);
 }
 
-/** Adds or removes a modifier; its price (as the menu says now) goes with it. */
-export async function toggleLineModifier(line: OrderLine, mod: Modifier): Promise<void> {
-  const on = splitModifiers(line.modifiers).includes(mod.name_en);
-  const price = Math.max(0, (line.modifier_price ?? 0) + (on ? -mod.price : mod.price));
-  await updateLine(line, { modifiers: toggleModifier(line.modifiers, mod.name_en), modifier_price: price });
+/**
+ * Adds or removes a modifier. The line's modifier price is recomputed from the item's
+ * modifiers as the menu prices them now, so it never drifts from what the line shows.
+ */
+export async function toggleLineModifier(line: OrderLine, mod: Modifier, offered: Modifier[]): Promise<void> {
+  const modifiers = toggleModifier(line.modifiers, mod.name_en);
+  const chosen = new Set(splitModifiers(modifiers));
+  const price = offered.filter((m) => chosen.has(m.name_en)).reduce((sum, m) => sum + m.price, 0);
+  await updateLine(line, { modifiers, modifier_price: price });
 }
 
 export async function deleteLine(line: OrderLine): Promise<void> {
