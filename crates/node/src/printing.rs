@@ -420,12 +420,12 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "print queue unreadable");
-                PrintDue::Later(Some(chrono::Utc::now().timestamp_millis() + 5_000))
+                PrintDue::Later(Some(capsule_protocol::now_ms() + 5_000))
             }
             Err(e) => {
                 // A panic in the queue read: log it and keep the sender alive.
                 tracing::error!(error = %e, "print queue read failed");
-                PrintDue::Later(Some(chrono::Utc::now().timestamp_millis() + 5_000))
+                PrintDue::Later(Some(capsule_protocol::now_ms() + 5_000))
             }
         };
         match due {
@@ -462,7 +462,7 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
             PrintDue::Later(next) => {
                 let wait = match next {
                     Some(at) => {
-                        let now = chrono::Utc::now().timestamp_millis();
+                        let now = capsule_protocol::now_ms();
                         Duration::from_millis(u64::try_from(at - now).unwrap_or(0).max(10))
                     }
                     None => Duration::from_secs(3600),

@@ -238,6 +238,17 @@ fn print_request(
     }
 }
 
+/// Queues print jobs on a blocking thread, then wakes the node's print sender.
+async fn queue_and_wake(
+    s: &CommandState,
+    queue: impl FnOnce(&Store) -> capsule_store::Result<crate::printing::Queued> + Send + 'static,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    let store = s.store.clone();
+    let q = tokio::task::spawn_blocking(move || queue(&store)).await??;
+    s.print_wake.notify_one();
+    Ok(Json(q))
+}
+
 /// `POST /api/orders/{id}/receipt` `{"request_id"?}`: the order's receipt on this till's
 /// receipt printer (a cash payment opens the drawer).
 #[utoipa::path(post, path = "/api/orders/{id}/receipt", tag = "printing", params(("id" = String, Path)),
@@ -249,13 +260,10 @@ async fn print_receipt(
     body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<crate::printing::Queued>, ApiError> {
     let request = print_request(body)?;
-    let store = s.store.clone();
-    let q = tokio::task::spawn_blocking(move || {
-        crate::printing::queue_receipt(&store, &id, request.as_deref())
+    queue_and_wake(&s, move |store| {
+        crate::printing::queue_receipt(store, &id, request.as_deref())
     })
-    .await??;
-    s.print_wake.notify_one();
-    Ok(Json(q))
+    .await
 }
 
 /// `POST /api/batches/{id}/tickets` `{"request_id"}`: the round's kitchen tickets again,
@@ -270,13 +278,10 @@ async fn reprint_tickets(
 ) -> Result<Json<crate::printing::Queued>, ApiError> {
     let request = print_request(body)?
         .ok_or_else(|| ApiError::bad_request("a reprint needs its request_id"))?;
-    let store = s.store.clone();
-    let q = tokio::task::spawn_blocking(move || {
-        crate::printing::queue_kitchen(&store, &id, Some(&request))
+    queue_and_wake(&s, move |store| {
+        crate::printing::queue_kitchen(store, &id, Some(&request))
     })
-    .await??;
-    s.print_wake.notify_one();
-    Ok(Json(q))
+    .await
 }
 
 /// `GET /api/print/jobs`: this node's latest print jobs and where each stands.
@@ -295,10 +300,7 @@ struct ReportFormat {
 }
 
 /// Renders off the async workers: a PDF rasterises every line.
-async fn report_response(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
-    let format = ReportFormat {
-        format: format.format.clone(),
-    };
+async fn report_response(r: Report, format: ReportFormat) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(move || render_report(r, &format)).await?
 }
 
@@ -360,7 +362,7 @@ async fn x_report(
 ) -> Result<Response, ApiError> {
     let store = s.store.clone();
     let r = tokio::task::spawn_blocking(move || store.x_report()).await??;
-    report_response(r, &f).await
+    report_response(r, f).await
 }
 
 /// `GET /api/reports/z`: the Z reports taken so far.
@@ -384,7 +386,7 @@ async fn z_get(
     let number = z_number(&number)?;
     let store = s.store.clone();
     let r = tokio::task::spawn_blocking(move || store.z_report(number)).await??;
-    report_response(r, &f).await
+    report_response(r, f).await
 }
 
 fn z_number(text: &str) -> Result<i64, ApiError> {
@@ -403,14 +405,10 @@ async fn print_x(
 ) -> Result<Json<crate::printing::Queued>, ApiError> {
     let request =
         print_request(body)?.ok_or_else(|| ApiError::bad_request("printing needs a request_id"))?;
-    let store = s.store.clone();
-    let q = tokio::task::spawn_blocking(move || {
-        let r = store.x_report()?;
-        crate::printing::queue_report(&store, &r, &request)
+    queue_and_wake(&s, move |store| {
+        crate::printing::queue_report(store, &store.x_report()?, &request)
     })
-    .await??;
-    s.print_wake.notify_one();
-    Ok(Json(q))
+    .await
 }
 
 /// `POST /api/reports/z/{number}/print` `{"request_id"}`: a Z report on the receipt printer.
@@ -425,14 +423,10 @@ async fn print_z(
     let number = z_number(&number)?;
     let request =
         print_request(body)?.ok_or_else(|| ApiError::bad_request("printing needs a request_id"))?;
-    let store = s.store.clone();
-    let q = tokio::task::spawn_blocking(move || {
-        let r = store.z_report(number)?;
-        crate::printing::queue_report(&store, &r, &request)
+    queue_and_wake(&s, move |store| {
+        crate::printing::queue_report(store, &store.z_report(number)?, &request)
     })
-    .await??;
-    s.print_wake.notify_one();
-    Ok(Json(q))
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -473,12 +467,7 @@ async fn take_z(
     let store = s.store.clone();
     let planned = tokio::task::spawn_blocking(move || {
         if let Some(n) = expected {
-            let next = store
-                .z_reports()?
-                .first()
-                .and_then(|z| z["number"].as_i64())
-                .unwrap_or(0)
-                + 1;
+            let next = store.next_z_number()?;
             if n == next - 1 && n >= 1 {
                 // Already taken: the retry's answer is that Z.
                 return Ok(Err(store.z_report(n)?));

@@ -186,17 +186,7 @@ pub fn columns(left: &str, right: &str, width: usize) -> String {
 }
 
 /// `minor` units as a decimal in `digits` (1850, 2 -> "18.50"), exact.
-pub fn money(minor: i64, digits: u32) -> String {
-    let digits = digits.min(3);
-    let scale = 10u64.pow(digits);
-    let sign = if minor < 0 { "-" } else { "" };
-    let a = minor.unsigned_abs();
-    if digits == 0 {
-        format!("{sign}{a}")
-    } else {
-        format!("{sign}{}.{:0w$}", a / scale, a % scale, w = digits as usize)
-    }
-}
+pub use capsule_protocol::minor_to_decimal as money;
 
 #[cfg(test)]
 mod tests {

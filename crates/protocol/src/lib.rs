@@ -29,6 +29,20 @@ pub fn ms_to_rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// An amount in minor units as an exact decimal with `digits` places (0-3): 1850, 2 ->
+/// "18.50"; -5, 3 -> "-0.005". Never through floating point.
+pub fn minor_to_decimal(minor: i64, digits: u32) -> String {
+    let digits = digits.min(3);
+    let scale = 10u64.pow(digits);
+    let sign = if minor < 0 { "-" } else { "" };
+    let a = minor.unsigned_abs();
+    if digits == 0 {
+        format!("{sign}{a}")
+    } else {
+        format!("{sign}{}.{:0w$}", a / scale, a % scale, w = digits as usize)
+    }
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

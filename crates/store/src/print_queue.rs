@@ -8,6 +8,8 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use capsule_protocol::now_ms;
+
 use crate::{Result, Store};
 
 pub(crate) const DDL: &str = "
@@ -64,12 +66,6 @@ pub struct NewPrintJob<'a> {
     pub kind: &'a str,
     pub about: &'a str,
     pub bytes: &'a [u8],
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Store {

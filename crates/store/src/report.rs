@@ -428,6 +428,11 @@ impl Store {
         })
     }
 
+    /// The number the next Z report will get.
+    pub fn next_z_number(&self) -> Result<i64> {
+        self.with_reader(|c| Ok(last_z(c)?.1))
+    }
+
     /// A Z report as it was taken.
     pub fn z_report(&self, number: i64) -> Result<Report> {
         self.with_reader(|c| {
@@ -466,17 +471,7 @@ impl Report {
     /// the currency's digits, so a spreadsheet adds them up exactly.
     pub fn to_csv(&self) -> String {
         let d = u32::try_from(self.currency_digits.clamp(0, 3)).unwrap_or(2);
-        let money = |v: i64| -> String {
-            let scale = 10i64.pow(d);
-            let sign = if v < 0 { "-" } else { "" };
-            let a = v.unsigned_abs();
-            let (major, minor) = (a / scale as u64, a % scale as u64);
-            if d == 0 {
-                format!("{sign}{major}")
-            } else {
-                format!("{sign}{major}.{minor:0w$}", w = d as usize)
-            }
-        };
+        let money = |v: i64| capsule_protocol::minor_to_decimal(v, d);
         let q = |s: &str| -> String {
             // Quote every text field; a leading = + - @ would be a formula in a spreadsheet.
             let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
