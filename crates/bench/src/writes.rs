@@ -109,11 +109,11 @@ fn order_insert(writer: usize) -> Value {
     json!({
         "source": format!("writer-{writer}"),
         "mutations": [{
-            "mid": uuid::Uuid::new_v4().to_string(),
+            "mid": uuid::Uuid::now_v7().to_string(),
             "table": "order_header",
             "action": "insert",
             "row": {
-                "id": uuid::Uuid::new_v4().to_string(),
+                "id": uuid::Uuid::now_v7().to_string(),
                 "shift_id": SHIFT,
                 "opened_at": "2026-11-25T12:00:00Z",
                 "table_label": "T1",

@@ -112,6 +112,12 @@ pub struct TableDef {
     /// Rows are only ever inserted (a Z report): merges, saves over a row and deletes are
     /// refused.
     pub immutable: bool,
+    /// Every column the table stores, in order: `id`, the schema columns, then the version
+    /// columns (an entity table's `_v` and `_v_<part>`, a child table's `_v`). Worked out
+    /// once when the schema loads, because every read and write of a row walks it.
+    pub stored: Vec<(String, Option<ColumnType>)>,
+    /// `"id", "col", ...`: the quoted `stored` list, ready for a SELECT.
+    pub stored_list: String,
 }
 
 impl TableDef {
@@ -342,6 +348,24 @@ fn is_identifier(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit() || c == '_')
 }
 
+/// The columns `t` stores: see [`TableDef::stored`].
+fn stored_columns(
+    entities: &BTreeMap<String, Entity>,
+    t: &TableDef,
+) -> Vec<(String, Option<ColumnType>)> {
+    let mut cols = vec![(ID_FIELD.to_string(), Some(ColumnType::Text))];
+    cols.extend(t.columns.iter().map(|c| (c.name.clone(), Some(c.ty))));
+    cols.push((VERSION_COLUMN.to_string(), None));
+    // A child row's `_v` is the hub version that last wrote it, so a puller holding the part
+    // at some version gets only the rows changed since.
+    if let TableRole::Entity { entity } = &t.role {
+        for p in &entities[entity].parts {
+            cols.push((p.version_column(), None));
+        }
+    }
+    cols
+}
+
 impl Schema {
     /// The schema shipped with the product.
     pub fn builtin() -> Schema {
@@ -549,8 +573,19 @@ impl Schema {
                     role,
                     max_per_parent: rt.max_per_parent,
                     immutable: rt.immutable,
+                    stored: Vec::new(),
+                    stored_list: String::new(),
                 },
             );
+        }
+        for t in tables.values_mut() {
+            t.stored = stored_columns(&entities, t);
+            t.stored_list = t
+                .stored
+                .iter()
+                .map(|(n, _)| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
         }
         Ok(Schema { tables, entities })
     }

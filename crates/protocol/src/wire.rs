@@ -203,7 +203,8 @@ fn row_without_duplicate_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
 }
 
 impl Mutation {
-    /// A mutation with a fresh mid, for code that writes (demo data, workloads).
+    /// A mutation with a fresh mid (time-ordered, like the UI's), for code that writes (demo data,
+    /// workloads).
     ///
     /// # Panics
     /// If `row` is not a JSON object: a programming error in the caller.
@@ -212,7 +213,7 @@ impl Mutation {
             panic!("a mutation's row must be a JSON object, got {row}")
         };
         Mutation {
-            mid: uuid::Uuid::new_v4().to_string(),
+            mid: uuid::Uuid::now_v7().to_string(),
             table: table.into(),
             action,
             row,

@@ -111,12 +111,12 @@ impl Store {
     pub fn plan_send_to_kitchen(&self, order_id: &str) -> Result<(String, Vec<Mutation>)> {
         self.with_reader(|c| {
             let s = &self.schema;
-            let order = select_rows(c, s, &s.tables["order_header"], "id = ?1", &[&order_id])?
+            let order = select_rows(c, &s.tables["order_header"], "id = ?1", &[&order_id])?
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::NotFound(format!("order '{order_id}' does not exist")))?;
             let lines: Vec<Row> =
-                select_rows(c, s, &s.tables["order_line"], "order_id = ?1 AND status = 'new'", &[&order_id])?;
+                select_rows(c, &s.tables["order_line"], "order_id = ?1 AND status = 'new'", &[&order_id])?;
             if lines.is_empty() {
                 return Err(StoreError::Conflict(format!("order '{order_id}' has no new lines to send")));
             }

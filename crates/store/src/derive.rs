@@ -392,7 +392,7 @@ fn recompute_order(
     decides: bool,
     changes: &mut Changes,
 ) -> Result<Option<String>> {
-    let Some(order) = select_by_id(conn, schema, &schema.tables["order_header"], id)? else {
+    let Some(order) = select_by_id(conn, &schema.tables["order_header"], id)? else {
         return Ok(None);
     };
     // At most the schema's max_per_parent lines and payments: summed here with checked
@@ -680,7 +680,7 @@ fn recompute_shift(
     delta: Option<Share>,
     changes: &mut Changes,
 ) -> Result<()> {
-    let Some(shift) = select_by_id(conn, schema, &schema.tables["pos_shift"], id)? else {
+    let Some(shift) = select_by_id(conn, &schema.tables["pos_shift"], id)? else {
         return Ok(());
     };
     let totals = match delta {
@@ -760,7 +760,7 @@ fn recompute_job(
     id: &str,
     changes: &mut Changes,
 ) -> Result<Option<String>> {
-    let Some(job) = select_by_id(conn, schema, &schema.tables["job_order_header"], id)? else {
+    let Some(job) = select_by_id(conn, &schema.tables["job_order_header"], id)? else {
         return Ok(None);
     };
     let (total, done): (i64, i64) = conn
@@ -796,7 +796,7 @@ fn recompute_batch(
     id: &str,
     changes: &mut Changes,
 ) -> Result<()> {
-    let Some(batch) = select_by_id(conn, schema, &schema.tables["job_order_batch"], id)? else {
+    let Some(batch) = select_by_id(conn, &schema.tables["job_order_batch"], id)? else {
         return Ok(());
     };
     let mut stmt =

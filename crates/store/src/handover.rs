@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS _gone (
     id TEXT NOT NULL,
     v INTEGER NOT NULL,
     PRIMARY KEY (entity, id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _gone_v ON _gone(v);
 -- Every write this node's data holds (applied here as hub, or copied from the hub's journal),
 -- as sent: replayed into the winner if this node steps down.
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS _journal (
     mid TEXT PRIMARY KEY,
     v INTEGER NOT NULL,
     mutation TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
 CREATE INDEX IF NOT EXISTS _mutation_seq ON _mutation(seq);
 -- Entities whose rows here hold local writes (or values derived from them) that no hub
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS _dirty (
     entity TEXT NOT NULL,
     id TEXT NOT NULL,
     PRIMARY KEY (entity, id)
-);
+) WITHOUT ROWID;
 ";
 
 pub(crate) fn note_dirty(conn: &Connection, changed: &[Capsule]) -> Result<()> {

@@ -163,6 +163,9 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     Ok(())
 }
 
+/// The writer connection's page cache, as SQLite's `cache_size` (negative: KiB).
+const WRITER_CACHE_KIB: i64 = -32 * 1024;
+
 /// Prepared statements kept per connection: more than the distinct SQL the store issues.
 const STATEMENT_CACHE: usize = 512;
 
@@ -229,6 +232,9 @@ impl Store {
             [capsule_protocol::now_rfc3339()],
         )
         .map_err(|e| unwritable(e.to_string()))?;
+        // The writer's pages stay in memory (SQLite's default keeps 2 MiB): a write's random
+        // keys (mids, ids) otherwise re-read index pages from the OS at every commit.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         // Checkpoints run on their own thread; the writer only as a backstop.
         conn.pragma_update(
             None,

@@ -44,7 +44,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = MergeOutcome::default();
         for item in &pull.items {
-            let local = select_by_id(&tx, &self.schema, t, &item.id)?;
+            let local = select_by_id(&tx, t, &item.id)?;
             let mut row = local.clone().unwrap_or_else(|| {
                 let mut r = Row::new();
                 r.insert(ID_FIELD.into(), Value::String(item.id.clone()));
@@ -110,7 +110,7 @@ impl Store {
                 .max()
                 .unwrap_or(0);
             row.insert("_v".into(), Value::from(top));
-            upsert_row(&tx, &self.schema, t, &row)?;
+            upsert_row(&tx, t, &row)?;
             out.changed
                 .push(local_capsule(&e.name, &item.id, merged, top, false));
         }
@@ -141,12 +141,7 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid(format!("unknown entity '{}'", capsule.entity)))?;
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let local = select_by_id(
-            &tx,
-            &self.schema,
-            &self.schema.tables[&e.table],
-            &capsule.id,
-        )?;
+        let local = select_by_id(&tx, &self.schema.tables[&e.table], &capsule.id)?;
         let deleted = match local {
             Some(row) if sql::int(&row, "_v") < capsule.v => {
                 delete_entity(&tx, self, &e.name, &capsule.id)?
@@ -165,7 +160,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for t in self.schema.tables_parent_first() {
             tx.execute(&format!("DELETE FROM {}", q(&t.name)), [])?;
-            let known = sql_columns(&self.schema, t);
+            let known = sql_columns(t);
             for row in snap
                 .tables
                 .get(&t.name)
@@ -178,7 +173,7 @@ impl Store {
                         t.name
                     )));
                 }
-                upsert_row(&tx, &self.schema, t, row)?;
+                upsert_row(&tx, t, row)?;
             }
         }
         sql::set_meta(&tx, meta::STREAM_SEQ, &snap.seq.to_string())?;
@@ -268,7 +263,7 @@ fn merge_children(
                 "a {table} row in {parent}'s payload names another parent"
             )));
         }
-        upsert_row(conn, &store.schema, t, row)?;
+        upsert_row(conn, t, row)?;
     }
     let Some(ids) = live else {
         return Ok(true);

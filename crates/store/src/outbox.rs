@@ -437,7 +437,7 @@ fn entity_version(conn: &Connection, store: &Store, entity: &str, id: &str) -> R
 fn reflects_insert(conn: &Connection, store: &Store, m: &Mutation) -> Result<bool> {
     let t = &store.schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).unwrap_or_default();
-    Ok(crate::sql::select_by_id(conn, &store.schema, t, id)?.is_some())
+    Ok(crate::sql::select_by_id(conn, t, id)?.is_some())
 }
 
 /// Whether this node has seen `mid` before: queued here, or applied (its hub version).

@@ -390,7 +390,7 @@ fn combine(list: &mut Vec<Capsule>, c: Capsule) {
 fn inserted_already(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<bool> {
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).unwrap_or_default();
-    let Some(stored) = select_by_id(conn, schema, t, id)? else {
+    let Some(stored) = select_by_id(conn, t, id)? else {
         return Ok(false);
     };
     Ok(m.row
@@ -432,7 +432,7 @@ pub(crate) fn target_entity(
         } => {
             let parent = match text(&m.row, parent_field) {
                 Some(p) => Some(p.to_string()),
-                None => select_by_id(conn, schema, t, id)?
+                None => select_by_id(conn, t, id)?
                     .and_then(|r| text(&r, parent_field).map(str::to_string)),
             };
             parent.map(|p| (entity.clone(), p))
@@ -468,7 +468,7 @@ pub(crate) fn apply_row(
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
     derive::check_writable(t, &m.row)?;
-    let existing = select_by_id(conn, schema, t, &id)?;
+    let existing = select_by_id(conn, t, &id)?;
     if t.immutable && existing.is_some() {
         return Err(StoreError::Conflict(format!(
             "{} '{id}' is immutable once written",
@@ -498,7 +498,7 @@ pub(crate) fn apply_row(
             if let Some(v) = stamp {
                 row.insert(VERSION_COLUMN.into(), Value::from(v));
             }
-            upsert_row(conn, schema, t, &row)?;
+            upsert_row(conn, t, &row)?;
             match &t.role {
                 TableRole::Entity { entity } => {
                     for p in &schema.entities[entity].parts {

@@ -61,13 +61,12 @@ fn pick(
                     live.insert(name.clone(), ids);
                     select_rows(
                         conn,
-                        schema,
                         t,
                         &format!("\"{parent_field}\" = ?1 AND \"{VERSION_COLUMN}\" > ?2"),
                         &[&id, &have],
                     )?
                 } else {
-                    select_rows(conn, schema, t, &format!("\"{parent_field}\" = ?1"), &[&id])?
+                    select_rows(conn, t, &format!("\"{parent_field}\" = ?1"), &[&id])?
                 };
                 payload.insert(
                     name.clone(),
@@ -105,7 +104,7 @@ impl Store {
         let e = self.entity_def(entity)?;
         let parts = e.parse_parts(parts).map_err(StoreError::Invalid)?;
         self.with_reader(|c| {
-            let row = select_by_id(c, &self.schema, &self.schema.tables[&e.table], id)?
+            let row = select_by_id(c, &self.schema.tables[&e.table], id)?
                 .ok_or_else(|| StoreError::NotFound(format!("{entity} '{id}' does not exist")))?;
             let item = pick(c, &self.schema, e, &row, &parts, 0)?;
             Ok(EntityParts {
@@ -147,7 +146,7 @@ impl Store {
             let mut missing = Vec::new();
             for (i, id) in ids.iter().enumerate() {
                 let have = have.get(i).copied().unwrap_or(0);
-                match select_by_id(&tx, &self.schema, t, id)? {
+                match select_by_id(&tx, t, id)? {
                     Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts, have)?),
                     None => missing.push(id.clone()),
                 }
@@ -194,7 +193,7 @@ impl Store {
                 }
                 serde_json::to_writer(&mut out, &t.name).map_err(|e| io(e.into()))?;
                 out.write_all(b":[").map_err(io)?;
-                crate::sql::write_rows_json(&tx, &self.schema, t, &filter, &mut out)?;
+                crate::sql::write_rows_json(&tx, t, &filter, &mut out)?;
                 out.write_all(b"]").map_err(io)?;
             }
             out.write_all(b"}}").map_err(io)?;
@@ -219,10 +218,7 @@ impl Store {
                 } else {
                     "1".to_string()
                 };
-                tables.insert(
-                    t.name.clone(),
-                    select_rows(&tx, &self.schema, t, &filter, &[])?,
-                );
+                tables.insert(t.name.clone(), select_rows(&tx, t, &filter, &[])?);
             }
             tx.finish()?;
             Ok(Snapshot {
@@ -270,7 +266,7 @@ impl Store {
     pub fn part_versions(&self, entity: &str, id: &str) -> Result<Option<BTreeMap<String, i64>>> {
         let e = self.entity_def(entity)?;
         self.with_reader(|c| {
-            let row = select_by_id(c, &self.schema, &self.schema.tables[&e.table], id)?;
+            let row = select_by_id(c, &self.schema.tables[&e.table], id)?;
             Ok(row.map(|row| {
                 e.parts
                     .iter()
@@ -293,7 +289,7 @@ impl Store {
             .schema
             .table(table)
             .ok_or_else(|| StoreError::NotFound(format!("unknown table '{table}'")))?;
-        self.with_reader(|c| select_rows(c, &self.schema, t, "1", &[]))
+        self.with_reader(|c| select_rows(c, t, "1", &[]))
     }
 
     /// A digest of every synced row (data and part versions): two nodes with equal digests
@@ -303,11 +299,11 @@ impl Store {
         let mut h = Fnv64::default();
         for (table, mut rows) in snap.tables {
             let t = &self.schema.tables[&table];
-            let cols = sql_columns(&self.schema, t);
+            let cols = sql_columns(t);
             rows.sort_by(|a, b| a[ID_FIELD].as_str().cmp(&b[ID_FIELD].as_str()));
             h.write(table.as_bytes());
             for row in rows {
-                for (name, _) in &cols {
+                for (name, _) in cols {
                     h.write(name.as_bytes());
                     h.write(row.get(name).unwrap_or(&Value::Null).to_string().as_bytes());
                 }

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS _part_source (
     part TEXT NOT NULL,
     source TEXT NOT NULL,
     PRIMARY KEY (entity, id, part)
-);
+) WITHOUT ROWID;
 ";
 
 /// Records who wrote the given parts of an entity at this version (the pipeline notes the

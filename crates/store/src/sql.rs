@@ -1,8 +1,6 @@
 //! Small SQL helpers: JSON <-> SQLite values, reading rows by schema, `_meta` access.
 
-use capsule_protocol::{
-    ColumnType, Row, TableDef, TableRole, schema::ID_FIELD, schema::VERSION_COLUMN,
-};
+use capsule_protocol::{ColumnType, Row, TableDef};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -45,38 +43,20 @@ pub fn from_sql(ty: Option<ColumnType>, v: ValueRef<'_>) -> Result<Value> {
     })
 }
 
-/// The SQL columns a table has: `id`, the schema columns, then the version columns an entity
-/// table carries (`_v`, `_v_<part>`), or a child table's `_v`.
-pub fn sql_columns(
-    schema: &capsule_protocol::Schema,
-    t: &TableDef,
-) -> Vec<(String, Option<ColumnType>)> {
-    let mut cols = vec![(ID_FIELD.to_string(), Some(ColumnType::Text))];
-    cols.extend(t.columns.iter().map(|c| (c.name.clone(), Some(c.ty))));
-    match &t.role {
-        TableRole::Entity { entity } => {
-            cols.push((VERSION_COLUMN.to_string(), None));
-            for p in &schema.entities[entity].parts {
-                cols.push((p.version_column(), None));
-            }
-        }
-        // A child row's own version: the hub version that last wrote it, so a puller that
-        // holds the part at some version gets only the rows changed since.
-        TableRole::Child { .. } => cols.push((VERSION_COLUMN.to_string(), None)),
-    }
-    cols
+/// The SQL columns a table has (worked out once, when the schema loaded).
+pub fn sql_columns(t: &TableDef) -> &[(String, Option<ColumnType>)] {
+    &t.stored
 }
 
 /// Reads rows of `t` with every SQL column, `WHERE <where_sql>`.
 pub fn select_rows(
     conn: &Connection,
-    schema: &capsule_protocol::Schema,
     t: &TableDef,
     where_sql: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<Row>> {
     let mut out = Vec::new();
-    for_each_row(conn, schema, t, where_sql, args, |row| {
+    for_each_row(conn, t, where_sql, args, |row| {
         out.push(row);
         Ok(())
     })?;
@@ -88,13 +68,12 @@ pub fn select_rows(
 /// day's snapshot streams at the speed of the disk and the encoder.
 pub fn write_rows_json(
     conn: &Connection,
-    schema: &capsule_protocol::Schema,
     t: &TableDef,
     where_sql: &str,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
     let io = |e: std::io::Error| StoreError::Storage(format!("writing rows: {e}"));
-    let cols = sql_columns(schema, t);
+    let cols = sql_columns(t);
     // `{"id":`, `,"name":`, ...: each key written once per row from ready bytes.
     let keys: Vec<Vec<u8>> = cols
         .iter()
@@ -106,7 +85,7 @@ pub fn write_rows_json(
             k
         })
         .collect();
-    let mut stmt = conn.prepare_cached(&select_sql(t, &cols, where_sql))?;
+    let mut stmt = conn.prepare_cached(&select_sql(t, where_sql))?;
     let mut rows = stmt.query([])?;
     let mut first = true;
     while let Some(r) = rows.next()? {
@@ -139,26 +118,23 @@ pub fn write_rows_json(
 }
 
 /// `SELECT <cols> FROM <t> WHERE <where_sql> ORDER BY rowid`.
-fn select_sql(t: &TableDef, cols: &[(String, Option<ColumnType>)], where_sql: &str) -> String {
-    let list: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
+fn select_sql(t: &TableDef, where_sql: &str) -> String {
     format!(
-        "SELECT {} FROM {} WHERE {where_sql} ORDER BY rowid",
-        list.join(", "),
-        q(&t.name)
+        "SELECT {} FROM \"{}\" WHERE {where_sql} ORDER BY rowid",
+        t.stored_list, t.name
     )
 }
 
 /// Hands each row of `t` `WHERE <where_sql>` to `f` as it is read (a table too big to hold).
 pub fn for_each_row(
     conn: &Connection,
-    schema: &capsule_protocol::Schema,
     t: &TableDef,
     where_sql: &str,
     args: &[&dyn rusqlite::ToSql],
     mut f: impl FnMut(Row) -> Result<()>,
 ) -> Result<()> {
-    let cols = sql_columns(schema, t);
-    let mut stmt = conn.prepare_cached(&select_sql(t, &cols, where_sql))?;
+    let cols = sql_columns(t);
+    let mut stmt = conn.prepare_cached(&select_sql(t, where_sql))?;
     let mut rows = stmt.query(args)?;
     while let Some(r) = rows.next()? {
         let mut row = Row::new();
@@ -170,37 +146,27 @@ pub fn for_each_row(
     Ok(())
 }
 
-pub fn select_by_id(
-    conn: &Connection,
-    schema: &capsule_protocol::Schema,
-    t: &TableDef,
-    id: &str,
-) -> Result<Option<Row>> {
-    Ok(select_rows(conn, schema, t, "id = ?1", &[&id])?
-        .into_iter()
-        .next())
+pub fn select_by_id(conn: &Connection, t: &TableDef, id: &str) -> Result<Option<Row>> {
+    Ok(select_rows(conn, t, "id = ?1", &[&id])?.into_iter().next())
 }
 
 /// Inserts or replaces a row given as JSON; keys not in `sql_columns` are ignored.
-pub fn upsert_row(
-    conn: &Connection,
-    schema: &capsule_protocol::Schema,
-    t: &TableDef,
-    row: &Row,
-) -> Result<()> {
-    let cols: Vec<(String, Option<ColumnType>)> = sql_columns(schema, t)
-        .into_iter()
-        .filter(|(n, _)| row.contains_key(n))
-        .collect();
-    let names: Vec<String> = cols.iter().map(|(n, _)| q(n)).collect();
-    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+pub fn upsert_row(conn: &Connection, t: &TableDef, row: &Row) -> Result<()> {
+    use std::fmt::Write;
+    let (mut names, mut marks) = (String::new(), String::new());
+    let mut values = Vec::with_capacity(row.len());
+    for (n, ty) in sql_columns(t) {
+        if let Some(v) = row.get(n) {
+            let sep = if values.is_empty() { "" } else { ", " };
+            let _ = write!(names, "{sep}\"{n}\"");
+            values.push(to_sql(*ty, v));
+            let _ = write!(marks, "{sep}?{}", values.len());
+        }
+    }
     let sql = format!(
-        "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
-        q(&t.name),
-        names.join(", "),
-        marks.join(", ")
+        "INSERT OR REPLACE INTO \"{}\" ({names}) VALUES ({marks})",
+        t.name
     );
-    let values: Vec<SqlValue> = cols.iter().map(|(n, ty)| to_sql(*ty, &row[n])).collect();
     conn.prepare_cached(&sql)?
         .execute(rusqlite::params_from_iter(values))?;
     Ok(())

@@ -1,6 +1,7 @@
 // The only module that talks to the node. Everything else imports from here.
 import { httpTransport } from './http';
 import { tauriTransport } from './tauri';
+import { newId } from '../ids';
 import type { Transport, FrameListener, LinkListener } from './transport';
 import type {
   BatchPull,
@@ -80,7 +81,7 @@ export const api = {
     ),
   mutate: (mutations: Omit<Mutation, 'mid'>[]) =>
     call<{ results: MutationResult[] }>('POST', '/api/mutations', {
-      mutations: mutations.map((m) => ({ mid: crypto.randomUUID(), ...m })),
+      mutations: mutations.map((m) => ({ mid: newId(), ...m })),
     }),
   // State changes always carry a JSON body: nodes refuse other content types (cross-site forms).
   sendToKitchen: (orderId: string) =>

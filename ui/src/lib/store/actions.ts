@@ -1,11 +1,11 @@
 // Writes. Only input columns are sent: derived columns are the core's job.
 import { api } from '../backend';
+import { newId as uuid } from '../ids';
 import { touch } from './sync';
 import type { Batch, Category, Job, JobStatus, MenuItem, Modifier, Order, OrderLine, OrderType, Settings } from './model';
 import { splitModifiers, toggleModifier } from './model';
 
 const now = () => new Date().toISOString();
-const uuid = () => crypto.randomUUID();
 
 export async function openShift(nodeId: string, cashier: string, openingFloat: number): Promise<string> {
   const id = uuid();
@@ -226,7 +226,7 @@ export async function saveSettings(row: Partial<Settings> & { id: string }): Pro
   touch('settings', row.id, ['shop', 'money']);
 }
 
-export const newId = uuid;
+export { uuid as newId };
 
 /** The order's receipt on this till's printer: once per state of payment, however often asked. */
 export async function printReceipt(orderId: string, copy = false): Promise<void> {
