@@ -153,6 +153,104 @@ fn capsule_frames_are_signals_without_row_data() {
 }
 
 #[test]
+fn stream_frames_come_zstd_compressed_to_tills_that_ask_and_say_the_same() {
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    // A 300 ms window: a busy moment's capsules travel as one frame, big enough to compress.
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--coalesce-ms", "300"],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ws_url = format!("{}/ws", hub.url.replace("http://", "ws://"));
+    let (mut plain, _) = rt
+        .block_on(tokio_tungstenite::connect_async(ws_url.clone()))
+        .unwrap();
+    let (mut packed, _) = rt
+        .block_on(tokio_tungstenite::connect_async(format!(
+            "{ws_url}?encoding=zstd"
+        )))
+        .unwrap();
+    // Frames as JSON until the one at `upto`, with the bytes each took on the wire and
+    // whether it came compressed.
+    let read_upto = |ws: &mut tokio_tungstenite::WebSocketStream<_>, upto: i64| {
+        rt.block_on(async {
+            let mut out: Vec<(Value, usize, bool)> = Vec::new();
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                    .await
+                    .expect("a frame within 10 s")
+                    .unwrap()
+                    .unwrap();
+                let (text, wire, binary) = match m {
+                    Message::Text(t) => (t.to_string(), t.len(), false),
+                    Message::Binary(b) => (
+                        String::from_utf8(zstd::bulk::decompress(&b, 1 << 24).unwrap()).unwrap(),
+                        b.len(),
+                        true,
+                    ),
+                    _ => continue,
+                };
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                let seq = frame["seq"].as_i64().unwrap_or(0);
+                out.push((frame, wire, binary));
+                if seq >= upto {
+                    return out;
+                }
+            }
+        })
+    };
+    let shift = new_id();
+    let mut writes = vec![(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )];
+    for n in 0..12 {
+        writes.push(("order_header", "insert", json!({"id": new_id(), "order_no": n + 1, "shift_id": shift, "opened_at": T, "tax_rate_bp": 1500, "table_label": format!("T{n}")})));
+    }
+    hub.apply(&writes);
+    let seq = hub.get("/api/changes?since=0").1["seq"].as_i64().unwrap();
+    let plain_frames = read_upto(&mut plain, seq);
+    let packed_frames = read_upto(&mut packed, seq);
+    // The same frames (hello aside: it names each connection's start), decoded alike.
+    let without_hello = |frames: &[(Value, usize, bool)]| -> Vec<Value> {
+        frames
+            .iter()
+            .filter(|(f, _, _)| f["type"] != "hello")
+            .map(|(f, _, _)| f.clone())
+            .collect()
+    };
+    assert_eq!(without_hello(&packed_frames), without_hello(&plain_frames));
+    let capsules: usize = plain_frames
+        .iter()
+        .map(|(f, _, _)| f["items"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(capsules >= 12, "{plain_frames:?}");
+    // The browser's plain subscriber never gets binary; the till's gets the big frame packed.
+    assert!(plain_frames.iter().all(|(_, _, binary)| !binary));
+    let (plain_bytes, packed_bytes) = (
+        plain_frames.iter().map(|(_, w, _)| w).sum::<usize>(),
+        packed_frames.iter().map(|(_, w, _)| w).sum::<usize>(),
+    );
+    assert!(
+        packed_frames.iter().any(|(_, _, binary)| *binary),
+        "{packed_frames:?}"
+    );
+    assert!(
+        packed_bytes * 2 < plain_bytes,
+        "{packed_bytes} bytes compressed vs {plain_bytes} plain"
+    );
+    // An encoding the hub does not speak is a clear 400, not a silent plain stream.
+    let (status, body) = hub.get("/ws?encoding=brotli");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("encoding"),
+        "{body}"
+    );
+}
+
+#[test]
 fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Node::hub(&dir.path().join("hub"));

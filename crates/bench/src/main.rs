@@ -122,12 +122,12 @@ fn main() -> anyhow::Result<()> {
             None
         };
         let mut runs = Vec::new();
-        for (mode, coalesce) in run::MODES.iter().filter(|_| args.runs(Section::Rush)) {
+        for (mode, coalesce, compressed) in run::MODES.iter().filter(|_| args.runs(Section::Rush)) {
             eprintln!(
                 "run: {mode} mode, coalescing {coalesce} ms, {} tills + {} screens...",
                 args.tills, args.screens
             );
-            runs.push(run::rush(&args, &tilld, mode, *coalesce).await?);
+            runs.push(run::rush(&args, &tilld, mode, *coalesce, *compressed).await?);
         }
         let writes = if !args.runs(Section::Writes) {
             None

@@ -20,14 +20,18 @@ use serde_json::{Value, json};
 use crate::Args;
 use crate::floor::Floor;
 
-/// Stream modes compared, with their coalescing window in ms; the first is the baseline.
-pub const MODES: &[(&str, u64)] = &[
-    ("legacy", 0),
-    ("legacy", 250),
-    ("both", 0),
-    ("both", 250),
-    ("capsule", 0),
-    ("capsule", 250),
+/// Stream modes compared: mode, coalescing window in ms, and whether the tills ask for
+/// compressed frames. The first is the baseline: the old system's push, whole rows as JSON
+/// text (uncompressed, as it sent them); the second is the same push compressed as this
+/// product's tills ask for it.
+pub const MODES: &[(&str, u64, bool)] = &[
+    ("legacy", 0, false),
+    ("legacy", 0, true),
+    ("legacy", 250, true),
+    ("both", 0, true),
+    ("both", 250, true),
+    ("capsule", 0, true),
+    ("capsule", 250, true),
 ];
 
 /// A `tilld` process (a hub unless started otherwise); SIGKILLed on drop.
@@ -135,7 +139,7 @@ impl Drop for Replicas {
 impl Replicas {
     /// `n` replicas, each with its own SQLite file, following `hub` over real sockets. They
     /// share one metrics registry, so its counters are totals and its histograms cover all.
-    pub async fn start(hub: &str, n: usize) -> anyhow::Result<Replicas> {
+    pub async fn start(hub: &str, n: usize, compressed: bool) -> anyhow::Result<Replicas> {
         let dir = tempfile::tempdir()?;
         let schema = Arc::new(Schema::builtin());
         let metrics = Arc::new(ReplicaMetrics::default());
@@ -148,7 +152,8 @@ impl Replicas {
                 capsule_store::Durability::Replica,
             )?);
             let link = Link::default();
-            let config = FollowConfig::new(hub, store.node_id());
+            let mut config = FollowConfig::new(hub, store.node_id());
+            config.compressed_frames = compressed;
             tasks.push(tokio::spawn(capsule_replica::follow(
                 store.clone(),
                 config,
@@ -239,6 +244,8 @@ async fn send(
 pub struct RunResult {
     pub mode: String,
     pub coalesce_ms: u64,
+    /// The tills asked for zstd frames.
+    pub compressed: bool,
     pub clients: usize,
     pub seconds: f64,
     pub requests: usize,
@@ -248,6 +255,8 @@ pub struct RunResult {
     pub capsules_per_s: f64,
     pub rows_per_s: f64,
     pub rest_requests_per_s_per_client: f64,
+    /// The pulls' paths and queries, which name the ids pulled.
+    pub rest_request_bytes_per_s_per_client: f64,
     pub rest_bytes_per_s_per_client: f64,
     pub pull_latency: HistogramSummary,
     pub merge_latency: HistogramSummary,
@@ -282,6 +291,7 @@ pub async fn rush(
     tilld: &Path,
     mode: &str,
     coalesce: u64,
+    compressed: bool,
 ) -> anyhow::Result<RunResult> {
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir()?;
@@ -293,12 +303,13 @@ pub async fn rush(
     )?;
     set_modes(&http, &hub.url, mode).await?;
     let clients = args.tills + args.screens;
-    let replicas = Replicas::start(&hub.url, clients).await?;
+    let replicas = Replicas::start(&hub.url, clients, compressed).await?;
     let m = &replicas.metrics;
     let base = (
         m.ws_bytes_received.get(),
         m.ws_frames_received.get(),
         m.rest_requests.get(),
+        m.rest_request_bytes.get(),
     );
     let hub_base: Value = get_json(&http, &format!("{}/api/metrics", hub.url)).await?;
     let cpu0 = hub.cpu_secs();
@@ -351,6 +362,7 @@ pub async fn rush(
     Ok(RunResult {
         mode: mode.into(),
         coalesce_ms: coalesce,
+        compressed,
         clients,
         seconds,
         requests,
@@ -360,6 +372,7 @@ pub async fn rush(
         capsules_per_s: delta("capsules_sent") / seconds,
         rows_per_s: delta("rows_sent") / seconds,
         rest_requests_per_s_per_client: per_client(m.rest_requests.get(), base.2),
+        rest_request_bytes_per_s_per_client: per_client(m.rest_request_bytes.get(), base.3),
         // On the wire (gzip where the hub compressed), as the hub sent them: the replicas'
         // client sees bodies already decoded.
         rest_bytes_per_s_per_client: delta("rest_bytes_sent") / seconds / n,
@@ -456,7 +469,14 @@ impl Report {
         let heads: Vec<String> = self
             .runs
             .iter()
-            .map(|r| format!("{} {} ms", r.mode, r.coalesce_ms))
+            .map(|r| {
+                format!(
+                    "{} {} ms{}",
+                    r.mode,
+                    r.coalesce_ms,
+                    if r.compressed { "" } else { ", plain" }
+                )
+            })
             .collect();
         let _ = writeln!(
             out,
@@ -495,8 +515,17 @@ impl Report {
                 human_bytes,
             ),
             (
-                "WS + REST bytes/s per client",
-                |r| r.ws_bytes_per_s_per_client + r.rest_bytes_per_s_per_client,
+                "REST request paths and queries, bytes/s per client",
+                |r| r.rest_request_bytes_per_s_per_client,
+                human_bytes,
+            ),
+            (
+                "WS + REST bytes/s per client (answers and request paths)",
+                |r| {
+                    r.ws_bytes_per_s_per_client
+                        + r.rest_bytes_per_s_per_client
+                        + r.rest_request_bytes_per_s_per_client
+                },
                 human_bytes,
             ),
             (

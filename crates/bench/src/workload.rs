@@ -68,9 +68,13 @@ pub struct Rush {
     next_no: i64,
     started: bool,
     finished: bool,
+    /// Ids made so far (their clock).
+    ids: u64,
 }
 
 const T0: &str = "2026-11-24T12:00:00.000Z";
+/// [`T0`] in ms since the Unix epoch.
+const T0_MS: u64 = 1_795_521_600_000;
 
 impl Rush {
     pub fn new(config: RushConfig) -> Rush {
@@ -84,13 +88,16 @@ impl Rush {
             next_no: 1,
             started: false,
             finished: false,
+            ids: 0,
         }
     }
 
     fn id(&mut self) -> String {
-        // Ids from the seeded generator, so a rerun writes the same rows.
-        let bytes: [u8; 16] = self.rng.random();
-        uuid::Builder::from_random_bytes(bytes)
+        // UUIDv7 like the tills make, from the seeded generator and a clock that moves 5 ms per
+        // id (the rush's pace), so a rerun writes the same rows.
+        let bytes: [u8; 10] = self.rng.random();
+        self.ids += 1;
+        uuid::Builder::from_unix_timestamp_millis(T0_MS + self.ids * 5, &bytes)
             .into_uuid()
             .to_string()
     }

@@ -479,7 +479,23 @@ pub struct WsParams {
     pub term: Option<i64>,
     pub node: Option<String>,
     pub role: Option<String>,
+    /// `zstd`: frames of [`ZSTD_FRAME_ABOVE`] bytes or more come as binary messages, each one
+    /// zstd-compressed JSON frame (shorter ones stay text). A till asks for it; a browser
+    /// does not.
+    #[serde(default)]
+    pub encoding: Option<FrameEncoding>,
 }
+
+/// How a `/ws` subscriber wants its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameEncoding {
+    Zstd,
+}
+
+/// Frames shorter than this stay text even for a zstd subscriber: a single capsule shrinks by
+/// a few bytes and costs a compressor's set-up.
+pub const ZSTD_FRAME_ABOVE: usize = 512;
 
 /// `POST /api/admin/modes`: one entity's rollout mode.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -14,6 +14,8 @@ pub struct ReplicaMetrics {
     pub capsules_received: Counter,
     pub rest_requests: Counter,
     pub rest_bytes: Counter,
+    /// Bytes of the requests' paths and queries (a pull names its ids there).
+    pub rest_request_bytes: Counter,
     pub rest_failures: Counter,
     pub pull_latency: Histogram,
     pub merge_latency: Histogram,
@@ -37,6 +39,7 @@ pub struct ReplicaMetricsJson {
     pub capsules_received: u64,
     pub rest_requests: u64,
     pub rest_bytes: u64,
+    pub rest_request_bytes: u64,
     pub rest_failures: u64,
     pub pull_latency: HistogramSummary,
     pub merge_latency: HistogramSummary,
@@ -62,6 +65,7 @@ impl ReplicaMetrics {
             capsules_received: self.capsules_received.get(),
             rest_requests: self.rest_requests.get(),
             rest_bytes: self.rest_bytes.get(),
+            rest_request_bytes: self.rest_request_bytes.get(),
             rest_failures: self.rest_failures.get(),
             pull_latency: self.pull_latency.summary(),
             merge_latency: self.merge_latency.summary(),
@@ -116,6 +120,12 @@ impl ReplicaMetrics {
             "capsule_replica_rest_bytes_total",
             "bytes received over REST",
             self.rest_bytes.get(),
+        );
+        c(
+            out,
+            "capsule_replica_rest_request_bytes_total",
+            "bytes of REST request paths and queries sent",
+            self.rest_request_bytes.get(),
         );
         c(
             out,

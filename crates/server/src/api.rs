@@ -56,7 +56,7 @@ pub struct ApiState {
 }
 
 /// Bodies up to this many bytes are not compressed.
-const COMPRESS_ABOVE: u16 = 1400;
+const COMPRESS_ABOVE: u16 = 256;
 
 /// The OpenAPI description of the routes every node serves (the node adds its own).
 #[derive(utoipa::OpenApi)]
@@ -728,7 +728,7 @@ async fn ws(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| {
         ApiError::bad_request(format!(
-            "bad /ws query (since=SEQ&node=ID&role=ROLE): {}",
+            "bad /ws query (since=SEQ&node=ID&role=ROLE&encoding=zstd): {}",
             e.body_text()
         ))
     })?;

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket};
-use capsule_protocol::{Capsule, Frame};
+use capsule_protocol::{Capsule, Frame, FrameEncoding, ZSTD_FRAME_ABOVE};
 use capsule_store::Store;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -46,6 +47,9 @@ pub struct Published {
     pub seq: i64,
     pub kind: FrameKind,
     pub text: Arc<str>,
+    /// The frame zstd-compressed, made once by the first subscriber that asked for zstd and
+    /// shared by the others (None: it would not compress).
+    packed: OnceLock<Option<Bytes>>,
 }
 
 /// What the hub knows of a connected subscriber.
@@ -165,6 +169,7 @@ impl Stream {
             seq,
             kind,
             text,
+            packed: OnceLock::new(),
         }));
     }
 
@@ -281,14 +286,42 @@ enum SendError {
     Stalled,
 }
 
+/// One zstd frame (the fastest level: frames are small and many).
+fn compress(text: &str) -> Option<Bytes> {
+    zstd::bulk::compress(text.as_bytes(), 1)
+        .ok()
+        .filter(|z| z.len() < text.len())
+        .map(Bytes::from)
+}
+
+/// Sends a frame as text, or compressed for a subscriber that asked for zstd when the frame
+/// is long enough (`packed` caches the compressed form of a frame many subscribers get).
 async fn send(
     tx: &mut WsSink,
     metrics: &NodeMetrics,
     text: &str,
+    packed: Option<&OnceLock<Option<Bytes>>>,
+    encoding: Option<FrameEncoding>,
     kind: FrameKind,
 ) -> Result<(), SendError> {
-    metrics.frame_sent(kind, text.len());
-    match tokio::time::timeout(SEND_DEADLINE, tx.send(Message::Text(text.into()))).await {
+    let zstd = match encoding {
+        Some(FrameEncoding::Zstd) if text.len() >= ZSTD_FRAME_ABOVE => match packed {
+            Some(cell) => cell.get_or_init(|| compress(text)).clone(),
+            None => compress(text),
+        },
+        _ => None,
+    };
+    let message = match zstd {
+        Some(bytes) => {
+            metrics.frame_sent(kind, bytes.len());
+            Message::Binary(bytes)
+        }
+        None => {
+            metrics.frame_sent(kind, text.len());
+            Message::Text(text.into())
+        }
+    };
+    match tokio::time::timeout(SEND_DEADLINE, tx.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(SendError::Closed),
         Err(_) => Err(SendError::Stalled),
@@ -299,12 +332,15 @@ async fn send_frame(
     tx: &mut WsSink,
     metrics: &NodeMetrics,
     frame: &Frame,
+    encoding: Option<FrameEncoding>,
     kind: FrameKind,
 ) -> Result<(), SendError> {
     send(
         tx,
         metrics,
         &serde_json::to_string(frame).expect("frames serialise"),
+        None,
+        encoding,
         kind,
     )
     .await
@@ -380,9 +416,15 @@ pub async fn serve_ws(
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
     };
-    if send_frame(&mut tx, &metrics, &hello, FrameKind::Control)
-        .await
-        .is_err()
+    if send_frame(
+        &mut tx,
+        &metrics,
+        &hello,
+        params.encoding,
+        FrameKind::Control,
+    )
+    .await
+    .is_err()
     {
         return;
     }
@@ -423,9 +465,15 @@ pub async fn serve_ws(
                 ),
             };
             metrics.replayed_frames.inc();
-            if send_frame(&mut tx, &metrics, &frame, FrameKind::Capsule)
-                .await
-                .is_err()
+            if send_frame(
+                &mut tx,
+                &metrics,
+                &frame,
+                params.encoding,
+                FrameKind::Capsule,
+            )
+            .await
+            .is_err()
             {
                 return;
             }
@@ -438,6 +486,7 @@ pub async fn serve_ws(
                 &mut tx,
                 &metrics,
                 &Frame::TooOld { oldest },
+                params.encoding,
                 FrameKind::Control,
             )
             .await
@@ -485,7 +534,7 @@ pub async fn serve_ws(
                         }
                     };
                     let outcome = tokio::select! {
-                        r = send(&mut tx, &metrics, &p.text, p.kind) => r.err(),
+                        r = send(&mut tx, &metrics, &p.text, Some(&p.packed), params.encoding, p.kind) => r.err(),
                         behind = backlog => {
                             tracing::warn!(behind, node = ?params.node, "subscriber is not reading; dropping it");
                             Some(SendError::Stalled)
@@ -506,7 +555,7 @@ pub async fn serve_ws(
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, node = ?params.node, "subscriber lagged; disconnecting it so it resynchronises");
                     metrics.lagged_disconnects.inc();
-                    let _ = send_frame(&mut tx, &metrics, &Frame::Lagged { missed }, FrameKind::Control).await;
+                    let _ = send_frame(&mut tx, &metrics, &Frame::Lagged { missed }, params.encoding, FrameKind::Control).await;
                     let _ = tx.close().await;
                     return;
                 }
