@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS _journal (
     mutation TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
-CREATE INDEX IF NOT EXISTS _mutation_seq ON _mutation(seq);
+-- No query reads mids by version; an index on it only cost every write a B-tree insert.
+DROP INDEX IF EXISTS _mutation_seq;
 -- Entities whose rows here hold local writes (or values derived from them) that no hub
 -- version describes; a node that claims the hub stamps them anew so followers pull them.
 CREATE TABLE IF NOT EXISTS _dirty (
