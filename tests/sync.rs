@@ -244,10 +244,7 @@ fn stream_frames_come_zstd_compressed_to_tills_that_ask_and_say_the_same() {
     // An encoding the hub does not speak is a clear 400, not a silent plain stream.
     let (status, body) = hub.get("/ws?encoding=brotli");
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("encoding"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("brotli"), "{body}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::publisher::Modes;
 use crate::stream::{Stream, serve_ws};
 use crate::writer::WriteQueue;
-use capsule_protocol::{NodeReport, SetMode, WsParams};
+use capsule_protocol::{FrameEncoding, NodeReport, SetMode, WsParams};
 
 /// Most ids accepted in one batch pull.
 pub use capsule_protocol::defaults::MAX_IDS_PER_PULL;
@@ -90,7 +90,8 @@ const COMPRESS_ABOVE: u16 = 256;
         Snapshot,
         Changes,
         SetMode,
-        NodeReport
+        NodeReport,
+        FrameEncoding
     ))
 )]
 pub struct ApiDoc;
@@ -103,8 +104,9 @@ async fn healthz() -> &'static str {
 
 pub fn router(state: ApiState) -> Router {
     let wire = state.stream.metrics().clone();
-    // Where the bytes are (pulls, snapshots, change lists, the journal, tables): gzip for a
-    // client that asks for it (the till's client does). Not on `/ws`, whose frames are small.
+    // Where the bytes are (pulls, snapshots, change lists, the journal, tables): zstd or gzip
+    // for a client that asks for it (the till's client does). `/ws` frames are compressed by
+    // the stream itself, once per frame for every subscriber that asked (stream.rs).
     let bulk = Router::new()
         .route("/api/entities", get(pull_many))
         .route("/api/entities/{entity}/{id}", get(pull_one))
@@ -119,8 +121,8 @@ pub fn router(state: ApiState) -> Router {
             tower_http::compression::CompressionLayer::new()
                 .quality(tower_http::CompressionLevel::Fastest)
                 .compress_when(
-                    // A small body is sent as it is: setting up a compressor costs more time than
-                    // its few bytes do on a LAN (an idle till's pull is a few hundred bytes).
+                    // A tiny body is sent as it is: below a few hundred bytes a compressor's
+                    // frame and set-up cost more than the bytes it would save.
                     tower_http::compression::Predicate::and(
                         tower_http::compression::predicate::DefaultPredicate::new(),
                         tower_http::compression::predicate::SizeAbove::new(COMPRESS_ABOVE),
@@ -715,7 +717,8 @@ async fn metrics_json(State(s): State<ApiState>) -> Json<Value> {
 
 #[utoipa::path(get, path = "/ws", tag = "sync",
     params(("since" = Option<i64>, Query), ("hub" = Option<String>, Query), ("term" = Option<i64>, Query),
-           ("node" = Option<String>, Query), ("role" = Option<String>, Query)),
+           ("node" = Option<String>, Query), ("role" = Option<String>, Query),
+           ("encoding" = Option<FrameEncoding>, Query, description = "`zstd`: frames of 512 bytes or more as binary zstd messages")),
     responses((status = 101, description = "WebSocket: `hello`, then capsule frames"),
               (status = 400, description = "not a WebSocket upgrade, or bad parameters", body = ErrorBody),
               (status = 503, description = "too many subscribers", body = ErrorBody)))]

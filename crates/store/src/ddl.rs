@@ -8,9 +8,9 @@ use rusqlite::Connection;
 use crate::sql::{q, sql_columns};
 use crate::{Result, StoreError};
 
-// Tables keyed by text are WITHOUT ROWID: one B-tree per table instead of a table and its key
-// index, so each write updates half as many (a store made before keeps the old layout; the
-// SQL is the same for both).
+// Small tables keyed by text are WITHOUT ROWID: one B-tree per table instead of a table and
+// its key index, so each write updates half as many (a store made before keeps the old
+// layout; the SQL is the same for both).
 const SYSTEM_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Every applied mutation id, so a retried request changes nothing.

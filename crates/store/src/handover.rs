@@ -32,11 +32,13 @@ CREATE TABLE IF NOT EXISTS _gone (
 CREATE INDEX IF NOT EXISTS _gone_v ON _gone(v);
 -- Every write this node's data holds (applied here as hub, or copied from the hub's journal),
 -- as sent: replayed into the winner if this node steps down.
+-- (A rowid table, unlike the other text-keyed ones: its rows hold whole mutations, too big to
+-- sit in a primary-key tree, and same-version entries read back in the order written.)
 CREATE TABLE IF NOT EXISTS _journal (
     mid TEXT PRIMARY KEY,
     v INTEGER NOT NULL,
     mutation TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
 -- No query reads mids by version; an index on it only cost every write a B-tree insert.
 DROP INDEX IF EXISTS _mutation_seq;

@@ -418,7 +418,7 @@ impl Store {
                 unreachable!("json! of an object")
             };
             let m = Mutation {
-                mid: uuid::Uuid::new_v4().to_string(),
+                mid: uuid::Uuid::now_v7().to_string(),
                 table: "z_report".into(),
                 action: Action::Insert,
                 row,
