@@ -231,18 +231,9 @@ impl Store {
     }
 
     /// The SQL condition selecting a table's rows for a light snapshot.
-    fn light_filter(&self, t: &capsule_protocol::TableDef) -> String {
-        let entity_filter = |e: &Entity| match &e.light {
-            Some(l) => {
-                let values: Vec<String> = l
-                    .values
-                    .iter()
-                    .map(|v| format!("'{}'", v.replace('\'', "''")))
-                    .collect();
-                format!("\"{}\" IN ({})", l.column, values.join(", "))
-            }
-            None => "1".to_string(),
-        };
+    pub(crate) fn light_filter(&self, t: &capsule_protocol::TableDef) -> String {
+        let entity_filter =
+            |e: &Entity| crate::sql::light_condition(e).unwrap_or_else(|| "1".to_string());
         match &t.role {
             capsule_protocol::TableRole::Entity { entity } => {
                 entity_filter(&self.schema.entities[entity])

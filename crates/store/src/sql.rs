@@ -199,6 +199,19 @@ pub fn update_columns(
     Ok(())
 }
 
+/// The SQL condition of an entity's light filter (`"status" IN ('open', 'sent')`), None when it
+/// has none. The light snapshot selects with it and a partial index is built on it, so the
+/// text must be the same in both: SQLite uses the index only for that exact condition.
+pub fn light_condition(e: &capsule_protocol::Entity) -> Option<String> {
+    let l = e.light.as_ref()?;
+    let values: Vec<String> = l
+        .values
+        .iter()
+        .map(|v| format!("'{}'", v.replace('\'', "''")))
+        .collect();
+    Some(format!("\"{}\" IN ({})", l.column, values.join(", ")))
+}
+
 /// A `_meta` value, None when unset.
 pub fn meta_text(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn

@@ -746,6 +746,29 @@ fn a_light_snapshot_carries_open_business_only() {
     assert_eq!(ids("pos_shift"), ["s1"]);
     assert_eq!(light.seq, store.snapshot().unwrap().seq);
     assert_eq!(store.snapshot().unwrap().tables["order_header"].len(), 2);
+    // Open business is found through its partial index, not by reading every finished row
+    // of the day (a till opening on a busy evening would wait for the whole day).
+    for table in [
+        "order_header",
+        "job_order_header",
+        "job_order_batch",
+        "pos_shift",
+    ] {
+        let plan = store
+            .with_reader(|c| {
+                let cond = store.light_filter(&store.schema.tables[table]);
+                let mut stmt = c.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT id FROM \"{table}\" WHERE {cond}"
+                ))?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?.join("; "))
+            })
+            .unwrap();
+        assert!(
+            plan.contains(&format!("INDEX light_{table}")),
+            "{table}: {plan}"
+        );
+    }
 }
 
 #[test]
