@@ -756,15 +756,26 @@ async fn pull_and_merge(
     parts: &[String],
     have: &[i64],
 ) -> Result<Vec<String>> {
-    let have: Vec<String> = have.iter().map(i64::to_string).collect();
-    let url = format!(
-        "{}/api/entities?entity={}&ids={}&parts={}&have={}",
+    let mut url = format!(
+        "{}/api/entities?entity={}&ids={}&parts={}",
         ctx.config.hub_url,
         query_list(&[entity]),
         query_list(ids),
         query_list(parts),
-        query_list(&have),
     );
+    // Versions held matter only for child parts, and only when one is held: without them the
+    // hub sends whole parts, and no list of live child ids either.
+    let child_parts = ctx.store.schema().entity(entity).is_some_and(|e| {
+        parts.iter().any(|p| {
+            e.part(p)
+                .is_some_and(|p| matches!(p.kind, capsule_protocol::PartKind::Child { .. }))
+        })
+    });
+    if child_parts && have.iter().any(|v| *v > 0) {
+        let have: Vec<String> = have.iter().map(i64::to_string).collect();
+        url.push_str("&have=");
+        url.push_str(&query_list(&have));
+    }
     let started = Instant::now();
     let pull: BatchPull = get_json(ctx, url.as_str()).await?;
     ctx.metrics.pull_latency.observe(started.elapsed());
