@@ -114,18 +114,14 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
         // holding just those rows finds them without reading the day's finished ones, and
         // costs a write only when a row enters or leaves open business.
         if let TableRole::Entity { entity } = &t.role
-            && let Some(cond) = crate::sql::light_condition(&schema.entities[entity])
+            && let e = &schema.entities[entity]
+            && let (Some(light), Some(cond)) = (&e.light, crate::sql::light_condition(e))
         {
-            let col = &schema.entities[entity]
-                .light
-                .as_ref()
-                .expect("a condition comes from a filter")
-                .column;
             conn.execute_batch(&format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE {cond};",
                 q(&format!("light_{}", t.name)),
                 q(&t.name),
-                q(col)
+                q(&light.column)
             ))?;
         }
     }
