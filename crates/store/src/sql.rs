@@ -64,8 +64,10 @@ pub fn select_rows(
 }
 
 /// Writes the rows of `t` `WHERE <where_sql>` as JSON objects separated by commas (the JSON
-/// of [`select_rows`]' rows), straight from SQLite's values: no row is built in memory, so a
-/// day's snapshot streams at the speed of the disk and the encoder.
+/// of [`select_rows`]' rows), straight from SQLite's values: no row is built as a map, and
+/// rows are encoded into a local buffer handed on in blocks of [`ROWS_BLOCK`] bytes, so a
+/// day's snapshot streams at the speed of the disk (a write call per value took a third of
+/// the time).
 pub fn write_rows_json(
     conn: &Connection,
     t: &TableDef,
@@ -80,41 +82,67 @@ pub fn write_rows_json(
         .enumerate()
         .map(|(i, (name, _))| {
             let mut k = if i == 0 { b"{".to_vec() } else { b",".to_vec() };
-            k.extend(serde_json::to_vec(name).expect("strings serialise"));
+            json_string(&mut k, name);
             k.push(b':');
             k
         })
         .collect();
     let mut stmt = conn.prepare_cached(&select_sql(t, where_sql))?;
     let mut rows = stmt.query([])?;
+    let mut buf: Vec<u8> = Vec::with_capacity(ROWS_BLOCK + 4096);
+    let mut ints = itoa::Buffer::new();
     let mut first = true;
     while let Some(r) = rows.next()? {
         if !first {
-            out.write_all(b",").map_err(io)?;
+            buf.push(b',');
         }
         first = false;
         for (i, (_, ty)) in cols.iter().enumerate() {
-            out.write_all(&keys[i]).map_err(io)?;
+            buf.extend_from_slice(&keys[i]);
             match r.get_ref(i)? {
-                ValueRef::Null => out.write_all(b"null").map_err(io)?,
-                ValueRef::Integer(v) if *ty == Some(ColumnType::Boolean) => out
-                    .write_all(if v != 0 { b"true" } else { b"false" })
-                    .map_err(io)?,
-                ValueRef::Integer(v) => write!(out, "{v}").map_err(io)?,
+                ValueRef::Null => buf.extend_from_slice(b"null"),
+                ValueRef::Integer(v) if *ty == Some(ColumnType::Boolean) => {
+                    buf.extend_from_slice(if v != 0 { b"true" } else { b"false" })
+                }
+                ValueRef::Integer(v) => buf.extend_from_slice(ints.format(v).as_bytes()),
                 ValueRef::Real(f) => {
-                    serde_json::to_writer(&mut *out, &f).map_err(|e| io(e.into()))?
+                    serde_json::to_writer(&mut buf, &f).map_err(|e| io(e.into()))?
                 }
-                ValueRef::Text(text) => {
-                    let text = std::str::from_utf8(text)
-                        .map_err(|e| StoreError::Corrupt(format!("text is not UTF-8: {e}")))?;
-                    serde_json::to_writer(&mut *out, text).map_err(|e| io(e.into()))?
-                }
+                ValueRef::Text(text) => json_string(
+                    &mut buf,
+                    std::str::from_utf8(text)
+                        .map_err(|e| StoreError::Corrupt(format!("text is not UTF-8: {e}")))?,
+                ),
                 ValueRef::Blob(_) => return Err(StoreError::Corrupt("unexpected blob".into())),
             }
         }
-        out.write_all(b"}").map_err(io)?;
+        buf.push(b'}');
+        if buf.len() >= ROWS_BLOCK {
+            out.write_all(&buf).map_err(io)?;
+            buf.clear();
+        }
     }
+    out.write_all(&buf).map_err(io)?;
     Ok(())
+}
+
+/// Bytes of encoded rows handed on at a time by [`write_rows_json`].
+const ROWS_BLOCK: usize = 32 * 1024;
+
+/// Appends `s` as a JSON string. Most text (ids, times, names) needs no escaping and is copied
+/// as it is; the rest goes through serde_json's escaper.
+pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Without early exit, so the check runs over many bytes at once.
+    let plain = !s.bytes().fold(false, |esc, b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    }
 }
 
 /// `SELECT <cols> FROM <t> WHERE <where_sql> ORDER BY rowid`.

@@ -1178,3 +1178,20 @@ fn a_schema_without_a_column_the_reports_or_commands_read_does_not_open() {
         assert!(err.to_string().contains(want), "{err}");
     }
 }
+
+#[test]
+fn snapshot_text_is_escaped_as_json() {
+    for s in [
+        "",
+        "plain",
+        "quote \" and backslash \\",
+        "tab\tnewline\ncontrol \u{1b}p",
+        "ünïcødé كبسولة 🍕",
+    ] {
+        let mut out = Vec::new();
+        crate::sql::json_string(&mut out, s);
+        assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, s);
+    }
+}
