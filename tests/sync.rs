@@ -570,3 +570,158 @@ fn tilld_serves_its_ui_from_any_directory() {
     // The API is not shadowed by the UI.
     assert_eq!(hub.get("/api/status").1["role"], "hub");
 }
+
+#[test]
+fn a_whole_burst_is_one_pull_request_compressed_or_not_and_bad_ones_get_a_clear_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let (shift, order) = (new_id(), new_id());
+    open_order(&hub, &shift, &order, 1);
+    let line = new_id();
+    hub.apply(&[(
+        "order_line",
+        "insert",
+        json!({"id": line, "order_id": order, "name_en": "Tea", "qty": 2, "unit_price": 300, "station": "bar", "created_at": T}),
+    )]);
+    let body = json!({"pulls": [
+        {"entity": "order", "ids": [order, "ghost"], "parts": ["status", "lines"]},
+        {"entity": "shift", "ids": [shift]},
+    ]})
+    .to_string();
+    let post = |body: Vec<u8>, encoding: Option<&str>| {
+        let mut r = client()
+            .post(format!("{}/api/pull", hub.url))
+            .header("content-type", "application/json");
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        let r = r.body(body).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    // One answer per entity, in the order asked, saying what the per-entity pulls say.
+    let (status, plain) = post(body.clone().into_bytes(), None);
+    assert_eq!(status, 200, "{plain}");
+    let (_, order_pull) = hub.get(&format!(
+        "/api/entities?entity=order&ids={order},ghost&parts=status,lines"
+    ));
+    let (_, shift_pull) = hub.get(&format!("/api/entities?entity=shift&ids={shift}"));
+    assert_eq!(plain["pulls"], json!([order_pull, shift_pull]));
+    assert_eq!(plain["pulls"][0]["missing"], json!(["ghost"]));
+    let lines = plain["pulls"][0]["items"][0]["payload"]["lines"]
+        .as_array()
+        .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["id"] == line.as_str() && l["name_en"] == "Tea")
+    );
+    // The same request zstd-compressed (as a till sends it) gets the same answer.
+    let packed = zstd::bulk::compress(body.as_bytes(), 1).unwrap();
+    assert_eq!(post(packed, Some("zstd")), (200, plain.clone()));
+
+    let before = dump(&hub.db());
+    let bomb = zstd::bulk::compress(&vec![b' '; 4 * 1024 * 1024], 3).unwrap();
+    let too_many: Vec<Value> = (0..33)
+        .map(|_| json!({"entity": "order", "ids": [order]}))
+        .collect();
+    // (what, body, Content-Encoding, status, what the error says)
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "brotli",
+            body.clone().into_bytes(),
+            Some("br"),
+            415,
+            "not accepted",
+        ),
+        (
+            "not zstd",
+            b"{\"pulls\": []}".to_vec(),
+            Some("zstd"),
+            400,
+            "not zstd",
+        ),
+        ("zstd bomb", bomb, Some("zstd"), 400, "decompressed"),
+        (
+            "not json",
+            b"pulls please".to_vec(),
+            None,
+            400,
+            "not a pull request",
+        ),
+        (
+            "no wants",
+            br#"{"pulls": []}"#.to_vec(),
+            None,
+            400,
+            "1 to 32",
+        ),
+        (
+            "too many wants",
+            json!({"pulls": too_many}).to_string().into_bytes(),
+            None,
+            400,
+            "1 to 32",
+        ),
+        (
+            "no ids",
+            json!({"pulls": [{"entity": "order", "ids": []}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            400,
+            "'ids'",
+        ),
+        (
+            "have per id",
+            json!({"pulls": [{"entity": "order", "ids": [order, "x"], "have": [1]}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            400,
+            "one per id",
+        ),
+        (
+            "negative have",
+            json!({"pulls": [{"entity": "order", "ids": [order], "have": [-1]}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            400,
+            "0 or more",
+        ),
+        (
+            "unknown entity",
+            json!({"pulls": [{"entity": "menu", "ids": ["x"]}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            404,
+            "unknown entity",
+        ),
+        (
+            "unknown part",
+            json!({"pulls": [{"entity": "order", "ids": [order], "parts": ["colour"]}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            400,
+            "no part 'colour'",
+        ),
+    ];
+    for (what, body, encoding, want, needle) in cases {
+        let (got, answer) = post(body, encoding);
+        assert_eq!(got, want, "{what}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(needle),
+            "{what}: '{error}' should mention '{needle}'"
+        );
+    }
+    assert_eq!(
+        dump(&hub.db()),
+        before,
+        "a refused pull changed stored data"
+    );
+}

@@ -522,12 +522,12 @@ impl Report {
                 human_bytes,
             ),
             (
-                "REST request paths and queries, bytes/s per client",
+                "REST requests (paths, queries and bodies as sent), bytes/s per client",
                 |r| r.rest_request_bytes_per_s_per_client,
                 human_bytes,
             ),
             (
-                "WS + REST bytes/s per client (answers and request paths)",
+                "WS + REST bytes/s per client (answers and requests)",
                 |r| {
                     r.ws_bytes_per_s_per_client
                         + r.rest_bytes_per_s_per_client

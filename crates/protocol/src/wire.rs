@@ -296,6 +296,34 @@ pub struct BatchPull {
     pub missing: Vec<String>,
 }
 
+/// One entity's share of a `POST /api/pull`: what `GET /api/entities` asks in its query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PullWant {
+    pub entity: String,
+    pub ids: Vec<String>,
+    /// Parts to send; every part when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
+    /// The version held of each id (one per id, or none): child parts come as deltas above it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub have: Vec<i64>,
+}
+
+/// `POST /api/pull` body: a till's whole burst in one request, so its ids travel in a body
+/// that can be compressed (`Content-Encoding: zstd`) instead of a query string, and the
+/// answers of every entity share one compressed body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PullRequest {
+    pub pulls: Vec<PullWant>,
+}
+
+/// `POST /api/pull` answer: one batch pull per want, in the order asked, all read at one
+/// consistent point of the hub's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PullAnswer {
+    pub pulls: Vec<BatchPull>,
+}
+
 /// `GET /api/snapshot` answer: every synced row, consistent at stream position `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {

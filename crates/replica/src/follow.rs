@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_protocol::defaults::IDS_PER_PULL;
+use capsule_protocol::defaults::{IDS_PER_PULL, IDS_PER_REQUEST, MAX_PULL_WANTS};
 use capsule_protocol::{
-    BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, Snapshot, now_ms,
+    BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, PullAnswer,
+    PullRequest, PullWant, Snapshot, now_ms,
 };
 use capsule_store::{Store, meta};
 use futures_util::{FutureExt, StreamExt};
@@ -723,6 +724,9 @@ async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
             (ctx.ui)(LocalChange::Changed(local));
         }
     }
+    // The whole burst in as few requests as the limits allow (usually one): every entity's
+    // ids in one compressed body, every answer in one compressed body.
+    let mut wants: Vec<PullWant> = Vec::new();
     for (entity, (ids, parts)) in plan.pulls {
         let parts: Vec<String> = parts.into_iter().collect();
         for chunk in ids.chunks(IDS_PER_PULL) {
@@ -735,36 +739,58 @@ async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
                         .unwrap_or(0)
                 })
                 .collect();
-            let incomplete = pull_and_merge(ctx, &entity, chunk, &parts, &have).await?;
+            wants.push(PullWant {
+                entity: entity.clone(),
+                ids: chunk.to_vec(),
+                have: child_delta_versions(ctx, &entity, &parts, have),
+                parts: parts.clone(),
+            });
+        }
+    }
+    for request in into_requests(wants) {
+        let mut repull = Vec::new();
+        for (want, incomplete) in request.iter().zip(pull_and_merge(ctx, &request).await?) {
             if !incomplete.is_empty() {
                 // This copy was not what the delta assumed: the whole parts, once.
                 ctx.metrics.full_repulls.add(incomplete.len() as u64);
-                let zeros = vec![0; incomplete.len()];
-                pull_and_merge(ctx, &entity, &incomplete, &parts, &zeros).await?;
+                repull.push(PullWant {
+                    entity: want.entity.clone(),
+                    ids: incomplete,
+                    parts: want.parts.clone(),
+                    have: Vec::new(),
+                });
             }
+        }
+        if !repull.is_empty() {
+            pull_and_merge(ctx, &repull).await?;
         }
     }
     Ok(())
 }
 
-/// One batch pull (child parts as deltas above `have`, one per id) and its merge; returns
-/// the ids whose delta did not fit this replica's copy.
-async fn pull_and_merge(
-    ctx: &Ctx<'_>,
-    entity: &str,
-    ids: &[String],
-    parts: &[String],
-    have: &[i64],
-) -> Result<Vec<String>> {
-    let mut url = format!(
-        "{}/api/entities?entity={}&ids={}&parts={}",
-        ctx.config.hub_url,
-        query_list(&[entity]),
-        query_list(ids),
-        query_list(parts),
-    );
-    // Versions held matter only for child parts, and only when one is held: without them the
-    // hub sends whole parts, and no list of live child ids either.
+/// Groups wants into requests of at most [`IDS_PER_REQUEST`] ids and [`MAX_PULL_WANTS`]
+/// entities each.
+fn into_requests(wants: Vec<PullWant>) -> Vec<Vec<PullWant>> {
+    let mut out: Vec<Vec<PullWant>> = Vec::new();
+    let mut ids = 0;
+    for w in wants {
+        match out.last_mut() {
+            Some(last) if ids + w.ids.len() <= IDS_PER_REQUEST && last.len() < MAX_PULL_WANTS => {
+                ids += w.ids.len();
+                last.push(w);
+            }
+            _ => {
+                ids = w.ids.len();
+                out.push(vec![w]);
+            }
+        }
+    }
+    out
+}
+
+/// The versions held, sent only when they matter: for child parts, when one is held
+/// (otherwise the hub sends whole parts anyway, and no list of live child ids either).
+fn child_delta_versions(ctx: &Ctx<'_>, entity: &str, parts: &[String], have: Vec<i64>) -> Vec<i64> {
     let child_parts = ctx.store.schema().entity(entity).is_some_and(|e| {
         parts.iter().any(|p| {
             e.part(p)
@@ -772,7 +798,61 @@ async fn pull_and_merge(
         })
     });
     if child_parts && have.iter().any(|v| *v > 0) {
-        let have: Vec<String> = have.iter().map(i64::to_string).collect();
+        have
+    } else {
+        Vec::new()
+    }
+}
+
+/// One `POST /api/pull` (child parts as deltas above `have`) and the merge of each entity's
+/// answer; returns, per want, the ids whose delta did not fit this replica's copy. A hub
+/// without that route (an older version, during an upgrade) is asked entity by entity.
+async fn pull_and_merge(ctx: &Ctx<'_>, wants: &[PullWant]) -> Result<Vec<Vec<String>>> {
+    let url = format!("{}/api/pull", ctx.config.hub_url);
+    let body = serde_json::to_vec(&PullRequest {
+        pulls: wants.to_vec(),
+    })
+    .expect("a pull request serialises");
+    let started = Instant::now();
+    let pulls = match send_json::<PullAnswer>(ctx, &url, Some(&body)).await {
+        Ok(answer) if answer.pulls.len() == wants.len() => answer.pulls,
+        Ok(answer) => {
+            return Err(ReplicaError::Protocol(format!(
+                "the hub answered {} pulls for {} asked",
+                answer.pulls.len(),
+                wants.len()
+            )));
+        }
+        Err(ReplicaError::Hub {
+            status: 404 | 405, ..
+        }) => {
+            let mut out = Vec::with_capacity(wants.len());
+            for w in wants {
+                out.push(pull_one_entity(ctx, w).await?);
+            }
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    ctx.metrics.pull_latency.observe(started.elapsed());
+    let mut out = Vec::with_capacity(pulls.len());
+    for pull in pulls {
+        out.push(merge(ctx, pull).await?);
+    }
+    Ok(out)
+}
+
+/// `GET /api/entities` for one entity, as hubs before `POST /api/pull` serve it.
+async fn pull_one_entity(ctx: &Ctx<'_>, w: &PullWant) -> Result<Vec<String>> {
+    let mut url = format!(
+        "{}/api/entities?entity={}&ids={}&parts={}",
+        ctx.config.hub_url,
+        query_list(&[&w.entity]),
+        query_list(&w.ids),
+        query_list(&w.parts),
+    );
+    if !w.have.is_empty() {
+        let have: Vec<String> = w.have.iter().map(i64::to_string).collect();
         url.push_str("&have=");
         url.push_str(&query_list(&have));
     }
@@ -794,10 +874,30 @@ fn query_list<S: AsRef<str>>(items: &[S]) -> String {
 
 /// GET with retries and backoff; a 4xx answer is not retried.
 async fn get_json<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> Result<T> {
+    send_json(ctx, url, None).await
+}
+
+/// GET (no body) or POST of a JSON body, with retries and backoff; a 4xx answer is not
+/// retried. Only reads go through here, so a retry is harmless.
+async fn send_json<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx<'_>,
+    url: &str,
+    body: Option<&[u8]>,
+) -> Result<T> {
+    // A body worth compressing is compressed once, for every attempt.
+    let body = body.map(|b| {
+        if b.len() > COMPRESS_BODY_ABOVE
+            && let Ok(packed) = zstd::bulk::compress(b, 1)
+        {
+            (packed, true)
+        } else {
+            (b.to_vec(), false)
+        }
+    });
     let mut wait = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match get_once(ctx, url).await {
+        match send_once(ctx, url, body.clone()).await {
             Ok(v) => return Ok(v),
             Err(
                 e @ ReplicaError::Hub {
@@ -815,18 +915,40 @@ async fn get_json<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> R
     }
 }
 
-async fn get_once<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> Result<T> {
+/// Request bodies up to this many bytes go as they are (as the hub does with answers).
+const COMPRESS_BODY_ABOVE: usize = 256;
+
+async fn send_once<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx<'_>,
+    url: &str,
+    body: Option<(Vec<u8>, bool)>,
+) -> Result<T> {
     ctx.metrics.rest_requests.inc();
-    ctx.metrics
-        .rest_request_bytes
-        .add(url.len().saturating_sub(ctx.config.hub_url.len()) as u64);
+    // What the request carries: its path and query, and its body as sent.
+    ctx.metrics.rest_request_bytes.add(
+        (url.len().saturating_sub(ctx.config.hub_url.len())
+            + body.as_ref().map_or(0, |(b, _)| b.len())) as u64,
+    );
     let fail = |e: ReplicaError| {
         ctx.metrics.rest_failures.inc();
         e
     };
-    let resp = ctx
-        .http
-        .get(url)
+    let request = match body {
+        None => ctx.http.get(url),
+        Some((body, compressed)) => {
+            let r = ctx
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            let r = if compressed {
+                r.header(reqwest::header::CONTENT_ENCODING, "zstd")
+            } else {
+                r
+            };
+            r.body(body)
+        }
+    };
+    let resp = request
         .timeout(Duration::from_secs(60))
         .send()
         .await

@@ -124,7 +124,7 @@ impl ReplicaMetrics {
         c(
             out,
             "capsule_replica_rest_request_bytes_total",
-            "bytes of REST request paths and queries sent",
+            "bytes of REST requests sent (paths, queries and bodies as sent)",
             self.rest_request_bytes.get(),
         );
         c(

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_protocol::{
     BatchPull, ChangedSince, Changes, EntityParts, ErrorBody, JournalPage, Mode, MutationBatch,
-    MutationResponse, NodeStatus, Snapshot,
+    MutationResponse, NodeStatus, PullAnswer, PullRequest, Snapshot,
 };
 use capsule_store::Store;
 use serde_json::{Value, json};
@@ -27,6 +27,7 @@ use capsule_protocol::{FrameEncoding, NodeReport, SetMode, WsParams};
 
 /// Most ids accepted in one batch pull.
 pub use capsule_protocol::defaults::MAX_IDS_PER_PULL;
+use capsule_protocol::defaults::{MAX_IDS_PER_REQUEST, MAX_PULL_BODY, MAX_PULL_WANTS};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// What a node does with `POST /api/mutations`.
@@ -67,6 +68,7 @@ const COMPRESS_ABOVE: u16 = 256;
         mutations,
         pull_one,
         pull_many,
+        pull_batch,
         table_rows,
         snapshot,
         changed,
@@ -87,6 +89,8 @@ const COMPRESS_ABOVE: u16 = 256;
         MutationResponse,
         EntityParts,
         BatchPull,
+        PullRequest,
+        PullAnswer,
         Snapshot,
         Changes,
         SetMode,
@@ -110,6 +114,10 @@ pub fn router(state: ApiState) -> Router {
     let bulk = Router::new()
         .route("/api/entities", get(pull_many))
         .route("/api/entities/{entity}/{id}", get(pull_one))
+        .route(
+            "/api/pull",
+            post(pull_batch).layer(axum::extract::DefaultBodyLimit::max(MAX_PULL_BODY)),
+        )
         .route("/api/tables/{table}", get(table_rows))
         .route("/api/snapshot", get(snapshot))
         .route("/api/changes", get(changes))
@@ -311,6 +319,83 @@ async fn pull_many(
     .await??;
     s.stream.metrics().pull_served(n, started.elapsed());
     Ok(Json(out).into_response())
+}
+
+#[utoipa::path(post, path = "/api/pull", tag = "sync", request_body = PullRequest,
+    params(("Content-Encoding" = Option<String>, Header, description = "`zstd` for a compressed body (a till sends one)")),
+    responses(
+        (status = 200, description = "one batch pull per want, in the order asked", body = PullAnswer),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 404, description = "an unknown entity", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "a content encoding other than zstd", body = ErrorBody)))]
+/// `POST /api/pull`: a till's whole burst in one request (a read, though a POST: its ids
+/// travel in a compressible body instead of the query string).
+async fn pull_batch(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let json = match headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "identity") => body.to_vec(),
+        Some("zstd") => zstd::bulk::decompress(&body, MAX_PULL_BODY).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not zstd or is over {MAX_PULL_BODY} bytes once decompressed: {e}"
+            ))
+        })?,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding '{other}' is not accepted; send zstd or nothing"),
+            ));
+        }
+    };
+    let request: PullRequest = serde_json::from_slice(&json)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a pull request: {e}")))?;
+    if request.pulls.is_empty() || request.pulls.len() > MAX_PULL_WANTS {
+        return Err(ApiError::bad_request(format!(
+            "'pulls' must name 1 to {MAX_PULL_WANTS} entities, got {}",
+            request.pulls.len()
+        )));
+    }
+    let mut total = 0usize;
+    for (i, w) in request.pulls.iter().enumerate() {
+        if w.ids.is_empty() || w.ids.len() > MAX_IDS_PER_PULL {
+            return Err(ApiError::bad_request(format!(
+                "pulls[{i}]: 'ids' must list 1 to {MAX_IDS_PER_PULL} ids, got {}",
+                w.ids.len()
+            )));
+        }
+        if !w.have.is_empty() && w.have.len() != w.ids.len() {
+            return Err(ApiError::bad_request(format!(
+                "pulls[{i}]: 'have' lists {} versions for {} ids; give one per id or none",
+                w.have.len(),
+                w.ids.len()
+            )));
+        }
+        if w.have.iter().any(|v| *v < 0) {
+            return Err(ApiError::bad_request(format!(
+                "pulls[{i}]: 'have' versions are whole numbers, 0 or more"
+            )));
+        }
+        total += w.ids.len();
+    }
+    if total > MAX_IDS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_IDS_PER_REQUEST} ids per pull request, got {total}"
+        )));
+    }
+    let store = s.store.clone();
+    let started = std::time::Instant::now();
+    let pulls = crate::short_blocking(move || store.pull_wants(&request.pulls)).await??;
+    s.stream
+        .metrics()
+        .pull_served(total as u64, started.elapsed());
+    Ok(Json(PullAnswer { pulls }).into_response())
 }
 
 #[utoipa::path(get, path = "/api/tables/{table}", tag = "sync",

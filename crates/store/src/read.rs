@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
-    BatchPull, Entity, EntityParts, PartKind, PulledItem, Row, Schema, Snapshot,
+    BatchPull, Entity, EntityParts, PartKind, PullWant, PulledItem, Row, Schema, Snapshot,
 };
 use rusqlite::Connection;
 use serde_json::Value;
@@ -137,27 +137,55 @@ impl Store {
         parts: Option<&str>,
         have: &[i64],
     ) -> Result<BatchPull> {
-        let e = self.entity_def(entity)?;
-        let parts = e.parse_parts(parts).map_err(StoreError::Invalid)?;
+        let want = PullWant {
+            entity: entity.to_string(),
+            ids: ids.to_vec(),
+            parts: parts
+                .map(|p| p.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            have: have.to_vec(),
+        };
+        Ok(self
+            .pull_wants(std::slice::from_ref(&want))?
+            .pop()
+            .expect("one answer per want"))
+    }
+
+    /// Several batch pulls (`POST /api/pull`), read in one transaction so every entity's
+    /// answer is from the same point of the data. Every want is checked before any is read.
+    pub fn pull_wants(&self, wants: &[PullWant]) -> Result<Vec<BatchPull>> {
+        let mut checked = Vec::with_capacity(wants.len());
+        for w in wants {
+            let e = self.entity_def(&w.entity)?;
+            let list = w.parts.join(",");
+            let parts = e
+                .parse_parts(Some(&list).filter(|l| !l.is_empty()).map(String::as_str))
+                .map_err(StoreError::Invalid)?;
+            checked.push((e, parts));
+        }
         self.with_reader(|c| {
             let tx = c.transaction()?;
-            let t = &self.schema.tables[&e.table];
-            let mut items = Vec::new();
-            let mut missing = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                let have = have.get(i).copied().unwrap_or(0);
-                match select_by_id(&tx, t, id)? {
-                    Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts, have)?),
-                    None => missing.push(id.clone()),
+            let mut out = Vec::with_capacity(wants.len());
+            for (w, (e, parts)) in wants.iter().zip(checked) {
+                let t = &self.schema.tables[&e.table];
+                let mut items = Vec::new();
+                let mut missing = Vec::new();
+                for (i, id) in w.ids.iter().enumerate() {
+                    let have = w.have.get(i).copied().unwrap_or(0);
+                    match select_by_id(&tx, t, id)? {
+                        Some(row) => items.push(pick(&tx, &self.schema, e, &row, &parts, have)?),
+                        None => missing.push(id.clone()),
+                    }
                 }
+                out.push(BatchPull {
+                    entity: w.entity.clone(),
+                    parts,
+                    items,
+                    missing,
+                });
             }
             tx.finish()?;
-            Ok(BatchPull {
-                entity: entity.to_string(),
-                parts,
-                items,
-                missing,
-            })
+            Ok(out)
         })
     }
 

@@ -1,0 +1,148 @@
+//! A till newer than its hub (mid-upgrade): a hub without `POST /api/pull` is still followed,
+//! entity by entity, and the till converges.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use capsule_protocol::{NodeStatus, Schema};
+use capsule_replica::{FollowConfig, HubTarget, Link, LinkState, OnChange, ReplicaMetrics};
+use capsule_server::{PublisherConfig, StatusHandler};
+use capsule_store::{Durability, Store};
+use serde_json::json;
+
+const T: &str = "2026-11-25T12:00:00Z";
+
+#[derive(Default)]
+struct Seen {
+    batch_refused: AtomicU64,
+    entity_gets: AtomicU64,
+}
+
+/// What a hub from before `POST /api/pull` answers to it: 404, as for any unknown path.
+async fn as_an_older_hub(State(seen): State<Arc<Seen>>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && req.uri().path() == "/api/pull" {
+        seen.batch_refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such endpoint"})),
+        )
+            .into_response();
+    }
+    if req.uri().path() == "/api/entities" {
+        seen.entity_gets.fetch_add(1, Ordering::Relaxed);
+    }
+    next.run(req).await
+}
+
+fn mutation(table: &str, row: serde_json::Value) -> serde_json::Value {
+    json!({"mid": uuid::Uuid::now_v7().to_string(), "table": table, "action": "insert", "row": row})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_till_follows_a_hub_that_has_no_batch_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::builtin());
+    let hub_store = Arc::new(Store::open(dir.path().join("hub.sqlite3"), schema.clone()).unwrap());
+    let hub = capsule_server::Hub::start(hub_store.clone(), PublisherConfig::default()).unwrap();
+    let node_id = hub_store.node_id().to_string();
+    let status: StatusHandler = Arc::new(move || NodeStatus {
+        node_id: node_id.clone(),
+        role: "hub".into(),
+        state: "online".into(),
+        hub_url: None,
+        hub_node_id: None,
+        seq: 0,
+        pending: 0,
+        rejected: 0,
+        offline_since: None,
+        backup: None,
+        term: 0,
+        priority: 0,
+        mesh: None,
+        peers: vec![],
+        hub_change: None,
+    });
+    let seen = Arc::new(Seen::default());
+    let router = hub
+        .router(status, None)
+        .layer(axum::middleware::from_fn_with_state(
+            seen.clone(),
+            as_an_older_hub,
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+
+    let till = Arc::new(
+        Store::open_with(dir.path().join("till.sqlite3"), schema, Durability::Replica).unwrap(),
+    );
+    let link = Link::default();
+    let on_change: OnChange = Arc::new(|_| {});
+    let following = tokio::spawn(capsule_replica::follow(
+        till.clone(),
+        FollowConfig::new(url.as_str(), till.node_id()),
+        HubTarget::fixed(&url),
+        link.clone(),
+        on_change,
+        Arc::new(ReplicaMetrics::default()),
+    ));
+    let wait = |what: &'static str, cond: Box<dyn Fn() -> bool + Send>| async move {
+        let t = Instant::now();
+        while !cond() {
+            assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let l = link.clone();
+    wait(
+        "the till online",
+        Box::new(move || l.get().state == LinkState::Online),
+    )
+    .await;
+
+    // A shift, an order and two lines, written at the hub.
+    let (shift, order) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    let batch = json!({"mutations": [
+        mutation("pos_shift", json!({"id": shift, "node_id": "hub", "cashier": "Sam", "opened_at": T, "opening_float": 0})),
+        mutation("order_header", json!({"id": order, "shift_id": shift, "opened_at": T, "table_label": "T1", "tax_rate_bp": 1500})),
+        mutation("order_line", json!({"id": uuid::Uuid::now_v7().to_string(), "order_id": order, "name_en": "Tea", "qty": 2, "unit_price": 300, "station": "bar", "created_at": T})),
+        mutation("order_line", json!({"id": uuid::Uuid::now_v7().to_string(), "order_id": order, "name_en": "Cake", "qty": 1, "unit_price": 450, "station": "bar", "created_at": T})),
+    ]});
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/mutations"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status().as_u16(),
+        200,
+        "{}",
+        answer.text().await.unwrap()
+    );
+
+    let (h, t) = (hub_store.clone(), till.clone());
+    wait(
+        "the till to hold what the hub holds",
+        Box::new(move || h.digest().unwrap() == t.digest().unwrap()),
+    )
+    .await;
+    assert!(seen.batch_refused.load(Ordering::Relaxed) > 0);
+    assert!(seen.entity_gets.load(Ordering::Relaxed) > 0);
+    following.abort();
+}
