@@ -182,7 +182,10 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
             ),
             stage("capsule read by a subscriber of the hub's /ws", &published),
             stage("merged and announced on the till's own /ws", &merged),
-            from_till("(the till's pull: one POST /api/pull, alone)", "pull_latency"),
+            from_till(
+                "(the till's pull: one POST /api/pull, alone)",
+                "pull_latency",
+            ),
             from_till(
                 "(the till's merge: one SQLite commit, alone)",
                 "merge_latency",
