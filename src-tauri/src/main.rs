@@ -6,10 +6,6 @@
 
 mod launch;
 
-/// The node runs in this process: the same allocator as `tilld` (see the workspace Cargo.toml).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
