@@ -619,6 +619,32 @@ fn a_whole_burst_is_one_pull_request_compressed_or_not_and_bad_ones_get_a_clear_
     // The same request zstd-compressed (as a till sends it) gets the same answer.
     let packed = zstd::bulk::compress(body.as_bytes(), 1).unwrap();
     assert_eq!(post(packed, Some("zstd")), (200, plain.clone()));
+    // With the version held, a child part comes as a delta: the one line added since, and
+    // the ids of every line the order has now.
+    let held = plain["pulls"][0]["items"][0]["pv"]["lines"]
+        .as_i64()
+        .unwrap();
+    let cake = new_id();
+    hub.apply(&[(
+        "order_line",
+        "insert",
+        json!({"id": cake, "order_id": order, "name_en": "Cake", "qty": 1, "unit_price": 450, "station": "bar", "created_at": T}),
+    )]);
+    let delta =
+        json!({"pulls": [{"entity": "order", "ids": [order], "parts": ["lines"], "have": [held]}]});
+    let (status, delta) = post(delta.to_string().into_bytes(), None);
+    assert_eq!(status, 200, "{delta}");
+    let item = &delta["pulls"][0]["items"][0];
+    let sent: Vec<&str> = item["payload"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, [cake.as_str()], "{delta}");
+    let live = item["live"]["lines"].as_array().unwrap();
+    assert_eq!(live.len(), lines.len() + 1, "{delta}");
+    assert!(live.iter().any(|id| id == line.as_str()));
 
     let before = dump(&hub.db());
     let bomb = zstd::bulk::compress(&vec![b' '; 4 * 1024 * 1024], 3).unwrap();
@@ -656,6 +682,15 @@ fn a_whole_burst_is_one_pull_request_compressed_or_not_and_bad_ones_get_a_clear_
             None,
             400,
             "1 to 32",
+        ),
+        (
+            "an id twice",
+            json!({"pulls": [{"entity": "order", "ids": [order, order]}]})
+                .to_string()
+                .into_bytes(),
+            None,
+            400,
+            "named twice",
         ),
         (
             "too many wants",

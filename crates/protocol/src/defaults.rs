@@ -19,10 +19,10 @@ pub const MAX_IDS_PER_PULL: usize = 500;
 pub const IDS_PER_PULL: usize = 200;
 /// Most entities (wants) one `POST /api/pull` may name...
 pub const MAX_PULL_WANTS: usize = 32;
-/// ...and most ids over all of them (the hub refuses more).
-pub const MAX_IDS_PER_REQUEST: usize = 2000;
+/// ...and most ids over all of them (the hub refuses more; a follower sends up to this).
+pub const MAX_IDS_PER_REQUEST: usize = 1000;
 /// Ids a follower puts in one `POST /api/pull` over all its entities.
-pub const IDS_PER_REQUEST: usize = 1000;
-/// Largest `POST /api/pull` body once decompressed (2,000 ids with their versions fit many
+pub const IDS_PER_REQUEST: usize = MAX_IDS_PER_REQUEST;
+/// Largest `POST /api/pull` body once decompressed (1,000 ids with their versions fit many
 /// times over; a zstd bomb stops here).
 pub const MAX_PULL_BODY: usize = 1024 * 1024;

@@ -80,6 +80,9 @@ struct Ctx<'a> {
     ui: &'a OnChange,
     http: &'a reqwest::Client,
     metrics: &'a ReplicaMetrics,
+    /// Set once the hub turned out to have no `POST /api/pull` (older than this till): the
+    /// rest of the session pulls entity by entity without asking again.
+    old_hub: std::sync::atomic::AtomicBool,
 }
 
 /// Keeps `store` following the hub `target` points at, for ever: reconnects with capped,
@@ -114,6 +117,7 @@ pub async fn follow(
             ui: &ui,
             http: &http,
             metrics: &metrics,
+            old_hub: std::sync::atomic::AtomicBool::new(false),
         };
         metrics.reconnects.inc();
         let force_snapshot = stuck.1 >= STUCK_SESSIONS;
@@ -808,6 +812,10 @@ fn child_delta_versions(ctx: &Ctx<'_>, entity: &str, parts: &[String], have: Vec
 /// answer; returns, per want, the ids whose delta did not fit this replica's copy. A hub
 /// without that route (an older version, during an upgrade) is asked entity by entity.
 async fn pull_and_merge(ctx: &Ctx<'_>, wants: &[PullWant]) -> Result<Vec<Vec<String>>> {
+    use std::sync::atomic::Ordering;
+    if ctx.old_hub.load(Ordering::Relaxed) {
+        return pull_entity_by_entity(ctx, wants).await;
+    }
     let url = format!("{}/api/pull", ctx.config.hub_url);
     let body = serde_json::to_vec(&PullRequest {
         pulls: wants.to_vec(),
@@ -815,25 +823,27 @@ async fn pull_and_merge(ctx: &Ctx<'_>, wants: &[PullWant]) -> Result<Vec<Vec<Str
     .expect("a pull request serialises");
     let started = Instant::now();
     let pulls = match send_json::<PullAnswer>(ctx, &url, Some(&body)).await {
-        Ok(answer) if answer.pulls.len() == wants.len() => answer.pulls,
-        Ok(answer) => {
-            return Err(ReplicaError::Protocol(format!(
-                "the hub answered {} pulls for {} asked",
-                answer.pulls.len(),
-                wants.len()
-            )));
-        }
-        Err(ReplicaError::Hub {
-            status: 404 | 405, ..
-        }) => {
-            let mut out = Vec::with_capacity(wants.len());
-            for w in wants {
-                out.push(pull_one_entity(ctx, w).await?);
-            }
-            return Ok(out);
+        Ok(answer) => answer.pulls,
+        // What a hub from before this route answers (its catch-all says "no such endpoint";
+        // a current hub's 404 names an unknown entity and is an error like any other).
+        Err(ReplicaError::Hub { status, message })
+            if status == 405 || (status == 404 && message.starts_with("no such endpoint")) =>
+        {
+            tracing::info!(
+                "the hub has no POST /api/pull (an older version): pulling entity by entity"
+            );
+            ctx.old_hub.store(true, Ordering::Relaxed);
+            return pull_entity_by_entity(ctx, wants).await;
         }
         Err(e) => return Err(e),
     };
+    let answered: Vec<&str> = pulls.iter().map(|p| p.entity.as_str()).collect();
+    let asked: Vec<&str> = wants.iter().map(|w| w.entity.as_str()).collect();
+    if answered != asked {
+        return Err(ReplicaError::Protocol(format!(
+            "the hub answered pulls of {answered:?} for {asked:?}"
+        )));
+    }
     ctx.metrics.pull_latency.observe(started.elapsed());
     let mut out = Vec::with_capacity(pulls.len());
     for pull in pulls {
@@ -842,7 +852,16 @@ async fn pull_and_merge(ctx: &Ctx<'_>, wants: &[PullWant]) -> Result<Vec<Vec<Str
     Ok(out)
 }
 
-/// `GET /api/entities` for one entity, as hubs before `POST /api/pull` serve it.
+/// Each want as its own `GET /api/entities`, as hubs before `POST /api/pull` serve them.
+async fn pull_entity_by_entity(ctx: &Ctx<'_>, wants: &[PullWant]) -> Result<Vec<Vec<String>>> {
+    let mut out = Vec::with_capacity(wants.len());
+    for w in wants {
+        out.push(pull_one_entity(ctx, w).await?);
+    }
+    Ok(out)
+}
+
+/// `GET /api/entities` for one entity.
 async fn pull_one_entity(ctx: &Ctx<'_>, w: &PullWant) -> Result<Vec<String>> {
     let mut url = format!(
         "{}/api/entities?entity={}&ids={}&parts={}",

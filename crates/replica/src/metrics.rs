@@ -135,7 +135,7 @@ impl ReplicaMetrics {
         );
         self.pull_latency.render(
             "capsule_replica_pull_seconds",
-            "time of one batch pull",
+            "time of one pull request (a POST /api/pull: a whole burst)",
             out,
         );
         self.merge_latency.render(

@@ -330,7 +330,8 @@ async fn pull_many(
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "a content encoding other than zstd", body = ErrorBody)))]
 /// `POST /api/pull`: a till's whole burst in one request (a read, though a POST: its ids
-/// travel in a compressible body instead of the query string).
+/// travel in a compressible body instead of the query string). Every want is checked before
+/// any is read, so one bad want (an unknown part) fails the whole request with its 4xx.
 async fn pull_batch(
     State(s): State<ApiState>,
     headers: axum::http::HeaderMap,
@@ -342,11 +343,20 @@ async fn pull_batch(
         .as_deref()
     {
         None | Some("" | "identity") => body.to_vec(),
-        Some("zstd") => zstd::bulk::decompress(&body, MAX_PULL_BODY).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body is not zstd or is over {MAX_PULL_BODY} bytes once decompressed: {e}"
-            ))
-        })?,
+        Some("zstd") => {
+            // Streamed and cut at the bound: memory follows what the body really holds.
+            use std::io::Read;
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(&body[..])
+                .and_then(|d| d.take(MAX_PULL_BODY as u64 + 1).read_to_end(&mut out))
+                .map_err(|e| ApiError::bad_request(format!("the body is not zstd: {e}")))?;
+            if out.len() > MAX_PULL_BODY {
+                return Err(ApiError::bad_request(format!(
+                    "the body is over {MAX_PULL_BODY} bytes once decompressed"
+                )));
+            }
+            out
+        }
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -380,6 +390,13 @@ async fn pull_batch(
         if w.have.iter().any(|v| *v < 0) {
             return Err(ApiError::bad_request(format!(
                 "pulls[{i}]: 'have' versions are whole numbers, 0 or more"
+            )));
+        }
+        // Each id once per want (a follower never repeats one; a repeat only costs the hub).
+        let mut seen = std::collections::HashSet::with_capacity(w.ids.len());
+        if let Some(id) = w.ids.iter().find(|id| !seen.insert(id.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "pulls[{i}]: id '{id}' is named twice"
             )));
         }
         total += w.ids.len();

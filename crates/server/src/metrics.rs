@@ -213,7 +213,7 @@ impl NodeMetrics {
         c(
             out,
             "capsule_rest_pulls_total",
-            "part pull requests served",
+            "part pull requests served (one POST /api/pull of many entities counts once)",
             self.rest_pulls.get(),
         );
         c(
@@ -224,7 +224,7 @@ impl NodeMetrics {
         );
         self.rest_pull_latency.render(
             "capsule_rest_pull_seconds",
-            "time to serve a part pull",
+            "time to serve a part pull request (a POST /api/pull: all its entities)",
             out,
         );
         c(

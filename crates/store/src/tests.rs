@@ -1187,6 +1187,7 @@ fn snapshot_text_is_escaped_as_json() {
         "quote \" and backslash \\",
         "tab\tnewline\ncontrol \u{1b}p",
         "ünïcødé كبسولة 🍕",
+        "\u{7f} \u{1f} \u{2028} \u{2029}",
     ] {
         let mut out = Vec::new();
         crate::sql::json_string(&mut out, s);
