@@ -44,6 +44,18 @@ fn mutation(table: &str, row: serde_json::Value) -> serde_json::Value {
     json!({"mid": uuid::Uuid::now_v7().to_string(), "table": table, "action": "insert", "row": row})
 }
 
+/// Posts mutations to the hub at `url`, asserting they were applied.
+async fn write_at(url: &str, batch: &serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/mutations"))
+        .json(batch)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    assert_eq!(status, 200, "{}", answer.text().await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_till_follows_a_hub_that_has_no_batch_pull() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,18 +135,7 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
         mutation("order_line", json!({"id": uuid::Uuid::now_v7().to_string(), "order_id": order, "name_en": "Tea", "qty": 2, "unit_price": 300, "station": "bar", "created_at": T})),
         mutation("order_line", json!({"id": uuid::Uuid::now_v7().to_string(), "order_id": order, "name_en": "Cake", "qty": 1, "unit_price": 450, "station": "bar", "created_at": T})),
     ]});
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/api/mutations"))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        answer.status().as_u16(),
-        200,
-        "{}",
-        answer.text().await.unwrap()
-    );
+    write_at(&url, &batch).await;
 
     let (h, t) = (hub_store.clone(), till.clone());
     wait(
@@ -148,13 +149,7 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
     // A later burst goes straight to the old way: the till remembers what this hub lacks.
     let line = json!({"mutations": [mutation("order_line", json!({"id": uuid::Uuid::now_v7().to_string(),
         "order_id": order, "name_en": "Juice", "qty": 1, "unit_price": 500, "station": "bar", "created_at": T}))]});
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/api/mutations"))
-        .json(&line)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 200);
+    write_at(&url, &line).await;
     let (h, t) = (hub_store.clone(), till.clone());
     wait(
         "the till to hold the new line",
