@@ -230,14 +230,20 @@ impl Entity {
     /// Parses a `parts=a,b` list; `None` or empty means every part. Unknown names are an error
     /// naming the first one and the parts that exist.
     pub fn parse_parts(&self, list: Option<&str>) -> Result<Vec<String>, String> {
-        let requested: Vec<&str> = list
-            .map(|l| {
-                l.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.parse_part_list(list.into_iter().flat_map(|l| l.split(',')))
+    }
+
+    /// [`Entity::parse_parts`] for names already apart (a `POST /api/pull` body's list):
+    /// trimmed, blanks skipped, repeats once, none means every part.
+    pub fn parse_part_list<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<String>, String> {
+        let requested: Vec<&str> = names
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if requested.is_empty() {
             return Ok(self.part_names());
         }

@@ -275,40 +275,20 @@ async fn pull_many(
                 .collect()
         })
         .unwrap_or_default();
-    if ids.is_empty() {
-        return Err(ApiError::bad_request(
-            "query parameter 'ids' must list at least one id",
-        ));
-    }
-    if ids.len() > MAX_IDS_PER_PULL {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_IDS_PER_PULL} ids per pull, got {}",
-            ids.len()
-        )));
-    }
     // The versions the puller holds, one per id: child parts then come as deltas.
     let have: Vec<i64> = match q.get("have") {
         None => Vec::new(),
-        Some(list) => {
-            let have = list
-                .split(',')
-                .map(|v| v.trim().parse::<i64>().ok().filter(|v| *v >= 0))
-                .collect::<Option<Vec<i64>>>()
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "'have' must list one version (a whole number, 0 or more) per id",
-                    )
-                })?;
-            if have.len() != ids.len() {
-                return Err(ApiError::bad_request(format!(
-                    "'have' lists {} versions for {} ids; give one per id",
-                    have.len(),
-                    ids.len()
-                )));
-            }
-            have
-        }
+        Some(list) => list
+            .split(',')
+            .map(|v| v.trim().parse::<i64>().ok().filter(|v| *v >= 0))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "'have' must list one version (a whole number, 0 or more) per id",
+                )
+            })?,
     };
+    check_want(&ids, &have).map_err(ApiError::bad_request)?;
     let store = s.store.clone();
     let parts = q.get("parts").cloned();
     let n = ids.len() as u64;
@@ -319,6 +299,28 @@ async fn pull_many(
     .await??;
     s.stream.metrics().pull_served(n, started.elapsed());
     Ok(Json(out).into_response())
+}
+
+/// What every batch pull must satisfy, by `GET /api/entities` or in a `POST /api/pull`:
+/// 1 to [`MAX_IDS_PER_PULL`] ids, and no versions held or one (0 or more) per id.
+fn check_want(ids: &[String], have: &[i64]) -> Result<(), String> {
+    if ids.is_empty() || ids.len() > MAX_IDS_PER_PULL {
+        return Err(format!(
+            "'ids' must list 1 to {MAX_IDS_PER_PULL} ids, got {}",
+            ids.len()
+        ));
+    }
+    if !have.is_empty() && have.len() != ids.len() {
+        return Err(format!(
+            "'have' lists {} versions for {} ids; give one per id or none",
+            have.len(),
+            ids.len()
+        ));
+    }
+    if have.iter().any(|v| *v < 0) {
+        return Err("'have' versions are whole numbers, 0 or more".into());
+    }
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/api/pull", tag = "sync", request_body = PullRequest,
@@ -374,24 +376,8 @@ async fn pull_batch(
     }
     let mut total = 0usize;
     for (i, w) in request.pulls.iter().enumerate() {
-        if w.ids.is_empty() || w.ids.len() > MAX_IDS_PER_PULL {
-            return Err(ApiError::bad_request(format!(
-                "pulls[{i}]: 'ids' must list 1 to {MAX_IDS_PER_PULL} ids, got {}",
-                w.ids.len()
-            )));
-        }
-        if !w.have.is_empty() && w.have.len() != w.ids.len() {
-            return Err(ApiError::bad_request(format!(
-                "pulls[{i}]: 'have' lists {} versions for {} ids; give one per id or none",
-                w.have.len(),
-                w.ids.len()
-            )));
-        }
-        if w.have.iter().any(|v| *v < 0) {
-            return Err(ApiError::bad_request(format!(
-                "pulls[{i}]: 'have' versions are whole numbers, 0 or more"
-            )));
-        }
+        check_want(&w.ids, &w.have)
+            .map_err(|e| ApiError::bad_request(format!("pulls[{i}]: {e}")))?;
         // Each id once per want (a follower never repeats one; a repeat only costs the hub).
         let mut seen = std::collections::HashSet::with_capacity(w.ids.len());
         if let Some(id) = w.ids.iter().find(|id| !seen.insert(id.as_str())) {

@@ -157,9 +157,8 @@ impl Store {
         let mut checked = Vec::with_capacity(wants.len());
         for w in wants {
             let e = self.entity_def(&w.entity)?;
-            let list = w.parts.join(",");
             let parts = e
-                .parse_parts(Some(&list).filter(|l| !l.is_empty()).map(String::as_str))
+                .parse_part_list(w.parts.iter().map(String::as_str))
                 .map_err(StoreError::Invalid)?;
             checked.push((e, parts));
         }
