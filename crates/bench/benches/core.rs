@@ -5,9 +5,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use capsule_bench::workload::{Rush, RushConfig};
+use capsule_protocol::MutationBatch;
 use capsule_protocol::{Frame, Schema};
-use capsule_store::{ApplyMode, Store};
-use criterion::{Criterion, criterion_group, criterion_main};
+use capsule_store::{ApplyMode, Durability, Store};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 /// A hub store after a 200-order rush, and the id of a finished order.
 fn hub() -> (tempfile::TempDir, Store, Vec<String>) {
@@ -28,7 +29,62 @@ fn hub() -> (tempfile::TempDir, Store, Vec<String>) {
     (dir, store, ids)
 }
 
+/// `n` requests of one new order each, as the write-throughput run sends them.
+fn order_inserts(n: usize) -> Vec<MutationBatch> {
+    (0..n)
+        .map(|w| {
+            serde_json::from_value(serde_json::json!({
+                "source": format!("writer-{w}"),
+                "mutations": [{
+                    "mid": uuid::Uuid::now_v7().to_string(),
+                    "table": "order_header",
+                    "action": "insert",
+                    "row": {"id": uuid::Uuid::now_v7().to_string(), "shift_id": "bench-shift",
+                            "opened_at": "2026-11-25T12:00:00Z", "table_label": "T1",
+                            "tax_rate_bp": 1500}
+                }]
+            }))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// The hub's work per write on its writer thread, without the fsync (the store is opened
+/// with a replica's synchronous=NORMAL so the disk does not drown the CPU cost).
+fn hub_apply(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path().join("hub.sqlite3"),
+        Arc::new(Schema::builtin()),
+        Durability::Replica,
+    )
+    .unwrap();
+    let shift: MutationBatch = serde_json::from_value(serde_json::json!({"mutations": [{
+        "mid": uuid::Uuid::now_v7().to_string(), "table": "pos_shift", "action": "insert",
+        "row": {"id": "bench-shift", "node_id": "bench", "cashier": "Bench",
+                "opened_at": "2026-11-25T08:00:00Z", "opening_float": 0}}]}))
+    .unwrap();
+    let mode = ApplyMode::Authoritative {
+        source: "bench".into(),
+    };
+    store.apply(&shift, &mode).unwrap();
+    c.bench_function("hub apply: 32 one-order requests in one group", |b| {
+        b.iter_batched(
+            || order_inserts(32),
+            |batches| {
+                let requests: Vec<(&MutationBatch, &str)> =
+                    batches.iter().map(|b| (b, "bench")).collect();
+                for answer in store.apply_group(black_box(&requests)) {
+                    answer.unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn benches(c: &mut Criterion) {
+    hub_apply(c);
     let (_dir, store, ids) = hub();
     let one = vec![ids[0].clone()];
     let twenty: Vec<String> = ids[..20].to_vec();

@@ -118,6 +118,12 @@ pub struct TableDef {
     pub stored: Vec<(String, Option<ColumnType>)>,
     /// `"id", "col", ...`: the quoted `stored` list, ready for a SELECT.
     pub stored_list: String,
+    /// `SELECT <stored> FROM <t> WHERE id = ?1`: read for every row a write touches, so
+    /// built once here rather than formatted per read.
+    pub select_by_id_sql: String,
+    /// `INSERT OR REPLACE INTO <t> (<stored>) VALUES (?1, ...)`: one statement for every row
+    /// written whole (a column the row leaves out is bound to its default).
+    pub upsert_sql: String,
 }
 
 impl TableDef {
@@ -581,6 +587,8 @@ impl Schema {
                     immutable: rt.immutable,
                     stored: Vec::new(),
                     stored_list: String::new(),
+                    select_by_id_sql: String::new(),
+                    upsert_sql: String::new(),
                 },
             );
         }
@@ -592,6 +600,17 @@ impl Schema {
                 .map(|(n, _)| format!("\"{n}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
+            t.select_by_id_sql = format!(
+                "SELECT {} FROM \"{}\" WHERE id = ?1 ORDER BY rowid",
+                t.stored_list, t.name
+            );
+            let marks: Vec<String> = (1..=t.stored.len()).map(|i| format!("?{i}")).collect();
+            t.upsert_sql = format!(
+                "INSERT OR REPLACE INTO \"{}\" ({}) VALUES ({})",
+                t.name,
+                t.stored_list,
+                marks.join(", ")
+            );
         }
         Ok(Schema { tables, entities })
     }

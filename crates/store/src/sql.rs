@@ -159,10 +159,21 @@ pub fn for_each_row(
     t: &TableDef,
     where_sql: &str,
     args: &[&dyn rusqlite::ToSql],
+    f: impl FnMut(Row) -> Result<()>,
+) -> Result<()> {
+    rows_of(conn, t, &select_sql(t, where_sql), args, f)
+}
+
+/// Runs `sql`, a SELECT of `t`'s stored columns, and hands each row to `f` as a map.
+fn rows_of(
+    conn: &Connection,
+    t: &TableDef,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
     mut f: impl FnMut(Row) -> Result<()>,
 ) -> Result<()> {
     let cols = sql_columns(t);
-    let mut stmt = conn.prepare_cached(&select_sql(t, where_sql))?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(args)?;
     while let Some(r) = rows.next()? {
         let mut row = Row::new();
@@ -175,27 +186,24 @@ pub fn for_each_row(
 }
 
 pub fn select_by_id(conn: &Connection, t: &TableDef, id: &str) -> Result<Option<Row>> {
-    Ok(select_rows(conn, t, "id = ?1", &[&id])?.into_iter().next())
+    let mut found = None;
+    rows_of(conn, t, &t.select_by_id_sql, &[&id], |row| {
+        found = Some(row);
+        Ok(())
+    })?;
+    Ok(found)
 }
 
-/// Inserts or replaces a row given as JSON; keys not in `sql_columns` are ignored.
+/// Inserts or replaces a row given as JSON; keys not in `sql_columns` are ignored, and a
+/// column the row leaves out gets what the table's DDL would give it (NULL, or 0 for a
+/// version column), so every row is written by one prepared statement per table.
 pub fn upsert_row(conn: &Connection, t: &TableDef, row: &Row) -> Result<()> {
-    use std::fmt::Write;
-    let (mut names, mut marks) = (String::new(), String::new());
-    let mut values = Vec::with_capacity(row.len());
-    for (n, ty) in sql_columns(t) {
-        if let Some(v) = row.get(n) {
-            let sep = if values.is_empty() { "" } else { ", " };
-            let _ = write!(names, "{sep}\"{n}\"");
-            values.push(to_sql(*ty, v));
-            let _ = write!(marks, "{sep}?{}", values.len());
-        }
-    }
-    let sql = format!(
-        "INSERT OR REPLACE INTO \"{}\" ({names}) VALUES ({marks})",
-        t.name
-    );
-    conn.prepare_cached(&sql)?
+    let values = sql_columns(t).iter().map(|(n, ty)| match (row.get(n), ty) {
+        (Some(v), _) => to_sql(*ty, v),
+        (None, None) => SqlValue::Integer(0),
+        (None, Some(_)) => SqlValue::Null,
+    });
+    conn.prepare_cached(&t.upsert_sql)?
         .execute(rusqlite::params_from_iter(values))?;
     Ok(())
 }
@@ -210,16 +218,22 @@ pub fn update_columns(
     if set.is_empty() {
         return Ok(());
     }
-    let assigns: Vec<String> = set
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _, _))| format!("{} = ?{}", q(n), i + 2))
-        .collect();
-    let sql = format!(
-        "UPDATE {} SET {} WHERE id = ?1",
-        q(&t.name),
-        assigns.join(", ")
-    );
+    // Built by appending (no format machinery, no allocation per name): this runs for
+    // every derived value a write moves.
+    let mut sql = String::with_capacity(64 + 24 * set.len());
+    sql.push_str("UPDATE \"");
+    sql.push_str(&t.name);
+    sql.push_str("\" SET ");
+    for (i, (n, _, _)) in set.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('"');
+        sql.push_str(n);
+        sql.push_str("\" = ?");
+        sql.push_str(itoa::Buffer::new().format(i + 2));
+    }
+    sql.push_str(" WHERE id = ?1");
     let mut values = vec![SqlValue::Text(id.to_string())];
     values.extend(set.iter().map(|(_, ty, v)| to_sql(*ty, v)));
     conn.prepare_cached(&sql)?
