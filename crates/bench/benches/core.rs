@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use capsule_bench::workload::{Rush, RushConfig};
+use capsule_bench::workload::{Rush, RushConfig, throughput_order_insert, throughput_shift_insert};
 use capsule_protocol::MutationBatch;
 use capsule_protocol::{Frame, Schema};
 use capsule_store::{ApplyMode, Durability, Store};
@@ -32,20 +32,7 @@ fn hub() -> (tempfile::TempDir, Store, Vec<String>) {
 /// `n` requests of one new order each, as the write-throughput run sends them.
 fn order_inserts(n: usize) -> Vec<MutationBatch> {
     (0..n)
-        .map(|w| {
-            serde_json::from_value(serde_json::json!({
-                "source": format!("writer-{w}"),
-                "mutations": [{
-                    "mid": uuid::Uuid::now_v7().to_string(),
-                    "table": "order_header",
-                    "action": "insert",
-                    "row": {"id": uuid::Uuid::now_v7().to_string(), "shift_id": "bench-shift",
-                            "opened_at": "2026-11-25T12:00:00Z", "table_label": "T1",
-                            "tax_rate_bp": 1500}
-                }]
-            }))
-            .unwrap()
-        })
+        .map(|w| serde_json::from_value(throughput_order_insert(w)).unwrap())
         .collect()
 }
 
@@ -59,11 +46,7 @@ fn hub_apply(c: &mut Criterion) {
         Durability::Replica,
     )
     .unwrap();
-    let shift: MutationBatch = serde_json::from_value(serde_json::json!({"mutations": [{
-        "mid": uuid::Uuid::now_v7().to_string(), "table": "pos_shift", "action": "insert",
-        "row": {"id": "bench-shift", "node_id": "bench", "cashier": "Bench",
-                "opened_at": "2026-11-25T08:00:00Z", "opening_float": 0}}]}))
-    .unwrap();
+    let shift: MutationBatch = serde_json::from_value(throughput_shift_insert()).unwrap();
     let mode = ApplyMode::Authoritative {
         source: "bench".into(),
     };

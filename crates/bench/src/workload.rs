@@ -407,6 +407,35 @@ impl Iterator for Rush {
     }
 }
 
+/// The shift every write-throughput order belongs to.
+pub const THROUGHPUT_SHIFT: &str = "bench-shift";
+
+/// The write that opens [`THROUGHPUT_SHIFT`] before a write-throughput run.
+pub fn throughput_shift_insert() -> Value {
+    json!({"mutations": [{"mid": uuid::Uuid::now_v7().to_string(), "table": "pos_shift",
+        "action": "insert", "row": {"id": THROUGHPUT_SHIFT, "node_id": "bench", "cashier": "Bench",
+        "opened_at": "2026-11-25T08:00:00Z", "opening_float": 0}}]})
+}
+
+/// One write-throughput request: a new order (unique mid and id) from writer `writer`.
+pub fn throughput_order_insert(writer: usize) -> Value {
+    json!({
+        "source": format!("writer-{writer}"),
+        "mutations": [{
+            "mid": uuid::Uuid::now_v7().to_string(),
+            "table": "order_header",
+            "action": "insert",
+            "row": {
+                "id": uuid::Uuid::now_v7().to_string(),
+                "shift_id": THROUGHPUT_SHIFT,
+                "opened_at": "2026-11-25T12:00:00Z",
+                "table_label": "T1",
+                "tax_rate_bp": 1500,
+            }
+        }]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use capsule_bench::workload::{throughput_order_insert, throughput_shift_insert};
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::pg::Pg;
 use crate::run::{HubProcess, get_json};
@@ -110,26 +111,6 @@ impl Subscribers {
     }
 }
 
-const SHIFT: &str = "bench-shift";
-
-fn order_insert(writer: usize) -> Value {
-    json!({
-        "source": format!("writer-{writer}"),
-        "mutations": [{
-            "mid": uuid::Uuid::now_v7().to_string(),
-            "table": "order_header",
-            "action": "insert",
-            "row": {
-                "id": uuid::Uuid::now_v7().to_string(),
-                "shift_id": SHIFT,
-                "opened_at": "2026-11-25T12:00:00Z",
-                "table_label": "T1",
-                "tax_rate_bp": 1500,
-            }
-        }]
-    })
-}
-
 pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Result<Writes> {
     let dir = tempfile::tempdir()?;
     let hub = HubProcess::start(tilld, &dir.path().join("hub"), &[], Some(dir))?;
@@ -138,11 +119,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         .pool_max_idle_per_host(64)
         .build()?;
     http.post(format!("{}/api/mutations", hub.url))
-        .json(
-            &json!({"mutations": [{"mid": uuid::Uuid::new_v4().to_string(), "table": "pos_shift",
-            "action": "insert", "row": {"id": SHIFT, "node_id": "bench", "cashier": "Bench",
-            "opened_at": "2026-11-25T08:00:00Z", "opening_float": 0}}]}),
-        )
+        .json(&throughput_shift_insert())
         .send()
         .await?
         .error_for_status()?;
@@ -168,7 +145,11 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
                 let mut last_seq = 0i64;
                 while Instant::now() < stop {
                     let t = Instant::now();
-                    let r = http.post(&url).json(&order_insert(w)).send().await?;
+                    let r = http
+                        .post(&url)
+                        .json(&throughput_order_insert(w))
+                        .send()
+                        .await?;
                     let status = r.status();
                     let body: Value = r.json().await?;
                     anyhow::ensure!(status.is_success(), "write refused: {status} {body}");

@@ -127,6 +127,14 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// `SELECT <stored> FROM <t> WHERE <where_sql> ORDER BY rowid`: every read of whole rows.
+    pub fn select_where(&self, where_sql: &str) -> String {
+        format!(
+            "SELECT {} FROM \"{}\" WHERE {where_sql} ORDER BY rowid",
+            self.stored_list, self.name
+        )
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -600,10 +608,7 @@ impl Schema {
                 .map(|(n, _)| format!("\"{n}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            t.select_by_id_sql = format!(
-                "SELECT {} FROM \"{}\" WHERE id = ?1 ORDER BY rowid",
-                t.stored_list, t.name
-            );
+            t.select_by_id_sql = t.select_where("id = ?1");
             let marks: Vec<String> = (1..=t.stored.len()).map(|i| format!("?{i}")).collect();
             t.upsert_sql = format!(
                 "INSERT OR REPLACE INTO \"{}\" ({}) VALUES ({})",

@@ -56,6 +56,8 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
             .map(|(name, ty)| match ty {
                 _ if name == "id" => "\"id\" TEXT PRIMARY KEY NOT NULL".to_string(),
                 Some(ty) => format!("{} {}", q(name), ty.sql_type()),
+                // sql::upsert_row binds these same defaults (0 here, NULL for a typed
+                // column) for a column a row leaves out: change both together.
                 None => format!("{} INTEGER NOT NULL DEFAULT 0", q(name)),
             })
             .collect();

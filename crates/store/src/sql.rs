@@ -87,7 +87,7 @@ pub fn write_rows_json(
             k
         })
         .collect();
-    let mut stmt = conn.prepare_cached(&select_sql(t, where_sql))?;
+    let mut stmt = conn.prepare_cached(&t.select_where(where_sql))?;
     let mut rows = stmt.query([])?;
     let mut buf: Vec<u8> = Vec::with_capacity(ROWS_BLOCK + 4096);
     let mut ints = itoa::Buffer::new();
@@ -145,14 +145,6 @@ pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// `SELECT <cols> FROM <t> WHERE <where_sql> ORDER BY rowid`.
-fn select_sql(t: &TableDef, where_sql: &str) -> String {
-    format!(
-        "SELECT {} FROM \"{}\" WHERE {where_sql} ORDER BY rowid",
-        t.stored_list, t.name
-    )
-}
-
 /// Hands each row of `t` `WHERE <where_sql>` to `f` as it is read (a table too big to hold).
 pub fn for_each_row(
     conn: &Connection,
@@ -161,7 +153,7 @@ pub fn for_each_row(
     args: &[&dyn rusqlite::ToSql],
     f: impl FnMut(Row) -> Result<()>,
 ) -> Result<()> {
-    rows_of(conn, t, &select_sql(t, where_sql), args, f)
+    rows_of(conn, t, &t.select_where(where_sql), args, f)
 }
 
 /// Runs `sql`, a SELECT of `t`'s stored columns, and hands each row to `f` as a map.
