@@ -26,6 +26,7 @@ mod rules;
 mod sql;
 #[cfg(test)]
 mod tests;
+mod walvfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -141,12 +142,28 @@ pub enum Durability {
 
 /// Opens a connection configured exactly as a store's writer is (for measuring the floor).
 pub fn configured_connection(path: &Path, durability: Durability) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = open_writer(path)?;
     configure(&conn, durability)?;
     Ok(conn)
 }
 
 pub use rusqlite;
+
+/// Opens a connection that writes through the WAL VFS (one write per transaction's frames),
+/// or SQLite's own VFS where that cannot be registered.
+fn open_writer(path: &Path) -> Result<Connection> {
+    match walvfs::register() {
+        Ok(vfs) => Ok(Connection::open_with_flags_and_vfs(
+            path,
+            rusqlite::OpenFlags::default(),
+            vfs,
+        )?),
+        Err(why) => {
+            tracing::warn!(%why, "SQLite's own VFS writes the WAL");
+            Ok(Connection::open(path)?)
+        }
+    }
+}
 
 fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     // WAL lets readers (pulls, snapshots) proceed while the writer commits.
@@ -184,7 +201,7 @@ impl Store {
     ) -> Result<Store> {
         derive::check_schema(&schema).map_err(StoreError::Invalid)?;
         let path = path.as_ref().to_path_buf();
-        let mut conn = Connection::open(&path)?;
+        let mut conn = open_writer(&path)?;
         configure(&conn, durability).map_err(|e| {
             StoreError::Storage(format!(
                 "{} cannot be opened for writing: {e}",
