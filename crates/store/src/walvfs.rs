@@ -2,19 +2,29 @@
 //! in one write instead of two per page.
 //!
 //! SQLite writes each WAL frame as two `pwrite`s (a 24-byte header, then the page), so a hub
-//! write touching 17 pages makes 34 system calls before its fsync; measured on this project's
-//! disk that costs about as much as the fsync itself. Here contiguous WAL writes are gathered
-//! in memory and written at once when the frame that commits a transaction has been written
-//! (its header carries the database size; every other frame's carries 0), so the frames are
-//! in the file before SQLite syncs it and before it publishes them to readers in the
-//! wal-index, whatever `synchronous` says. Anything that could see the file's bytes or size
-//! first (a read, a sync, a truncate, a size query, a file control, a close, a write elsewhere)
-//! writes out what is gathered first. Every other call, and every other file, is SQLite's own.
+//! write touching 17 pages makes 34 system calls before its fsync (`./scripts/bench --micro
+//! "FULL commit"` measures the difference). Here frames appended to the WAL are gathered in
+//! memory and written at once when the frame that commits a transaction is complete (its
+//! header carries the database size; every other frame's carries 0), so the frames are in the
+//! file before SQLite syncs it and before it publishes them to readers in the wal-index,
+//! whatever `synchronous` says. A write inside what the file already holds (SQLite rewriting a
+//! spilled page or the checksums of a transaction) goes straight through, so nothing is left
+//! gathered once a commit is out. Anything that could see the file's bytes or size first (a
+//! read, a sync, a truncate, a size query, a file control, a close) writes out what is gathered
+//! first. Every other call, and every other file, is SQLite's own.
+//!
+//! Two conditions, both checked or true in this store: the database declares power-safe
+//! overwrite (SQLite's default; without it SQLite pads a commit with frames split around a
+//! sync, and the WAL is then left unwrapped), and only one connection writes the database
+//! (the store's writer): the frames a big transaction spilled before it rolled back may still
+//! be gathered, and are written out later past the WAL's committed end, where only the next
+//! transaction of this same connection writes.
 
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::ffi;
 
@@ -29,6 +39,9 @@ const GATHER_LIMIT: usize = 0x1ffff;
 /// frame and 0 in every other frame.
 const FRAME_HEADER: usize = 24;
 
+/// Gathered writes handed to the kernel, in all (a test's proof that the WAL is wrapped).
+static WRITES_OUT: AtomicU64 = AtomicU64::new(0);
+
 /// Kept after SQLite's own file object in the space SQLite allocates for each open file.
 #[repr(C)]
 struct Gather {
@@ -37,6 +50,9 @@ struct Gather {
     real: *const ffi::sqlite3_io_methods,
     start: i64,
     bytes: Vec<u8>,
+    /// The end of the furthest write of this WAL generation (the file's bytes past it are
+    /// a former generation's).
+    end: i64,
     /// The last write was a commit frame's header: the next is its page.
     commit_page_next: bool,
 }
@@ -122,7 +138,11 @@ unsafe extern "C" fn open(
             return ffi::SQLITE_ERROR;
         };
         let rc = real_open(reg.real_vfs, name, file, flags, out_flags);
-        if rc != ffi::SQLITE_OK || flags & ffi::SQLITE_OPEN_WAL == 0 || (*file).pMethods.is_null() {
+        if rc != ffi::SQLITE_OK
+            || flags & ffi::SQLITE_OPEN_WAL == 0
+            || (*file).pMethods.is_null()
+            || !power_safe_overwrite(name)
+        {
             return rc;
         }
         let real = (*file).pMethods;
@@ -140,6 +160,7 @@ unsafe extern "C" fn open(
             real,
             start: 0,
             bytes: Vec::new(),
+            end: 0,
             commit_page_next: false,
         });
         (*file).pMethods = &(*at).methods;
@@ -147,10 +168,31 @@ unsafe extern "C" fn open(
     }
 }
 
+/// Whether the database whose WAL is `wal_name` declares power-safe overwrite, so SQLite never
+/// pads its commits with frames split around a sync (which this VFS does not gather).
+///
+/// # Safety
+/// `wal_name` is the name SQLite passes when it opens a WAL file.
+unsafe fn power_safe_overwrite(wal_name: *const c_char) -> bool {
+    if wal_name.is_null() {
+        return false;
+    }
+    // SAFETY: for a WAL file's name SQLite returns its database's open file object.
+    unsafe {
+        let db = ffi::sqlite3_database_file_object(wal_name);
+        if db.is_null() || (*db).pMethods.is_null() {
+            return false;
+        }
+        match (*(*db).pMethods).xDeviceCharacteristics {
+            Some(dc) => dc(db) & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0,
+            None => false,
+        }
+    }
+}
+
 /// Writes out what is gathered; it is dropped either way (a failed write fails the
 /// transaction, whose frames SQLite then never publishes).
 unsafe fn flush(file: *mut ffi::sqlite3_file, g: &mut Gather) -> c_int {
-    g.commit_page_next = false;
     if g.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -166,6 +208,7 @@ unsafe fn flush(file: *mut ffi::sqlite3_file, g: &mut Gather) -> c_int {
         }
     };
     g.bytes.clear();
+    WRITES_OUT.fetch_add(1, Ordering::Relaxed);
     rc
 }
 
@@ -179,8 +222,19 @@ unsafe extern "C" fn write(
     unsafe {
         let g = gather(file);
         let bytes = std::slice::from_raw_parts(buf.cast::<u8>(), amount.max(0) as usize);
+        if offset == 0 {
+            // The WAL header: a new generation starts writing from the top of the file.
+            g.end = 0;
+        }
+        let appends = offset >= g.end;
+        g.end = g.end.max(offset + i64::from(amount));
+        let commit_header = appends && bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4];
+        // Decided before anything is flushed: the commit frame's page, however it arrives.
+        let completes_commit = g.commit_page_next && !commit_header;
+        g.commit_page_next = commit_header;
         if !g.bytes.is_empty()
-            && (offset != g.start + g.bytes.len() as i64
+            && (!appends
+                || offset != g.start + g.bytes.len() as i64
                 || g.bytes.len() + bytes.len() > GATHER_LIMIT)
         {
             let rc = flush(file, g);
@@ -188,8 +242,9 @@ unsafe extern "C" fn write(
                 return rc;
             }
         }
-        if bytes.len() > GATHER_LIMIT {
-            // Never so from SQLite (pages are at most 64 KiB); passed on as it came.
+        if !appends || bytes.len() > GATHER_LIMIT {
+            // A rewrite inside what is written (pages larger than the limit never come from
+            // SQLite): passed on as it came.
             return match (*g.real).xWrite {
                 Some(w) => w(file, buf, amount, offset),
                 None => ffi::SQLITE_IOERR_WRITE,
@@ -199,12 +254,10 @@ unsafe extern "C" fn write(
             g.start = offset;
         }
         g.bytes.extend_from_slice(bytes);
-        let commit_header = bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4];
-        if g.commit_page_next && !commit_header {
-            // The commit frame is complete: out before SQLite syncs or publishes it.
+        if completes_commit {
+            // Out before SQLite syncs or publishes it.
             return flush(file, g);
         }
-        g.commit_page_next = commit_header;
         ffi::SQLITE_OK
     }
 }
@@ -213,9 +266,10 @@ unsafe extern "C" fn write(
 macro_rules! flushed_first {
     ($file:expr, $method:ident, $($arg:expr),*) => {{
         let g = gather($file);
-        let rc = flush($file, g);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        if flush($file, g) != ffi::SQLITE_OK {
+            // Not the caller's own error (SQLITE_FULL from a read would roll back only a
+            // statement): an I/O error makes SQLite roll the whole transaction back.
+            return ffi::SQLITE_IOERR_WRITE;
         }
         match (*g.real).$method {
             Some(m) => m($file, $($arg),*),
@@ -323,30 +377,75 @@ mod tests {
     }
 
     #[test]
-    fn a_transaction_bigger_than_one_write_with_pages_rewritten_survives_whole() {
+    fn commits_of_every_size_reach_the_file_before_readers_see_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        let c = open(&path, "FULL");
-        // A tiny page cache makes SQLite spill frames before the commit and rewrite pages it
-        // already spilled, the WAL's non-contiguous writes.
-        c.pragma_update(None, "cache_size", 8).unwrap();
-        let note = "x".repeat(500);
-        c.execute_batch("BEGIN").unwrap();
-        for i in 0..3000 {
-            c.execute("INSERT INTO t(id, note) VALUES (?1, ?2)", (i, &note))
-                .unwrap();
+        let writer = open(&path, "NORMAL");
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let out_before = super::WRITES_OUT.load(std::sync::atomic::Ordering::Relaxed);
+        // A row of 3,900 bytes fills a page: commits of 1 to 70 pages, so a commit frame falls
+        // at every place relative to the 128 KiB a gathered write may hold.
+        let note = "p".repeat(3900);
+        let (mut rows, mut bytes) = (0i64, 0i64);
+        for pages in 1..=70 {
+            writer.execute_batch("BEGIN").unwrap();
+            for _ in 0..pages {
+                writer
+                    .execute("INSERT INTO t(note) VALUES (?1)", [&note])
+                    .unwrap();
+            }
+            writer.execute_batch("COMMIT").unwrap();
+            rows += pages;
+            bytes += pages * 3900;
+            assert_eq!(
+                count_and_length(&reader),
+                (rows, bytes),
+                "after {pages} pages"
+            );
+            let copy = as_after_a_power_cut(&path, &dir.path().join(format!("copy{pages}.db")));
+            assert_eq!(
+                count_and_length(&copy),
+                (rows, bytes),
+                "copy after {pages} pages"
+            );
         }
-        c.execute("UPDATE t SET note = note || 'y' WHERE id % 7 = 0", [])
-            .unwrap();
-        c.execute_batch("COMMIT").unwrap();
-        let expected = (3000, 3000 * 500 + 429);
-        assert_eq!(count_and_length(&c), expected);
-        let copy = as_after_a_power_cut(&path, &dir.path().join("copy.db"));
-        assert_eq!(count_and_length(&copy), expected);
-        let ok: String = copy
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
+        let out = super::WRITES_OUT.load(std::sync::atomic::Ordering::Relaxed) - out_before;
+        assert!(
+            out >= 70,
+            "the WAL is not gathered: {out} gathered writes for 70 commits"
+        );
+    }
+
+    #[test]
+    fn a_transaction_bigger_than_one_write_with_pages_rewritten_survives_whole() {
+        // NORMAL too: without a sync at commit, SQLite's rewritten checksums (after it changed
+        // a page it had spilled) must still be in the file when the commit is published.
+        for synchronous in ["FULL", "NORMAL"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a.db");
+            let c = open(&path, synchronous);
+            // A tiny page cache makes SQLite spill frames before the commit and rewrite pages
+            // it already spilled, the WAL's writes inside what it has written.
+            c.pragma_update(None, "cache_size", 8).unwrap();
+            let note = "x".repeat(500);
+            c.execute_batch("BEGIN").unwrap();
+            for i in 0..3000 {
+                c.execute("INSERT INTO t(id, note) VALUES (?1, ?2)", (i, &note))
+                    .unwrap();
+            }
+            c.execute("UPDATE t SET note = note || 'y' WHERE id % 7 = 0", [])
+                .unwrap();
+            c.execute_batch("COMMIT").unwrap();
+            // Copied before the writer reads again (a read writes out what is gathered).
+            let copy = as_after_a_power_cut(&path, &dir.path().join("copy.db"));
+            let expected = (3000, 3000 * 500 + 429);
+            assert_eq!(count_and_length(&copy), expected, "{synchronous}");
+            assert_eq!(count_and_length(&c), expected, "{synchronous}");
+            let ok: String = copy
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(ok, "ok");
+        }
     }
 
     #[test]
