@@ -13,12 +13,11 @@
 //! read, a sync, a truncate, a size query, a file control, a close) writes out what is gathered
 //! first. Every other call, and every other file, is SQLite's own.
 //!
-//! Two conditions, both checked or true in this store: the database declares power-safe
-//! overwrite (SQLite's default; without it SQLite pads a commit with frames split around a
-//! sync, and the WAL is then left unwrapped), and only one connection writes the database
-//! (the store's writer): the frames a big transaction spilled before it rolled back may still
-//! be gathered, and are written out later past the WAL's committed end, where only the next
-//! transaction of this same connection writes.
+//! A transaction that spilled frames and rolled back leaves them gathered; they are dropped
+//! when it gives up the WAL write lock (the database file's lock calls are watched for that),
+//! so they never land on frames another connection writes next. A database without
+//! power-safe overwrite (not SQLite's default) keeps SQLite's own WAL writes: SQLite pads its
+//! commits with frames split around a sync, which this does not gather.
 
 #![allow(unsafe_code)]
 
@@ -55,6 +54,8 @@ struct Gather {
     end: i64,
     /// The last write was a commit frame's header: the next is its page.
     commit_page_next: bool,
+    /// A WAL's database file and a database file's WAL, while both are open (null otherwise).
+    peer: *mut Gather,
 }
 
 struct Registered {
@@ -138,22 +139,26 @@ unsafe extern "C" fn open(
             return ffi::SQLITE_ERROR;
         };
         let rc = real_open(reg.real_vfs, name, file, flags, out_flags);
-        if rc != ffi::SQLITE_OK
-            || flags & ffi::SQLITE_OPEN_WAL == 0
-            || (*file).pMethods.is_null()
-            || !power_safe_overwrite(name)
-        {
+        if rc != ffi::SQLITE_OK || (*file).pMethods.is_null() {
             return rc;
         }
         let real = (*file).pMethods;
         let mut methods = *real;
-        methods.xClose = Some(close);
-        methods.xRead = Some(read);
-        methods.xWrite = Some(write);
-        methods.xTruncate = Some(truncate);
-        methods.xSync = Some(sync);
-        methods.xFileSize = Some(file_size);
-        methods.xFileControl = Some(file_control);
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            // Only to learn when a write transaction ends (see `shm_lock`).
+            methods.xShmLock = Some(shm_lock);
+            methods.xClose = Some(close);
+        } else if flags & ffi::SQLITE_OPEN_WAL != 0 && power_safe_overwrite(name) {
+            methods.xClose = Some(close);
+            methods.xRead = Some(read);
+            methods.xWrite = Some(write);
+            methods.xTruncate = Some(truncate);
+            methods.xSync = Some(sync);
+            methods.xFileSize = Some(file_size);
+            methods.xFileControl = Some(file_control);
+        } else {
+            return rc;
+        }
         let at = file.cast::<u8>().add(reg.gather_at).cast::<Gather>();
         at.write(Gather {
             methods,
@@ -162,8 +167,62 @@ unsafe extern "C" fn open(
             bytes: Vec::new(),
             end: 0,
             commit_page_next: false,
+            peer: std::ptr::null_mut(),
         });
         (*file).pMethods = &(*at).methods;
+        if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            let db = ffi::sqlite3_database_file_object(name);
+            if !db.is_null() && ours(db) {
+                let db = gather(db);
+                db.peer = at;
+                (*at).peer = db;
+            }
+        }
+        rc
+    }
+}
+
+/// Whether `file` is a database file this VFS opened (and so has a [`Gather`]).
+///
+/// # Safety
+/// `file` is an open SQLite file object.
+unsafe fn ours(file: *mut ffi::sqlite3_file) -> bool {
+    // SAFETY: an open file object has a methods table.
+    unsafe {
+        !(*file).pMethods.is_null()
+            && (*(*file).pMethods)
+                .xShmLock
+                .map(|f| f as *const () as usize)
+                == Some(shm_lock as *const () as usize)
+    }
+}
+
+/// SQLite's own, then: when the WAL write lock (lock 0) is released, the write transaction
+/// has ended. A committed one left nothing gathered; anything still gathered belongs to a
+/// transaction that spilled frames and rolled back, and is dropped, so it can never land on
+/// frames another connection writes next.
+unsafe extern "C" fn shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: a database file this VFS opened; its peer, when set, is its open WAL.
+    unsafe {
+        let db = gather(file);
+        let rc = match (*db.real).xShmLock {
+            Some(l) => l(file, offset, n, flags),
+            None => ffi::SQLITE_IOERR_SHMLOCK,
+        };
+        if rc == ffi::SQLITE_OK
+            && offset == 0
+            && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
+            && !db.peer.is_null()
+        {
+            let wal = &mut *db.peer;
+            wal.bytes.clear();
+            wal.commit_page_next = false;
+        }
         rc
     }
 }
@@ -313,11 +372,14 @@ unsafe extern "C" fn file_control(
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: a file this VFS opened as WAL; its Gather is dropped exactly once, here, after
-    // which SQLite never calls this file's methods again.
+    // SAFETY: a file this VFS opened; its Gather is dropped exactly once, here, after which
+    // SQLite never calls this file's methods again; its peer forgets it first.
     unsafe {
         let g = gather(file);
         let flushed = flush(file, g);
+        if !g.peer.is_null() {
+            (*g.peer).peer = std::ptr::null_mut();
+        }
         let real = g.real;
         std::ptr::drop_in_place(g as *mut Gather);
         // SQLite's close looks at the file's methods no more than its other calls do, but give
@@ -339,7 +401,7 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
 mod tests {
     use std::path::Path;
 
-    use rusqlite::{Connection, OpenFlags};
+    use rusqlite::{Connection, OpenFlags, ffi};
 
     fn open(path: &Path, synchronous: &str) -> Connection {
         let c = Connection::open_with_flags_and_vfs(
@@ -446,6 +508,51 @@ mod tests {
                 .unwrap();
             assert_eq!(ok, "ok");
         }
+    }
+
+    #[test]
+    fn frames_still_gathered_when_a_transaction_rolls_back_never_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let c = open(&path, "FULL");
+        // A reader inside a transaction keeps the WAL from being checkpointed away at close.
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        assert_eq!(count_and_length(&reader), (0, 0));
+        let size_before = std::fs::metadata(&wal_path).unwrap().len();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // What a transaction that spilled a frame and read nothing since leaves gathered
+        // (hard to make SQLite do on cue): a frame header appended to the WAL, by hand.
+        // SAFETY: the connection is open and in a write transaction; JOURNAL_POINTER gives
+        // its WAL file object, whose write method is this VFS's.
+        unsafe {
+            let mut wal: *mut ffi::sqlite3_file = std::ptr::null_mut();
+            let rc = ffi::sqlite3_file_control(
+                c.handle(),
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_JOURNAL_POINTER,
+                (&raw mut wal).cast(),
+            );
+            assert_eq!(rc, ffi::SQLITE_OK);
+            let header = [0xAB_u8; 24];
+            let write = (*(*wal).pMethods).xWrite.unwrap();
+            let at = i64::try_from(size_before).unwrap();
+            assert_eq!(write(wal, header.as_ptr().cast(), 24, at), ffi::SQLITE_OK);
+        }
+        c.execute_batch("ROLLBACK").unwrap();
+        // Closing writes out whatever is still gathered.
+        drop(c);
+        let wal = std::fs::read(&wal_path).unwrap();
+        assert!(
+            wal.len() as u64 >= size_before,
+            "the WAL was checkpointed away"
+        );
+        assert!(
+            !wal.windows(24).any(|w| w == [0xAB_u8; 24]),
+            "a rolled-back transaction's gathered frame reached the WAL"
+        );
     }
 
     #[test]
