@@ -15,7 +15,8 @@
 //!
 //! A transaction that spilled frames and rolled back leaves them gathered; they are dropped
 //! when it gives up the WAL write lock (the database file's lock calls are watched for that),
-//! so they never land on frames another connection writes next. A database without
+//! so they never land on frames another connection writes next (SQLite's EXCLUSIVE locking
+//! mode takes no such lock and would keep them; the store never uses it). A database without
 //! power-safe overwrite (not SQLite's default) keeps SQLite's own WAL writes: SQLite pads its
 //! commits with frames split around a sync, which this does not gather.
 
@@ -44,7 +45,7 @@ static WRITES_OUT: AtomicU64 = AtomicU64::new(0);
 /// Kept after SQLite's own file object in the space SQLite allocates for each open file.
 #[repr(C)]
 struct Gather {
-    /// This file's methods: SQLite's, with the ones below wrapped.
+    /// This file's methods: SQLite's, with some wrapped. First: `ours` relies on it.
     methods: ffi::sqlite3_io_methods,
     real: *const ffi::sqlite3_io_methods,
     start: i64,
@@ -52,8 +53,8 @@ struct Gather {
     /// The end of the furthest write of this WAL generation (the file's bytes past it are
     /// a former generation's).
     end: i64,
-    /// The last write was a commit frame's header: the next is its page.
-    commit_page_next: bool,
+    /// Where the page of the commit frame whose header was just written goes.
+    commit_page_at: Option<i64>,
     /// A WAL's database file and a database file's WAL, while both are open (null otherwise).
     peer: *mut Gather,
 }
@@ -166,7 +167,7 @@ unsafe extern "C" fn open(
             start: 0,
             bytes: Vec::new(),
             end: 0,
-            commit_page_next: false,
+            commit_page_at: None,
             peer: std::ptr::null_mut(),
         });
         (*file).pMethods = &(*at).methods;
@@ -182,19 +183,15 @@ unsafe extern "C" fn open(
     }
 }
 
-/// Whether `file` is a database file this VFS opened (and so has a [`Gather`]).
+/// Whether `file` is a database file this VFS opened (and so has a [`Gather`]): its methods
+/// are then the table inside its own Gather (compared as addresses, nothing dereferenced).
 ///
 /// # Safety
 /// `file` is an open SQLite file object.
 unsafe fn ours(file: *mut ffi::sqlite3_file) -> bool {
-    // SAFETY: an open file object has a methods table.
-    unsafe {
-        !(*file).pMethods.is_null()
-            && (*(*file).pMethods)
-                .xShmLock
-                .map(|f| f as *const () as usize)
-                == Some(shm_lock as *const () as usize)
-    }
+    // SAFETY: reads the file object's first field, which every open file has.
+    let methods = unsafe { (*file).pMethods } as usize;
+    methods == (file as usize).wrapping_add(registered().gather_at)
 }
 
 /// SQLite's own, then: when the WAL write lock (lock 0) is released, the write transaction
@@ -214,14 +211,17 @@ unsafe extern "C" fn shm_lock(
             Some(l) => l(file, offset, n, flags),
             None => ffi::SQLITE_IOERR_SHMLOCK,
         };
-        if rc == ffi::SQLITE_OK
-            && offset == 0
+        // Whatever the unlock's result: SQLite treats the transaction as over either way.
+        if offset == 0
             && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
             && !db.peer.is_null()
         {
             let wal = &mut *db.peer;
-            wal.bytes.clear();
-            wal.commit_page_next = false;
+            if !wal.bytes.is_empty() {
+                wal.end = wal.end.min(wal.start);
+                wal.bytes.clear();
+            }
+            wal.commit_page_at = None;
         }
         rc
     }
@@ -266,6 +266,10 @@ unsafe fn flush(file: *mut ffi::sqlite3_file, g: &mut Gather) -> c_int {
             None => ffi::SQLITE_IOERR_WRITE,
         }
     };
+    if rc != ffi::SQLITE_OK {
+        // Those bytes are not in the file: writes there are appends again.
+        g.end = g.end.min(g.start);
+    }
     g.bytes.clear();
     WRITES_OUT.fetch_add(1, Ordering::Relaxed);
     rc
@@ -286,11 +290,11 @@ unsafe extern "C" fn write(
             g.end = 0;
         }
         let appends = offset >= g.end;
-        g.end = g.end.max(offset + i64::from(amount));
-        let commit_header = appends && bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4];
-        // Decided before anything is flushed: the commit frame's page, however it arrives.
-        let completes_commit = g.commit_page_next && !commit_header;
-        g.commit_page_next = commit_header;
+        let new_end = offset + i64::from(amount);
+        // The commit frame's page, however it arrives (decided before anything is flushed).
+        let completes_commit = g.commit_page_at == Some(offset);
+        g.commit_page_at = (bytes.len() == FRAME_HEADER && bytes[4..8] != [0; 4])
+            .then_some(offset + FRAME_HEADER as i64);
         if !g.bytes.is_empty()
             && (!appends
                 || offset != g.start + g.bytes.len() as i64
@@ -304,15 +308,20 @@ unsafe extern "C" fn write(
         if !appends || bytes.len() > GATHER_LIMIT {
             // A rewrite inside what is written (pages larger than the limit never come from
             // SQLite): passed on as it came.
-            return match (*g.real).xWrite {
+            let rc = match (*g.real).xWrite {
                 Some(w) => w(file, buf, amount, offset),
                 None => ffi::SQLITE_IOERR_WRITE,
             };
+            if rc == ffi::SQLITE_OK {
+                g.end = g.end.max(new_end);
+            }
+            return rc;
         }
         if g.bytes.is_empty() {
             g.start = offset;
         }
         g.bytes.extend_from_slice(bytes);
+        g.end = g.end.max(new_end);
         if completes_commit {
             // Out before SQLite syncs or publishes it.
             return flush(file, g);
