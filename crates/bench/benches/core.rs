@@ -66,65 +66,7 @@ fn hub_apply(c: &mut Criterion) {
     });
 }
 
-/// One durable commit (synchronous=FULL, an fsync) of a transaction touching 16 B-trees, about
-/// the pages a hub write touches, through the store's WAL VFS and through SQLite's own, whose
-/// time is the baseline. Both WALs grow as the hub's does between checkpoints.
-fn wal_commit(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut group = c.benchmark_group("FULL commit, 8 tables + 8 indexes");
-    for (name, open) in [
-        (
-            "store's WAL VFS",
-            capsule_store::configured_connection
-                as fn(
-                    &std::path::Path,
-                    Durability,
-                )
-                    -> capsule_store::Result<capsule_store::rusqlite::Connection>,
-        ),
-        (
-            "SQLite's own VFS (baseline)",
-            capsule_store::configured_connection_sqlite_vfs,
-        ),
-    ] {
-        let conn = open(
-            &dir.path().join(format!("{name}.sqlite3")),
-            Durability::Full,
-        )
-        .unwrap();
-        conn.pragma_update(None, "wal_autocheckpoint", 20_000)
-            .unwrap();
-        for t in 0..8 {
-            conn.execute_batch(&format!(
-                "CREATE TABLE t{t}(id TEXT PRIMARY KEY, x TEXT, y INTEGER) WITHOUT ROWID;
-                 CREATE INDEX t{t}_x ON t{t}(x);"
-            ))
-            .unwrap();
-        }
-        let mut n = 0i64;
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                conn.execute_batch("BEGIN").unwrap();
-                for t in 0..8 {
-                    n += 1;
-                    conn.prepare_cached(&format!("INSERT INTO t{t} VALUES (?1, ?2, ?3)"))
-                        .unwrap()
-                        .execute((
-                            uuid::Uuid::new_v4().to_string(),
-                            uuid::Uuid::new_v4().to_string(),
-                            n,
-                        ))
-                        .unwrap();
-                }
-                conn.execute_batch("COMMIT").unwrap();
-            })
-        });
-    }
-    group.finish();
-}
-
 fn benches(c: &mut Criterion) {
-    wal_commit(c);
     hub_apply(c);
     let (_dir, store, ids) = hub();
     let one = vec![ids[0].clone()];

@@ -1,5 +1,6 @@
 //! The physical floor, measured in the same run: a bare WebSocket round trip on loopback and
-//! one SQLite commit in the configuration the store uses (WAL, synchronous=FULL).
+//! one SQLite commit in the configuration the store uses (WAL, synchronous=FULL); and a commit
+//! as wide as a hub write through the store's WAL VFS beside SQLite's own VFS, alternating.
 
 use std::time::Instant;
 
@@ -16,6 +17,12 @@ pub struct Floor {
     /// The same commit as a till's replica makes it (synchronous=NORMAL).
     pub replica_commit_p50_ms: f64,
     pub replica_commit_p99_ms: f64,
+    /// A durable commit touching 16 B-trees (about what a hub write touches), through the
+    /// store's WAL VFS and, alternating with it, through SQLite's own (the baseline).
+    pub wide_commit_p50_ms: f64,
+    pub wide_commit_p99_ms: f64,
+    pub wide_commit_sqlite_vfs_p50_ms: f64,
+    pub wide_commit_sqlite_vfs_p99_ms: f64,
 }
 
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -64,6 +71,7 @@ pub async fn measure() -> anyhow::Result<Floor> {
 
     let hub_commits = commits(capsule_store::Durability::Full).await?;
     let replica_commits = commits(capsule_store::Durability::Replica).await?;
+    let (wide, wide_sqlite_vfs) = wide_commits().await?;
     let rtts = sorted(rtts);
     Ok(Floor {
         ws_rtt_p50_ms: percentile(&rtts, 0.5),
@@ -72,7 +80,55 @@ pub async fn measure() -> anyhow::Result<Floor> {
         sqlite_commit_p99_ms: percentile(&hub_commits, 0.99),
         replica_commit_p50_ms: percentile(&replica_commits, 0.5),
         replica_commit_p99_ms: percentile(&replica_commits, 0.99),
+        wide_commit_p50_ms: percentile(&wide, 0.5),
+        wide_commit_p99_ms: percentile(&wide, 0.99),
+        wide_commit_sqlite_vfs_p50_ms: percentile(&wide_sqlite_vfs, 0.5),
+        wide_commit_sqlite_vfs_p99_ms: percentile(&wide_sqlite_vfs, 0.99),
     })
+}
+
+/// 1,000 timed commits each (after 50 to warm up) of 8 rows into 8 tables with an index each,
+/// taking turns between a file opened as the store opens it and one through SQLite's own VFS,
+/// so both see the same moments of the disk; sorted.
+async fn wide_commits() -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let dir = tempfile::tempdir()?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let full = capsule_store::Durability::Full;
+        let conns = [
+            capsule_store::configured_connection(&dir.path().join("vfs.sqlite3"), full)?,
+            capsule_store::configured_connection_sqlite_vfs(&dir.path().join("own.sqlite3"), full)?,
+        ];
+        for c in &conns {
+            for t in 0..8 {
+                c.execute_batch(&format!(
+                    "CREATE TABLE t{t}(id TEXT PRIMARY KEY, x TEXT, y INTEGER) WITHOUT ROWID;
+                     CREATE INDEX t{t}_x ON t{t}(x);"
+                ))?;
+            }
+        }
+        let mut out = [Vec::new(), Vec::new()];
+        for i in 0..1050 {
+            for (c, times) in conns.iter().zip(out.iter_mut()) {
+                let t = Instant::now();
+                c.execute_batch("BEGIN")?;
+                for table in 0..8 {
+                    c.prepare_cached(&format!("INSERT INTO t{table} VALUES (?1, ?2, ?3)"))?
+                        .execute((
+                            uuid::Uuid::new_v4().to_string(),
+                            uuid::Uuid::new_v4().to_string(),
+                            i,
+                        ))?;
+                }
+                c.execute_batch("COMMIT")?;
+                if i >= 50 {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        let [vfs, own] = out;
+        Ok((sorted(vfs), sorted(own)))
+    })
+    .await?
 }
 
 /// 380 timed one-row commits (after 20 to warm up), sorted.

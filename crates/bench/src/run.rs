@@ -424,6 +424,15 @@ impl Report {
             f.replica_commit_p50_ms,
             f.replica_commit_p99_ms
         );
+        let _ = writeln!(
+            out,
+            "A commit as wide as a hub write (8 rows, 16 B-trees, synchronous=FULL), taking turns: through the store's WAL VFS p50 {:.3} ms / p99 {:.3} ms, through SQLite's own VFS p50 {:.3} ms / p99 {:.3} ms (x{:.2}).",
+            f.wide_commit_p50_ms,
+            f.wide_commit_p99_ms,
+            f.wide_commit_sqlite_vfs_p50_ms,
+            f.wide_commit_sqlite_vfs_p99_ms,
+            f.wide_commit_p50_ms / f.wide_commit_sqlite_vfs_p50_ms,
+        );
         if let Some(i) = &self.idle {
             out.push('\n');
             out += &i.table();

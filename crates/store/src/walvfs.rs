@@ -2,8 +2,8 @@
 //! in one write instead of two per page.
 //!
 //! SQLite writes each WAL frame as two `pwrite`s (a 24-byte header, then the page), so a hub
-//! write touching 17 pages makes 34 system calls before its fsync (`./scripts/bench --micro
-//! "FULL commit"` measures the difference). Here frames appended to the WAL are gathered in
+//! write touching 17 pages makes 34 system calls before its fsync (the bench's floor line
+//! measures the difference, taking turns with SQLite's own VFS). Here frames appended to the WAL are gathered in
 //! memory and written at once when the frame that commits a transaction is complete (its
 //! header carries the database size; every other frame's carries 0), so the frames are in the
 //! file before SQLite syncs it and before it publishes them to readers in the wal-index,
