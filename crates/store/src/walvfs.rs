@@ -3,8 +3,9 @@
 //!
 //! SQLite writes each WAL frame as two `pwrite`s (a 24-byte header, then the page), so a hub
 //! write touching 17 pages makes 34 system calls before its fsync (the bench's floor line
-//! measures the difference, taking turns with SQLite's own VFS). Here frames appended to the WAL are gathered in
-//! memory and written at once when the frame that commits a transaction is complete (its
+//! measures the difference, taking turns with SQLite's own VFS). Here frames appended to the
+//! WAL are gathered in memory and written at once when the frame that commits a transaction
+//! is complete (its
 //! header carries the database size; every other frame's carries 0), so the frames are in the
 //! file before SQLite syncs it and before it publishes them to readers in the wal-index,
 //! whatever `synchronous` says. A write inside what the file already holds (SQLite rewriting a
@@ -115,7 +116,7 @@ fn registered() -> &'static Registered {
 }
 
 /// # Safety
-/// `file` is a file object this VFS opened as a WAL file.
+/// `file` is a file object this VFS wrapped (a WAL, or a main database file).
 unsafe fn gather<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Gather {
     unsafe {
         &mut *(file
@@ -149,7 +150,7 @@ unsafe extern "C" fn open(
             // Only to learn when a write transaction ends (see `shm_lock`).
             methods.xShmLock = Some(shm_lock);
             methods.xClose = Some(close);
-        } else if flags & ffi::SQLITE_OPEN_WAL != 0 && power_safe_overwrite(name) {
+        } else if flags & ffi::SQLITE_OPEN_WAL != 0 && power_safe_overwrite(database_of(name)) {
             methods.xClose = Some(close);
             methods.xRead = Some(read);
             methods.xWrite = Some(write);
@@ -172,7 +173,7 @@ unsafe extern "C" fn open(
         });
         (*file).pMethods = &(*at).methods;
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
-            let db = ffi::sqlite3_database_file_object(name);
+            let db = database_of(name);
             if !db.is_null() && ours(db) {
                 let db = gather(db);
                 db.peer = at;
@@ -227,24 +228,52 @@ unsafe extern "C" fn shm_lock(
     }
 }
 
-/// Whether the database whose WAL is `wal_name` declares power-safe overwrite, so SQLite never
-/// pads its commits with frames split around a sync (which this VFS does not gather).
+/// The open database file whose WAL is `wal_name`, or null.
 ///
 /// # Safety
-/// `wal_name` is the name SQLite passes when it opens a WAL file.
-unsafe fn power_safe_overwrite(wal_name: *const c_char) -> bool {
+/// `wal_name` is null or the name SQLite passes when it opens a WAL file.
+unsafe fn database_of(wal_name: *const c_char) -> *mut ffi::sqlite3_file {
     if wal_name.is_null() {
-        return false;
+        return std::ptr::null_mut();
     }
     // SAFETY: for a WAL file's name SQLite returns its database's open file object.
+    unsafe { ffi::sqlite3_database_file_object(wal_name) }
+}
+
+/// Whether database file `db` declares power-safe overwrite, so SQLite never pads its WAL's
+/// commits with frames split around a sync (which this VFS does not gather).
+///
+/// # Safety
+/// `db` is null or an open SQLite file object.
+unsafe fn power_safe_overwrite(db: *mut ffi::sqlite3_file) -> bool {
+    // SAFETY: an open file object's methods table, when set, is SQLite's or ours (a copy).
     unsafe {
-        let db = ffi::sqlite3_database_file_object(wal_name);
         if db.is_null() || (*db).pMethods.is_null() {
             return false;
         }
         match (*(*db).pMethods).xDeviceCharacteristics {
             Some(dc) => dc(db) & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0,
             None => false,
+        }
+    }
+}
+
+/// SQLite's own write of `amount` bytes at `offset`.
+///
+/// # Safety
+/// `file` is a file this VFS wrapped and `buf` holds `amount` bytes.
+unsafe fn real_write(
+    file: *mut ffi::sqlite3_file,
+    g: &Gather,
+    buf: *const c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    // SAFETY: the real xWrite is given SQLite's own file object and the caller's buffer.
+    unsafe {
+        match (*g.real).xWrite {
+            Some(w) => w(file, buf, amount, offset),
+            None => ffi::SQLITE_IOERR_WRITE,
         }
     }
 }
@@ -259,13 +288,8 @@ unsafe fn flush(file: *mut ffi::sqlite3_file, g: &mut Gather) -> c_int {
         g.bytes.clear();
         return ffi::SQLITE_IOERR_WRITE;
     };
-    // SAFETY: the real xWrite is given SQLite's own file object and a live buffer.
-    let rc = unsafe {
-        match (*g.real).xWrite {
-            Some(w) => w(file, g.bytes.as_ptr().cast(), len, g.start),
-            None => ffi::SQLITE_IOERR_WRITE,
-        }
-    };
+    // SAFETY: a live buffer of `len` bytes.
+    let rc = unsafe { real_write(file, g, g.bytes.as_ptr().cast(), len, g.start) };
     if rc != ffi::SQLITE_OK {
         // Those bytes are not in the file: writes there are appends again.
         g.end = g.end.min(g.start);
@@ -308,10 +332,7 @@ unsafe extern "C" fn write(
         if !appends || bytes.len() > GATHER_LIMIT {
             // A rewrite inside what is written (pages larger than the limit never come from
             // SQLite): passed on as it came.
-            let rc = match (*g.real).xWrite {
-                Some(w) => w(file, buf, amount, offset),
-                None => ffi::SQLITE_IOERR_WRITE,
-            };
+            let rc = real_write(file, g, buf, amount, offset);
             if rc == ffi::SQLITE_OK {
                 g.end = g.end.max(new_end);
             }
