@@ -11,6 +11,8 @@ pub struct Pg {
     data: PathBuf,
     port: u16,
     script: PathBuf,
+    /// The rows one hub write leaves behind, written by one server-side function call.
+    hub_rows_script: PathBuf,
     /// Run the server and tools as this user (PostgreSQL refuses to run as root).
     user: Option<String>,
     pub version: String,
@@ -96,11 +98,17 @@ impl Pg {
             &script,
             "INSERT INTO bench_order(mid, table_label) VALUES (gen_random_uuid(), 'T1');\n",
         )?;
+        let hub_rows_script = dir.path().join("hub_rows.sql");
+        std::fs::write(
+            &hub_rows_script,
+            "SELECT hub_write(gen_random_uuid()::text, gen_random_uuid()::text, 'writer-' || :client_id);\n",
+        )?;
         let mut pg = Pg {
             bin,
             data,
             port,
             script,
+            hub_rows_script,
             user,
             version: String::new(),
             _dir: dir,
@@ -108,6 +116,8 @@ impl Pg {
         let out = run(pg.psql().args([
             "-c",
             "CREATE TABLE bench_order(id bigserial PRIMARY KEY, mid uuid NOT NULL UNIQUE, table_label text, opened_at timestamptz NOT NULL DEFAULT now())",
+            "-c",
+            HUB_ROWS_DDL,
             "-c",
             "SHOW server_version",
         ]))?;
@@ -140,8 +150,18 @@ impl Pg {
         c
     }
 
-    /// Transactions per second of `clients` pgbench clients inserting for `secs`.
+    /// Transactions per second of `clients` pgbench clients inserting one row each for `secs`.
     pub async fn insert_tps(&self, clients: usize, secs: u64) -> anyhow::Result<f64> {
+        self.tps(&self.script, clients, secs).await
+    }
+
+    /// Transactions per second of `clients` pgbench clients each writing, per transaction,
+    /// the rows one hub write of a new order leaves in the hub's store (see [`HUB_ROWS_DDL`]).
+    pub async fn hub_rows_tps(&self, clients: usize, secs: u64) -> anyhow::Result<f64> {
+        self.tps(&self.hub_rows_script, clients, secs).await
+    }
+
+    async fn tps(&self, script: &Path, clients: usize, secs: u64) -> anyhow::Result<f64> {
         let mut c = self.command("pgbench");
         c.args(["-n", "-h", "127.0.0.1", "-U", "bench"])
             .arg("-p")
@@ -153,7 +173,7 @@ impl Pg {
             .arg("-T")
             .arg(secs.to_string())
             .arg("-f")
-            .arg(&self.script)
+            .arg(script)
             .arg("postgres");
         let out = tokio::task::spawn_blocking(move || run(&mut c)).await??;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -179,6 +199,75 @@ impl Drop for Pg {
             .output();
     }
 }
+
+/// The hub's tables one write of a new order touches, in PostgreSQL, and a function that
+/// writes what such a write leaves behind (one round trip, as SQLite is in-process at the hub):
+/// the order row with its derived totals and part versions (the same columns and indexes), the
+/// mutation id that makes a retry harmless, the journal entry a failover replays, which source
+/// wrote the part, the order's share of its shift, the shift's running totals (one row every
+/// write moves: in PostgreSQL each transaction holds its lock until its commit is on disk) and
+/// two capsules in the stream log. Versions, order numbers and stream positions come from
+/// sequences (no lock). The hub does more than this (reads for validation and derivation,
+/// 50 subscribers fed); this is the rows, not the work.
+pub const HUB_ROWS_DDL: &str = "
+CREATE SEQUENCE version_seq; CREATE SEQUENCE order_no_seq; CREATE SEQUENCE capsule_seq;
+CREATE TABLE order_header (id text PRIMARY KEY, order_no bigint, provisional_no text, shift_id text,
+  node_id text, table_label text, order_type text, guests bigint, note text, opened_by text,
+  opened_at text, currency text, status text, updated_at text, closed_at text, finished_v bigint,
+  tax_rate_bp bigint, service_rate_bp bigint, order_discount bigint, subtotal bigint,
+  discount_total bigint, service_total bigint, tax_total bigint, total bigint, paid_total bigint,
+  balance_due bigint, item_count bigint, _v bigint NOT NULL DEFAULT 0,
+  _v_header bigint NOT NULL DEFAULT 0, _v_lines bigint NOT NULL DEFAULT 0,
+  _v_payments bigint NOT NULL DEFAULT 0, _v_status bigint NOT NULL DEFAULT 0,
+  _v_totals bigint NOT NULL DEFAULT 0);
+CREATE INDEX ON order_header (order_no);
+CREATE INDEX ON order_header (shift_id);
+CREATE INDEX ON order_header (status) WHERE status IN ('open', 'sent');
+CREATE TABLE mutation (mid text PRIMARY KEY, seq bigint NOT NULL, applied_at bigint NOT NULL);
+CREATE TABLE journal (mid text PRIMARY KEY, v bigint NOT NULL, mutation text NOT NULL);
+CREATE INDEX ON journal (v);
+CREATE TABLE part_source (entity text, id text, part text, source text NOT NULL,
+  PRIMARY KEY (entity, id, part));
+CREATE TABLE shift_share (order_id text PRIMARY KEY, shift_id text NOT NULL,
+  counted bigint NOT NULL, cash bigint NOT NULL, card bigint NOT NULL);
+CREATE INDEX ON shift_share (shift_id);
+CREATE TABLE pos_shift (id text PRIMARY KEY, orders_count bigint NOT NULL DEFAULT 0,
+  cash_sales bigint NOT NULL DEFAULT 0, card_sales bigint NOT NULL DEFAULT 0,
+  total_sales bigint NOT NULL DEFAULT 0, expected_cash bigint NOT NULL DEFAULT 0,
+  _v bigint NOT NULL DEFAULT 0, _v_totals bigint NOT NULL DEFAULT 0);
+INSERT INTO pos_shift (id) VALUES ('shift-bench');
+CREATE TABLE capsule_log (seq bigint PRIMARY KEY, entity text NOT NULL, id text NOT NULL,
+  parts text NOT NULL, v bigint NOT NULL, ts bigint NOT NULL, source text NOT NULL,
+  gone bigint NOT NULL DEFAULT 0);
+CREATE FUNCTION hub_write(p_mid text, p_id text, p_source text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE v bigint;
+BEGIN
+  PERFORM 1 FROM mutation WHERE mid = p_mid;
+  IF FOUND THEN RETURN 0; END IF;
+  v := nextval('version_seq');
+  INSERT INTO order_header (id, order_no, shift_id, table_label, order_type, guests, opened_at,
+    status, tax_rate_bp, service_rate_bp, order_discount, subtotal, discount_total,
+    service_total, tax_total, total, paid_total, balance_due, item_count,
+    _v, _v_header, _v_lines, _v_payments, _v_status, _v_totals)
+  VALUES (p_id, nextval('order_no_seq'), 'shift-bench', 'T1', 'dine_in', 1,
+    '2026-11-25T12:00:00.000Z', 'open', 1500, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, v, v, v, v, v, v);
+  INSERT INTO mutation (mid, seq, applied_at) VALUES (p_mid, v, 1796397265335);
+  INSERT INTO journal (mid, v, mutation) VALUES (p_mid, v, format(
+    '{\"mid\":\"%s\",\"table\":\"order_header\",\"action\":\"insert\",\"row\":{\"id\":\"%s\",\"opened_at\":\"2026-11-25T12:00:00.000Z\",\"shift_id\":\"shift-bench\",\"table_label\":\"T1\",\"tax_rate_bp\":1500}}',
+    p_mid, p_id));
+  INSERT INTO part_source (entity, id, part, source) VALUES ('order', p_id, 'status', p_source)
+    ON CONFLICT (entity, id, part) DO UPDATE SET source = excluded.source;
+  INSERT INTO shift_share (order_id, shift_id, counted, cash, card)
+    VALUES (p_id, 'shift-bench', 1, 0, 0);
+  UPDATE pos_shift SET orders_count = orders_count + 1, _v = v, _v_totals = v
+    WHERE id = 'shift-bench';
+  INSERT INTO capsule_log (seq, entity, id, parts, v, ts, source) VALUES
+    (nextval('capsule_seq'), 'order', p_id, '[\"header\",\"lines\",\"payments\",\"status\",\"totals\"]', v, 1796397265335, p_source),
+    (nextval('capsule_seq'), 'shift', 'shift-bench', '[\"totals\"]', v, 1796397265335, p_source);
+  RETURN v;
+END $$;
+";
 
 fn tool_command(bin: &Path, user: Option<&str>, tool: &str) -> Command {
     match user {

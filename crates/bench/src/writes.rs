@@ -32,6 +32,8 @@ pub struct WriteLevel {
     /// and the subscribers on the same 2 cores.
     pub hub_cpu_percent: f64,
     pub pg_tps: Option<f64>,
+    /// PostgreSQL writing the rows one hub write leaves behind ([`crate::pg::HUB_ROWS_DDL`]).
+    pub pg_hub_rows_tps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,12 +173,14 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
             .caught_up(seq["seq"].as_i64().unwrap_or(0), Duration::from_secs(10))
             .await;
         times.sort_by(f64::total_cmp);
-        let pg_tps = match &pg {
+        let (pg_tps, pg_hub_rows_tps) = match &pg {
             Some(pg) => {
                 eprintln!("writes: pgbench, {writers} client(s), {secs} s...");
-                Some(pg.insert_tps(writers, secs).await?)
+                let insert = pg.insert_tps(writers, secs).await?;
+                eprintln!("writes: pgbench, the hub's rows, {writers} client(s), {secs} s...");
+                (Some(insert), Some(pg.hub_rows_tps(writers, secs).await?))
             }
-            None => None,
+            None => (None, None),
         };
         levels.push(WriteLevel {
             writers,
@@ -186,6 +190,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
             subscribers_caught_up: caught_up,
             hub_cpu_percent,
             pg_tps,
+            pg_hub_rows_tps,
         });
     }
     eprintln!(
@@ -204,7 +209,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
 impl Writes {
     pub fn table(&self) -> String {
         let mut out = format!(
-            "| durable writes, single-mutation requests, {} subscribers | hub requests/s | hub write p50 / p99 ms | hub CPU % of a core | subscribers caught up | PostgreSQL pgbench tps | hub / PostgreSQL |\n|---|---|---|---|---|---|---|\n",
+            "| durable writes, single-mutation requests, {} subscribers | hub requests/s | hub write p50 / p99 ms | hub CPU % of a core | subscribers caught up | PostgreSQL pgbench tps | hub / PostgreSQL | PostgreSQL writing the hub's rows, tps | hub / that |\n|---|---|---|---|---|---|---|---|---|\n",
             self.subscribers
         );
         for l in &self.levels {
@@ -215,8 +220,15 @@ impl Writes {
                 ),
                 None => ("skipped".into(), "-".into()),
             };
+            let (rows, rows_ratio) = match l.pg_hub_rows_tps {
+                Some(tps) => (
+                    format!("{tps:.0}"),
+                    format!("x{:.2}", l.hub_requests_per_s / tps),
+                ),
+                None => ("skipped".into(), "-".into()),
+            };
             out += &format!(
-                "| {} writer(s) | {:.0} | {:.2} / {:.2} | {:.0} | {} | {pg} | {ratio} |\n",
+                "| {} writer(s) | {:.0} | {:.2} / {:.2} | {:.0} | {} | {pg} | {ratio} | {rows} | {rows_ratio} |\n",
                 l.writers,
                 l.hub_requests_per_s,
                 l.hub_write_p50_ms,
@@ -228,7 +240,7 @@ impl Writes {
         match (&self.pg_version, &self.pg_skipped) {
             (Some(v), _) => {
                 out += &format!(
-                    "PostgreSQL: {v}, `pgbench -n -T {:.0}` over TCP on 127.0.0.1, one `INSERT` of a row with a unique uuid per transaction, `synchronous_commit=on`, `fsync=on`, in a fresh cluster in a temporary directory; the hub: one order inserted per request (unique mid), answered after its fsync (synchronous=FULL).\n",
+                    "PostgreSQL: {v}, `pgbench -n -T {:.0}` over TCP on 127.0.0.1, one `INSERT` of a row with a unique uuid per transaction, `synchronous_commit=on`, `fsync=on`, in a fresh cluster in a temporary directory; the hub: one order inserted per request (unique mid), answered after its fsync (synchronous=FULL). \"The hub's rows\": per transaction one call of a PL/pgSQL function writing the 9 rows one such hub write leaves (the order, its mutation id, journal entry, part source and shift share, the shift's running totals, 2 capsules; crates/bench/src/pg.rs), no subscribers. The goal is the first ratio.\n",
                     self.seconds_per_level
                 )
             }
