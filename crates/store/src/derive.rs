@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::pipeline::Changes;
-use crate::sql::{int, select_by_id, text, update_columns};
+use crate::sql::{int, select_by_id, select_columns_by_id, text, update_columns};
 use crate::{Result, StoreError};
 
 const ORDER: &str = "order";
@@ -281,12 +281,9 @@ pub fn propagate(
         .collect();
     let mut batches = written.ids_of(BATCH);
     for id in written.ids_of(ORDER) {
-        let shift = recompute_order(conn, schema, &id, whole_shop, &mut out)?;
+        let found = recompute_order(conn, schema, &id, whole_shop, &mut out)?;
         if whole_shop {
-            let share = match &shift {
-                Some(shift) => Some((shift.clone(), order_share(conn, &id)?)),
-                None => None,
-            };
+            let share = found.and_then(|(shift, share)| Some((shift?, share)));
             move_share(conn, &id, share, &mut shifts)?;
         }
     }
@@ -383,16 +380,38 @@ fn sql_sum_error(e: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
-/// `decides`: this node is the hub, which alone says when an order was finished (a till's
-/// version is only where its last snapshot stood, which would file the order in a closed day).
+/// The columns of an order its totals are computed from and written to (all in [`USED`]).
+const ORDER_COLUMNS: &[&str] = &[
+    ID_FIELD,
+    "shift_id",
+    "status",
+    "finished_v",
+    "tax_rate_bp",
+    "service_rate_bp",
+    "order_discount",
+    "subtotal",
+    "discount_total",
+    "service_total",
+    "tax_total",
+    "total",
+    "paid_total",
+    "balance_due",
+    "item_count",
+];
+
+/// Sets an order's totals; returns its shift and its share of the shift's totals (None when
+/// the order is not here). `decides`: this node is the hub, which alone says when an order
+/// was finished (a till's version is only where its last snapshot stood, which would file the
+/// order in a closed day).
 fn recompute_order(
     conn: &Connection,
     schema: &Schema,
     id: &str,
     decides: bool,
     changes: &mut Changes,
-) -> Result<Option<String>> {
-    let Some(order) = select_by_id(conn, &schema.tables["order_header"], id)? else {
+) -> Result<Option<(Option<String>, Share)>> {
+    let t = &schema.tables["order_header"];
+    let Some(order) = select_columns_by_id(conn, t, id, ORDER_COLUMNS)? else {
         return Ok(None);
     };
     // At most the schema's max_per_parent lines and payments: summed here with checked
@@ -438,11 +457,8 @@ fn recompute_order(
     let subtotal = checked_sum(gross, "the order's subtotal")?;
     let line_discounts = checked_sum(lines.iter().map(|l| l.2), "the order's discounts")?;
     let items = checked_sum(lines.iter().map(|l| l.0), "the order's item count")?;
-    let payments: Vec<i64> = conn
-        .prepare_cached("SELECT COALESCE(amount, 0) FROM order_payment WHERE order_id = ?1")?
-        .query_map([id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let paid = checked_sum(payments, "the order's payments")?;
+    let payments = payments_of(conn, id)?;
+    let paid = checked_sum(payments.iter().map(|p| p.1), "the order's payments")?;
     let discount_total = line_discounts
         .checked_add(int(&order, "order_discount"))
         .ok_or_else(|| overflow("the order's discounts"))?;
@@ -484,7 +500,22 @@ fn recompute_order(
         ],
         changes,
     )?;
-    Ok(text(&order, "shift_id").map(str::to_string))
+    let counted = text(&order, "status") != Some("void");
+    Ok(Some((
+        text(&order, "shift_id").map(str::to_string),
+        share_of(counted, &payments)?,
+    )))
+}
+
+/// An order's payments: method and amount.
+fn payments_of(conn: &Connection, order_id: &str) -> Result<Vec<(Option<String>, i64)>> {
+    // At most max_per_parent payments: summed with checked arithmetic by the callers.
+    Ok(conn
+        .prepare_cached(
+            "SELECT method, COALESCE(amount, 0) FROM order_payment WHERE order_id = ?1",
+        )?
+        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Statuses that finish an order: it then belongs to a business day (a Z report).
@@ -599,13 +630,14 @@ fn order_share(conn: &Connection, order_id: &str) -> Result<Share> {
     if !counted {
         return Ok(Share::default());
     }
-    // At most max_per_parent payments: summed with checked arithmetic.
-    let payments: Vec<(Option<String>, i64)> = conn
-        .prepare_cached(
-            "SELECT method, COALESCE(amount, 0) FROM order_payment WHERE order_id = ?1",
-        )?
-        .query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    share_of(counted, &payments_of(conn, order_id)?)
+}
+
+/// The share of an order that counts (or not: a void one), given its payments.
+fn share_of(counted: bool, payments: &[(Option<String>, i64)]) -> Result<Share> {
+    if !counted {
+        return Ok(Share::default());
+    }
     let sum = |m: &str| {
         checked_sum(
             payments
@@ -671,6 +703,17 @@ fn move_share(
     Ok(())
 }
 
+/// The columns of a shift its totals are computed from and written to (all in [`USED`]).
+const SHIFT_COLUMNS: &[&str] = &[
+    ID_FIELD,
+    "opening_float",
+    "orders_count",
+    "cash_sales",
+    "card_sales",
+    "total_sales",
+    "expected_cash",
+];
+
 /// Sets a shift's totals: its stored totals moved by `delta`, or (None) the sum of its
 /// orders' shares.
 fn recompute_shift(
@@ -680,7 +723,8 @@ fn recompute_shift(
     delta: Option<Share>,
     changes: &mut Changes,
 ) -> Result<()> {
-    let Some(shift) = select_by_id(conn, &schema.tables["pos_shift"], id)? else {
+    let t = &schema.tables["pos_shift"];
+    let Some(shift) = select_columns_by_id(conn, t, id, SHIFT_COLUMNS)? else {
         return Ok(());
     };
     let totals = match delta {

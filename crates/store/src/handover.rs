@@ -298,10 +298,9 @@ impl Store {
                     }
                 }
             }
-            for c in crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)?
-            {
-                crate::pipeline::log_capsule(&tx, c)?;
-            }
+            let capsules =
+                crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)?;
+            crate::pipeline::log_capsules(&tx, capsules)?;
         }
         tx.execute("DELETE FROM _dirty", [])?;
         tx.commit()?;

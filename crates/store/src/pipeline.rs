@@ -294,9 +294,7 @@ impl Store {
                 combine(&mut request_capsules, capsule);
             }
         }
-        for capsule in request_capsules {
-            out.capsules.push(log_capsule(tx, capsule)?);
-        }
+        out.capsules = log_capsules(tx, request_capsules)?;
         Ok(out)
     }
 
@@ -404,15 +402,39 @@ fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn log_capsule(conn: &Connection, capsule: Capsule) -> Result<LoggedCapsule> {
-    let seq = sql::meta_i64(conn, meta::STREAM_SEQ)? + 1;
-    sql::set_meta(conn, meta::STREAM_SEQ, &seq.to_string())?;
-    let parts = serde_json::to_string(&capsule.parts).expect("strings serialise");
-    conn.prepare_cached(
+/// Appends capsules to the stream log, in order, each at the next stream position.
+pub(crate) fn log_capsules(
+    conn: &Connection,
+    capsules: Vec<Capsule>,
+) -> Result<Vec<LoggedCapsule>> {
+    if capsules.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The stream position is read and written once per list, not per capsule.
+    let mut seq = sql::meta_i64(conn, meta::STREAM_SEQ)?;
+    let mut out = Vec::with_capacity(capsules.len());
+    let mut insert = conn.prepare_cached(
         "INSERT INTO _capsule_log(seq, entity, id, parts, v, ts, source, gone) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![seq, capsule.entity, capsule.id, parts, capsule.v, capsule.ts, capsule.source, capsule.gone])?;
-    Ok(LoggedCapsule { seq, capsule })
+    )?;
+    for capsule in capsules {
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("stream position is exhausted".into()))?;
+        let parts = serde_json::to_string(&capsule.parts).expect("strings serialise");
+        insert.execute(params![
+            seq,
+            capsule.entity,
+            capsule.id,
+            parts,
+            capsule.v,
+            capsule.ts,
+            capsule.source,
+            capsule.gone
+        ])?;
+        out.push(LoggedCapsule { seq, capsule });
+    }
+    sql::set_meta(conn, meta::STREAM_SEQ, &seq.to_string())?;
+    Ok(out)
 }
 
 /// The entity a mutation lands on: its own row, or the parent of a child row.

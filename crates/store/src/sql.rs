@@ -186,6 +186,41 @@ pub fn select_by_id(conn: &Connection, t: &TableDef, id: &str) -> Result<Option<
     Ok(found)
 }
 
+/// Reads just `cols` of row `id` of `t`: a derivation that needs a few columns of a wide row
+/// (an order has 33) builds a map of those, not of all of them, on the hub's one writer thread.
+pub fn select_columns_by_id(
+    conn: &Connection,
+    t: &TableDef,
+    id: &str,
+    cols: &[&str],
+) -> Result<Option<Row>> {
+    // Built by appending, as in update_columns: the names are the schema's checked identifiers.
+    let mut sql = String::with_capacity(40 + 20 * cols.len());
+    sql.push_str("SELECT ");
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('"');
+        sql.push_str(c);
+        sql.push('"');
+    }
+    sql.push_str(" FROM \"");
+    sql.push_str(&t.name);
+    sql.push_str("\" WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut row = Row::new();
+    for (i, c) in cols.iter().enumerate() {
+        let ty = t.column(c).map(|col| col.ty);
+        row.insert((*c).to_string(), from_sql(ty, r.get_ref(i)?)?);
+    }
+    Ok(Some(row))
+}
+
 /// Inserts or replaces a row given as JSON; keys not in `sql_columns` are ignored, and a
 /// column the row leaves out gets what the table's DDL would give it (NULL, or 0 for a
 /// version column), so every row is written by one prepared statement per table.
