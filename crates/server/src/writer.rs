@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use axum::http::StatusCode;
 use capsule_protocol::MutationBatch;
-use capsule_store::{Applied, Store};
+use capsule_store::{Applied, PreparedBatch, Store};
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::ApiError;
@@ -26,7 +26,7 @@ type Reply = oneshot::Sender<Result<Applied, ApiError>>;
 
 #[derive(Default)]
 struct Queues {
-    by_source: HashMap<String, VecDeque<(MutationBatch, Reply)>>,
+    by_source: HashMap<String, VecDeque<(PreparedBatch, Reply)>>,
     /// Sources with waiting requests, in the order they are next served.
     turn: VecDeque<String>,
     waiting: usize,
@@ -42,6 +42,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct WriteQueue {
     shared: Arc<Shared>,
+    store: Arc<Store>,
     _stop: Arc<StopOnDrop>,
 }
 
@@ -67,19 +68,28 @@ impl WriteQueue {
             ready: Condvar::new(),
         });
         let worker = shared.clone();
+        let writer_store = store.clone();
         std::thread::Builder::new()
             .name("hub-writer".into())
-            .spawn(move || writer_loop(&worker, &store, &committed))
+            .spawn(move || writer_loop(&worker, &writer_store, &committed))
             .expect("the writer thread starts");
         WriteQueue {
+            store,
             _stop: Arc::new(StopOnDrop(shared.clone())),
             shared,
         }
     }
 
-    /// Queues a request behind its source's earlier ones and waits for its commit.
+    /// Checks a request against the schema (here, on the request's task: a bad one is
+    /// answered 400 without waiting and the writer thread only applies), queues it behind its
+    /// source's earlier ones and waits for its commit.
     pub async fn submit(&self, batch: MutationBatch) -> Result<Applied, ApiError> {
-        let source = batch.source.clone().unwrap_or_else(|| ANONYMOUS.into());
+        let batch = self.store.prepare(batch)?;
+        let source = batch
+            .batch()
+            .source
+            .clone()
+            .unwrap_or_else(|| ANONYMOUS.into());
         let (tx, rx) = oneshot::channel();
         {
             let mut q = lock(&self.shared);
@@ -124,7 +134,7 @@ fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
         };
         // A client that went away before its turn gets nothing written: an unanswered
         // write is one not made.
-        let jobs: Vec<(MutationBatch, Reply)> =
+        let jobs: Vec<(PreparedBatch, Reply)> =
             jobs.into_iter().filter(|(_, r)| !r.is_closed()).collect();
         if jobs.is_empty() {
             continue;
@@ -132,17 +142,18 @@ fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
         let sources: Vec<String> = jobs
             .iter()
             .map(|(b, _)| {
-                b.source
+                b.batch()
+                    .source
                     .clone()
                     .unwrap_or_else(|| store.node_id().to_string())
             })
             .collect();
-        let requests: Vec<(&MutationBatch, &str)> = jobs
+        let requests: Vec<(&PreparedBatch, &str)> = jobs
             .iter()
             .zip(&sources)
             .map(|((b, _), s)| (b, s.as_str()))
             .collect();
-        let answers = store.apply_group(&requests);
+        let answers = store.apply_prepared(&requests);
         if answers
             .iter()
             .any(|a| a.as_ref().is_ok_and(|a| !a.capsules.is_empty()))
@@ -158,7 +169,7 @@ fn writer_loop(shared: &Shared, store: &Store, committed: &Notify) {
 /// Waits for work, then takes one request from each waiting source, up to
 /// [`MAX_GROUP_REQUESTS`] requests and [`MAX_GROUP_MUTATIONS`] mutations. None once closed
 /// and empty.
-fn next_group(shared: &Shared) -> Option<Vec<(MutationBatch, Reply)>> {
+fn next_group(shared: &Shared) -> Option<Vec<(PreparedBatch, Reply)>> {
     let mut q = lock(shared);
     while q.turn.is_empty() {
         if q.closed {
@@ -179,7 +190,7 @@ fn next_group(shared: &Shared) -> Option<Vec<(MutationBatch, Reply)>> {
             .by_source
             .get_mut(&source)
             .expect("a source in turn has a queue");
-        let size = queue.front().map_or(0, |(b, _)| b.mutations.len());
+        let size = queue.front().map_or(0, |(b, _)| b.batch().mutations.len());
         if !group.is_empty()
             && (group.len() >= MAX_GROUP_REQUESTS || mutations + size > MAX_GROUP_MUTATIONS)
         {

@@ -38,7 +38,7 @@ pub use backup::backup_file;
 pub use handover::{Claim, VERSIONS_PER_TERM};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
-pub use pipeline::{Applied, ApplyMode, LoggedCapsule};
+pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
 pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 

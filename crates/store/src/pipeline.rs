@@ -31,6 +31,17 @@ pub struct LoggedCapsule {
     pub capsule: Capsule,
 }
 
+/// A request checked against the schema and put in stored form ([`Store::prepare`]): the hub
+/// does this on the request's own task, so the one writer thread only applies.
+#[derive(Debug, Clone)]
+pub struct PreparedBatch(MutationBatch);
+
+impl PreparedBatch {
+    pub fn batch(&self) -> &MutationBatch {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub results: Vec<MutationResult>,
@@ -125,16 +136,41 @@ impl Store {
     /// others commit. Answers per request, in order; if the commit itself fails, every
     /// request fails and nothing of the group is written.
     pub fn apply_group(&self, requests: &[(&MutationBatch, &str)]) -> Vec<Result<Applied>> {
-        let prepared: Vec<std::result::Result<MutationBatch, String>> = requests
+        let prepared: Vec<std::result::Result<PreparedBatch, String>> = requests
             .iter()
-            .map(|(batch, _)| {
-                let mut batch = (*batch).clone();
-                prepare_batch(&self.schema, &mut batch).map_err(|e| e.to_string())?;
-                Ok(batch)
-            })
+            .map(|(batch, _)| self.prepare((*batch).clone()).map_err(|e| e.to_string()))
             .collect();
+        let checked: Vec<std::result::Result<&MutationBatch, String>> = prepared
+            .iter()
+            .map(|p| p.as_ref().map(PreparedBatch::batch).map_err(Clone::clone))
+            .collect();
+        let sources: Vec<&str> = requests.iter().map(|(_, s)| *s).collect();
+        self.apply_checked(&checked, &sources)
+    }
+
+    /// Checks a request against the schema and puts it in stored form; the error is the
+    /// request's 400.
+    pub fn prepare(&self, mut batch: MutationBatch) -> Result<PreparedBatch> {
+        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(PreparedBatch(batch))
+    }
+
+    /// [`Store::apply_group`] for requests already prepared.
+    pub fn apply_prepared(&self, requests: &[(&PreparedBatch, &str)]) -> Vec<Result<Applied>> {
+        let checked: Vec<std::result::Result<&MutationBatch, String>> =
+            requests.iter().map(|(p, _)| Ok(p.batch())).collect();
+        let sources: Vec<&str> = requests.iter().map(|(_, s)| *s).collect();
+        self.apply_checked(&checked, &sources)
+    }
+
+    /// The group commit over requests each either checked or refused (with why).
+    fn apply_checked(
+        &self,
+        prepared: &[std::result::Result<&MutationBatch, String>],
+        sources: &[&str],
+    ) -> Vec<Result<Applied>> {
         if !self.is_authority() {
-            return requests.iter().map(|_| Err(not_hub())).collect();
+            return sources.iter().map(|_| Err(not_hub())).collect();
         }
         let mut conn = self.writer();
         // First without savepoints (their sub-journal copies every page a request touches):
@@ -142,9 +178,9 @@ impl Store {
         // is rolled back and the group runs again with a savepoint per request, so the bad
         // one rolls back alone. A request alone in its group needs no second run.
         let alone = prepared.iter().filter(|b| b.is_ok()).count() <= 1;
-        let mut outcome = self.try_group(&mut conn, &prepared, requests, false);
+        let mut outcome = self.try_group(&mut conn, prepared, sources, false);
         if !alone && matches!(outcome, Ok(Err(_))) {
-            outcome = self.try_group(&mut conn, &prepared, requests, true);
+            outcome = self.try_group(&mut conn, prepared, sources, true);
         }
         match outcome {
             Ok(Ok(out)) => out,
@@ -161,10 +197,10 @@ impl Store {
                     })
                     .collect()
             }
-            Err(e) if requests.len() == 1 => vec![Err(e)],
+            Err(e) if sources.len() == 1 => vec![Err(e)],
             Err(e) => {
                 let why = e.to_string();
-                requests
+                sources
                     .iter()
                     .map(|_| {
                         Err(StoreError::Storage(format!(
@@ -182,13 +218,13 @@ impl Store {
     fn try_group(
         &self,
         conn: &mut Connection,
-        prepared: &[std::result::Result<MutationBatch, String>],
-        requests: &[(&MutationBatch, &str)],
+        prepared: &[std::result::Result<&MutationBatch, String>],
+        sources: &[&str],
         savepoints: bool,
     ) -> Result<std::result::Result<Vec<Result<Applied>>, StoreError>> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(requests.len());
-        for (batch, (_, source)) in prepared.iter().zip(requests) {
+        let mut out = Vec::with_capacity(sources.len());
+        for (batch, source) in prepared.iter().zip(sources) {
             let batch = match batch {
                 Ok(batch) => batch,
                 Err(why) => {
