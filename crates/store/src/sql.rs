@@ -1,7 +1,7 @@
 //! Small SQL helpers: JSON <-> SQLite values, reading rows by schema, `_meta` access.
 
 use capsule_protocol::{ColumnType, Row, TableDef};
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
@@ -25,6 +25,15 @@ pub fn to_sql(ty: Option<ColumnType>, v: &Value) -> SqlValue {
             debug_assert!(ty.is_none(), "validated values are scalars");
             SqlValue::Text(other.to_string())
         }
+    }
+}
+
+/// [`to_sql`] borrowing the JSON's text instead of copying it: what a row write binds (a
+/// write binds every column of its row).
+pub fn to_sql_ref(ty: Option<ColumnType>, v: &Value) -> ToSqlOutput<'_> {
+    match v {
+        Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        other => ToSqlOutput::Owned(to_sql(ty, other)),
     }
 }
 
@@ -226,9 +235,9 @@ pub fn select_columns_by_id(
 /// version column), so every row is written by one prepared statement per table.
 pub fn upsert_row(conn: &Connection, t: &TableDef, row: &Row) -> Result<()> {
     let values = sql_columns(t).iter().map(|(n, ty)| match (row.get(n), ty) {
-        (Some(v), _) => to_sql(*ty, v),
-        (None, None) => SqlValue::Integer(0),
-        (None, Some(_)) => SqlValue::Null,
+        (Some(v), _) => to_sql_ref(*ty, v),
+        (None, None) => ToSqlOutput::Owned(SqlValue::Integer(0)),
+        (None, Some(_)) => ToSqlOutput::Owned(SqlValue::Null),
     });
     conn.prepare_cached(&t.upsert_sql)?
         .execute(rusqlite::params_from_iter(values))?;
@@ -261,8 +270,8 @@ pub fn update_columns(
         sql.push_str(itoa::Buffer::new().format(i + 2));
     }
     sql.push_str(" WHERE id = ?1");
-    let mut values = vec![SqlValue::Text(id.to_string())];
-    values.extend(set.iter().map(|(_, ty, v)| to_sql(*ty, v)));
+    let mut values = vec![ToSqlOutput::Borrowed(ValueRef::Text(id.as_bytes()))];
+    values.extend(set.iter().map(|(_, ty, v)| to_sql_ref(*ty, v)));
     conn.prepare_cached(&sql)?
         .execute(rusqlite::params_from_iter(values))?;
     Ok(())
