@@ -25,26 +25,8 @@ const BATCH_FOLLOWS_JOBS: [&str; 3] = ["queued", "cooking", "ready"];
 
 /// Every (table, column) the rules below read or write.
 const USED: &[(&str, &[&str])] = &[
-    (
-        "order_header",
-        &[
-            "order_no",
-            "shift_id",
-            "status",
-            "finished_v",
-            "tax_rate_bp",
-            "service_rate_bp",
-            "order_discount",
-            "subtotal",
-            "discount_total",
-            "service_total",
-            "tax_total",
-            "total",
-            "paid_total",
-            "balance_due",
-            "item_count",
-        ],
-    ),
+    ("order_header", &["order_no"]),
+    ("order_header", ORDER_COLUMNS),
     (
         "order_line",
         &[
@@ -62,17 +44,7 @@ const USED: &[(&str, &[&str])] = &[
         "order_payment",
         &["order_id", "method", "amount", "tendered", "change_due"],
     ),
-    (
-        "pos_shift",
-        &[
-            "opening_float",
-            "orders_count",
-            "cash_sales",
-            "card_sales",
-            "total_sales",
-            "expected_cash",
-        ],
-    ),
+    ("pos_shift", SHIFT_COLUMNS),
     (
         "job_order_header",
         &[
@@ -380,9 +352,8 @@ fn sql_sum_error(e: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
-/// The columns of an order its totals are computed from and written to (all in [`USED`]).
+/// The columns of an order its totals are computed from and written to.
 const ORDER_COLUMNS: &[&str] = &[
-    ID_FIELD,
     "shift_id",
     "status",
     "finished_v",
@@ -703,9 +674,8 @@ fn move_share(
     Ok(())
 }
 
-/// The columns of a shift its totals are computed from and written to (all in [`USED`]).
+/// The columns of a shift its totals are computed from and written to.
 const SHIFT_COLUMNS: &[&str] = &[
-    ID_FIELD,
     "opening_float",
     "orders_count",
     "cash_sales",

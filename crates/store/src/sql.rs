@@ -1,5 +1,6 @@
 //! Small SQL helpers: JSON <-> SQLite values, reading rows by schema, `_meta` access.
 
+use capsule_protocol::schema::ID_FIELD;
 use capsule_protocol::{ColumnType, Row, TableDef};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -195,8 +196,9 @@ pub fn select_by_id(conn: &Connection, t: &TableDef, id: &str) -> Result<Option<
     Ok(found)
 }
 
-/// Reads just `cols` of row `id` of `t`: a derivation that needs a few columns of a wide row
-/// (an order has 33) builds a map of those, not of all of them, on the hub's one writer thread.
+/// Reads just `cols` of row `id` of `t`, and the id: a derivation that needs a few columns of a
+/// wide row (an order has 33) builds a map of those, not of all of them, on the hub's one
+/// writer thread.
 pub fn select_columns_by_id(
     conn: &Connection,
     t: &TableDef,
@@ -223,6 +225,7 @@ pub fn select_columns_by_id(
         return Ok(None);
     };
     let mut row = Row::new();
+    row.insert(ID_FIELD.into(), Value::String(id.to_string()));
     for (i, c) in cols.iter().enumerate() {
         let ty = t.column(c).map(|col| col.ty);
         row.insert((*c).to_string(), from_sql(ty, r.get_ref(i)?)?);
