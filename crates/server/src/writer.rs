@@ -81,9 +81,11 @@ impl WriteQueue {
     }
 
     /// Checks a request against the schema (here, on the request's task: a bad one is
-    /// answered 400 without waiting and the writer thread only applies), queues it behind its
-    /// source's earlier ones and waits for its commit.
+    /// answered 400 without waiting and the writer thread only applies; a fenced node answers
+    /// 503 first, as the writer would), queues it behind its source's earlier ones and waits
+    /// for its commit.
     pub async fn submit(&self, batch: MutationBatch) -> Result<Applied, ApiError> {
+        self.store.ensure_hub()?;
         let batch = self.store.prepare(batch)?;
         let source = batch
             .batch()
@@ -208,4 +210,56 @@ fn next_group(shared: &Shared) -> Option<Vec<(PreparedBatch, Reply)>> {
         group.push(job);
     }
     Some(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use capsule_protocol::{Action, Mutation, MutationBatch, Schema};
+    use capsule_store::Store;
+    use serde_json::json;
+
+    use super::*;
+
+    fn shift(id: &str, opening_float: serde_json::Value) -> MutationBatch {
+        MutationBatch {
+            mutations: vec![Mutation {
+                mid: uuid::Uuid::new_v4().to_string(),
+                table: "pos_shift".into(),
+                action: Action::Insert,
+                row: json!({"id": id, "node_id": "n", "cashier": "Ann",
+                    "opened_at": "2026-11-25T08:00:00Z", "opening_float": opening_float})
+                .as_object()
+                .unwrap()
+                .clone(),
+                base: None,
+            }],
+            source: Some("till-a".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fenced_hub_answers_every_write_503_and_a_hub_refuses_a_bad_one_400() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(dir.path().join("hub.sqlite3"), Arc::new(Schema::builtin())).unwrap(),
+        );
+        let queue = WriteQueue::start(store.clone(), Arc::new(Notify::new()));
+        // A negative float breaks the schema's range: refused before it queues.
+        let bad = shift("s1", json!(-1));
+        let e = queue.submit(bad.clone()).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
+        // Fenced, the node sends every write on to the real hub's queue in the till: 503, even
+        // one its own schema would refuse (the real hub's may take it).
+        store.set_authority(false);
+        for batch in [bad, shift("s2", json!(0))] {
+            let e = queue.submit(batch).await.unwrap_err();
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{}", e.message);
+        }
+        store.set_authority(true);
+        let ok = queue.submit(shift("s3", json!(0))).await.unwrap();
+        assert_eq!(ok.results.len(), 1);
+        assert_eq!(store.table_rows("pos_shift").unwrap().len(), 1);
+    }
 }

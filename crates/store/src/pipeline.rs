@@ -148,6 +148,17 @@ impl Store {
         self.apply_checked(&checked, &sources)
     }
 
+    /// Refuses with [`StoreError::NotHub`] unless this node applies writes as hub: asked before
+    /// anything else about a request, so a fenced node answers every write 503 and the till
+    /// queues it for the real hub (whose schema may take what this node's would refuse).
+    pub fn ensure_hub(&self) -> Result<()> {
+        if self.is_authority() {
+            Ok(())
+        } else {
+            Err(not_hub())
+        }
+    }
+
     /// Checks a request against the schema and puts it in stored form; the error is the
     /// request's 400.
     pub fn prepare(&self, mut batch: MutationBatch) -> Result<PreparedBatch> {
