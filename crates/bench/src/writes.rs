@@ -206,6 +206,15 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
     })
 }
 
+/// A PostgreSQL column's two cells: its tps and the hub's ratio to it ("skipped" and "-" when
+/// it did not run).
+fn peer_cells(hub_per_s: f64, peer_tps: Option<f64>) -> (String, String) {
+    match peer_tps {
+        Some(tps) => (format!("{tps:.0}"), format!("x{:.2}", hub_per_s / tps)),
+        None => ("skipped".into(), "-".into()),
+    }
+}
+
 impl Writes {
     pub fn table(&self) -> String {
         let mut out = format!(
@@ -213,20 +222,8 @@ impl Writes {
             self.subscribers
         );
         for l in &self.levels {
-            let (pg, ratio) = match l.pg_tps {
-                Some(tps) => (
-                    format!("{tps:.0}"),
-                    format!("x{:.2}", l.hub_requests_per_s / tps),
-                ),
-                None => ("skipped".into(), "-".into()),
-            };
-            let (rows, rows_ratio) = match l.pg_hub_rows_tps {
-                Some(tps) => (
-                    format!("{tps:.0}"),
-                    format!("x{:.2}", l.hub_requests_per_s / tps),
-                ),
-                None => ("skipped".into(), "-".into()),
-            };
+            let (pg, ratio) = peer_cells(l.hub_requests_per_s, l.pg_tps);
+            let (rows, rows_ratio) = peer_cells(l.hub_requests_per_s, l.pg_hub_rows_tps);
             out += &format!(
                 "| {} writer(s) | {:.0} | {:.2} / {:.2} | {:.0} | {} | {pg} | {ratio} | {rows} | {rows_ratio} |\n",
                 l.writers,
