@@ -150,18 +150,30 @@ impl Pg {
         c
     }
 
-    /// Transactions per second of `clients` pgbench clients inserting one row each for `secs`.
-    pub async fn insert_tps(&self, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    /// `clients` pgbench clients inserting one row each for `secs`.
+    pub async fn insert_tps(&self, clients: usize, secs: u64) -> anyhow::Result<PgRun> {
         self.tps(&self.script, clients, secs).await
     }
 
-    /// Transactions per second of `clients` pgbench clients each writing, per transaction,
-    /// the rows one hub write of a new order leaves in the hub's store (see [`HUB_ROWS_DDL`]).
-    pub async fn hub_rows_tps(&self, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    /// `clients` pgbench clients each writing, per transaction, the rows one hub write of a
+    /// new order leaves in the hub's store (see [`HUB_ROWS_DDL`]).
+    pub async fn hub_rows_tps(&self, clients: usize, secs: u64) -> anyhow::Result<PgRun> {
         self.tps(&self.hub_rows_script, clients, secs).await
     }
 
-    async fn tps(&self, script: &Path, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    /// Where PostgreSQL's write-ahead log has been written up to, in bytes from its start.
+    async fn wal_position(&self) -> anyhow::Result<f64> {
+        let mut c = self.psql();
+        c.args(["-c", "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"]);
+        let out = tokio::task::spawn_blocking(move || run(&mut c)).await??;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse::<f64>()
+            .with_context(|| format!("no WAL position in psql's output: {text}"))
+    }
+
+    async fn tps(&self, script: &Path, clients: usize, secs: u64) -> anyhow::Result<PgRun> {
+        let wal_before = self.wal_position().await?;
         let mut c = self.command("pgbench");
         c.args(["-n", "-h", "127.0.0.1", "-U", "bench"])
             .arg("-p")
@@ -176,17 +188,35 @@ impl Pg {
             .arg(script)
             .arg("postgres");
         let out = tokio::task::spawn_blocking(move || run(&mut c)).await??;
+        let wal = self.wal_position().await? - wal_before;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix("tps = ")?
+        let number = |prefix: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(prefix)?
                     .split_whitespace()
                     .next()?
                     .parse::<f64>()
                     .ok()
             })
-            .with_context(|| format!("no tps in pgbench's output: {text}"))
+        };
+        let tps =
+            number("tps = ").with_context(|| format!("no tps in pgbench's output: {text}"))?;
+        let transactions = number("number of transactions actually processed: ")
+            .with_context(|| format!("no transaction count in pgbench's output: {text}"))?;
+        Ok(PgRun {
+            tps,
+            wal_bytes_per_transaction: wal / transactions.max(1.0),
+        })
     }
+}
+
+/// One pgbench run.
+#[derive(Debug, Clone, Copy)]
+pub struct PgRun {
+    pub tps: f64,
+    /// Write-ahead log written over the run per transaction (PostgreSQL logs row changes, with
+    /// a whole page only at its first change after a checkpoint).
+    pub wal_bytes_per_transaction: f64,
 }
 
 impl Drop for Pg {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use capsule_bench::workload::{throughput_order_insert, throughput_shift_insert};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -34,6 +35,11 @@ pub struct WriteLevel {
     pub pg_tps: Option<f64>,
     /// PostgreSQL writing the rows one hub write leaves behind ([`crate::pg::HUB_ROWS_DDL`]).
     pub pg_hub_rows_tps: Option<f64>,
+    /// Write-ahead log each answered write put on disk (the hub's `wal_bytes_written` over
+    /// the level, per request).
+    pub hub_wal_bytes_per_write: f64,
+    pub pg_wal_bytes_per_transaction: Option<f64>,
+    pub pg_hub_rows_wal_bytes_per_transaction: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +145,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         let stop = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
         let cpu0 = hub.cpu_secs();
+        let wal0 = wal_bytes(&http, &hub.url).await?;
         let mut tasks = Vec::new();
         for w in 0..writers {
             let (http, url) = (http.clone(), format!("{}/api/mutations", hub.url));
@@ -169,11 +176,12 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         let elapsed = started.elapsed().as_secs_f64();
         let hub_cpu_percent = (hub.cpu_secs() - cpu0) / elapsed * 100.0;
         let seq = get_json(&http, &format!("{}/api/metrics", hub.url)).await?;
+        let wal = seq["wal_bytes_written"].as_f64().unwrap_or(0.0) - wal0;
         let caught_up = subs
             .caught_up(seq["seq"].as_i64().unwrap_or(0), Duration::from_secs(10))
             .await;
         times.sort_by(f64::total_cmp);
-        let (pg_tps, pg_hub_rows_tps) = match &pg {
+        let (pg_insert, pg_hub_rows) = match &pg {
             Some(pg) => {
                 eprintln!("writes: pgbench, {writers} client(s), {secs} s...");
                 let insert = pg.insert_tps(writers, secs).await?;
@@ -189,8 +197,11 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
             hub_write_p99_ms: crate::floor::percentile(&times, 0.99),
             subscribers_caught_up: caught_up,
             hub_cpu_percent,
-            pg_tps,
-            pg_hub_rows_tps,
+            pg_tps: pg_insert.map(|r| r.tps),
+            pg_hub_rows_tps: pg_hub_rows.map(|r| r.tps),
+            hub_wal_bytes_per_write: wal / (times.len().max(1) as f64),
+            pg_wal_bytes_per_transaction: pg_insert.map(|r| r.wal_bytes_per_transaction),
+            pg_hub_rows_wal_bytes_per_transaction: pg_hub_rows.map(|r| r.wal_bytes_per_transaction),
         });
     }
     eprintln!(
@@ -204,6 +215,19 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         pg_skipped,
         pg_version: pg.as_ref().map(|p| p.version.clone()),
     })
+}
+
+/// What the hub's store has written to its write-ahead log so far.
+async fn wal_bytes(http: &reqwest::Client, hub: &str) -> anyhow::Result<f64> {
+    let m = get_json(http, &format!("{hub}/api/metrics")).await?;
+    m["wal_bytes_written"]
+        .as_f64()
+        .context("no wal_bytes_written in the hub's /api/metrics")
+}
+
+/// Bytes as KiB with one decimal, or "-".
+fn kib(bytes: Option<f64>) -> String {
+    bytes.map_or_else(|| "-".into(), |b| format!("{:.1}", b / 1024.0))
 }
 
 /// A PostgreSQL column's two cells: its tps and the hub's ratio to it ("skipped" and "-" when
@@ -244,6 +268,17 @@ impl Writes {
             (None, Some(why)) => out += &format!("PostgreSQL column skipped: {why}\n"),
             (None, None) => {}
         }
+        out += "\n| write-ahead log per write, KiB | hub (SQLite: whole 4 KiB pages) | PostgreSQL one-row insert | PostgreSQL writing the hub's rows |\n|---|---|---|---|\n";
+        for l in &self.levels {
+            out += &format!(
+                "| {} writer(s) | {} | {} | {} |\n",
+                l.writers,
+                kib(Some(l.hub_wal_bytes_per_write)),
+                kib(l.pg_wal_bytes_per_transaction),
+                kib(l.pg_hub_rows_wal_bytes_per_transaction),
+            );
+        }
+        out += "Each commit is one fsync of what it logged; a group commit shares its pages among the writes in it.\n";
         out
     }
 }

@@ -84,6 +84,8 @@ pub struct NodeMetricsJson {
     pub snapshot_last_bytes: i64,
     pub snapshot_build: HistogramSummary,
     pub changes_requests: u64,
+    /// Bytes this node's store wrote to its write-ahead log (whole pages per commit).
+    pub wal_bytes_written: u64,
 }
 
 impl NodeMetrics {
@@ -136,6 +138,7 @@ impl NodeMetrics {
             snapshot_last_bytes: self.snapshot_last_bytes.load(Ordering::Relaxed),
             snapshot_build: self.snapshot_build.summary(),
             changes_requests: self.changes_requests.get(),
+            wal_bytes_written: capsule_store::wal_bytes_written(),
         }
     }
 
@@ -274,6 +277,12 @@ impl NodeMetrics {
             "capsule_changes_requests_total",
             "GET /api/changes requests",
             self.changes_requests.get(),
+        );
+        c(
+            out,
+            "capsule_wal_bytes_written_total",
+            "bytes the store wrote to its write-ahead log (whole pages per commit, before each fsync)",
+            capsule_store::wal_bytes_written(),
         );
     }
 }

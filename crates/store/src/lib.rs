@@ -140,6 +140,12 @@ pub enum Durability {
     Replica,
 }
 
+/// Bytes this process has written to its stores' WAL files through the store's WAL VFS (whole
+/// pages with their frame headers): what the commits logged before their fsyncs.
+pub fn wal_bytes_written() -> u64 {
+    walvfs::bytes_out()
+}
+
 /// Opens a connection configured exactly as a store's writer is (for measuring the floor).
 pub fn configured_connection(path: &Path, durability: Durability) -> Result<Connection> {
     let conn = open_writer(path)?;

@@ -42,6 +42,14 @@ const FRAME_HEADER: usize = 24;
 
 /// Gathered writes handed to the kernel, in all (a test's proof that the WAL is wrapped).
 static WRITES_OUT: AtomicU64 = AtomicU64::new(0);
+/// Bytes written to WAL files through this VFS, gathered or passed on (see [`bytes_out`]).
+static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes this process has written to the WAL files of the stores it opened (frames of whole
+/// pages plus their headers): the log volume each commit puts on disk before its fsync.
+pub(crate) fn bytes_out() -> u64 {
+    BYTES_OUT.load(Ordering::Relaxed)
+}
 
 /// Kept after SQLite's own file object in the space SQLite allocates for each open file.
 #[repr(C)]
@@ -290,7 +298,9 @@ unsafe fn flush(file: *mut ffi::sqlite3_file, g: &mut Gather) -> c_int {
     };
     // SAFETY: a live buffer of `len` bytes.
     let rc = unsafe { real_write(file, g, g.bytes.as_ptr().cast(), len, g.start) };
-    if rc != ffi::SQLITE_OK {
+    if rc == ffi::SQLITE_OK {
+        BYTES_OUT.fetch_add(len as u64, Ordering::Relaxed);
+    } else {
         // Those bytes are not in the file: writes there are appends again.
         g.end = g.end.min(g.start);
     }
@@ -335,6 +345,7 @@ unsafe extern "C" fn write(
             let rc = real_write(file, g, buf, amount, offset);
             if rc == ffi::SQLITE_OK {
                 g.end = g.end.max(new_end);
+                BYTES_OUT.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
             return rc;
         }
@@ -475,6 +486,7 @@ mod tests {
         let writer = open(&path, "NORMAL");
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let out_before = super::WRITES_OUT.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes_before = super::bytes_out();
         // A row of 3,900 bytes fills a page: commits of 1 to 70 pages, so a commit frame falls
         // at every place relative to the 128 KiB a gathered write may hold.
         let note = "p".repeat(3900);
@@ -505,6 +517,12 @@ mod tests {
         assert!(
             out >= 70,
             "the WAL is not gathered: {out} gathered writes for 70 commits"
+        );
+        // Other tests write WAL too, so at least: the 2,485 pages of the rows, each in a frame.
+        let logged = super::bytes_out() - bytes_before;
+        assert!(
+            logged >= 2485 * (4096 + 24),
+            "only {logged} WAL bytes counted for 2,485 pages"
         );
     }
 
