@@ -706,8 +706,9 @@ fn recompute_shift(
         .plus(delta, 1)?,
         None => conn
             .prepare_cached(
-                "SELECT COUNT(*), COALESCE(SUM(counted), 0), COALESCE(SUM(cash), 0), COALESCE(SUM(card), 0)
-                 FROM _shift_share WHERE shift_id = ?1",
+                "SELECT COUNT(*), COALESCE(SUM(s.counted), 0), COALESCE(SUM(s.cash), 0), COALESCE(SUM(s.card), 0)
+                 FROM order_header o JOIN _shift_share s ON s.order_id = o.id
+                 WHERE o.shift_id = ?1 AND s.shift_id = ?1",
             )?
             .query_row([id], |r| {
                 let _: i64 = r.get(0)?;
