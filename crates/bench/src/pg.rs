@@ -260,7 +260,6 @@ CREATE TABLE part_source (entity text, id text, part text, source text NOT NULL,
   PRIMARY KEY (entity, id, part));
 CREATE TABLE shift_share (order_id text PRIMARY KEY, shift_id text NOT NULL,
   counted bigint NOT NULL, cash bigint NOT NULL, card bigint NOT NULL);
-CREATE INDEX ON shift_share (shift_id);
 CREATE TABLE pos_shift (id text PRIMARY KEY, orders_count bigint NOT NULL DEFAULT 0,
   cash_sales bigint NOT NULL DEFAULT 0, card_sales bigint NOT NULL DEFAULT 0,
   total_sales bigint NOT NULL DEFAULT 0, expected_cash bigint NOT NULL DEFAULT 0,
