@@ -449,10 +449,7 @@ fn known_mid(conn: &Connection, mid: &str) -> Result<Option<i64>> {
     if let Some(seq) = queued {
         return Ok(Some(seq.unwrap_or(0)));
     }
-    Ok(conn
-        .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
-        .query_row([mid], |r| r.get(0))
-        .optional()?)
+    crate::pipeline::applied_version(conn, mid)
 }
 
 /// An order opened on a till without a number gets `{prefix}-{n}` to call out meanwhile.
