@@ -13,9 +13,7 @@ use crate::{Result, StoreError};
 // layout; the SQL is the same for both).
 const SYSTEM_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
--- Mutation ids of a till's own writes seen back from the hub, so a retried request changes
--- nothing; every other applied mid is found in _journal (pipeline::applied_version), which
--- each write applied as hub already goes into: one B-tree insert fewer per write.
+-- Every applied mutation id, so a retried request changes nothing.
 CREATE TABLE IF NOT EXISTS _mutation (
     mid TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,

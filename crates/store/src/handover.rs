@@ -7,7 +7,7 @@
 //! after its version ([`Store::changed_since`]) instead of taking a snapshot.
 
 use capsule_protocol::{
-    Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch,
+    Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
     prepare_batch,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -466,6 +466,10 @@ impl Store {
         let tx = conn.transaction()?;
         let mut top = sql::meta_i64(&tx, meta::JOURNAL_VERSION)?;
         for e in entries {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![e.mid, e.v, now_ms()])?;
             journal(&tx, &e.mutation, e.v)?;
             top = top.max(e.v);
         }
@@ -494,7 +498,10 @@ impl Store {
 /// Takes a locally inserted row out before the hub inserts it for real, unless the write was
 /// applied before (its mid came back here): then the row is the hub's, kept.
 fn remove_local_insert(tx: &Connection, m: &Mutation) -> Result<()> {
-    if crate::pipeline::applied_version(tx, &m.mid)?.is_some() {
+    let applied: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)")?
+        .query_row([&m.mid], |r| r.get(0))?;
+    if applied {
         return Ok(());
     }
     let id = sql::text(&m.row, capsule_protocol::schema::ID_FIELD).unwrap_or_default();

@@ -449,7 +449,10 @@ fn known_mid(conn: &Connection, mid: &str) -> Result<Option<i64>> {
     if let Some(seq) = queued {
         return Ok(Some(seq.unwrap_or(0)));
     }
-    crate::pipeline::applied_version(conn, mid)
+    Ok(conn
+        .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
+        .query_row([mid], |r| r.get(0))
+        .optional()?)
 }
 
 /// An order opened on a till without a number gets `{prefix}-{n}` to call out meanwhile.

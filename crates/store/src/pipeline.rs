@@ -280,7 +280,11 @@ impl Store {
         // 200 writes to one order logs one capsule, not 200.
         let mut request_capsules: Vec<Capsule> = Vec::new();
         for (index, m) in batch.mutations.iter().enumerate() {
-            if let Some(seq) = applied_version(tx, &m.mid)? {
+            let prior: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
+                .query_row([&m.mid], |r| r.get(0))
+                .optional()?;
+            if let Some(seq) = prior {
                 // Applied in an earlier term: its data is here, at or below the current
                 // version, which is what the sender waits to merge before forgetting it.
                 let now = sql::meta_i64(tx, meta::VERSION)?;
@@ -303,6 +307,7 @@ impl Store {
             // its mid does): a duplicate, not a conflict.
             if m.action == Action::Insert && inserted_already(tx, &self.schema, m)? {
                 let now = sql::meta_i64(tx, meta::VERSION)?;
+                record_mid(tx, &m.mid, now)?;
                 crate::handover::journal(tx, m, now)?;
                 out.results.push(MutationResult {
                     mid: m.mid.clone(),
@@ -322,7 +327,7 @@ impl Store {
             }
             request_changes.absorb(changes);
             last_version = Some(seq);
-            // The journal entry is also what makes a retry of this mid a duplicate.
+            record_mid(tx, &m.mid, seq)?;
             crate::handover::journal(tx, m, seq)?;
             out.results.push(MutationResult {
                 mid: m.mid.clone(),
@@ -438,21 +443,10 @@ fn inserted_already(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<
         .all(|(k, v)| stored.get(k).unwrap_or(&serde_json::Value::Null) == v))
 }
 
-/// The version `mid` was applied at, when this node's data holds it: journaled (applied here
-/// as hub, or copied from the hub's journal), or a till's own write seen back from the hub
-/// (`_mutation`). A store made before journaled every mid in both.
-pub(crate) fn applied_version(conn: &Connection, mid: &str) -> Result<Option<i64>> {
-    let journaled: Option<i64> = conn
-        .prepare_cached("SELECT v FROM _journal WHERE mid = ?1")?
-        .query_row([mid], |r| r.get(0))
-        .optional()?;
-    if journaled.is_some() {
-        return Ok(journaled);
-    }
-    Ok(conn
-        .prepare_cached("SELECT seq FROM _mutation WHERE mid = ?1")?
-        .query_row([mid], |r| r.get(0))
-        .optional()?)
+fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![mid, seq, now_ms()])?;
+    Ok(())
 }
 
 /// Appends capsules to the stream log, in order, each at the next stream position.
