@@ -193,6 +193,12 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     Ok(())
 }
 
+/// The layout of the store's file this build writes, kept in SQLite's `user_version`. Raise it
+/// with a change an older build would misread (say, a table it relies on no longer written):
+/// a build refuses a store of a newer format rather than guess (builds before this one did not
+/// look, so a change must still be safe for them, or wait until they are gone).
+pub const STORE_FORMAT: i64 = 1;
+
 /// The writer connection's page cache, as SQLite's `cache_size` (negative: KiB).
 const WRITER_CACHE_KIB: i64 = -32 * 1024;
 
@@ -221,8 +227,19 @@ impl Store {
                 path.display()
             ))
         })?;
+        // Before any DDL: a newer build's file is left exactly as it is.
+        let format: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if format > STORE_FORMAT {
+            return Err(StoreError::Storage(format!(
+                "{} was written by a newer Capsule POS (store format {format}; this build reads up to {STORE_FORMAT}): run that version or a later one, or restore a backup this version made",
+                path.display()
+            )));
+        }
         let tx = conn.transaction()?;
         ddl::create_all(&tx, &schema)?;
+        if format < STORE_FORMAT {
+            tx.pragma_update(None, "user_version", STORE_FORMAT)?;
+        }
         let existing: Option<String> = tx
             .query_row(
                 "SELECT value FROM _meta WHERE key = ?1",

@@ -1196,3 +1196,52 @@ fn snapshot_text_is_escaped_as_json() {
         assert_eq!(back, s);
     }
 }
+
+#[test]
+fn a_store_written_by_a_newer_build_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.sqlite3");
+    let schema = std::sync::Arc::new(capsule_protocol::Schema::builtin());
+    let format = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    {
+        let store = Store::open(&path, schema.clone()).unwrap();
+        shift_and_order(&store);
+    }
+    assert_eq!(format(&path), crate::STORE_FORMAT);
+    // What a later build that changed the layout leaves behind.
+    let newer = crate::STORE_FORMAT + 1;
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", newer).unwrap();
+        c.execute_batch("DROP INDEX idx_order_header_shift_id")
+            .unwrap();
+    }
+    let e = Store::open(&path, schema.clone()).unwrap_err();
+    assert!(
+        e.to_string().contains("newer Capsule POS"),
+        "not the newer-format refusal: {e}"
+    );
+    // Untouched: no DDL ran (the index a build creates at open is still gone), same format.
+    assert_eq!(format(&path), newer);
+    let indexes: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'idx_order_header_shift_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0);
+    // Back at this build's format (a backup it made), it opens with the data.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", crate::STORE_FORMAT)
+        .unwrap();
+    let store = Store::open(&path, schema).unwrap();
+    assert_eq!(store.table_rows("order_header").unwrap().len(), 1);
+}
