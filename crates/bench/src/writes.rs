@@ -145,7 +145,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         let stop = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
         let cpu0 = hub.cpu_secs();
-        let wal0 = wal_bytes(&http, &hub.url).await?;
+        let wal0 = wal_bytes(&get_json(&http, &format!("{}/api/metrics", hub.url)).await?)?;
         let mut tasks = Vec::new();
         for w in 0..writers {
             let (http, url) = (http.clone(), format!("{}/api/mutations", hub.url));
@@ -176,7 +176,7 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
         let elapsed = started.elapsed().as_secs_f64();
         let hub_cpu_percent = (hub.cpu_secs() - cpu0) / elapsed * 100.0;
         let seq = get_json(&http, &format!("{}/api/metrics", hub.url)).await?;
-        let wal = seq["wal_bytes_written"].as_f64().unwrap_or(0.0) - wal0;
+        let wal = wal_bytes(&seq)? - wal0;
         let caught_up = subs
             .caught_up(seq["seq"].as_i64().unwrap_or(0), Duration::from_secs(10))
             .await;
@@ -217,10 +217,9 @@ pub async fn measure(tilld: &Path, subscribers: usize, secs: u64) -> anyhow::Res
     })
 }
 
-/// What the hub's store has written to its write-ahead log so far.
-async fn wal_bytes(http: &reqwest::Client, hub: &str) -> anyhow::Result<f64> {
-    let m = get_json(http, &format!("{hub}/api/metrics")).await?;
-    m["wal_bytes_written"]
+/// What the hub's store had written to its write-ahead log, from its `/api/metrics`.
+fn wal_bytes(metrics: &Value) -> anyhow::Result<f64> {
+    metrics["wal_bytes_written"]
         .as_f64()
         .context("no wal_bytes_written in the hub's /api/metrics")
 }
