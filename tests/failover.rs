@@ -335,3 +335,93 @@ fn a_till_switched_on_before_the_managers_pc_sells_without_claiming_an_empty_sho
     });
     assert!(orders(&manager).iter().any(|o| o["id"] == order.as_str()));
 }
+
+/// Issue 22's five steps: the demo's manager PC takes Z #1, is killed, a till takes over, the
+/// manager's PC starts again on the same data and gets the hub back. Every order the Z counted
+/// stays as it was on every node, nothing is refused, no term is burned by a failing claim,
+/// and the shop has a hub throughout.
+#[test]
+fn the_managers_pc_restarted_after_a_z_report_reopens_nothing() {
+    let shop = Shop::new(2);
+    let backups = shop.dir.path().join("backups");
+    let backups = backups.to_str().unwrap();
+    let manager_args = [
+        "--priority",
+        "10",
+        "--demo",
+        "--handback-quiet-ms",
+        "300",
+        "--backup-dir",
+        backups,
+    ];
+    let manager = shop.start(0, "Manager PC", &manager_args);
+    let till = shop.start(
+        1,
+        "Till 1",
+        &["--priority", "1", "--handback-quiet-ms", "300"],
+    );
+    wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    let (code, z) = manager.post_raw("/api/reports/z", r#"{"taken_by":"Manager","number":1}"#);
+    assert!(code == 200 || code == 201, "Z #1: {code} {z}");
+    let counted = |node: &Node| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = orders(node)
+            .iter()
+            .filter(|o| o["finished_v"].as_i64().is_some())
+            .map(|o| {
+                (
+                    o["id"].as_str().unwrap().to_string(),
+                    o["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = counted(&manager);
+    assert!(
+        before.iter().any(|(_, s)| s == "paid"),
+        "the demo has a paid order the Z counts: {before:?}"
+    );
+    wait_until(Duration::from_secs(10), "the till to hold the Z", || {
+        till.get("/api/reports/z").1["reports"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    });
+
+    manager.kill9();
+    wait_until(Duration::from_secs(10), "the till to become hub", || {
+        status(&till)["role"] == "hub"
+    });
+    let manager = shop.start(0, "Manager PC", &manager_args);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(40));
+    wait_until(Duration::from_secs(20), "both outboxes to drain", || {
+        drained(&till) && status(&manager)["pending"] == 0
+    });
+    for node in [&manager, &till] {
+        let s = status(node);
+        assert_eq!(
+            s["rejected"],
+            0,
+            "{} refused writes: {:?}",
+            node.url,
+            node.get("/api/outbox").1
+        );
+        assert!(
+            s["term"].as_i64().unwrap() <= 3,
+            "terms burned by a hub change: {s}"
+        );
+        assert_eq!(
+            counted(node),
+            before,
+            "{}: an order a Z counted changed",
+            node.url
+        );
+    }
+    let x = manager.get("/api/reports/x").1;
+    assert_eq!(
+        (x["open_orders"].as_i64(), x["orders"].as_i64()),
+        (z["open_orders"].as_i64(), Some(0)),
+        "the X after the restart: the open orders Z #1 left, nothing newly finished: {x}"
+    );
+    assert_converges(&manager, &[&till]);
+}

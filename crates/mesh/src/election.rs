@@ -11,6 +11,8 @@
 
 use std::cmp::Ordering;
 
+use capsule_protocol::defaults::MAX_TERM;
+
 /// One node as the mesh gossips it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -38,6 +40,10 @@ pub struct Member {
 }
 
 impl Member {
+    fn believable(&self) -> bool {
+        (0..=MAX_TERM).contains(&self.term) && (0..=MAX_TERM).contains(&self.hub_term)
+    }
+
     fn hub_rank(&self) -> (i64, i64, &str) {
         (self.hub_term, self.priority, self.node_id.as_str())
     }
@@ -76,8 +82,16 @@ pub enum Verdict {
     Wait,
 }
 
-/// Decides for `me`, given the live members it sees (not including itself).
+/// Decides for `me`, given the live members it sees (not including itself). A member that
+/// gossips a term no node could claim past ([`MAX_TERM`]) is not believed: it is left out.
 pub fn decide(me: &Member, live: &[Member], situation: Situation) -> Verdict {
+    let believable: Vec<Member>;
+    let live = if live.iter().any(|m| !m.believable()) {
+        believable = live.iter().filter(|m| m.believable()).cloned().collect();
+        believable.as_slice()
+    } else {
+        live
+    };
     let seen = live.iter().map(|m| m.term).fold(me.term, i64::max);
     let top_hub = live
         .iter()
@@ -228,6 +242,28 @@ mod tests {
         assert_eq!(
             decide(&a, std::slice::from_ref(&newer), SETTLED),
             Verdict::StepDown(newer)
+        );
+    }
+
+    #[test]
+    fn a_term_past_the_last_one_a_shop_can_reach_is_ignored() {
+        let me = hub("a", 1, 4);
+        let mut liar = node("b", 1000, 0);
+        liar.term = MAX_TERM + 1;
+        assert_eq!(
+            decide(&me, std::slice::from_ref(&liar), SETTLED),
+            Verdict::StayHub
+        );
+        liar.hub_term = i64::MAX;
+        liar.term = i64::MAX;
+        assert_eq!(decide(&me, &[liar], SETTLED), Verdict::StayHub);
+        let mut till = node("c", 1, 0);
+        till.term = 4;
+        let mut liar = node("b", 1000, 0);
+        liar.term = i32::MAX as i64;
+        assert_eq!(
+            decide(&till, &[liar, me.clone()], SETTLED),
+            Verdict::Follow(me)
         );
     }
 

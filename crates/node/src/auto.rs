@@ -8,29 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use capsule_mesh::{Member, Mesh, MeshConfig, SelfUpdate, Situation, Verdict};
+use capsule_mesh::{Member, Mesh, MeshConfig};
 use capsule_protocol::{HubChange, NodeStatus, PeerStatus};
 use capsule_replica::{HubTarget, Link, ReplicaMetrics};
 use capsule_server::{StatusHandler, Stream};
-use capsule_store::Store;
+use capsule_store::{Claim, Store};
 use tower::ServiceExt;
 
+use crate::control::{Control, ControlConfig, Effect};
 use crate::node::{FollowerParts, HubParts, NodeConfig, Role, follower_parts, hub_parts, with_ui};
 
 /// How often the election looks at the mesh.
 const TICK: Duration = Duration::from_millis(100);
-/// After start, how long to listen before claiming the hub: long enough for a few gossip
-/// rounds, so a node never claims just because it has not heard the others yet.
-const SETTLE_AFTER_START: Duration = Duration::from_secs(2);
-/// A node that has never held the shop's data (a till's first start), and was not told it may
-/// start a shop (`--demo`, or a priority above a till's), waits this long for a hub before it
-/// claims: a till switched on before the manager's PC must not become the hub of an empty shop
-/// that the manager's PC then has to replay its whole history into.
-const SETTLE_WHEN_FRESH: Duration = Duration::from_secs(30);
-/// A handover the chosen node has not completed by then is called off.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A hub fenced by a higher term whose hub never shows up gives up the hub after this.
-const FENCE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `/api/status` tells about this node's place in the mesh.
 #[derive(Default)]
@@ -49,11 +38,13 @@ enum Active {
     Hub {
         parts: HubParts,
         tasks: Vec<tokio::task::JoinHandle<()>>,
-        since: Instant,
     },
     Follower(FollowerParts),
 }
 
+/// The async shell around [`Control`]: it gathers what the mesh shows, lets the controller
+/// decide (on a blocking thread: it reads and writes the store), and carries out the effects
+/// with the node's router, tasks, hub target and gossip.
 struct Controller {
     store: Arc<Store>,
     config: NodeConfig,
@@ -67,13 +58,7 @@ struct Controller {
     link: Link,
     metrics: Arc<ReplicaMetrics>,
     role_name: &'static str,
-    started: Instant,
-    fresh_told: i64,
-    /// The hub's stream position and when it last moved (for "quiet").
-    last_write: (i64, Instant),
-    handover: Option<(String, Instant)>,
-    no_handover_until: Option<Instant>,
-    fenced_at: Option<Instant>,
+    control: Arc<Mutex<Control>>,
 }
 
 /// Joins the mesh and starts the election; returns the router that always serves whatever
@@ -124,6 +109,15 @@ pub(crate) async fn start(
     let link = Link::default();
     let status = status_handler(store.clone(), view.clone(), link.clone(), config.priority);
     let (target_tx, target) = HubTarget::channel();
+    let control = Control::new(
+        ControlConfig {
+            eligible,
+            priority: config.priority,
+            demo: config.demo,
+            handback_quiet: config.handback_quiet,
+        },
+        Instant::now(),
+    );
     let controller = Controller {
         store: store.clone(),
         config: config.clone(),
@@ -137,12 +131,7 @@ pub(crate) async fn start(
         link,
         metrics: Arc::new(ReplicaMetrics::default()),
         role_name: if eligible { "till" } else { "screen" },
-        started: Instant::now(),
-        fresh_told: -1,
-        last_write: (0, Instant::now()),
-        handover: None,
-        no_handover_until: None,
-        fenced_at: None,
+        control: Arc::new(Mutex::new(control)),
     };
     // A node that starts with nothing elected yet serves its screens as a follower (offline,
     // selling into its outbox) until the election says otherwise.
@@ -170,155 +159,70 @@ impl Controller {
     }
 
     async fn step(&mut self) -> anyhow::Result<()> {
-        let s = self.store.clone();
-        let fresh = tokio::task::spawn_blocking(move || s.freshness()).await??;
-        if fresh != self.fresh_told {
-            self.mesh
-                .update(SelfUpdate {
-                    fresh: Some(fresh),
-                    ..SelfUpdate::default()
-                })
-                .await;
-            self.fresh_told = fresh;
-        }
         let (me, live) = self.mesh.view().await;
         self.publish_view(&me).await;
-        let situation = Situation {
-            settled: self.settled().await?,
-            quiet: self.quiet(),
+        let hub_seq = match &self.active {
+            Active::Hub { parts, .. } => Some(parts.hub.stream.last_seq()),
+            _ => None,
         };
-        let verdict = capsule_mesh::decide(&me, &live, situation);
-        self.act(verdict).await
+        let (control, store) = (self.control.clone(), self.store.clone());
+        let now = Instant::now();
+        let effects = tokio::task::spawn_blocking(move || {
+            control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tick(&store, &me, &live, hub_seq, now)
+        })
+        .await??;
+        self.carry_out(effects).await
     }
 
-    /// Whether the node has listened long enough to claim the hub: a few gossip rounds, or
-    /// for a node that never held the shop's data, much longer.
-    async fn settled(&self) -> anyhow::Result<bool> {
-        let up = self.started.elapsed();
-        if up < SETTLE_AFTER_START {
-            return Ok(false);
-        }
-        if up >= SETTLE_WHEN_FRESH || self.config.demo || self.config.priority > 1 {
-            return Ok(true);
-        }
-        let s = self.store.clone();
-        let held_data = tokio::task::spawn_blocking(move || s.followed_hub())
-            .await??
-            .0
-            .is_some();
-        Ok(held_data)
-    }
-
-    fn quiet(&mut self) -> bool {
-        let Active::Hub { parts, since, .. } = &self.active else {
-            return false;
-        };
-        let seq = parts.hub.stream.last_seq();
-        if seq != self.last_write.0 {
-            self.last_write = (seq, Instant::now());
-        }
-        let quiet_for = self.config.handback_quiet;
-        self.no_handover_until.is_none_or(|t| Instant::now() >= t)
-            && self.last_write.1.elapsed() >= quiet_for
-            && since.elapsed() >= quiet_for * 3
-    }
-
-    async fn act(&mut self, verdict: Verdict) -> anyhow::Result<()> {
-        match verdict {
-            Verdict::Follow(hub) => {
-                self.note_term(hub.term).await?;
-                let s = self.store.clone();
-                if tokio::task::spawn_blocking(move || s.was_hub()).await?? {
-                    // Back from a crash as hub: what it accepted then goes to the hub now.
-                    self.give_up_hub(Some(&hub)).await?;
-                } else {
-                    self.become_follower(Some(&hub));
+    async fn carry_out(&mut self, effects: Vec<Effect>) -> anyhow::Result<()> {
+        for effect in effects {
+            match effect {
+                Effect::Gossip(update) => {
+                    if let Some(term) = update.term {
+                        self.view.lock().unwrap_or_else(|p| p.into_inner()).term = term;
+                    }
+                    self.mesh.update(update).await;
                 }
-            }
-            Verdict::Wait => {}
-            Verdict::Claim { seen } => self.claim(seen).await?,
-            Verdict::StayHub => {
-                if self.fenced_at.take().is_some() && self.handover.is_none() {
-                    // The higher term that fenced it went away without a hub: serve again.
-                    self.store.set_authority(true);
-                }
-                if let Some((to, at)) = &self.handover
-                    && at.elapsed() >= HANDOVER_TIMEOUT
-                {
-                    tracing::warn!(to = %to, "handover not taken up; staying hub");
-                    self.call_off_handover().await;
-                }
-            }
-            Verdict::StepDown(winner) => self.step_down(&winner).await?,
-            Verdict::Fence => {
-                self.store.set_authority(false);
-                let since = *self.fenced_at.get_or_insert_with(Instant::now);
-                if since.elapsed() >= FENCE_TIMEOUT {
-                    // The higher term's hub never showed: give the hub up and let the
-                    // election run again (this node may well win it, with a new term).
-                    self.give_up_hub(None).await?;
-                }
-            }
-            Verdict::HandOver(to) => {
-                if self.handover.is_none() {
-                    tracing::info!(to = %to.name, "handing the hub back to the preferred node");
-                    self.store.set_authority(false);
-                    self.mesh
-                        .update(SelfUpdate {
-                            handover_to: Some(Some(to.node_id.clone())),
-                            ..SelfUpdate::default()
+                Effect::ServeHub(claim) => {
+                    if let Err(e) = self.serve_hub(claim).await {
+                        tracing::error!(error = %e, "the hub could not start; the claim is given up");
+                        let (control, store) = (self.control.clone(), self.store.clone());
+                        let now = Instant::now();
+                        let undo = tokio::task::spawn_blocking(move || {
+                            control
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .hub_start_failed(&store, now)
                         })
-                        .await;
-                    self.handover = Some((to.node_id, Instant::now()));
-                } else if self
-                    .handover
-                    .as_ref()
-                    .is_some_and(|(_, at)| at.elapsed() >= HANDOVER_TIMEOUT)
-                {
-                    self.call_off_handover().await;
+                        .await??;
+                        // Gossip and follow effects only: carried out without recursion.
+                        for e in undo {
+                            match e {
+                                Effect::Gossip(u) => self.mesh.update(u).await,
+                                Effect::Follow(hub) => self.become_follower(hub.as_ref()),
+                                Effect::ServeHub(_) => {}
+                            }
+                        }
+                    }
+                }
+                Effect::Follow(hub) => {
+                    if hub.is_none() && matches!(self.active, Active::Hub { .. }) {
+                        tracing::warn!("stepped down as hub; no hub known yet");
+                    }
+                    self.become_follower(hub.as_ref());
                 }
             }
         }
         Ok(())
     }
 
-    async fn call_off_handover(&mut self) {
-        self.handover = None;
-        self.no_handover_until = Some(Instant::now() + Duration::from_secs(60));
-        self.store.set_authority(true);
-        self.mesh
-            .update(SelfUpdate {
-                handover_to: Some(None),
-                ..SelfUpdate::default()
-            })
-            .await;
-    }
-
-    async fn note_term(&mut self, term: i64) -> anyhow::Result<()> {
-        let s = self.store.clone();
-        let known = tokio::task::spawn_blocking(move || s.note_term(term)).await??;
-        let changed = {
-            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut view.term, known) != known
-        };
-        if changed {
-            self.mesh
-                .update(SelfUpdate {
-                    term: Some(known),
-                    ..SelfUpdate::default()
-                })
-                .await;
-        }
-        Ok(())
-    }
-
-    /// Claims the hub: term on disk first, then versions above everything merged, then the
-    /// node's own queued writes applied, then the hub serves.
-    async fn claim(&mut self, seen: i64) -> anyhow::Result<()> {
+    /// Starts the hub's parts for a claim already on disk and swaps the router to them.
+    async fn serve_hub(&mut self, claim: Claim) -> anyhow::Result<()> {
         let started = Instant::now();
         self.stop_active();
-        let s = self.store.clone();
-        let claim = tokio::task::spawn_blocking(move || s.claim_hub(seen)).await??;
         let mut tasks = Vec::new();
         let parts = hub_parts(&self.store, &self.config, claim.lineage(), &mut tasks).await?;
         tasks.push(tokio::spawn(adopt_late_writes(
@@ -328,16 +232,6 @@ impl Controller {
         let router = parts.router(&self.store, self.status.clone());
         *self.slot.write().unwrap_or_else(|p| p.into_inner()) =
             with_ui(router, self.config.ui_dir.as_deref());
-        self.mesh
-            .update(SelfUpdate {
-                term: Some(claim.term),
-                hub_term: Some(claim.term),
-                claimed_from: Some(claim.from_version),
-                handover_to: Some(None),
-                prev: Some(claim.prev_hub.clone().map(|h| (h, claim.prev_term))),
-                ..SelfUpdate::default()
-            })
-            .await;
         {
             let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
             view.role = "hub";
@@ -358,51 +252,7 @@ impl Controller {
             took_ms = started.elapsed().as_millis() as u64,
             "claimed the hub"
         );
-        self.last_write = (parts.hub.stream.last_seq(), Instant::now());
-        self.active = Active::Hub {
-            parts,
-            tasks,
-            since: Instant::now(),
-        };
-        self.handover = None;
-        self.fenced_at = None;
-        Ok(())
-    }
-
-    async fn step_down(&mut self, winner: &Member) -> anyhow::Result<()> {
-        self.note_term(winner.hub_term).await?;
-        if matches!(self.active, Active::Hub { .. }) {
-            self.give_up_hub(Some(winner)).await?;
-        } else {
-            self.become_follower(Some(winner));
-        }
-        Ok(())
-    }
-
-    /// Stops being hub: writes fenced, those the winner may lack queued for it, then follow
-    /// `winner` (or nobody yet).
-    async fn give_up_hub(&mut self, winner: Option<&Member>) -> anyhow::Result<()> {
-        let s = self.store.clone();
-        let lineage = winner.map(Member::lineage);
-        let queued = tokio::task::spawn_blocking(move || s.step_down(lineage.as_ref())).await??;
-        tracing::warn!(
-            queued,
-            winner = winner.map(|w| w.name.as_str()),
-            "stepped down as hub; writes it accepted are replayed into the new hub"
-        );
-        self.mesh
-            .update(SelfUpdate {
-                hub_term: Some(0),
-                claimed_from: Some(0),
-                handover_to: Some(None),
-                prev: Some(None),
-                ..SelfUpdate::default()
-            })
-            .await;
-        self.handover = None;
-        self.fenced_at = None;
-        self.stop_active();
-        self.become_follower(winner);
+        self.active = Active::Hub { parts, tasks };
         Ok(())
     }
 
@@ -445,7 +295,17 @@ impl Controller {
             view.role = self.role_name;
             view.hub_stream = None;
         }
-        let Some(hub) = hub else { return };
+        let Some(hub) = hub else {
+            // No hub known: nothing goes anywhere until one is (a write queued for a node
+            // that is no longer hub would be refused there, or worse, taken by it).
+            if self.target_tx.borrow().is_some() {
+                self.target_tx.send_replace(None);
+            }
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.hub_url = None;
+            view.hub_node_id = None;
+            return;
+        };
         let url = hub.url.trim_end_matches('/').to_string();
         if self.target_tx.borrow().as_deref() != Some(url.as_str()) {
             tracing::info!(hub = %hub.name, %url, term = hub.hub_term, "following the hub");

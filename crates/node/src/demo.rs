@@ -181,11 +181,13 @@ const ORDERS: &[DemoOrder] = &[
     },
 ];
 
-/// Writes the demo into an empty hub; returns how many mutations it applied (0 if the hub
-/// already had data).
+/// Writes the demo into a hub whose shop has never been set up; returns how many mutations it
+/// applied (0 if the shop exists).
 pub fn seed_if_empty(store: &Store) -> capsule_store::Result<usize> {
-    // Anything ever applied here (versions alone start high once a term is claimed).
-    if !store.journal_since(-1, i64::MAX, 1)?.entries.is_empty() {
+    // The shop's settings row is the marker, in the data: it reaches every node with the shop
+    // and survives snapshots, restarts and hub changes, so the demo is seeded once per shop,
+    // never because this node's journal happens to be empty.
+    if store.part_versions("settings", SETTINGS_ID)?.is_some() {
         return Ok(0);
     }
     let mut muts = shop_mutations(&ts(240));

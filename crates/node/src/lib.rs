@@ -6,6 +6,7 @@
 mod auto;
 pub mod backup;
 pub mod cli;
+pub mod control;
 pub mod demo;
 pub mod node;
 pub mod printing;

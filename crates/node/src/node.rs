@@ -333,10 +333,13 @@ pub(crate) async fn hub_parts(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<HubParts> {
     if config.demo {
+        // Seeding is the shop's first writes, not part of becoming hub: a seed that fails is
+        // logged and the hub serves anyway (the shop's marker decides whether to seed at all).
         let s = store.clone();
-        let seeded = tokio::task::spawn_blocking(move || crate::demo::seed_if_empty(&s)).await??;
-        if seeded > 0 {
-            tracing::info!(mutations = seeded, "seeded demo data");
+        match tokio::task::spawn_blocking(move || crate::demo::seed_if_empty(&s)).await? {
+            Ok(0) => {}
+            Ok(seeded) => tracing::info!(mutations = seeded, "seeded demo data"),
+            Err(e) => tracing::error!(error = %e, "cannot seed the demo shop"),
         }
     }
     let hub = Hub::start(store.clone(), config.publisher)?;

@@ -26,3 +26,9 @@ pub const IDS_PER_REQUEST: usize = MAX_IDS_PER_REQUEST;
 /// Largest `POST /api/pull` body once decompressed (1,000 ids with their versions fit many
 /// times over; a zstd bomb stops here).
 pub const MAX_PULL_BODY: usize = 1024 * 1024;
+
+/// The highest term a shop can reach: a hub of term T issues versions from T·2³², and every
+/// version must stay below 2⁵³ (browsers hold them exactly). A term above it in a peer's
+/// gossip is not one any node could ever claim past, so every node ignores it: one bad
+/// number must not leave the shop unable to elect a hub.
+pub const MAX_TERM: i64 = (1 << 21) - 1;

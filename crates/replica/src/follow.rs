@@ -185,7 +185,8 @@ async fn inline<T: Send + 'static>(
     }
 }
 
-/// Replaces local data with a snapshot; returns the stream position it is consistent at.
+/// Replaces local data with a snapshot and copies the hub's journal up to it; returns the
+/// stream position it is consistent at.
 async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
     let url = format!(
         "{}/api/snapshot{}",
@@ -193,9 +194,12 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
         if ctx.config.light { "?light=1" } else { "" }
     );
     let snap: Snapshot = get_json(ctx, &url).await?;
-    let seq = snap.seq;
+    let (seq, v) = (snap.seq, snap.v);
     let s = ctx.store.clone();
     blocking(move || s.load_snapshot(&snap)).await?;
+    // The journal before anything else: until it is here this node cannot lead, and what it
+    // held before the snapshot waits to be compared with it.
+    fetch_journal(ctx, v).await?;
     ctx.metrics.snapshots.inc();
     (ctx.ui)(LocalChange::Reset);
     tracing::info!(seq, light = ctx.config.light, "loaded snapshot from hub");
@@ -456,6 +460,8 @@ async fn record_hub(ctx: &Ctx<'_>, hub: &str, term: i64) -> Result<()> {
 /// Copies the hub's journal since the last entry copied, up to `upto`, the version the data
 /// merged here reaches (replicas that may become hub only). Never beyond it: a mid known here
 /// for a write whose row is not would make the write's resend a "duplicate" that never lands.
+/// Once the copy is whole, a journal set aside by a snapshot is compared with it and what the
+/// hub lacks is queued for it ([`Store::reconcile_aside`]).
 async fn fetch_journal(ctx: &Ctx<'_>, upto: i64) -> Result<()> {
     if !ctx.config.keep_mids {
         return Ok(());
@@ -464,23 +470,29 @@ async fn fetch_journal(ctx: &Ctx<'_>, upto: i64) -> Result<()> {
         let s = ctx.store.clone();
         let after = blocking(move || s.meta_i64(meta::JOURNAL_VERSION)).await?;
         if after >= upto {
-            return Ok(());
+            break;
         }
         let url = format!(
             "{}/api/journal?after={after}&upto={upto}",
             ctx.config.hub_url
         );
         let page: JournalPage = get_json(ctx, &url).await?;
-        if page.entries.is_empty() {
-            return Ok(());
-        }
         let s = ctx.store.clone();
         let more = page.more;
-        blocking(move || s.record_journal(&page.entries)).await?;
+        blocking(move || s.record_journal(&page.entries, (!more).then_some(upto))).await?;
         if !more {
-            return Ok(());
+            break;
         }
     }
+    let s = ctx.store.clone();
+    let queued = blocking(move || s.reconcile_aside()).await?;
+    if queued > 0 {
+        tracing::warn!(
+            queued,
+            "writes the hub lacked are queued to be replayed into it"
+        );
+    }
+    Ok(())
 }
 
 /// Merges a burst's rows and pulls its capsules, then records the position reached.

@@ -11,6 +11,7 @@ use capsule_protocol::{
     prepare_batch,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::pipeline::target_entity;
 use crate::sql::{self, q};
@@ -19,6 +20,8 @@ use crate::{Result, Store, StoreError, meta};
 /// Versions one term can issue. 2^32 keeps every version below 2^53, so browsers hold them
 /// exactly, for two million terms.
 pub const VERSIONS_PER_TERM: i64 = 1 << 32;
+
+pub use capsule_protocol::defaults::MAX_TERM;
 
 pub(crate) const DDL: &str = "
 -- Entities deleted, with the version of the delete, so a follower catching up by version
@@ -40,6 +43,14 @@ CREATE TABLE IF NOT EXISTS _journal (
     mutation TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _journal_v ON _journal(v);
+-- The journal this node held when it loaded another hub's snapshot, kept aside until the new
+-- hub's journal is copied: what the new hub lacks (by mid) is then queued to be replayed into
+-- it, so no write this node's data held is dropped, whatever lineages meet.
+CREATE TABLE IF NOT EXISTS _journal_aside (
+    mid TEXT PRIMARY KEY,
+    v INTEGER NOT NULL,
+    mutation TEXT NOT NULL
+);
 -- No query reads mids by version; an index on it only cost every write a B-tree insert.
 DROP INDEX IF EXISTS _mutation_seq;
 -- Entities whose rows here hold local writes (or values derived from them) that no hub
@@ -101,10 +112,49 @@ pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
     Ok(())
 }
 
+/// Where a store reads the time: the monotonic clock and the wall clock together, since on
+/// Linux the monotonic clock stands still while the machine is suspended and the wall clock
+/// does not.
+pub type Clock = std::sync::Arc<dyn Fn() -> (Instant, SystemTime) + Send + Sync>;
+
+pub(crate) fn system_clock() -> Clock {
+    std::sync::Arc::new(|| (Instant::now(), SystemTime::now()))
+}
+
+/// Until when an elected hub may apply writes without its controller renewing it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lease {
+    until: Instant,
+    wall_until: SystemTime,
+}
+
 impl Store {
-    /// Whether this store applies writes as the hub.
+    /// Whether this store applies writes as the hub: armed, and its lease (if it has one)
+    /// not run out by either clock.
     pub fn is_authority(&self) -> bool {
-        self.authority.load(std::sync::atomic::Ordering::SeqCst)
+        if !self.authority.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        lease.is_none_or(|l| {
+            let (now, wall) = (self.clock)();
+            now < l.until && wall < l.wall_until
+        })
+    }
+
+    /// Renews the hub's lease: writes are applied for `valid_for` more, then refused until the
+    /// next renewal. Only an elected node's controller holds one.
+    pub fn hold_authority_for(&self, valid_for: Duration) {
+        let (now, wall) = (self.clock)();
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lease {
+            until: now + valid_for,
+            wall_until: wall + valid_for,
+        });
+    }
+
+    /// The time as this store reads it (a simulation's virtual time, else the system's).
+    pub fn now(&self) -> Instant {
+        (self.clock)().0
     }
 
     /// Fences (false) or arms (true) hub writes. A node that is not hub keeps it false.
@@ -118,11 +168,12 @@ impl Store {
         self.meta_i64(meta::TERM)
     }
 
-    /// Records a term seen elsewhere (only ever upwards); returns the highest known.
+    /// Records a term seen elsewhere (only ever upwards, never past [`MAX_TERM`]); returns the
+    /// highest known.
     pub fn note_term(&self, seen: i64) -> Result<i64> {
         let conn = self.writer();
         let term = sql::meta_i64(&conn, meta::TERM)?;
-        if seen > term {
+        if seen > term && seen <= MAX_TERM {
             sql::set_meta(&conn, meta::TERM, &seen.to_string())?;
             return Ok(seen);
         }
@@ -136,50 +187,90 @@ impl Store {
         })
     }
 
-    /// Makes this node the hub of term `max(seen, own) + 1`: the term is on disk before the
-    /// node answers anything as hub, versions jump above every earlier term's, and the old
-    /// stream log (positions of another hub) is dropped. Writes in this node's own outbox
-    /// are then applied as the first writes of the term.
+    /// Makes this node the hub of term `max(seen, own) + 1`, all or nothing, in one
+    /// transaction: the term on disk, versions above every earlier term's, the old stream log
+    /// (positions of another hub) dropped, this node's own queued writes applied as the first
+    /// writes of the term ([`Store::adopt_outbox`]) and its local values stamped
+    /// ([`Store::restamp`]). Only after the commit does the store accept writes as hub; if any
+    /// step fails, nothing of the claim remains (no term used, no write adopted).
+    ///
+    /// Refused while this node's journal is not whole ([`Store::claim_ready`]): a hub that
+    /// lacks the mids of writes its data holds would apply their replays a second time.
     pub fn claim_hub(&self, seen: i64) -> Result<Claim> {
-        let claim = {
-            let mut conn = self.writer();
-            conn.pragma_update(None, "synchronous", "FULL")?;
+        if !self.claim_ready()? {
+            return Err(StoreError::Conflict(
+                "this node's journal is still being copied from the hub; it cannot lead yet".into(),
+            ));
+        }
+        let mut conn = self.writer();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let claimed = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let term = sql::meta_i64(&tx, meta::TERM)?
-                .max(seen)
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
-            let from =
-                sql::meta_i64(&tx, meta::VERSION)?.max(sql::meta_i64(&tx, meta::MERGED_VERSION)?);
-            let prev_hub = sql::meta_text(&tx, meta::HUB_NODE_ID)?;
-            let prev_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
-            let base = term
-                .checked_mul(VERSIONS_PER_TERM)
-                .ok_or_else(|| StoreError::Corrupt("term counter is exhausted".into()))?;
-            sql::set_meta(&tx, meta::TERM, &term.to_string())?;
-            sql::set_meta(&tx, meta::VERSION, &from.max(base).to_string())?;
-            sql::set_meta(&tx, meta::MERGED_VERSION, &from.max(base).to_string())?;
-            sql::set_meta(&tx, meta::HUB_NODE_ID, &self.node_id)?;
-            sql::set_meta(&tx, meta::HUB_TERM, &term.to_string())?;
-            let top: i64 =
-                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM _capsule_log", [], |r| {
-                    r.get(0)
-                })?;
-            let seq = sql::meta_i64(&tx, meta::STREAM_SEQ)?.max(top);
-            sql::set_meta(&tx, meta::STREAM_SEQ, &seq.to_string())?;
-            tx.execute("DELETE FROM _capsule_log", [])?;
+            let claim = self.claim_term(&tx, seen)?;
+            self.adopt_in(&tx)?;
+            self.restamp_in(&tx)?;
             tx.commit()?;
-            Claim {
-                term,
-                from_version: from,
-                prev_hub,
-                prev_term,
+            Ok(claim)
+        })();
+        match claimed {
+            Ok(claim) => {
+                self.set_authority(true);
+                Ok(claim)
             }
-        };
-        self.set_authority(true);
-        self.adopt_outbox()?;
-        self.restamp()?;
-        Ok(claim)
+            Err(e) => {
+                if self.durability == crate::Durability::Replica {
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The claim's first step, inside its transaction: the new term and where its versions
+    /// and stream positions start.
+    fn claim_term(&self, tx: &Connection, seen: i64) -> Result<Claim> {
+        let exhausted = || StoreError::Corrupt("term counter is exhausted".into());
+        // A term recorded past the last one (by a build that believed any gossip) is read as
+        // the last claimable one, so the shop can still elect.
+        let term = sql::meta_i64(tx, meta::TERM)?
+            .min(MAX_TERM - 1)
+            .max(seen.min(MAX_TERM - 1))
+            .checked_add(1)
+            .filter(|t| *t <= MAX_TERM)
+            .ok_or_else(exhausted)?;
+        let from = sql::meta_i64(tx, meta::VERSION)?.max(sql::meta_i64(tx, meta::MERGED_VERSION)?);
+        let prev_hub = sql::meta_text(tx, meta::HUB_NODE_ID)?;
+        let prev_term = sql::meta_i64(tx, meta::HUB_TERM)?;
+        let base = term.checked_mul(VERSIONS_PER_TERM).ok_or_else(exhausted)?;
+        sql::set_meta(tx, meta::TERM, &term.to_string())?;
+        sql::set_meta(tx, meta::VERSION, &from.max(base).to_string())?;
+        sql::set_meta(tx, meta::MERGED_VERSION, &from.max(base).to_string())?;
+        sql::set_meta(tx, meta::HUB_NODE_ID, &self.node_id)?;
+        sql::set_meta(tx, meta::HUB_TERM, &term.to_string())?;
+        let top: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM _capsule_log", [], |r| {
+            r.get(0)
+        })?;
+        let seq = sql::meta_i64(tx, meta::STREAM_SEQ)?.max(top);
+        sql::set_meta(tx, meta::STREAM_SEQ, &seq.to_string())?;
+        tx.execute("DELETE FROM _capsule_log", [])?;
+        Ok(Claim {
+            term,
+            from_version: from,
+            prev_hub,
+            prev_term,
+        })
+    }
+
+    /// Whether this node may claim the hub: its journal is whole (no journal set aside by a
+    /// snapshot is still waiting for the new hub's journal to be compared with).
+    pub fn claim_ready(&self) -> Result<bool> {
+        self.with_reader(|c| {
+            Ok(
+                !c.query_row("SELECT EXISTS(SELECT 1 FROM _journal_aside)", [], |r| {
+                    r.get::<_, bool>(0)
+                })?,
+            )
+        })
     }
 
     /// Applies this node's own queued writes as hub, request by request, in queue order; a
@@ -191,55 +282,74 @@ impl Store {
         if !self.is_authority() {
             return Ok(0);
         }
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let adopted = self.adopt_in(&tx)?;
+        tx.commit()?;
+        Ok(adopted)
+    }
+
+    /// [`Store::adopt_outbox`] inside the caller's transaction, each request in a savepoint:
+    /// one the rules refuse rolls back alone and is set aside.
+    fn adopt_in(&self, tx: &Connection) -> Result<usize> {
         // Confirmed by the old hub but never seen back: this hub may not have them.
-        self.outbox_requeue_sent()?;
+        tx.execute(
+            "UPDATE _outbox SET state = 'pending', hub_seq = NULL WHERE state = 'sent'",
+            [],
+        )?;
         let mut adopted = 0;
-        while let Some(next) = self.outbox_next(&self.node_id)? {
+        while let Some(next) = crate::outbox::next_request(tx, &self.node_id)? {
             let mut batch: MutationBatch = next.batch.clone();
             if let Err(e) = prepare_batch(&self.schema, &mut batch) {
-                self.outbox_rejected(&next.request, &e.to_string())?;
+                crate::outbox::mark_rejected(tx, &next.request, &e.to_string())?;
                 continue;
             }
-            let mut conn = self.writer();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // The rows are here already, written locally: take the inserted ones out so the
-            // hub inserts them for real (numbering the order, deriving totals) rather than
-            // refusing them as existing. In the same transaction: a refusal puts them back.
-            for m in &batch.mutations {
-                if m.action == Action::Insert {
-                    remove_local_insert(&tx, m)?;
-                }
-            }
-            match self.apply_in(&tx, &batch, &self.node_id) {
-                Ok(applied) => {
-                    for (r, m) in applied.results.iter().zip(&batch.mutations) {
-                        tx.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
-                        // Applied before (its mid came back here) yet held here only as this
-                        // node's local copy: journaled above this term's start, so a later
-                        // step-down replays it too.
-                        if r.status == capsule_protocol::MutationStatus::Duplicate {
-                            let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
-                            sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
-                            journal(&tx, m, v)?;
-                        }
-                    }
-                    tx.commit()?;
+            tx.execute_batch("SAVEPOINT adopt")?;
+            match self.adopt_one(tx, &batch) {
+                Ok(()) => {
+                    tx.execute_batch("RELEASE adopt")?;
                     adopted += 1;
                 }
-                // Its parent's write is still on its way from another node: next round.
-                Err(StoreError::MissingParent(_)) => break,
-                Err(
-                    e
-                    @ (StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_)),
-                ) => {
-                    drop(tx);
-                    drop(conn);
-                    self.outbox_rejected(&next.request, &e.to_string())?;
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO adopt; RELEASE adopt")?;
+                    match e {
+                        // Its parent's write is still on its way from another node: next round.
+                        StoreError::MissingParent(_) => break,
+                        StoreError::Invalid(_)
+                        | StoreError::NotFound(_)
+                        | StoreError::Conflict(_) => {
+                            crate::outbox::mark_rejected(tx, &next.request, &e.to_string())?;
+                        }
+                        e => return Err(e),
+                    }
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(adopted)
+    }
+
+    /// One queued request applied as hub (the caller holds a savepoint around it).
+    fn adopt_one(&self, tx: &Connection, batch: &MutationBatch) -> Result<()> {
+        // The rows are here already, written locally: take the inserted ones out so the hub
+        // inserts them for real (numbering the order, deriving totals) rather than refusing
+        // them as existing. A refusal rolls the savepoint back, which puts them back.
+        for m in &batch.mutations {
+            if m.action == Action::Insert {
+                remove_local_insert(tx, m)?;
+            }
+        }
+        let applied = self.apply_in(tx, batch, &self.node_id)?;
+        for (r, m) in applied.results.iter().zip(&batch.mutations) {
+            tx.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
+            // Applied before (its mid came back here) yet held here only as this node's local
+            // copy: journaled above this term's start, so a later step-down replays it too.
+            if r.status == capsule_protocol::MutationStatus::Duplicate {
+                let v = sql::meta_i64(tx, meta::VERSION)? + 1;
+                sql::set_meta(tx, meta::VERSION, &v.to_string())?;
+                journal(tx, m, v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Run when this node starts deciding as hub. Gives every part of each locally changed
@@ -250,6 +360,13 @@ impl Store {
     pub fn restamp(&self) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.restamp_in(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::restamp`] inside the caller's transaction.
+    fn restamp_in(&self, tx: &Connection) -> Result<()> {
         let dirty: Vec<(String, String)> = tx
             .prepare("SELECT entity, id FROM _dirty")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -271,10 +388,10 @@ impl Store {
                 }
             }
         }
-        changes.absorb(crate::derive::rebuild_shift_totals(&tx, &self.schema)?);
+        changes.absorb(crate::derive::rebuild_shift_totals(tx, &self.schema)?);
         if !changes.entities.is_empty() {
-            let v = sql::meta_i64(&tx, meta::VERSION)? + 1;
-            sql::set_meta(&tx, meta::VERSION, &v.to_string())?;
+            let v = sql::meta_i64(tx, meta::VERSION)? + 1;
+            sql::set_meta(tx, meta::VERSION, &v.to_string())?;
             // Child rows of re-stamped entities too: a follower pulling a child part as a
             // delta gets rows above the version it holds.
             for (entity, id) in &dirty {
@@ -299,71 +416,66 @@ impl Store {
                 }
             }
             let capsules =
-                crate::pipeline::finalize(&tx, &self.schema, &changes, Some(v), &self.node_id)?;
-            crate::pipeline::log_capsules(&tx, capsules)?;
+                crate::pipeline::finalize(tx, &self.schema, &changes, Some(v), &self.node_id)?;
+            crate::pipeline::log_capsules(tx, capsules)?;
         }
         tx.execute("DELETE FROM _dirty", [])?;
-        tx.commit()?;
         Ok(())
     }
 
-    /// Stops being hub in favour of `winner` (None: no hub known yet): hub writes are fenced
-    /// at once, and every write this node accepted as hub that the winner may lack is queued
-    /// in its outbox (same mids) to be replayed into the winner. When the winner took over
-    /// from this node's term, that is what it accepted above the winner's starting version;
-    /// otherwise (the other side of a partition, another branch) every write of this node's
-    /// term (and of earlier terms it never handed over). The data then comes afresh from the winner (the stream identity is forgotten),
-    /// with those writes re-applied on top until the winner has them. Returns how many
-    /// writes were queued.
-    pub fn step_down(&self, winner: Option<&capsule_protocol::Lineage>) -> Result<usize> {
+    /// Stops being hub: hub writes are fenced at once and the node forgets which hub its
+    /// data followed, so it next loads the winner's snapshot. Nothing is queued here: the
+    /// snapshot sets this node's journal aside, and once the winner's journal is copied every
+    /// write the winner lacks (by mid) is queued for it ([`Store::reconcile_aside`]). If this
+    /// node claims again before that, its data and journal are as they were.
+    pub fn step_down(&self) -> Result<()> {
         self.set_authority(false);
-        let mut conn = self.writer();
+        let conn = self.writer();
         if self.durability == crate::Durability::Replica {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let own_term = sql::meta_i64(&tx, meta::HUB_TERM)?;
-        // The winner took over from this very hub and term: it holds everything up to where
-        // it started. Otherwise nothing is known in common: every write this node's data
-        // holds goes (duplicates by mid cost a lookup at the winner).
-        let floor = match winner {
-            Some(w)
-                if w.prev_hub.as_deref() == Some(self.node_id.as_str())
-                    && w.prev_term == own_term =>
-            {
-                w.from_v
-            }
-            _ => 0,
-        };
-        let entries: Vec<(String, String)> = tx
-            .prepare("SELECT mid, mutation FROM _journal WHERE v > ?1 ORDER BY v")?
-            .query_map([floor], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
-        let mut queued = 0;
-        for (mid, text) in entries {
-            let queued_already: bool = tx
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM _outbox WHERE mid = ?1)")?
-                .query_row([&mid], |r| r.get(0))?;
-            if queued_already {
-                continue;
-            }
-            let m: Mutation = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?;
-            let target = target_entity(&tx, &self.schema, &m)?;
-            // One request per write: one the winner refuses is set aside alone.
-            crate::outbox::enqueue(&tx, &m, &uuid::Uuid::new_v4().to_string(), target)?;
-            // Applied here no more (the data comes afresh from the winner): waiting for the
-            // winner, like any till write. Applied again as hub later, it is journaled anew.
-            tx.execute("DELETE FROM _mutation WHERE mid = ?1", [&mid])?;
-            tx.execute("DELETE FROM _journal WHERE mid = ?1", [&mid])?;
-            queued += 1;
-        }
-        tx.execute(
+        conn.execute(
             "DELETE FROM _meta WHERE key IN (?1, ?2)",
             params![meta::HUB_NODE_ID, meta::HUB_TERM],
         )?;
+        Ok(())
+    }
+
+    /// After the journal of the hub whose snapshot this node loaded has been copied up to the
+    /// snapshot: every write of the journal set aside that the hub lacks (its mid unknown
+    /// there) is queued, one request each, in the order it was applied, to be replayed into
+    /// the hub; then the aside journal goes. Returns how many writes were queued.
+    pub fn reconcile_aside(&self) -> Result<usize> {
+        if self.claim_ready()? {
+            return Ok(0);
+        }
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let missing: Vec<String> = tx
+            .prepare(
+                "SELECT a.mutation FROM _journal_aside a
+                 WHERE NOT EXISTS (SELECT 1 FROM _journal j WHERE j.mid = a.mid)
+                   AND NOT EXISTS (SELECT 1 FROM _outbox o WHERE o.mid = a.mid)
+                 ORDER BY a.v, a.rowid",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        for text in &missing {
+            let m: Mutation = serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?;
+            let target = target_entity(&tx, &self.schema, &m)?;
+            // One request per write: one the hub refuses is set aside alone.
+            crate::outbox::enqueue(&tx, &m, &uuid::Uuid::new_v4().to_string(), target)?;
+        }
+        tx.execute("DELETE FROM _journal_aside", [])?;
         tx.commit()?;
-        Ok(queued)
+        if !missing.is_empty() {
+            tracing::warn!(
+                queued = missing.len(),
+                "writes this node held that the hub lacks are replayed into it"
+            );
+        }
+        Ok(missing.len())
     }
 
     /// Confirmed writes not yet seen back go back in line: their hub is gone, and the next
@@ -461,7 +573,9 @@ impl Store {
 
     /// Copies the hub's journal here (the writes its data holds, with their mids), so this
     /// replica answers "duplicate" as hub and can replay them if its side loses a partition.
-    pub fn record_journal(&self, entries: &[JournalEntry]) -> Result<()> {
+    /// `upto`: the copy is now whole up to that version (the last page of a copy), recorded
+    /// so the next copy starts there.
+    pub fn record_journal(&self, entries: &[JournalEntry], upto: Option<i64>) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let mut top = sql::meta_i64(&tx, meta::JOURNAL_VERSION)?;
@@ -472,6 +586,9 @@ impl Store {
             .execute(params![e.mid, e.v, now_ms()])?;
             journal(&tx, &e.mutation, e.v)?;
             top = top.max(e.v);
+        }
+        if let Some(upto) = upto {
+            top = top.max(upto);
         }
         sql::set_meta(&tx, meta::JOURNAL_VERSION, &top.to_string())?;
         tx.commit()?;

@@ -35,7 +35,7 @@ use capsule_protocol::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use backup::backup_file;
-pub use handover::{Claim, VERSIONS_PER_TERM};
+pub use handover::{Claim, Clock, MAX_TERM, VERSIONS_PER_TERM};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
@@ -114,6 +114,12 @@ pub struct Store {
     /// Whether this store may apply writes as the hub (cleared when a hub steps down, so a
     /// write already queued behind the step-down is refused, never applied at the old term).
     authority: std::sync::atomic::AtomicBool,
+    /// An elected hub's authority lasts only as long as its controller keeps renewing it
+    /// ([`Store::hold_authority_for`]): a process or machine that stood still (SIGSTOP, a
+    /// freeze, a suspend) wakes with it expired and refuses writes before anything else runs,
+    /// until its controller has looked at the mesh again. None: no lease (a fixed hub).
+    lease: Mutex<Option<handover::Lease>>,
+    clock: handover::Clock,
     _checkpointer: checkpoint::Checkpointer,
 }
 
@@ -298,7 +304,15 @@ impl Store {
             node_id,
             durability,
             authority: std::sync::atomic::AtomicBool::new(true),
+            lease: Mutex::new(None),
+            clock: handover::system_clock(),
         })
+    }
+
+    /// The same store reading time from `clock` (a simulation's virtual time) for its lease.
+    pub fn with_clock(mut self, clock: handover::Clock) -> Store {
+        self.clock = clock;
+        self
     }
 
     pub fn schema(&self) -> &Arc<Schema> {

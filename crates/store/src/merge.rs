@@ -193,8 +193,14 @@ impl Store {
         // The writes known as applied (and journaled) were those of the data just replaced:
         // from now on they are the snapshot hub's, fetched afresh (a mid known here whose row
         // the new data lacks would turn the write's resend into a "duplicate" that never
-        // lands).
+        // lands). The journal is set aside, not dropped: once the hub's is copied, what the
+        // hub lacks of it is replayed into the hub (`Store::reconcile_aside`), so rows this
+        // node held are never lost because another lineage's snapshot replaced them.
         tx.execute("DELETE FROM _mutation", [])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO _journal_aside(mid, v, mutation) SELECT mid, v, mutation FROM _journal ORDER BY v",
+            [],
+        )?;
         tx.execute("DELETE FROM _journal", [])?;
         sql::set_meta(&tx, meta::JOURNAL_VERSION, "0")?;
         crate::outbox::reapply_pending(&tx, self, &everything)?;

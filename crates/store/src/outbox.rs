@@ -143,42 +143,7 @@ impl Store {
 
     /// The oldest request still waiting for the hub, as one batch (all-or-nothing there too).
     pub fn outbox_next(&self, source: &str) -> Result<Option<OutboxRequest>> {
-        self.with_reader(|c| {
-            let request: Option<String> = c
-                .query_row(
-                    "SELECT request FROM _outbox WHERE state = 'pending' ORDER BY pos LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(request) = request else {
-                return Ok(None);
-            };
-            let queued_at: i64 = c.query_row(
-                "SELECT MIN(queued_at) FROM _outbox WHERE request = ?1",
-                [&request],
-                |r| r.get(0),
-            )?;
-            let mut stmt = c.prepare_cached(
-                "SELECT mutation FROM _outbox WHERE request = ?1 AND state = 'pending' ORDER BY pos",
-            )?;
-            let mutations = stmt
-                .query_map([&request], |r| r.get::<_, String>(0))?
-                .map(|t| {
-                    let t = t?;
-                    serde_json::from_str::<Mutation>(&t)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Some(OutboxRequest {
-                queued_at,
-                request,
-                batch: MutationBatch {
-                    mutations,
-                    source: Some(source.to_string()),
-                },
-            }))
-        })
+        self.with_reader(|c| next_request(c, source))
     }
 
     /// The hub confirmed a request: its entries wait for the stream to bring them back.
@@ -212,10 +177,7 @@ impl Store {
     /// the hub ([`Store::merge_pulled_over_local`]).
     pub fn outbox_rejected(&self, request: &str, error: &str) -> Result<Vec<(String, String)>> {
         let conn = self.writer();
-        conn.execute(
-            "UPDATE _outbox SET state = 'rejected', attempts = attempts + 1, error = ?2 WHERE request = ?1",
-            params![request, error],
-        )?;
+        mark_rejected(&conn, request, error)?;
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT entity, entity_id FROM _outbox WHERE request = ?1 AND entity IS NOT NULL",
         )?;
@@ -303,6 +265,54 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The oldest request still waiting for the hub, read on `c` (inside a caller's transaction
+/// when the caller is taking requests out as it goes).
+pub(crate) fn next_request(c: &Connection, source: &str) -> Result<Option<OutboxRequest>> {
+    let request: Option<String> = c
+        .query_row(
+            "SELECT request FROM _outbox WHERE state = 'pending' ORDER BY pos LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(request) = request else {
+        return Ok(None);
+    };
+    let queued_at: i64 = c.query_row(
+        "SELECT MIN(queued_at) FROM _outbox WHERE request = ?1",
+        [&request],
+        |r| r.get(0),
+    )?;
+    let mut stmt = c.prepare_cached(
+        "SELECT mutation FROM _outbox WHERE request = ?1 AND state = 'pending' ORDER BY pos",
+    )?;
+    let mutations = stmt
+        .query_map([&request], |r| r.get::<_, String>(0))?
+        .map(|t| {
+            let t = t?;
+            serde_json::from_str::<Mutation>(&t)
+                .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(OutboxRequest {
+        queued_at,
+        request,
+        batch: MutationBatch {
+            mutations,
+            source: Some(source.to_string()),
+        },
+    }))
+}
+
+/// Sets a request aside with the hub's reason, on `conn` (the caller's transaction).
+pub(crate) fn mark_rejected(conn: &Connection, request: &str, error: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE _outbox SET state = 'rejected', attempts = attempts + 1, error = ?2 WHERE request = ?1",
+    )?
+    .execute(params![request, error])?;
+    Ok(())
 }
 
 /// Queues one mutation under `request`, waiting for the hub.
@@ -395,6 +405,15 @@ pub(crate) fn reapply_pending(
         }
         let m: Mutation = serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))?;
+        // Applied at the hub already (its mid came back with the hub's journal): the merged
+        // rows hold what the hub made of it, which may not be what the till wrote (a stale
+        // status change dropped); re-applying the till's version would put it back.
+        let applied: bool = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM _mutation WHERE mid = ?1)")?
+            .query_row([&m.mid], |r| r.get(0))?;
+        if applied {
+            continue;
+        }
         conn.execute_batch("SAVEPOINT reapply")?;
         let mut one = Changes::default();
         let r = match (m.action, reflects_insert(conn, store, &m)?) {

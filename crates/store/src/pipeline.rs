@@ -544,9 +544,23 @@ pub(crate) fn apply_row(
             t.name
         )));
     }
-    if hub.is_some() {
-        derive::check_closed_day(conn, t, existing.as_ref(), &m.row, m.action)?;
-    }
+    // The hub settles stale edits first (a stale status change is dropped, the rest of the
+    // write applies); then a closed day never moves, on every path that writes a row: the
+    // hub's, a till's local write (refused there at once, offline too), a queued write
+    // adopted by a claiming node.
+    let settled = match (hub, &existing, m.action) {
+        (Some(source), Some(old), Action::Save | Action::Merge) => {
+            crate::rules::settle(conn, schema, m, old, source)?
+        }
+        _ => None,
+    };
+    derive::check_closed_day(
+        conn,
+        t,
+        existing.as_ref(),
+        settled.as_ref().unwrap_or(&m.row),
+        m.action,
+    )?;
     // The hub stamps each child row it writes with the version of the write (already the
     // current version): pullers that hold the part get only rows changed since.
     let stamp = match (hub, &t.role) {
@@ -586,10 +600,6 @@ pub(crate) fn apply_row(
             Ok(())
         }
         (Action::Save, Some(old)) => {
-            let settled = match hub {
-                Some(source) => crate::rules::settle(conn, schema, m, &old, source)?,
-                None => None,
-            };
             // A save replaces the whole row: columns it leaves out go back to their defaults,
             // except derived ones, which keep their values until the rules recompute them, and
             // a stale status the rules kept as it is.
@@ -619,10 +629,6 @@ pub(crate) fn apply_row(
             update_row(conn, schema, t, &old, new, stamp, changes)
         }
         (Action::Merge, Some(old)) => {
-            let settled = match hub {
-                Some(source) => crate::rules::settle(conn, schema, m, &old, source)?,
-                None => None,
-            };
             let mut new = old.clone();
             for (k, v) in settled.as_ref().unwrap_or(&m.row) {
                 new.insert(k.clone(), v.clone());

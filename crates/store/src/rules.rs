@@ -14,7 +14,9 @@
 //!   arrival wins), so two tills never add up to a doubled quantity.
 //!
 //! A deliberate move back (the kitchen's "recall", a manager reopening an order) comes with a
-//! base at or past the current version, or from the node that made the current state.
+//! base at or past the current version, or from the node that made the current state. A write
+//! without a base counts as having seen nothing (base 0): a replay of such a write can never
+//! reopen a paid order or move a ticket back.
 
 use capsule_protocol::{Mutation, Row, Schema, TableRole};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -73,9 +75,9 @@ pub(crate) fn settle(
     old: &Row,
     source: &str,
 ) -> Result<Option<Row>> {
-    let Some(base) = m.base else {
-        return Ok(None);
-    };
+    // A write that does not say what it saw (a replay of a write made without one, a client
+    // that leaves it out) saw nothing: it cannot undo what another node did after it.
+    let base = m.base.unwrap_or(0);
     let t = &schema.tables[&m.table];
     let TableRole::Entity { entity } = &t.role else {
         return Ok(None);
@@ -101,14 +103,18 @@ pub(crate) fn settle(
         )?
         .query_row(params![entity, id, part.name], |r| r.get(0))
         .optional()?;
-    if writer.as_deref() == Some(source) {
+    let reopens = t.name == "order_header" && ORDER_FINAL.contains(&cur_status);
+    // A node's own queued chain is never stale to itself, when it says what it saw; except
+    // that reopening a finished order takes having seen it finished at the hub (a current
+    // base): a replay, or a write that crossed a hub change, never reopens one.
+    if !reopens && m.base.is_some() && writer.as_deref() == Some(source) {
         return Ok(None);
     }
     let backwards = if let Some((_, order)) = FORWARD_ONLY.iter().find(|(tb, _)| *tb == t.name) {
         let rank = |s: &str| order.iter().position(|x| *x == s);
         matches!((rank(new_status), rank(cur_status)), (Some(n), Some(c)) if n < c)
     } else {
-        t.name == "order_header" && ORDER_FINAL.contains(&cur_status)
+        reopens
     };
     if !backwards {
         return Ok(None);
