@@ -133,6 +133,8 @@ struct Sim {
     log: Vec<String>,
     /// Two armed hubs in one group at the end of the last round.
     clashed: bool,
+    /// The node a request reaches the moment it wakes from a freeze.
+    woke_now: Option<usize>,
 }
 
 fn open(path: &PathBuf, clock: &Arc<SimClock>) -> Arc<Store> {
@@ -183,6 +185,7 @@ impl Sim {
             counted: BTreeMap::new(),
             log: Vec::new(),
             clashed: false,
+            woke_now: None,
             clock,
             dir,
         };
@@ -354,11 +357,13 @@ impl Sim {
                 if !self.alive(i)
                     && let Some(b) = self.nodes[i].backup.take()
                 {
-                    let path = self.nodes[i].path.clone();
-                    for ext in ["-wal", "-shm"] {
-                        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-                    }
+                    // A new file, as a restore onto a replaced PC would be.
+                    let path = self
+                        .dir
+                        .path()
+                        .join(format!("node-{i}-restored-{}.sqlite3", self.tick_no));
                     std::fs::copy(&b, &path).unwrap();
+                    self.nodes[i].path = path;
                     self.fault(format!(
                         "{} restored from an old backup",
                         self.nodes[i].name
@@ -401,7 +406,9 @@ impl Sim {
                 let name = self.nodes[i].name.clone();
                 self.fault(format!("thaw {name}"));
                 if self.nodes[i].eligible {
+                    self.woke_now = Some(i);
                     self.sell_at(i);
+                    self.woke_now = None;
                 }
             }
         }
@@ -415,9 +422,12 @@ impl Sim {
     }
 
     /// Writes at node `i` as a cashier would: as hub when it serves as one, else locally
-    /// (queued for the hub). True when acknowledged. A hub checks no hub of a higher term
-    /// serves in its group when it accepts.
+    /// (queued for the hub). True when acknowledged. A hub that just woke from standing still
+    /// must not accept while a hub of a higher term serves in its group (two groups that meet
+    /// when a partition heals do, for a round, until they see each other: availability first;
+    /// the loser's writes are replayed, and the clash check bounds it).
     fn write_at(&mut self, i: usize, batch: &MutationBatch, what: &str) -> bool {
+        let just_woke = self.woke_now == Some(i);
         let s = self.store(i).clone();
         if let Some(l) = &self.nodes[i].serving {
             match s.apply(
@@ -428,7 +438,7 @@ impl Sim {
             ) {
                 Ok(_) => {
                     let term = l.term;
-                    if let Some(j) = (0..NODES).find(|j| {
+                    if let Some(j) = (0..NODES).filter(|_| just_woke).find(|j| {
                         *j != i
                             && self.reach(i, *j)
                             && self.nodes[*j]
@@ -632,12 +642,21 @@ impl Sim {
                 .map(|j| self.member(j))
                 .collect();
             let s = self.store(i).clone();
+            // Sometimes a claim fails at its last step: nothing of it may remain.
+            if self.chaos && self.rng.random_ratio(1, 25) {
+                s.fail_next_claim();
+            }
             let hub_seq = self.nodes[i]
                 .serving
                 .as_ref()
                 .map(|_| s.meta_i64(meta::STREAM_SEQ).unwrap());
             let mut control = self.nodes[i].control.take().expect("alive");
+            let failed = control.claim_failures();
             let effects = control.tick(&s, &me, &live, hub_seq, now).unwrap();
+            if control.claim_failures() > failed {
+                let name = self.nodes[i].name.clone();
+                self.fault(format!("{name}'s claim fails"));
+            }
             self.nodes[i].control = Some(control);
             self.carry_out(i, effects);
         }
@@ -670,18 +689,6 @@ impl Sim {
             match effect {
                 Effect::Gossip(u) => self.nodes[i].gossip.apply(&u),
                 Effect::ServeHub(claim) => {
-                    // Sometimes the hub's parts cannot start after the claim.
-                    if self.chaos && self.rng.random_ratio(1, 15) {
-                        let name = self.nodes[i].name.clone();
-                        self.fault(format!("{name}'s hub fails to start (term {})", claim.term));
-                        let s = self.store(i).clone();
-                        let now = self.now();
-                        let mut control = self.nodes[i].control.take().expect("alive");
-                        let undo = control.hub_start_failed(&s, now).unwrap();
-                        self.nodes[i].control = Some(control);
-                        self.carry_out(i, undo);
-                        continue;
-                    }
                     self.log.push(format!(
                         "[{}] {} claims term {}",
                         self.tick_no, self.nodes[i].name, claim.term
@@ -697,8 +704,14 @@ impl Sim {
         }
     }
 
-    /// Followers that reach their hub drain their outbox into it and catch up from it.
+    /// Followers that reach their hub drain their outbox into it and catch up from it; a hub
+    /// applies what reached its own outbox (`auto.rs`'s `adopt_late_writes`).
     fn replicate(&mut self) {
+        for i in 0..NODES {
+            if self.awake(i) && self.nodes[i].serving.is_some() {
+                self.store(i).adopt_outbox().unwrap();
+            }
+        }
         for i in 0..NODES {
             let Some(h) = self.nodes[i].following else {
                 continue;
@@ -713,8 +726,7 @@ impl Sim {
             if !hub.is_authority() {
                 continue;
             }
-            let keep_mids = self.nodes[i].eligible;
-            sync(&till, &hub, &hub_lineage, keep_mids);
+            sync(&till, &hub, &hub_lineage, true);
             for _ in 0..4 {
                 let Some(next) = till.outbox_next(till.node_id()).unwrap() else {
                     break;
@@ -725,9 +737,10 @@ impl Sim {
                         source: till.node_id().into(),
                     },
                 ) {
-                    Ok(applied) => till
-                        .outbox_confirmed(&next.request, &applied.results)
-                        .unwrap(),
+                    Ok(applied) => {
+                        till.outbox_confirmed(&next.request, &applied.results)
+                            .unwrap();
+                    }
                     // As the till does: retry later (its parent is on its way).
                     Err(StoreError::NotHub(_) | StoreError::MissingParent(_)) => break,
                     Err(e) => {
@@ -735,7 +748,7 @@ impl Sim {
                     }
                 }
             }
-            sync(&till, &hub, &hub_lineage, keep_mids);
+            sync(&till, &hub, &hub_lineage, true);
         }
     }
 
@@ -756,12 +769,42 @@ impl Sim {
                 .any(|i| self.nodes[*i].serving.is_some() && self.store(*i).is_authority());
             assert!(
                 hub,
-                "group {g} {:?} without a hub {} ticks after the last fault; {}",
+                "group {g} {:?} without a hub {} ticks after the last fault; {}\n{}",
                 members,
                 self.tick_no - self.last_fault,
-                self.log.join("; ")
+                self.log.join("; "),
+                self.nodes_state()
             );
         }
+    }
+
+    /// Each node's place and queue, for failure messages.
+    fn nodes_state(&self) -> String {
+        let nodes: Vec<String> = (0..NODES)
+            .map(|i| {
+                let n = &self.nodes[i];
+                let s = self.store(i);
+                format!(
+                    "{}: serving {:?} following {:?} term {} gossip hub_term {} fresh {} armed {} journal whole {} outbox {:?}",
+                    n.name,
+                    n.serving.as_ref().map(|l| l.term),
+                    n.following,
+                    s.term().unwrap(),
+                    n.gossip.hub_term,
+                    n.gossip.fresh,
+                    s.is_authority(),
+                    s.claim_ready().unwrap(),
+                    s.outbox_counts().unwrap()
+                ) + &format!("\n   {:?}", n.control) + &s
+                    .outbox_list()
+                    .unwrap()
+                    .iter()
+                    .take(3)
+                    .map(|e| format!("\n   {} {} {} {:?}", e.state, e.table, e.action, e.error))
+                    .collect::<String>()
+            })
+            .collect();
+        nodes.join("\n")
     }
 
     /// One hub, every outbox empty, every replica equal to it.
@@ -801,7 +844,34 @@ impl Sim {
         self.thaw();
         self.elect();
         self.replicate();
+        self.trace();
         self.check_hub_present();
+    }
+
+    /// With SIM_DEBUG=TEXT: each tick, where the rows and queued writes mentioning TEXT are.
+    fn trace(&self) {
+        let Ok(needle) = std::env::var("SIM_DEBUG") else {
+            return;
+        };
+        for (i, n) in self.nodes.iter().enumerate() {
+            let c = capsule_store::rusqlite::Connection::open(&n.path).unwrap();
+            let q = |sql: &str| -> Vec<String> {
+                let mut st = c.prepare(sql).unwrap();
+                st.query_map([format!("%{needle}%")], |r| r.get::<_, String>(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            };
+            let rows = q("SELECT status || ' _v=' || _v || ' fin=' || IFNULL(finished_v, '-') FROM order_header WHERE id LIKE ?1");
+            let outbox = q("SELECT state || ':' || substr(mutation, 1, 120) FROM _outbox WHERE mutation LIKE ?1");
+            let shadow = q("SELECT substr(rows, 1, 80) FROM _shadow WHERE id LIKE ?1");
+            eprintln!(
+                "[{}] n{i}{}{} rows {rows:?} outbox {outbox:?} shadow {shadow:?}",
+                self.tick_no,
+                if n.serving.is_some() { " HUB" } else { "" },
+                if self.alive(i) { "" } else { " DEAD" },
+            );
+        }
     }
 }
 
@@ -963,7 +1033,7 @@ fn run(seed: u64) {
 
 /// What must hold once the shop has settled.
 fn check(sim: &Sim, seed: u64, start_term: i64) {
-    let context = || format!("seed {seed}: {}", sim.log.join("; "));
+    let context = || format!("seed {seed}: {}\n{}", sim.log.join("; "), sim.nodes_state());
     let hubs: Vec<usize> = (0..NODES)
         .filter(|i| sim.nodes[*i].serving.is_some())
         .collect();

@@ -285,7 +285,9 @@ impl Controller {
                 self.link.clone(),
                 self.metrics.clone(),
                 self.role_name,
-                self.config.role == Role::Auto,
+                // Every node of the mesh, kitchen screens too, copies the journal: if another
+                // lineage's snapshot ever replaces its rows, what they held is replayed from it.
+                true,
             );
             let router = parts.router(&self.store, self.status.clone());
             *self.slot.write().unwrap_or_else(|p| p.into_inner()) =

@@ -70,6 +70,7 @@ enum Held {
 }
 
 /// One node's controller: its decisions and the few things it remembers between ticks.
+#[derive(Debug)]
 pub struct Control {
     config: ControlConfig,
     started: Instant,
@@ -109,6 +110,11 @@ impl Control {
             told_fresh: -1,
             told_term: -1,
         }
+    }
+
+    /// Claims that failed in a row (the next waits longer after each).
+    pub fn claim_failures(&self) -> u32 {
+        self.claim_failures
     }
 
     /// Whether this node is serving as hub.
@@ -198,7 +204,9 @@ impl Control {
         if up >= SETTLE_WHEN_FRESH || self.config.demo || self.config.priority > 1 {
             return Ok(true);
         }
-        Ok(store.followed_hub()?.0.is_some())
+        // Held the shop's data: it followed a hub, or led one (a hub that stepped down
+        // forgets whom it followed, not what it holds).
+        Ok(store.followed_hub()?.0.is_some() || store.freshness()? > 0)
     }
 
     fn quiet(&mut self, hub_seq: Option<i64>, now: Instant) -> bool {

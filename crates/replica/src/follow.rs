@@ -45,8 +45,9 @@ pub struct FollowConfig {
     /// The hub pings every second; this much silence means the link is dead even if TCP has
     /// not noticed (Wi-Fi gone).
     pub silence_timeout: Duration,
-    /// Copy the hub's journal (a node that may become hub needs it: a write retried across a
-    /// failover stays a duplicate, and a partition's losing side replays what the winner lacks).
+    /// Copy the hub's journal (every node of an elected shop: one that may become hub needs it,
+    /// so a write retried across a failover stays a duplicate; and any node whose rows another
+    /// lineage's snapshot replaces replays from it what that lineage lacks).
     pub keep_mids: bool,
     /// How this node introduces itself on the hub's stream (`till`, `screen`).
     pub role: &'static str,
@@ -444,7 +445,9 @@ async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
     }
     fetch_journal(ctx, top).await?;
     let s = ctx.store.clone();
-    blocking(move || s.advance_position(seq, top)).await?;
+    for c in blocking(move || s.advance_position(seq, top)).await? {
+        (ctx.ui)(LocalChange::Changed(c));
+    }
     Ok(seq)
 }
 
@@ -531,7 +534,9 @@ async fn flush(
     // The position and the highest hub version covered commit together; the outbox forgets
     // the till's own writes the hub has now sent back.
     let s = ctx.store.clone();
-    blocking(move || s.advance_position(last, top_version)).await?;
+    for c in blocking(move || s.advance_position(last, top_version)).await? {
+        (ctx.ui)(LocalChange::Changed(c));
+    }
     ctx.metrics.set_seq(last);
     Ok(())
 }

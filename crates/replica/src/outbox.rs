@@ -179,8 +179,13 @@ impl Outbox {
                         req.request.clone(),
                         answer.results.clone(),
                     );
-                    if let Err(e) = blocking(move || s.outbox_confirmed(&r, &results)).await {
-                        tracing::error!(error = %e, "cannot record a confirmation");
+                    match blocking(move || s.outbox_confirmed(&r, &results)).await {
+                        Ok(restored) => {
+                            for c in restored {
+                                (self.ui)(LocalChange::Changed(c));
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot record a confirmation"),
                     }
                     let _ = self
                         .outcomes

@@ -14,9 +14,11 @@ const EVERY: Duration = Duration::from_millis(200);
 /// a backstop for when the background thread cannot keep up.
 pub(crate) const WRITER_BACKSTOP_PAGES: i64 = 20_000;
 
-/// Stops the thread when dropped (with the store).
+/// Stops the thread when dropped (with the store) and waits for it, so its connection is
+/// closed when the store is (a store opened again at once finds the file free).
 pub(crate) struct Checkpointer {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Checkpointer {
@@ -24,6 +26,9 @@ impl Drop for Checkpointer {
         let (lock, wake) = &*self.stop;
         *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
         wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -54,9 +59,13 @@ impl Checkpointer {
                     }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no background checkpoint thread; SQLite checkpoints inline");
-        }
-        Ok(Checkpointer { stop })
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no background checkpoint thread; SQLite checkpoints inline");
+                None
+            }
+        };
+        Ok(Checkpointer { stop, thread })
     }
 }

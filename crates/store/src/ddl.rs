@@ -51,6 +51,7 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
     conn.execute_batch(crate::outbox::DDL)?;
     conn.execute_batch(crate::rules::DDL)?;
     conn.execute_batch(crate::handover::DDL)?;
+    conn.execute_batch(crate::shadow::DDL)?;
     conn.execute_batch(crate::print_queue::DDL)?;
     for t in schema.tables_parent_first() {
         let cols = sql_columns(t);

@@ -152,6 +152,14 @@ impl Store {
         });
     }
 
+    /// Makes the next claim fail at its last step, before it commits (the simulation's fault:
+    /// a node that cannot become hub after doing all of a claim's work).
+    #[doc(hidden)]
+    pub fn fail_next_claim(&self) {
+        self.fail_next_claim
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The time as this store reads it (a simulation's virtual time, else the system's).
     pub fn now(&self) -> Instant {
         (self.clock)().0
@@ -209,6 +217,14 @@ impl Store {
             let claim = self.claim_term(&tx, seen)?;
             self.adopt_in(&tx)?;
             self.restamp_in(&tx)?;
+            if self
+                .fail_next_claim
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(StoreError::Storage(
+                    "the claim failed at its last step (injected)".into(),
+                ));
+            }
             tx.commit()?;
             Ok(claim)
         })();
@@ -292,6 +308,9 @@ impl Store {
     /// [`Store::adopt_outbox`] inside the caller's transaction, each request in a savepoint:
     /// one the rules refuse rolls back alone and is set aside.
     fn adopt_in(&self, tx: &Connection) -> Result<usize> {
+        // Queued writes are judged against what the hub last said, not against rows that
+        // already show them (a stale change would look like no change and stay).
+        crate::shadow::restore_all(tx, self)?;
         // Confirmed by the old hub but never seen back: this hub may not have them.
         tx.execute(
             "UPDATE _outbox SET state = 'pending', hub_seq = NULL WHERE state = 'sent'",
@@ -460,12 +479,25 @@ impl Store {
             )?
             .query_map([], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
-        for text in &missing {
+        // They were applied at a hub before anything still queued here was (this till's own
+        // writes since, writes an earlier snapshot queued): they go first, in their order, so
+        // an order's insert is never queued behind its payment.
+        let first: i64 = tx.query_row("SELECT COALESCE(MIN(pos), 1) FROM _outbox", [], |r| {
+            r.get(0)
+        })?;
+        let start = first - missing.len() as i64;
+        for (k, text) in missing.iter().enumerate() {
             let m: Mutation = serde_json::from_str(text)
                 .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?;
             let target = target_entity(&tx, &self.schema, &m)?;
             // One request per write: one the hub refuses is set aside alone.
-            crate::outbox::enqueue(&tx, &m, &uuid::Uuid::new_v4().to_string(), target)?;
+            crate::outbox::enqueue_at(
+                &tx,
+                &m,
+                &uuid::Uuid::new_v4().to_string(),
+                target,
+                Some(start + k as i64),
+            )?;
         }
         tx.execute("DELETE FROM _journal_aside", [])?;
         tx.commit()?;

@@ -23,6 +23,7 @@ mod print_queue;
 mod read;
 mod report;
 mod rules;
+mod shadow;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -120,6 +121,7 @@ pub struct Store {
     /// until its controller has looked at the mesh again. None: no lease (a fixed hub).
     lease: Mutex<Option<handover::Lease>>,
     clock: handover::Clock,
+    fail_next_claim: std::sync::atomic::AtomicBool,
     _checkpointer: checkpoint::Checkpointer,
 }
 
@@ -306,6 +308,7 @@ impl Store {
             authority: std::sync::atomic::AtomicBool::new(true),
             lease: Mutex::new(None),
             clock: handover::system_clock(),
+            fail_next_claim: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

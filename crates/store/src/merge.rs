@@ -120,7 +120,14 @@ impl Store {
                     .push(local_capsule(&e.name, id, vec![], 0, true));
             }
         }
-        // The till's own writes not yet back from the hub stay on its screens.
+        // What the hub said is what a claim would start from; then the till's own writes not
+        // yet back from the hub stay on its screens.
+        let merged = out
+            .changed
+            .iter()
+            .map(|c| (c.entity.clone(), c.id.clone()))
+            .collect();
+        crate::shadow::refresh(&tx, self, &merged)?;
         let touched = out
             .changed
             .iter()
@@ -149,6 +156,13 @@ impl Store {
             _ => false,
         };
         crate::handover::note_gone(&tx, &e.name, &capsule.id, capsule.v)?;
+        if deleted {
+            crate::shadow::refresh(
+                &tx,
+                self,
+                &[(e.name.clone(), capsule.id.clone())].into_iter().collect(),
+            )?;
+        }
         tx.commit()?;
         Ok(deleted.then(|| local_capsule(&e.name, &capsule.id, vec![], capsule.v, true)))
     }
@@ -183,7 +197,9 @@ impl Store {
         // follower what went away before it.
         sql::set_meta(&tx, meta::GONE_SINCE, &snap.v.to_string())?;
         sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
-        crate::outbox::prune(&tx)?;
+        // What the hub says is the snapshot now: no entity's earlier hub copy is put back.
+        tx.execute("DELETE FROM _shadow", [])?;
+        crate::outbox::prune(&tx, self)?;
         let everything = tx
             .prepare("SELECT DISTINCT entity, entity_id FROM _outbox WHERE entity IS NOT NULL")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -284,7 +300,12 @@ fn merge_children(
     Ok(held == ids.len() as i64)
 }
 
-fn delete_entity(conn: &Connection, store: &Store, entity: &str, id: &str) -> Result<bool> {
+pub(crate) fn delete_entity(
+    conn: &Connection,
+    store: &Store,
+    entity: &str,
+    id: &str,
+) -> Result<bool> {
     let e = &store.schema.entities[entity];
     for p in &e.parts {
         if let PartKind::Child {

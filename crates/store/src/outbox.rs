@@ -117,6 +117,9 @@ impl Store {
             {
                 m.base = Some(entity_version(&tx, self, entity, id)?);
             }
+            if let Some((entity, id)) = &target {
+                crate::shadow::keep(&tx, self, entity, id)?;
+            }
             let mut one = Changes::default();
             apply_row(&tx, &self.schema, m, &mut one, None).map_err(|e| match e {
                 StoreError::Invalid(s) => StoreError::Invalid(format!("mutation {index}: {s}")),
@@ -147,7 +150,13 @@ impl Store {
     }
 
     /// The hub confirmed a request: its entries wait for the stream to bring them back.
-    pub fn outbox_confirmed(&self, request: &str, results: &[MutationResult]) -> Result<()> {
+    /// Returns the entities whose rows went back to the hub's version (see
+    /// [`Store::advance_position`]).
+    pub fn outbox_confirmed(
+        &self,
+        request: &str,
+        results: &[MutationResult],
+    ) -> Result<Vec<Capsule>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         for r in results {
@@ -157,9 +166,9 @@ impl Store {
             )?
             .execute(params![r.mid, r.seq, request])?;
         }
-        prune(&tx)?;
+        let restored = prune(&tx, self)?;
         tx.commit()?;
-        Ok(())
+        Ok(restored)
     }
 
     /// A send that failed for a reason that may pass (hub unreachable, busy, 5xx).
@@ -252,8 +261,10 @@ impl Store {
     }
 
     /// Records the stream position merged up to and the highest hub version it carried;
-    /// confirmed outbox entries at or below that version are now in the replica and go.
-    pub fn advance_position(&self, seq: i64, version: i64) -> Result<()> {
+    /// confirmed outbox entries at or below that version are now in the replica and go. An
+    /// entity none of whose writes wait any more shows what the hub made of them: returns
+    /// those whose rows that changed (the hub took a write only in part), for the screens.
+    pub fn advance_position(&self, seq: i64, version: i64) -> Result<Vec<Capsule>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         sql::set_meta(&tx, meta::STREAM_SEQ, &seq.to_string())?;
@@ -261,9 +272,9 @@ impl Store {
         if version > merged {
             sql::set_meta(&tx, meta::MERGED_VERSION, &version.to_string())?;
         }
-        prune(&tx)?;
+        let restored = prune(&tx, self)?;
         tx.commit()?;
-        Ok(())
+        Ok(restored)
     }
 }
 
@@ -315,16 +326,27 @@ pub(crate) fn mark_rejected(conn: &Connection, request: &str, error: &str) -> Re
     Ok(())
 }
 
-/// Queues one mutation under `request`, waiting for the hub.
+/// Queues one mutation under `request`, waiting for the hub, behind everything queued.
 pub(crate) fn enqueue(
     conn: &Connection,
     m: &Mutation,
     request: &str,
     target: Option<(String, String)>,
 ) -> Result<()> {
+    enqueue_at(conn, m, request, target, None)
+}
+
+/// Queues one mutation at queue position `pos` (None: the next one at the end).
+pub(crate) fn enqueue_at(
+    conn: &Connection,
+    m: &Mutation,
+    request: &str,
+    target: Option<(String, String)>,
+    pos: Option<i64>,
+) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at, pos)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         m.mid,
@@ -334,16 +356,18 @@ pub(crate) fn enqueue(
         serde_json::to_string(m).expect("a mutation serialises"),
         target.as_ref().map(|t| t.0.clone()),
         target.as_ref().map(|t| t.1.clone()),
-        now_ms()
+        now_ms(),
+        pos
     ])?;
     Ok(())
 }
 
-/// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`).
+/// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`);
+/// entities with no entry left show the hub's rows again ([`crate::shadow::settle`]).
 /// An entry confirmed in an earlier term than the hub followed now (a confirmation that
 /// arrived from the old hub after the switch) cannot be told apart from the new hub's
 /// versions: it goes back in line, to be confirmed (or found a duplicate) by the new hub.
-pub(crate) fn prune(conn: &Connection) -> Result<()> {
+pub(crate) fn prune(conn: &Connection, store: &Store) -> Result<Vec<Capsule>> {
     let term = sql::meta_i64(conn, meta::HUB_TERM)?;
     if term > 0 {
         conn.prepare_cached(
@@ -366,7 +390,27 @@ pub(crate) fn prune(conn: &Connection) -> Result<()> {
         )?;
         conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&mid])?;
     }
-    Ok(())
+    let settled = crate::shadow::settle(conn, store)?;
+    let mut capsules = Vec::new();
+    for (entity, id) in settled {
+        capsules.push(Capsule {
+            v: entity_version(conn, store, &entity, &id)?,
+            entity,
+            id,
+            parts: Vec::new(),
+            ts: now_ms(),
+            source: LOCAL_SOURCE.into(),
+            gone: false,
+        });
+    }
+    for c in &mut capsules {
+        c.parts = store.schema.entities[&c.entity]
+            .parts
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+    }
+    Ok(capsules)
 }
 
 /// Re-applies, in queue order, the entries not yet seen back from the hub that touch
@@ -414,6 +458,7 @@ pub(crate) fn reapply_pending(
         if applied {
             continue;
         }
+        crate::shadow::keep(conn, store, &key.0, &key.1)?;
         conn.execute_batch("SAVEPOINT reapply")?;
         let mut one = Changes::default();
         let r = match (m.action, reflects_insert(conn, store, &m)?) {

@@ -79,10 +79,11 @@ impl Shop {
                 source: "till-a".into(),
             },
         ) {
-            Ok(a) => self
-                .till
-                .outbox_confirmed(&req.request, &a.results)
-                .unwrap(),
+            Ok(a) => {
+                self.till
+                    .outbox_confirmed(&req.request, &a.results)
+                    .unwrap();
+            }
             Err(e) => {
                 self.till
                     .outbox_rejected(&req.request, &e.to_string())
