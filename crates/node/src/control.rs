@@ -20,8 +20,10 @@ pub const SETTLE_AFTER_START: Duration = Duration::from_secs(2);
 pub const SETTLE_WHEN_FRESH: Duration = Duration::from_secs(30);
 /// A handover the chosen node has not completed by then is called off.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A hub fenced by a higher term whose hub never shows up gives up the hub after this.
-pub const FENCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A hub fenced by a higher term whose hub never shows up gives up the hub after this (a few
+/// gossip rounds: the higher term's hub, if it lives and is reachable, shows by then), so the
+/// shop has a hub again within 3 s of such a fault.
+pub const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a hub's writes stay allowed without a tick renewing them. Shorter than the time
 /// the others take to declare a silent hub dead (about 1.2 s), so a hub that stood still is
 /// refusing writes before anyone else can have claimed.

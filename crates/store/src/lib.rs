@@ -13,6 +13,8 @@ mod ddl;
 mod derive;
 mod handover;
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod hardening_tests;
 mod merge;
 mod outbox;

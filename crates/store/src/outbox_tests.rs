@@ -10,13 +10,13 @@ use crate::{ApplyMode, Durability, Store};
 
 const T: &str = "2026-11-24T12:00:00Z";
 
-struct Shop {
-    _dir: tempfile::TempDir,
-    hub: Store,
-    till: Store,
+pub(crate) struct Shop {
+    pub _dir: tempfile::TempDir,
+    pub hub: Store,
+    pub till: Store,
 }
 
-fn shop() -> Shop {
+pub(crate) fn shop() -> Shop {
     let dir = tempfile::tempdir().unwrap();
     let schema = Arc::new(Schema::builtin());
     let hub = Store::open(dir.path().join("hub.sqlite3"), schema.clone()).unwrap();
@@ -29,18 +29,18 @@ fn shop() -> Shop {
     }
 }
 
-fn batch(muts: Vec<Mutation>) -> MutationBatch {
+pub(crate) fn batch(muts: Vec<Mutation>) -> MutationBatch {
     MutationBatch {
         mutations: muts,
         source: None,
     }
 }
 
-fn m(table: &str, action: Action, row: Value) -> Mutation {
+pub(crate) fn m(table: &str, action: Action, row: Value) -> Mutation {
     Mutation::new(table, action, row)
 }
 
-fn line(id: &str, qty: i64) -> Mutation {
+pub(crate) fn line(id: &str, qty: i64) -> Mutation {
     m(
         "order_line",
         Action::Insert,
@@ -50,7 +50,7 @@ fn line(id: &str, qty: i64) -> Mutation {
 
 impl Shop {
     /// The hub writes directly (another till's sale reaching it).
-    fn hub_writes(&self, muts: Vec<Mutation>) {
+    pub(crate) fn hub_writes(&self, muts: Vec<Mutation>) {
         self.hub
             .apply(
                 &batch(muts),
@@ -62,14 +62,14 @@ impl Shop {
     }
 
     /// The till pulls every part of `ids` from the hub and merges, as its follow loop does.
-    fn till_pulls(&self, entity: &str, ids: &[&str]) {
+    pub(crate) fn till_pulls(&self, entity: &str, ids: &[&str]) {
         let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         let pull = self.hub.pull_many(entity, &ids, None).unwrap();
         self.till.merge_pulled(&pull).unwrap();
     }
 
     /// One drain step: send the oldest queued request to the hub and record the answer.
-    fn drain_one(&self) -> bool {
+    pub(crate) fn drain_one(&self) -> bool {
         let Some(req) = self.till.outbox_next("till-a").unwrap() else {
             return false;
         };
@@ -93,12 +93,12 @@ impl Shop {
         true
     }
 
-    fn hub_version(&self) -> i64 {
+    pub(crate) fn hub_version(&self) -> i64 {
         self.hub.meta_i64(crate::meta::VERSION).unwrap()
     }
 }
 
-fn setup(s: &Shop) {
+pub(crate) fn setup(s: &Shop) {
     // Shift and order exist at the hub and on the till.
     s.hub_writes(vec![
         m(

@@ -123,15 +123,19 @@ fn restore(conn: &Connection, store: &Store, entity: &str, id: &str, text: &str)
         .map_err(|err| StoreError::Corrupt(format!("shadow of {entity} {id}: {err}")))?;
     crate::merge::delete_entity(conn, store, &e.name, id)?;
     // Parent first, then children.
-    let tables = std::iter::once(e.table.clone()).chain(e.parts.iter().filter_map(|p| {
-        match &p.kind {
+    let tables =
+        std::iter::once(e.table.clone()).chain(e.parts.iter().filter_map(|p| match &p.kind {
             PartKind::Child { table, .. } => Some(table.clone()),
             PartKind::Columns(_) => None,
-        }
-    }));
+        }));
     for table in tables {
         let t = &store.schema.tables[&table];
-        for row in rows.get(&table).and_then(Value::as_array).into_iter().flatten() {
+        for row in rows
+            .get(&table)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(row) = row.as_object() {
                 upsert_row(conn, t, row)?;
             }

@@ -1,0 +1,281 @@
+//! Hub changes against real stores: a claim is all or nothing and judges queued writes against
+//! what the hub said; a snapshot of another lineage loses nothing; the data rules hold on the
+//! till's own path and for replays; a hub whose lease ran out refuses writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use capsule_protocol::{Action, Schema};
+use serde_json::json;
+
+use crate::outbox_tests::{Shop, batch, m, setup, shop};
+use crate::{ApplyMode, Durability, Store, StoreError};
+
+const T: &str = "2026-11-24T12:00:00Z";
+
+fn status(store: &Store, order: &str) -> String {
+    store.pull("order", order, Some("status")).unwrap().payload["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Another till pays `o1` at the hub.
+fn paid_elsewhere(s: &Shop) {
+    s.hub_writes(vec![
+        m(
+            "order_payment",
+            Action::Insert,
+            json!({"id": "p1", "order_id": "o1", "method": "cash", "amount": 1725, "paid_at": T}),
+        ),
+        m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "paid", "updated_at": T}),
+        ),
+    ]);
+}
+
+/// The till sends `o1` to the kitchen as its screen shows it (open).
+fn till_sends(s: &Shop) {
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "status": "sent", "updated_at": T}),
+            )]),
+            "A",
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_claim_judges_the_tills_queued_writes_against_what_the_hub_said_not_its_own_screen() {
+    let s = shop();
+    setup(&s);
+    till_sends(&s);
+    paid_elsewhere(&s);
+    // The till merges the payment; its own "sent" is shown again on top.
+    s.till_pulls("order", &["o1"]);
+    assert_eq!(status(&s.till, "o1"), "sent");
+    // The hub dies before the till's write reached it; the till becomes hub.
+    s.till.claim_hub(1).unwrap();
+    assert_eq!(
+        status(&s.till, "o1"),
+        "paid",
+        "the till's stale send reopened an order paid at the hub"
+    );
+    assert_eq!(s.till.outbox_counts().unwrap(), (0, 0));
+}
+
+#[test]
+fn a_till_shows_what_the_hub_made_of_a_write_it_took_only_in_part() {
+    let s = shop();
+    setup(&s);
+    paid_elsewhere(&s);
+    till_sends(&s);
+    // The hub drops the stale status change (nothing changes there: no capsule comes).
+    assert!(s.drain_one());
+    s.till_pulls("order", &["o1"]);
+    let restored = s.till.advance_position(1, s.hub_version()).unwrap();
+    assert_eq!(s.till.outbox_counts().unwrap(), (0, 0));
+    assert_eq!(
+        status(&s.till, "o1"),
+        "paid",
+        "the till kept showing a send the hub refused"
+    );
+    assert!(
+        restored.iter().any(|c| c.id == "o1"),
+        "the till's screens are told"
+    );
+}
+
+#[test]
+fn a_snapshot_of_another_lineage_loses_nothing_the_till_held() {
+    let s = shop();
+    setup(&s);
+    // The till holds the hub's journal (it may lead one day).
+    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(s.hub_version()))
+        .unwrap();
+    // Another lineage's hub, without any of it, sends its snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let other = Store::open(
+        dir.path().join("other.sqlite3"),
+        Arc::new(Schema::builtin()),
+    )
+    .unwrap();
+    s.till.load_snapshot(&other.snapshot().unwrap()).unwrap();
+    assert!(
+        !s.till.claim_ready().unwrap(),
+        "a node must not lead before its journal is compared"
+    );
+    s.till.record_journal(&[], Some(0)).unwrap();
+    assert_eq!(s.till.reconcile_aside().unwrap(), 2);
+    assert!(s.till.claim_ready().unwrap());
+    // Replayed into the other hub, in order: the shift, then the order.
+    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
+        let applied = other
+            .apply(
+                &next.batch,
+                &ApplyMode::Authoritative {
+                    source: "till-a".into(),
+                },
+            )
+            .unwrap();
+        s.till
+            .outbox_confirmed(&next.request, &applied.results)
+            .unwrap();
+    }
+    assert_eq!(status(&other, "o1"), "open");
+}
+
+#[test]
+fn writes_a_snapshot_replays_go_before_the_tills_own_queued_ones() {
+    let s = shop();
+    setup(&s);
+    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(s.hub_version()))
+        .unwrap();
+    // Queued on the till: a line on o1.
+    s.till
+        .apply_local(&batch(vec![crate::outbox_tests::line("l1", 1)]), "A")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other = Store::open(
+        dir.path().join("other.sqlite3"),
+        Arc::new(Schema::builtin()),
+    )
+    .unwrap();
+    s.till.load_snapshot(&other.snapshot().unwrap()).unwrap();
+    s.till.record_journal(&[], Some(0)).unwrap();
+    s.till.reconcile_aside().unwrap();
+    let mut tables = Vec::new();
+    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
+        tables.push(next.batch.mutations[0].table.clone());
+        let applied = other
+            .apply(
+                &next.batch,
+                &ApplyMode::Authoritative {
+                    source: "till-a".into(),
+                },
+            )
+            .expect("the order is there before its line");
+        s.till
+            .outbox_confirmed(&next.request, &applied.results)
+            .unwrap();
+    }
+    assert_eq!(tables, ["pos_shift", "order_header", "order_line"]);
+}
+
+#[test]
+fn a_claim_that_fails_leaves_nothing_of_itself() {
+    let s = shop();
+    setup(&s);
+    till_sends(&s);
+    s.till.set_authority(false);
+    let term = s.till.term().unwrap();
+    let fresh = s.till.freshness().unwrap();
+    s.till.fail_next_claim();
+    assert!(s.till.claim_hub(term).is_err());
+    assert_eq!(s.till.term().unwrap(), term, "a failed claim used a term");
+    assert_eq!(s.till.freshness().unwrap(), fresh);
+    assert!(!s.till.is_authority());
+    assert_eq!(
+        s.till.outbox_counts().unwrap(),
+        (1, 0),
+        "the queued write is still queued"
+    );
+    assert_eq!(
+        status(&s.till, "o1"),
+        "sent",
+        "the till's screen is as it was"
+    );
+    let claim = s.till.claim_hub(term).unwrap();
+    assert_eq!(claim.term, term + 1);
+}
+
+#[test]
+fn a_write_that_says_nothing_of_what_it_saw_never_reopens_a_paid_order() {
+    let s = shop();
+    setup(&s);
+    paid_elsewhere(&s);
+    // A replay of a write made without a base (the demo's seed, an API client).
+    s.hub
+        .apply(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "status": "sent", "updated_at": T}),
+            )]),
+            &ApplyMode::Authoritative {
+                source: "till-c".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(status(&s.hub, "o1"), "paid");
+}
+
+#[test]
+fn a_till_refuses_at_once_to_change_an_order_a_z_counted() {
+    let s = shop();
+    setup(&s);
+    paid_elsewhere(&s);
+    let (_, z) = s.hub.plan_z_report(Some("Manager")).unwrap();
+    s.hub_writes(vec![z]);
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+    let refused = s.till.apply_local(
+        &batch(vec![m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l9", "order_id": "o1", "name_en": "Tea", "qty": 1, "unit_price": 100, "created_at": T}),
+        )]),
+        "A",
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(ref e)) if e.contains("Z report #1")),
+        "{refused:?}"
+    );
+    assert_eq!(s.till.outbox_counts().unwrap(), (0, 0), "nothing queued");
+}
+
+#[test]
+fn a_hub_that_stood_still_past_its_lease_refuses_writes_until_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = Arc::new(AtomicU64::new(0));
+    let (base, wall) = (Instant::now(), SystemTime::now());
+    let clock = ms.clone();
+    let hub = Store::open_with(
+        dir.path().join("hub.sqlite3"),
+        Arc::new(Schema::builtin()),
+        Durability::Full,
+    )
+    .unwrap()
+    .with_clock(Arc::new(move || {
+        let d = Duration::from_millis(clock.load(Ordering::SeqCst));
+        (base + d, wall + d)
+    }));
+    hub.hold_authority_for(Duration::from_millis(900));
+    let write = |id: &str| {
+        hub.apply(
+            &batch(vec![m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": id, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+            )]),
+            &ApplyMode::Authoritative {
+                source: "till-a".into(),
+            },
+        )
+    };
+    assert!(write("s1").is_ok());
+    // SIGSTOP for 10 s: the first write after waking is refused, before anything else ran.
+    ms.fetch_add(10_000, Ordering::SeqCst);
+    assert!(matches!(write("s2"), Err(StoreError::NotHub(_))));
+    hub.hold_authority_for(Duration::from_millis(900));
+    assert!(write("s3").is_ok());
+}
