@@ -487,8 +487,12 @@ impl Store {
         })?;
         let start = first - missing.len() as i64;
         for (k, text) in missing.iter().enumerate() {
-            let m: Mutation = serde_json::from_str(text)
+            let mut m: Mutation = serde_json::from_str(text)
                 .map_err(|e| StoreError::Corrupt(format!("journal entry: {e}")))?;
+            // A replay saw nothing of what the new hub did on its own (its versions, even of
+            // the same term, count in another history): base 0, so the hub's stale-edit rules
+            // never let it move a status back over the new hub's own writes.
+            m.base = Some(0);
             let target = target_entity(&tx, &self.schema, &m)?;
             // One request per write: one the hub refuses is set aside alone.
             crate::outbox::enqueue_at(

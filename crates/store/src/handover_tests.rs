@@ -200,24 +200,76 @@ fn a_claim_that_fails_leaves_nothing_of_itself() {
 }
 
 #[test]
-fn a_write_that_says_nothing_of_what_it_saw_never_reopens_a_paid_order() {
+fn a_replayed_write_that_said_nothing_of_what_it_saw_never_reopens_a_paid_order() {
     let s = shop();
     setup(&s);
-    paid_elsewhere(&s);
-    // A replay of a write made without a base (the demo's seed, an API client).
-    s.hub
-        .apply(
-            &batch(vec![m(
-                "order_header",
-                Action::Merge,
-                json!({"id": "o1", "status": "sent", "updated_at": T}),
-            )]),
+    // At hub A an API client (no base) sends o1 to the kitchen; the till copies the journal.
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o1", "status": "sent", "updated_at": T}),
+    )]);
+    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(s.hub_version()))
+        .unwrap();
+    // Hub B, of a later term, got the same order and had it paid by another till.
+    let dir = tempfile::tempdir().unwrap();
+    let b = Store::open(dir.path().join("b.sqlite3"), Arc::new(Schema::builtin())).unwrap();
+    b.claim_hub(5).unwrap();
+    let at_b = |source: &str, muts| {
+        b.apply(
+            &batch(muts),
             &ApplyMode::Authoritative {
-                source: "till-c".into(),
+                source: source.into(),
             },
         )
+        .unwrap()
+    };
+    at_b(
+        "till-b",
+        vec![
+            m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+            ),
+            m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o1", "shift_id": "s1", "opened_at": T, "tax_rate_bp": 1500}),
+            ),
+        ],
+    );
+    at_b(
+        "till-b",
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o1", "status": "paid", "updated_at": T}),
+        )],
+    );
+    // The till follows B: what B lacks of A's journal is replayed into it.
+    s.till.load_snapshot(&b.snapshot().unwrap()).unwrap();
+    let journal = b.journal_since(0, b.freshness().unwrap(), 100).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(b.freshness().unwrap()))
         .unwrap();
-    assert_eq!(status(&s.hub, "o1"), "paid");
+    assert!(s.till.reconcile_aside().unwrap() >= 1);
+    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
+        let applied = b
+            .apply(
+                &next.batch,
+                &ApplyMode::Authoritative {
+                    source: "till-a".into(),
+                },
+            )
+            .unwrap();
+        s.till
+            .outbox_confirmed(&next.request, &applied.results)
+            .unwrap();
+    }
+    assert_eq!(status(&b, "o1"), "paid", "a replay reopened a paid order");
 }
 
 #[test]

@@ -14,9 +14,10 @@
 //!   arrival wins), so two tills never add up to a doubled quantity.
 //!
 //! A deliberate move back (the kitchen's "recall", a manager reopening an order) comes with a
-//! base at or past the current version, or from the node that made the current state. A write
-//! without a base counts as having seen nothing (base 0): a replay of such a write can never
-//! reopen a paid order or move a ticket back.
+//! base at or past the current version, or from the node that made the current state (but a
+//! finished order is reopened only with a current base). A write replayed into another
+//! lineage's hub carries base 0, having seen nothing of that hub's own writes
+//! (`Store::reconcile_aside`), so a replay never reopens a paid order or moves a ticket back.
 
 use capsule_protocol::{Mutation, Row, Schema, TableRole};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -75,9 +76,9 @@ pub(crate) fn settle(
     old: &Row,
     source: &str,
 ) -> Result<Option<Row>> {
-    // A write that does not say what it saw (a replay of a write made without one, a client
-    // that leaves it out) saw nothing: it cannot undo what another node did after it.
-    let base = m.base.unwrap_or(0);
+    let Some(base) = m.base else {
+        return Ok(None);
+    };
     let t = &schema.tables[&m.table];
     let TableRole::Entity { entity } = &t.role else {
         return Ok(None);
@@ -103,11 +104,13 @@ pub(crate) fn settle(
         )?
         .query_row(params![entity, id, part.name], |r| r.get(0))
         .optional()?;
-    let reopens = t.name == "order_header" && ORDER_FINAL.contains(&cur_status);
-    // A node's own queued chain is never stale to itself, when it says what it saw; except
-    // that reopening a finished order takes having seen it finished at the hub (a current
-    // base): a replay, or a write that crossed a hub change, never reopens one.
-    if !reopens && m.base.is_some() && writer.as_deref() == Some(source) {
+    let reopens = t.name == "order_header"
+        && ORDER_FINAL.contains(&cur_status)
+        && !ORDER_FINAL.contains(&new_status);
+    // A node's own queued chain is never stale to itself; except that reopening a finished
+    // order takes having seen it finished at the hub (a current base): a replay, or a write
+    // that crossed a hub change, never reopens one.
+    if !reopens && writer.as_deref() == Some(source) {
         return Ok(None);
     }
     let backwards = if let Some((_, order)) = FORWARD_ONLY.iter().find(|(tb, _)| *tb == t.name) {
