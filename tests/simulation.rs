@@ -826,8 +826,19 @@ impl Sim {
                     },
                 ) {
                     Ok(applied) => {
-                        till.outbox_confirmed(&next.request, &applied.results)
+                        // As the till does: what the hub took only in part is re-read.
+                        let partial = till
+                            .outbox_confirmed(&next.request, &applied.results)
                             .unwrap();
+                        for (entity, id) in partial {
+                            let pull = hub
+                                .pull_many(&entity, std::slice::from_ref(&id), None)
+                                .unwrap();
+                            till.merge_pulled_over_local(&pull).unwrap();
+                            if std::env::var_os("SIM_DEBUG").is_some() {
+                                eprintln!("[{}] n{i} re-read {entity} {id}", self.tick_no, i = i);
+                            }
+                        }
                     }
                     // As the till does: retry later (its parent is on its way).
                     Err(StoreError::NotHub(_) | StoreError::MissingParent(_)) => break,

@@ -401,3 +401,198 @@ impl Control {
         out.push(Effect::Follow(hub));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::SystemTime;
+
+    use capsule_protocol::Schema;
+    use capsule_store::Durability;
+
+    use super::*;
+
+    /// A store and a controller on one virtual clock.
+    struct Node {
+        _dir: tempfile::TempDir,
+        store: Store,
+        control: Control,
+        ms: Arc<AtomicU64>,
+        base: Instant,
+    }
+
+    fn node(priority: i64) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = Arc::new(AtomicU64::new(0));
+        let (base, wall) = (Instant::now(), SystemTime::now());
+        let clock = ms.clone();
+        let store = Store::open_with(
+            dir.path().join("n.sqlite3"),
+            Arc::new(Schema::builtin()),
+            Durability::Replica,
+        )
+        .unwrap()
+        .with_clock(Arc::new(move || {
+            let d = Duration::from_millis(clock.load(Ordering::SeqCst));
+            (base + d, wall + d)
+        }));
+        store.set_authority(false);
+        let control = Control::new(
+            ControlConfig {
+                eligible: true,
+                priority,
+                demo: true,
+                handback_quiet: Duration::from_secs(10),
+            },
+            base,
+        );
+        Node {
+            _dir: dir,
+            store,
+            control,
+            ms,
+            base,
+        }
+    }
+
+    impl Node {
+        fn me(&self, hub_term: i64) -> Member {
+            Member {
+                node_id: self.store.node_id().to_string(),
+                name: "me".into(),
+                url: "http://me".into(),
+                eligible: true,
+                priority: 10,
+                fresh: self.store.freshness().unwrap(),
+                term: self.store.term().unwrap(),
+                hub_term,
+                claimed_from: 0,
+                prev_hub: None,
+                prev_term: 0,
+                handover_to: None,
+            }
+        }
+
+        /// Moves the clock to `at_ms` and ticks with `live` in view.
+        fn tick_at(&mut self, at_ms: u64, hub_term: i64, live: &[Member]) -> Vec<Effect> {
+            self.ms.store(at_ms, Ordering::SeqCst);
+            let now = self.base + Duration::from_millis(at_ms);
+            let me = self.me(hub_term);
+            self.control
+                .tick(&self.store, &me, live, Some(0), now)
+                .unwrap()
+        }
+
+        /// Ticks every 100 ms from `from` to `to`.
+        fn run(&mut self, from: u64, to: u64, hub_term: i64, live: &[Member]) -> Vec<Effect> {
+            let mut all = Vec::new();
+            for t in (from..=to).step_by(100) {
+                all.extend(self.tick_at(t, hub_term, live));
+            }
+            all
+        }
+    }
+
+    fn other_hub(term: i64) -> Member {
+        Member {
+            node_id: "zz-other".into(),
+            name: "Till".into(),
+            url: "http://till".into(),
+            eligible: true,
+            priority: 1,
+            fresh: 0,
+            term,
+            hub_term: term,
+            claimed_from: 0,
+            prev_hub: None,
+            prev_term: 0,
+            handover_to: None,
+        }
+    }
+
+    #[test]
+    fn a_hub_that_stood_still_takes_no_write_until_it_has_listened_then_follows_the_new_hub() {
+        let mut n = node(10);
+        let effects = n.run(0, 2500, 0, &[]);
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::ServeHub(c) if c.term == 1))
+        );
+        assert!(n.store.is_authority());
+        n.run(2600, 3000, 1, &[]);
+        // Frozen 10 s; meanwhile a till became hub of term 2.
+        assert!(
+            !n.store.is_authority(),
+            "the lease ran out while it stood still"
+        );
+        let woke = n.tick_at(13_000, 1, &[other_hub(2)]);
+        assert!(woke.is_empty(), "decided before listening: {woke:?}");
+        assert!(!n.store.is_authority());
+        let later = n.run(13_100, 14_200, 1, &[other_hub(2)]);
+        assert!(
+            later
+                .iter()
+                .any(|e| matches!(e, Effect::Follow(Some(h)) if h.node_id == "zz-other")),
+            "{later:?}"
+        );
+        assert!(!n.store.is_authority());
+        assert!(!n.control.is_hub());
+    }
+
+    #[test]
+    fn a_hub_that_stood_still_and_is_still_the_hub_serves_again() {
+        let mut n = node(10);
+        n.run(0, 2500, 0, &[]);
+        n.run(2600, 3000, 1, &[]);
+        n.tick_at(8_000, 1, &[]);
+        assert!(!n.store.is_authority());
+        n.run(8_100, 9_200, 1, &[]);
+        assert!(
+            n.store.is_authority(),
+            "nobody else claimed: it serves again"
+        );
+    }
+
+    #[test]
+    fn a_failed_claim_uses_no_term_and_waits_longer_each_time() {
+        let mut n = node(10);
+        n.store.fail_next_claim();
+        let effects = n.run(0, 2000, 0, &[]);
+        assert!(effects.iter().all(|e| !matches!(e, Effect::ServeHub(_))));
+        assert_eq!(n.store.term().unwrap(), 0);
+        assert_eq!(n.control.claim_failures(), 1);
+        // Backing off: no claim for a second.
+        n.store.fail_next_claim();
+        n.run(2100, 2900, 0, &[]);
+        assert_eq!(n.control.claim_failures(), 1);
+        n.run(3000, 3000, 0, &[]);
+        assert_eq!(n.control.claim_failures(), 2);
+        // Then two seconds; then it claims term 1, the first real one.
+        let effects = n.run(3100, 5100, 0, &[]);
+        let claims: Vec<i64> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ServeHub(c) => Some(c.term),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claims, [1]);
+    }
+
+    #[test]
+    fn a_hub_fenced_by_a_higher_term_without_a_hub_gives_up_within_a_second() {
+        let mut n = node(10);
+        n.run(0, 2500, 0, &[]);
+        let mut ghost = other_hub(0);
+        ghost.term = 5;
+        n.run(2600, 2700, 1, std::slice::from_ref(&ghost));
+        assert!(!n.store.is_authority(), "fenced at once");
+        let effects = n.run(2800, 3800, 1, std::slice::from_ref(&ghost));
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Follow(None))),
+            "{effects:?}"
+        );
+    }
+}

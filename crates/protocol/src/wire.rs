@@ -248,6 +248,10 @@ pub struct MutationResult {
     pub status: MutationStatus,
     /// Hub version given to the mutation when it was first applied.
     pub seq: i64,
+    /// The hub applied the write only in part (a stale status change dropped by its rules):
+    /// the sender re-reads the entity rather than keep showing its own version of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -445,9 +445,7 @@ async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
     }
     fetch_journal(ctx, top).await?;
     let s = ctx.store.clone();
-    for c in blocking(move || s.advance_position(seq, top)).await? {
-        (ctx.ui)(LocalChange::Changed(c));
-    }
+    blocking(move || s.advance_position(seq, top)).await?;
     Ok(seq)
 }
 
@@ -534,9 +532,7 @@ async fn flush(
     // The position and the highest hub version covered commit together; the outbox forgets
     // the till's own writes the hub has now sent back.
     let s = ctx.store.clone();
-    for c in blocking(move || s.advance_position(last, top_version)).await? {
-        (ctx.ui)(LocalChange::Changed(c));
-    }
+    blocking(move || s.advance_position(last, top_version)).await?;
     ctx.metrics.set_seq(last);
     Ok(())
 }

@@ -180,11 +180,8 @@ impl Outbox {
                         answer.results.clone(),
                     );
                     match blocking(move || s.outbox_confirmed(&r, &results)).await {
-                        Ok(restored) => {
-                            for c in restored {
-                                (self.ui)(LocalChange::Changed(c));
-                            }
-                        }
+                        // Taken only in part: the hub's version replaces the till's own.
+                        Ok(partial) => self.reread(partial).await,
                         Err(e) => tracing::error!(error = %e, "cannot record a confirmation"),
                     }
                     let _ = self
@@ -247,13 +244,15 @@ impl Outbox {
             request.to_string(),
             format!("{status}: {message}"),
         );
-        let touched = match blocking(move || s.outbox_rejected(&r, &m)).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set a refused write aside");
-                return;
-            }
-        };
+        match blocking(move || s.outbox_rejected(&r, &m)).await {
+            Ok(touched) => self.reread(touched).await,
+            Err(e) => tracing::error!(error = %e, "cannot set a refused write aside"),
+        }
+    }
+
+    /// Re-reads entities from the hub over whatever is here: the hub refused a write to them,
+    /// or took it only in part, so the till's own version must leave the screens.
+    async fn reread(&self, touched: Vec<(String, String)>) {
         for (entity, id) in touched {
             let Some(hub) = self.hub.peek() else { return };
             let url = format!("{hub}/api/entities?entity={entity}&ids={id}");
@@ -262,7 +261,7 @@ impl Outbox {
                 Err(e) => {
                     // The stream or a later snapshot brings the hub's rows; the refused write
                     // is no longer re-applied either way.
-                    tracing::warn!(error = %e, "cannot re-read an entity after a refusal");
+                    tracing::warn!(error = %e, "cannot re-read an entity the hub had its say on");
                     continue;
                 }
             };
@@ -273,7 +272,7 @@ impl Outbox {
                         (self.ui)(LocalChange::Changed(c));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot restore an entity after a refusal"),
+                Err(e) => tracing::warn!(error = %e, "cannot restore an entity from the hub"),
             }
         }
     }

@@ -199,7 +199,7 @@ impl Store {
         sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
         // What the hub says is the snapshot now: no entity's earlier hub copy is put back.
         tx.execute("DELETE FROM _shadow", [])?;
-        crate::outbox::prune(&tx, self)?;
+        crate::outbox::prune(&tx)?;
         let everything = tx
             .prepare("SELECT DISTINCT entity, entity_id FROM _outbox WHERE entity IS NOT NULL")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -106,6 +106,7 @@ impl Store {
                     mid: m.mid.clone(),
                     status: MutationStatus::Duplicate,
                     seq,
+                    partial: false,
                 });
                 continue;
             }
@@ -133,6 +134,7 @@ impl Store {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
                 seq: 0,
+                partial: false,
             });
             out.request = Some(request.clone());
         }
@@ -150,25 +152,41 @@ impl Store {
     }
 
     /// The hub confirmed a request: its entries wait for the stream to bring them back.
-    /// Returns the entities whose rows went back to the hub's version (see
-    /// [`Store::advance_position`]).
+    /// Returns the entities the hub took a write to only in part, or had taken it already (a
+    /// duplicate: perhaps in part, from another node replaying it): the caller re-reads them
+    /// from the hub ([`Store::merge_pulled_over_local`]); those writes are not re-applied over
+    /// merges any more (the hub's version of them is what counts).
     pub fn outbox_confirmed(
         &self,
         request: &str,
         results: &[MutationResult],
-    ) -> Result<Vec<Capsule>> {
+    ) -> Result<Vec<(String, String)>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
+        let mut reread = Vec::new();
         for r in results {
             tx.prepare_cached(
                 "UPDATE _outbox SET state = 'sent', hub_seq = ?2, attempts = attempts + 1, error = NULL
                  WHERE mid = ?1 AND request = ?3",
             )?
             .execute(params![r.mid, r.seq, request])?;
+            if r.partial || r.status == MutationStatus::Duplicate {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![r.mid, r.seq, now_ms()])?;
+                let target: Option<(String, String)> = tx
+                    .prepare_cached(
+                        "SELECT entity, entity_id FROM _outbox WHERE mid = ?1 AND entity IS NOT NULL",
+                    )?
+                    .query_row([&r.mid], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                reread.extend(target);
+            }
         }
-        let restored = prune(&tx, self)?;
+        prune(&tx)?;
         tx.commit()?;
-        Ok(restored)
+        Ok(reread)
     }
 
     /// A send that failed for a reason that may pass (hub unreachable, busy, 5xx).
@@ -261,10 +279,8 @@ impl Store {
     }
 
     /// Records the stream position merged up to and the highest hub version it carried;
-    /// confirmed outbox entries at or below that version are now in the replica and go. An
-    /// entity none of whose writes wait any more shows what the hub made of them: returns
-    /// those whose rows that changed (the hub took a write only in part), for the screens.
-    pub fn advance_position(&self, seq: i64, version: i64) -> Result<Vec<Capsule>> {
+    /// confirmed outbox entries at or below that version are now in the replica and go.
+    pub fn advance_position(&self, seq: i64, version: i64) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         sql::set_meta(&tx, meta::STREAM_SEQ, &seq.to_string())?;
@@ -272,9 +288,9 @@ impl Store {
         if version > merged {
             sql::set_meta(&tx, meta::MERGED_VERSION, &version.to_string())?;
         }
-        let restored = prune(&tx, self)?;
+        prune(&tx)?;
         tx.commit()?;
-        Ok(restored)
+        Ok(())
     }
 }
 
@@ -362,12 +378,12 @@ pub(crate) fn enqueue_at(
     Ok(())
 }
 
-/// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`);
-/// entities with no entry left show the hub's rows again ([`crate::shadow::settle`]).
+/// Forgets confirmed entries the replica has merged back (their mids go to `_mutation`), and
+/// the shadows of entities no entry touches any more.
 /// An entry confirmed in an earlier term than the hub followed now (a confirmation that
 /// arrived from the old hub after the switch) cannot be told apart from the new hub's
 /// versions: it goes back in line, to be confirmed (or found a duplicate) by the new hub.
-pub(crate) fn prune(conn: &Connection, store: &Store) -> Result<Vec<Capsule>> {
+pub(crate) fn prune(conn: &Connection) -> Result<()> {
     let term = sql::meta_i64(conn, meta::HUB_TERM)?;
     if term > 0 {
         conn.prepare_cached(
@@ -390,27 +406,8 @@ pub(crate) fn prune(conn: &Connection, store: &Store) -> Result<Vec<Capsule>> {
         )?;
         conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&mid])?;
     }
-    let settled = crate::shadow::settle(conn, store)?;
-    let mut capsules = Vec::new();
-    for (entity, id) in settled {
-        capsules.push(Capsule {
-            v: entity_version(conn, store, &entity, &id)?,
-            entity,
-            id,
-            parts: Vec::new(),
-            ts: now_ms(),
-            source: LOCAL_SOURCE.into(),
-            gone: false,
-        });
-    }
-    for c in &mut capsules {
-        c.parts = store.schema.entities[&c.entity]
-            .parts
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
-    }
-    Ok(capsules)
+    crate::shadow::forget_settled(conn)?;
+    Ok(())
 }
 
 /// Re-applies, in queue order, the entries not yet seen back from the hub that touch
@@ -464,7 +461,7 @@ pub(crate) fn reapply_pending(
         let r = match (m.action, reflects_insert(conn, store, &m)?) {
             // An insert the merged rows already hold needs nothing.
             (Action::Insert, true) => Ok(()),
-            _ => apply_row(conn, &store.schema, &m, &mut one, None),
+            _ => apply_row(conn, &store.schema, &m, &mut one, None).map(|_| ()),
         };
         match r {
             Ok(()) => {

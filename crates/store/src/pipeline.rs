@@ -293,6 +293,7 @@ impl Store {
                     mid: m.mid.clone(),
                     status: MutationStatus::Duplicate,
                     seq: if seq < term_start { now } else { seq },
+                    partial: false,
                 });
                 continue;
             }
@@ -313,6 +314,7 @@ impl Store {
                     mid: m.mid.clone(),
                     status: MutationStatus::Duplicate,
                     seq: now,
+                    partial: false,
                 });
                 continue;
             }
@@ -321,7 +323,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
             sql::set_meta(tx, meta::VERSION, &seq.to_string())?;
             let mut changes = Changes::default();
-            apply_row(tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
+            let partial = apply_row(tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
             for capsule in finalize(tx, &self.schema, &changes, Some(seq), source)? {
                 combine(&mut request_capsules, capsule);
             }
@@ -333,6 +335,7 @@ impl Store {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
                 seq,
+                partial,
             });
         }
         if let Some(seq) = last_version {
@@ -526,14 +529,14 @@ fn new_row(t: &TableDef, given: &Row) -> Result<Row> {
 
 /// Writes one mutation's row. `hub`: the source of the request when this node is the hub,
 /// which hands out order numbers and settles stale edits ([`crate::rules`]); a till leaves
-/// both to the hub.
+/// both to the hub. True when the rules kept only part of the write.
 pub(crate) fn apply_row(
     conn: &Connection,
     schema: &Schema,
     m: &Mutation,
     changes: &mut Changes,
     hub: Option<&str>,
-) -> Result<()> {
+) -> Result<bool> {
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).expect("validated").to_string();
     derive::check_writable(t, &m.row)?;
@@ -597,7 +600,7 @@ pub(crate) fn apply_row(
                 }
             }
             derive::note_related(t, None, Some(&row), changes);
-            Ok(())
+            Ok(false)
         }
         (Action::Save, Some(old)) => {
             // A save replaces the whole row: columns it leaves out go back to their defaults,
@@ -626,14 +629,16 @@ pub(crate) fn apply_row(
                     new.insert(k.clone(), v.clone());
                 }
             }
-            update_row(conn, schema, t, &old, new, stamp, changes)
+            update_row(conn, schema, t, &old, new, stamp, changes)?;
+            Ok(settled.is_some())
         }
         (Action::Merge, Some(old)) => {
             let mut new = old.clone();
             for (k, v) in settled.as_ref().unwrap_or(&m.row) {
                 new.insert(k.clone(), v.clone());
             }
-            update_row(conn, schema, t, &old, new, stamp, changes)
+            update_row(conn, schema, t, &old, new, stamp, changes)?;
+            Ok(settled.is_some())
         }
         (Action::Merge | Action::Delete, None) => Err(StoreError::NotFound(format!(
             "{} '{id}' does not exist",
@@ -666,7 +671,7 @@ pub(crate) fn apply_row(
             }
             conn.execute(&format!("DELETE FROM {} WHERE id = ?1", q(&t.name)), [&id])?;
             derive::note_related(t, Some(&old), None, changes);
-            Ok(())
+            Ok(false)
         }
     }
 }

@@ -91,29 +91,14 @@ pub(crate) fn refresh(
     Ok(())
 }
 
-/// Entities whose local writes have all come back from the hub (no outbox entry touches
-/// them any more): their rows become what the hub last said, and their shadows go. The hub
-/// may have taken a write only in part (a stale status change dropped) without anything
-/// changing there, so no merge would ever take the till's version off its screens. Returns
-/// the entities whose rows changed.
-pub(crate) fn settle(conn: &Connection, store: &Store) -> Result<Vec<(String, String)>> {
-    let done: Vec<(String, String, String)> = conn
-        .prepare_cached(
-            "SELECT entity, id, rows FROM _shadow WHERE NOT EXISTS
-               (SELECT 1 FROM _outbox o WHERE o.entity = _shadow.entity AND o.entity_id = _shadow.id)",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<std::result::Result<_, _>>()?;
-    let mut changed = Vec::new();
-    for (entity, id, rows) in done {
-        if store.schema.entity(&entity).is_some() && capture(conn, store, &entity, &id)? != rows {
-            restore(conn, store, &entity, &id, &rows)?;
-            changed.push((entity.clone(), id.clone()));
-        }
-        conn.prepare_cached("DELETE FROM _shadow WHERE entity = ?1 AND id = ?2")?
-            .execute(params![entity, id])?;
-    }
-    Ok(changed)
+/// Forgets the shadows of entities no outbox entry touches any more.
+pub(crate) fn forget_settled(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM _shadow WHERE NOT EXISTS
+           (SELECT 1 FROM _outbox o WHERE o.entity = _shadow.entity AND o.entity_id = _shadow.id)",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 /// Puts one entity's rows back as a shadow holds them.
