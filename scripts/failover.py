@@ -7,7 +7,13 @@ restarted and must catch up before the next kill. Prints, per kill, the time fro
 until another node serves as hub and the surviving till follows it online, then the median
 and maximum, and the sales written versus found at the hub (lost, doubled).
 
-Usage: scripts/failover.py [--kills N] [--bin target/release/tilld]
+With --freeze S the hub is frozen instead (SIGSTOP for S seconds, then SIGCONT, as a PC that
+hangs and wakes), 4 writers sell (three through the tills, one straight to whichever node it
+last saw as hub, as a screen still pointed at the old hub would), and it also prints the writes
+the woken hub accepted while another node served as hub (must be 0) and how long after each
+thaw every outbox was empty again.
+
+Usage: scripts/failover.py [--kills N] [--freeze S] [--bin target/release/tilld]
 """
 
 import argparse
@@ -71,8 +77,12 @@ class Node:
         self.proc.stdout.readline()  # "listening on ..."
 
     def kill(self):
+        self.proc.send_signal(signal.SIGCONT)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+    def pause(self, on):
+        self.proc.send_signal(signal.SIGSTOP if on else signal.SIGCONT)
 
     def status(self):
         return call(self.url + "/api/status", timeout=1.0)[1] or {}
@@ -81,6 +91,8 @@ class Node:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--freeze", type=float, default=0.0,
+                    help="freeze the hub this many seconds instead of killing it")
     target = os.environ.get("CARGO_TARGET_DIR", "target")
     ap.add_argument("--bin", default=f"{target}/release/tilld")
     args = ap.parse_args()
@@ -117,30 +129,51 @@ def main():
          "action": "save", "row": {"id": shift, "node_id": "till-1", "cashier": "Mona", "opened_at": T}}]})
 
     sold, refused, stop = [], [0], threading.Event()
+    # Per node: when it answered a write 200 (the woken hub's answers are checked below).
+    answered = {n.url: [] for n in nodes}
+    lock = threading.Lock()
 
-    def sell():
-        k = 0
-        while not stop.is_set():
-            n = nodes[1 + k % 2]
-            k += 1
-            order = str(uuid.uuid4())
-            code, _ = call(n.url + "/api/mutations", {"mutations": [
-                {"mid": str(uuid.uuid4()), "table": "order_header", "action": "insert",
-                 "row": {"id": order, "shift_id": shift, "opened_at": T}},
-                {"mid": str(uuid.uuid4()), "table": "order_line", "action": "insert",
-                 "row": {"id": str(uuid.uuid4()), "order_id": order, "name_en": "Coffee",
-                         "qty": 1, "unit_price": 1200, "created_at": T}}]})
+    def sale(n):
+        order = str(uuid.uuid4())
+        code, _ = call(n.url + "/api/mutations", {"mutations": [
+            {"mid": str(uuid.uuid4()), "table": "order_header", "action": "insert",
+             "row": {"id": order, "shift_id": shift, "opened_at": T}},
+            {"mid": str(uuid.uuid4()), "table": "order_line", "action": "insert",
+             "row": {"id": str(uuid.uuid4()), "order_id": order, "name_en": "Coffee",
+                     "qty": 1, "unit_price": 1200, "created_at": T}}]})
+        with lock:
             if code in (200, 202):
                 sold.append(order)
+                if code == 200:
+                    answered[n.url].append(time.time())
                 if LOGS:
                     print(f"  sold {order[:8]} at {n.url} -> {code}", flush=True)
             elif code is not None:
                 refused[0] += 1
+
+    def sell(w):
+        k = w
+        while not stop.is_set():
+            sale(nodes[1 + k % 2])
+            k += 1
             time.sleep(0.05)
 
-    seller = threading.Thread(target=sell, daemon=True)
-    seller.start()
-    times = []
+    def sell_to_hub():
+        # A client pointed at the node it last saw as hub, as a browser tab would be.
+        target = hub() or nodes[0]
+        while not stop.is_set():
+            sale(target)
+            st = target.status()
+            if st and st.get("role") != "hub":
+                target = hub() or target
+            time.sleep(0.05)
+
+    writers = [threading.Thread(target=sell, args=(w,), daemon=True) for w in range(3 if args.freeze else 1)]
+    if args.freeze:
+        writers.append(threading.Thread(target=sell_to_hub, daemon=True))
+    for w in writers:
+        w.start()
+    times, double, settle = [], 0, []
     for k in range(args.kills):
         h = hub()
         while h is None:
@@ -148,7 +181,10 @@ def main():
             h = hub()
         others = [n for n in nodes if n is not h]
         t0 = time.time()
-        h.kill()
+        if args.freeze:
+            h.pause(True)
+        else:
+            h.kill()
 
         def taken():
             s = [n.status() for n in others]
@@ -161,12 +197,36 @@ def main():
         wait(taken, f"failover {k + 1}")
         ms = (time.time() - t0) * 1000
         times.append(ms)
-        print(f"kill {k + 1:2}: {h.args[h.args.index('--name') + 1]:<10} failover {ms:7.0f} ms", flush=True)
-        h.start()
-        wait(lambda: h.status().get("state") == "online" and h.status().get("role") != "hub"
-             and h.status().get("pending") == 0, f"{h.url} to rejoin")
+        what = "freeze" if args.freeze else "kill"
+        print(f"{what} {k + 1:2}: {h.args[h.args.index('--name') + 1]:<10} failover {ms:7.0f} ms",
+              end="", flush=True)
+        if args.freeze:
+            new_hub = hub()
+            time.sleep(max(0.0, args.freeze - (time.time() - t0)))
+            thawed = time.time()
+            h.pause(False)
+            # Writes the woken node accepted while the new hub still served as hub.
+            wait(lambda: h.status().get("role") != "hub" or new_hub.status().get("role") != "hub",
+                 f"{h.url} to settle after waking")
+            settled_at = time.time()
+            with lock:
+                woke = [t for t in answered[h.url] if thawed <= t <= settled_at]
+            if new_hub.status().get("role") == "hub":
+                double += len(woke)
+            wait(lambda: all(n.status().get("pending") == 0 and n.status().get("state") == "online"
+                             or n.status().get("role") == "hub" for n in nodes),
+                 "every outbox to drain after the thaw", 60)
+            settle.append((time.time() - thawed) * 1000)
+            print(f"   outboxes empty {settle[-1]:6.0f} ms after the thaw, "
+                  f"{len(woke)} writes taken by the woken node", flush=True)
+        else:
+            print(flush=True)
+            h.start()
+            wait(lambda: h.status().get("state") == "online" and h.status().get("role") != "hub"
+                 and h.status().get("pending") == 0, f"{h.url} to rejoin")
     stop.set()
-    seller.join()
+    for w in writers:
+        w.join()
     h = hub()
     wait(lambda: all(n.status().get("pending") == 0 for n in nodes), "every outbox to drain", 120)
     set_aside = sum(n.status().get("rejected", 0) for n in nodes)
@@ -177,11 +237,15 @@ def main():
     if lost:
         print(f"lost: {lost} (data in {tmp})")
     print()
-    print("| kills | failover median | failover max | sales written | found at hub | lost | doubled "
-          "| refused at the till | set aside later |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {len(times)} | {statistics.median(times):.0f} ms | {max(times):.0f} ms | {len(sold)} | "
-          f"{len(found & set(sold))} | {len(lost)} | {len(ids) - len(found)} | {refused[0]} | {set_aside} |")
+    terms = max(n.status().get("term", 0) for n in nodes)
+    print("| faults | failover median | failover max | sales written | found at hub | lost | doubled "
+          "| refused at the till | set aside later | last term |" + (
+              " taken by two hubs | outboxes empty after a thaw (max) |" if args.freeze else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.freeze else ""))
+    print(f"| {len(times)} {'freezes' if args.freeze else 'kills'} | {statistics.median(times):.0f} ms "
+          f"| {max(times):.0f} ms | {len(sold)} | "
+          f"{len(found & set(sold))} | {len(lost)} | {len(ids) - len(found)} | {refused[0]} | {set_aside} "
+          f"| {terms} |" + (f" {double} | {max(settle):.0f} ms |" if args.freeze else ""))
     for n in nodes:
         n.kill()
 
