@@ -8,96 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
-
-/// A free port for both TCP (HTTP) and UDP (gossip) on 127.0.0.1.
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Shop {
-    dir: tempfile::TempDir,
-    ports: Vec<u16>,
-}
-
-impl Shop {
-    fn new(n: usize) -> Shop {
-        Shop {
-            dir: tempfile::tempdir().unwrap(),
-            ports: (0..n).map(|_| free_port()).collect(),
-        }
-    }
-
-    /// Starts node `i` of the shop, every other node as a static peer, no mDNS.
-    fn start(&self, i: usize, name: &str, extra: &[&str]) -> Node {
-        let listen = format!("127.0.0.1:{}", self.ports[i]);
-        let peers: Vec<String> = self
-            .ports
-            .iter()
-            .filter(|p| **p != self.ports[i])
-            .map(|p| format!("http://127.0.0.1:{p}"))
-            .collect();
-        let mut args: Vec<&str> = vec![
-            "--role",
-            "auto",
-            "--name",
-            name,
-            "--listen",
-            &listen,
-            "--no-mdns",
-        ];
-        for p in &peers {
-            args.extend(["--peer", p.as_str()]);
-        }
-        args.extend(extra);
-        Node::spawn(&self.dir.path().join(format!("node-{i}")), &args)
-    }
-}
-
-/// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
-fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
-    let start = Instant::now();
-    wait_until(
-        timeout,
-        &format!("{} to be hub, followed by all", hub.url),
-        || {
-            let h = status(hub);
-            h["role"] == "hub"
-                && others.iter().all(|o| {
-                    let s = status(o);
-                    s["hub_url"] == hub.url.as_str() && s["state"] == "online"
-                })
-        },
-    );
-    start.elapsed()
-}
-
-/// One sale with a client-made order id: the order, two lines and a cash payment.
-fn sale(till: &Node, shift: &str, order: &str) -> u16 {
-    let (status, answer) = till.mutate(&[
-        ("order_header", "insert", json!({"id": order, "shift_id": shift, "opened_at": T})),
-        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Falafel wrap", "qty": 2, "unit_price": 1400, "created_at": T})),
-        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "card", "amount": 2800, "paid_at": T})),
-    ]);
-    assert!(
-        status == 200 || status == 202,
-        "a till must take every sale, hub or no hub: {status} {answer}"
-    );
-    status
-}
-
-fn orders(node: &Node) -> Vec<Value> {
-    node.get("/api/tables/order_header").1["rows"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
+use serde_json::json;
 
 /// Every sale is on `hub` exactly once with its line and payment, and numbered for real.
 fn assert_all_sales_once(hub: &Node, sold: &[String]) {
@@ -127,11 +38,6 @@ fn assert_all_sales_once(hub: &Node, sold: &[String]) {
         rows.len(),
         "every order has its own real number"
     );
-}
-
-fn drained(node: &Node) -> bool {
-    let s = status(node);
-    s["pending"] == 0 && s["state"] == "online"
 }
 
 #[test]

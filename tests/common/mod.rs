@@ -293,3 +293,99 @@ pub fn run_rush(orders: usize, seed: u64, nodes: &[&Node], mut each: impl FnMut(
     }
     n
 }
+
+// A shop of `--role auto` nodes (failover and the month test).
+
+/// A free port for both TCP (HTTP) and UDP (gossip) on 127.0.0.1.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct Shop {
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+}
+
+impl Shop {
+    pub fn new(n: usize) -> Shop {
+        Shop {
+            dir: tempfile::tempdir().unwrap(),
+            ports: (0..n).map(|_| free_port()).collect(),
+        }
+    }
+
+    /// Starts node `i` of the shop, every other node as a static peer, no mDNS.
+    pub fn start(&self, i: usize, name: &str, extra: &[&str]) -> Node {
+        let listen = format!("127.0.0.1:{}", self.ports[i]);
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|p| **p != self.ports[i])
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let mut args: Vec<&str> = vec![
+            "--role",
+            "auto",
+            "--name",
+            name,
+            "--listen",
+            &listen,
+            "--no-mdns",
+        ];
+        for p in &peers {
+            args.extend(["--peer", p.as_str()]);
+        }
+        args.extend(extra);
+        Node::spawn(&self.dir.path().join(format!("node-{i}")), &args)
+    }
+}
+
+/// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
+pub fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_until(
+        timeout,
+        &format!("{} to be hub, followed by all", hub.url),
+        || {
+            let h = status(hub);
+            h["role"] == "hub"
+                && others.iter().all(|o| {
+                    let s = status(o);
+                    s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+                })
+        },
+    );
+    start.elapsed()
+}
+
+/// One sale with a client-made order id: the order, two lines and a cash payment.
+pub fn sale(till: &Node, shift: &str, order: &str) -> u16 {
+    let (status, answer) = till.mutate(&[
+        ("order_header", "insert", json!({"id": order, "shift_id": shift, "opened_at": T})),
+        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Falafel wrap", "qty": 2, "unit_price": 1400, "created_at": T})),
+        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "card", "amount": 2800, "paid_at": T})),
+    ]);
+    assert!(
+        status == 200 || status == 202,
+        "a till must take every sale, hub or no hub: {status} {answer}"
+    );
+    status
+}
+
+pub fn orders(node: &Node) -> Vec<Value> {
+    node.get("/api/tables/order_header").1["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub fn drained(node: &Node) -> bool {
+    let s = status(node);
+    s["pending"] == 0 && s["state"] == "online"
+}
