@@ -21,10 +21,11 @@ export const UI_DIST = join(REPO, 'ui', 'dist');
  * Starts one node and resolves with { url, proc, log } once it prints its listening line.
  * @param {string[]} args role-specific arguments
  */
-export function startNode(name, args, { timeoutMs = 30000 } = {}) {
+export function startNode(name, args, { timeoutMs = 30000, data = undefined } = {}) {
   const bin = tilldBin();
   if (!existsSync(bin)) throw new Error(`node binary not found: ${bin} (build it, or set TILLD_BIN)`);
-  const data = mkdtempSync(join(tmpdir(), `capsule-${name}-`));
+  // A node restarted on its own disk passes the data directory it had.
+  data ??= mkdtempSync(join(tmpdir(), `capsule-${name}-`));
   const full = [...args, '--data', data, '--listen', '127.0.0.1:0', '--ui', UI_DIST];
   const proc = spawn(bin, full, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
   const log = [];
