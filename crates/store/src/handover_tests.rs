@@ -347,3 +347,51 @@ fn a_hub_that_stood_still_past_its_lease_refuses_writes_until_renewed() {
     hub.hold_authority_for(Duration::from_millis(900));
     assert!(write("s3").is_ok());
 }
+
+#[test]
+fn a_tills_queued_write_from_another_history_cannot_reopen_an_order_paid_at_the_new_hub() {
+    let s = shop();
+    setup(&s);
+    // The till's hub of term 7 (another history) had versions far above the new hub's.
+    s.till.claim_hub(6).unwrap();
+    s.till
+        .apply(
+            &batch(vec![m(
+                "order_header",
+                Action::Merge,
+                json!({"id": "o1", "guests": 2, "updated_at": T}),
+            )]),
+            &ApplyMode::Authoritative {
+                source: "till-a".into(),
+            },
+        )
+        .unwrap();
+    s.till.step_down().unwrap();
+    till_sends(&s);
+    let queued = s.till.outbox_next("till-a").unwrap().unwrap();
+    assert!(queued.batch.mutations[0].base.unwrap() > s.hub_version());
+    paid_elsewhere(&s);
+    // The till follows the other hub: a snapshot of another history.
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+    assert!(s.drain_one());
+    assert_eq!(
+        status(&s.hub, "o1"),
+        "paid",
+        "a base from another history read as newer than the hub's payment"
+    );
+}
+
+#[test]
+fn a_write_made_over_the_tills_own_waiting_write_saw_only_what_that_one_saw() {
+    let s = shop();
+    setup(&s);
+    till_sends(&s);
+    paid_elsewhere(&s);
+    // The till merges the payment, and its own waiting "sent" still shows on top.
+    s.till_pulls("order", &["o1"]);
+    assert_eq!(status(&s.till, "o1"), "sent");
+    // The cashier sends it again, as the screen shows it: not a reopen of a paid order.
+    till_sends(&s);
+    while s.drain_one() {}
+    assert_eq!(status(&s.hub, "o1"), "paid");
+}

@@ -172,6 +172,20 @@ impl Store {
     pub fn load_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A snapshot of another hub or term is another history: the versions this node's
+        // queued writes say they saw count in the old one, and could read as newer than
+        // anything the new hub holds. They saw nothing of it (base 0), so the hub's rules
+        // never let them move a status back over its own writes.
+        let same_history = sql::meta_text(&tx, meta::HUB_NODE_ID)?.as_deref()
+            == Some(snap.node_id.as_str())
+            && sql::meta_i64(&tx, meta::HUB_TERM)? == snap.v.div_euclid(crate::VERSIONS_PER_TERM);
+        if !same_history {
+            tx.execute(
+                "UPDATE _outbox SET mutation = json_set(mutation, '$.base', 0)
+                 WHERE state != 'rejected' AND json_extract(mutation, '$.base') IS NOT NULL",
+                [],
+            )?;
+        }
         for t in self.schema.tables_parent_first() {
             tx.execute(&format!("DELETE FROM {}", q(&t.name)), [])?;
             let known = sql_columns(t);

@@ -112,11 +112,21 @@ impl Store {
             }
             number_provisionally(&tx, m, prefix)?;
             let target = target_entity(&tx, &self.schema, m)?;
-            // The hub tells stale edits from deliberate ones by the version this till saw.
+            // The hub tells stale edits from deliberate ones by the version this till saw:
+            // the hub's version of its rows, or, while its own earlier writes to the entity
+            // are still waiting, what the first of them saw (the screen showed those writes,
+            // not the hub's newer state).
             if m.base.is_none()
                 && let Some((entity, id)) = &target
             {
-                m.base = Some(entity_version(&tx, self, entity, id)?);
+                let waiting: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT MIN(json_extract(mutation, '$.base')) FROM _outbox
+                         WHERE entity = ?1 AND entity_id = ?2 AND state != 'rejected'",
+                    )?
+                    .query_row(params![entity, id], |r| r.get(0))?;
+                let seen = entity_version(&tx, self, entity, id)?;
+                m.base = Some(waiting.map_or(seen, |w| w.min(seen)));
             }
             if let Some((entity, id)) = &target {
                 crate::shadow::keep(&tx, self, entity, id)?;
