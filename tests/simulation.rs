@@ -650,8 +650,8 @@ impl Sim {
             .push((report.number.unwrap_or(0), report.to_v, counted));
     }
 
-    /// A hub claimed by node `i` from data without a Z the shop took, while no node it reaches
-    /// holds that Z (all down, or across a partition): when they meet, the Z's orders are replayed into this hub's lineage,
+    /// A hub claimed by node `i` from data without a Z the shop took (its holders down, across
+    /// a partition, or kitchen screens, which never lead): when they meet, the Z's orders are replayed into this hub's lineage,
     /// which files them in a day of its own (a limitation the README states). Such a Z is no
     /// longer checked.
     fn note_overtaken(&mut self, i: usize) {
@@ -663,21 +663,29 @@ impl Sim {
                 .any(|z| z["number"] == number && z["to_v"] == to_v)
         };
         let s = self.store(i).clone();
-        let mut kept = Vec::new();
-        for z in std::mem::take(&mut self.counted) {
-            let elsewhere = (0..NODES)
-                .filter(|j| *j != i && self.reach(i, *j))
-                .any(|j| holds(self.store(j), z.0, z.1));
-            if holds(&s, z.0, z.1) || elsewhere {
-                kept.push(z);
+        for pending in [false, true] {
+            let list = if pending {
+                std::mem::take(&mut self.z_pending)
             } else {
-                self.log.push(format!(
-                    "[{}] Z #{} overtaken by {}'s claim from older data",
-                    self.tick_no, z.0, self.nodes[i].name
-                ));
+                std::mem::take(&mut self.counted)
+            };
+            let mut kept = Vec::new();
+            for z in list {
+                if holds(&s, z.0, z.1) {
+                    kept.push(z);
+                } else {
+                    self.log.push(format!(
+                        "[{}] Z #{} overtaken by {}'s claim from older data",
+                        self.tick_no, z.0, self.nodes[i].name
+                    ));
+                }
+            }
+            if pending {
+                self.z_pending = kept;
+            } else {
+                self.counted = kept;
             }
         }
-        self.counted = kept;
     }
 
     /// A Z is the shop's once another node holds it; one whose hub died before anyone copied
