@@ -97,8 +97,11 @@ struct SimNode {
     /// Frozen since this tick (SIGSTOP): alive, but neither ticking nor answering.
     frozen_since: Option<usize>,
     frozen_until: usize,
-    /// A copy of its data file taken earlier (a backup the shop could restore).
+    /// A copy of its data file taken earlier (a backup the shop could restore), and when.
     backup: Option<PathBuf>,
+    /// It served as hub at some point since that backup (its disk may hold writes no other
+    /// node has).
+    led_since_backup: bool,
 }
 
 /// The virtual clock every store and controller reads.
@@ -140,8 +143,11 @@ struct Sim {
     clashed: bool,
     /// The manager asked for a Z this tick.
     z_due: bool,
-    /// The node a request reaches the moment it wakes from a freeze.
-    woke_now: Option<usize>,
+    /// The node a request reaches the moment it wakes from a freeze, and since when it stood
+    /// still.
+    woke_now: Option<(usize, usize)>,
+    /// Per node: the tick it last claimed at and who was in its group then.
+    claimed: Vec<Option<(usize, Vec<bool>)>>,
 }
 
 fn open(path: &PathBuf, clock: &Arc<SimClock>) -> Arc<Store> {
@@ -194,6 +200,7 @@ impl Sim {
             log: vec![format!("seed {seed}")],
             clashed: false,
             woke_now: None,
+            claimed: vec![None; NODES],
             z_due: false,
             clock,
             dir,
@@ -223,6 +230,7 @@ impl Sim {
                 frozen_since: None,
                 frozen_until: 0,
                 backup: None,
+                led_since_backup: false,
             });
             sim.boot(i);
         }
@@ -357,6 +365,7 @@ impl Sim {
                     let to = self.dir.path().join(format!("backup-{i}.sqlite3"));
                     capsule_store::backup_file(&self.nodes[i].path, &to).unwrap();
                     self.nodes[i].backup = Some(to);
+                    self.nodes[i].led_since_backup = self.nodes[i].serving.is_some();
                     self.log
                         .push(format!("[{}] backup {}", self.tick_no, self.nodes[i].name));
                 }
@@ -392,9 +401,11 @@ impl Sim {
 
     fn crash(&mut self, i: usize) {
         // A backup may replace this node's disk only if nothing lived on that disk alone (a
-        // write only one disk held is lost with it, backup or not).
+        // write only one disk held is lost with it, backup or not): it led no hub since the
+        // backup, and nothing of its own waits to be sent.
         let s = self.store(i);
-        if self.nodes[i].serving.is_some() || s.outbox_counts().unwrap() != (0, 0) {
+        let led_since = self.nodes[i].led_since_backup;
+        if led_since || self.nodes[i].serving.is_some() || s.outbox_counts().unwrap() != (0, 0) {
             self.nodes[i].backup = None;
         }
         let n = &mut self.nodes[i];
@@ -416,12 +427,14 @@ impl Sim {
     /// Frozen nodes whose time is up wake; a request reaches each before it has ticked.
     fn thaw(&mut self) {
         for i in 0..NODES {
-            if self.nodes[i].frozen_since.is_some() && self.tick_no >= self.nodes[i].frozen_until {
+            if let Some(since) = self.nodes[i].frozen_since
+                && self.tick_no >= self.nodes[i].frozen_until
+            {
                 self.nodes[i].frozen_since = None;
                 let name = self.nodes[i].name.clone();
                 self.fault(format!("thaw {name}"));
                 if self.nodes[i].eligible {
-                    self.woke_now = Some(i);
+                    self.woke_now = Some((i, since));
                     self.sell_at(i);
                     self.woke_now = None;
                 }
@@ -438,11 +451,16 @@ impl Sim {
 
     /// Writes at node `i` as a cashier would: as hub when it serves as one, else locally
     /// (queued for the hub). True when acknowledged. A hub that just woke from standing still
-    /// must not accept while a hub of a higher term serves in its group (two groups that meet
-    /// when a partition heals do, for a round, until they see each other: availability first;
-    /// the loser's writes are replayed, and the clash check bounds it).
+    /// must not accept while a hub of a higher term serves that claimed in its group while it
+    /// stood still (two groups that meet when a partition heals do, for a round, until they
+    /// see each other: availability first; the loser's writes are replayed, and the clash
+    /// check bounds it).
     fn write_at(&mut self, i: usize, batch: &MutationBatch, what: &str) -> bool {
-        let just_woke = self.woke_now == Some(i);
+        // A hub that claimed, in this node's group, while this node stood still.
+        let claimed_meanwhile = |j: usize| match (self.woke_now, &self.claimed[j]) {
+            (Some((w, since)), Some((at, group))) => w == i && *at >= since && group[i],
+            _ => false,
+        };
         let s = self.store(i).clone();
         if let Some(l) = &self.nodes[i].serving {
             match s.apply(
@@ -453,7 +471,7 @@ impl Sim {
             ) {
                 Ok(_) => {
                     let term = l.term;
-                    if let Some(j) = (0..NODES).filter(|_| just_woke).find(|j| {
+                    if let Some(j) = (0..NODES).filter(|j| claimed_meanwhile(*j)).find(|j| {
                         *j != i
                             && self.reach(i, *j)
                             && self.nodes[*j]
@@ -791,6 +809,9 @@ impl Sim {
                     ));
                     self.nodes[i].serving = Some(claim.lineage());
                     self.nodes[i].following = None;
+                    self.nodes[i].led_since_backup = true;
+                    let group = (0..NODES).map(|j| self.group[j] == self.group[i]).collect();
+                    self.claimed[i] = Some((self.tick_no, group));
                 }
                 Effect::Follow(hub) => {
                     self.nodes[i].serving = None;
