@@ -7,7 +7,8 @@
 //! Faults: partitions, crashes and restarts from the node's own disk (after a snapshot too),
 //! freezes (SIGSTOP: the node's clock runs on, it neither ticks nor gossips, and a request may
 //! reach it the moment it wakes), the preferred node (the manager's PC) off every "night", a
-//! hub that cannot start after its claim, a node restored from an old backup. Meanwhile
+//! claim that fails at its last step, a node restored from an old backup, and a foreign
+//! lineage: a new PC (highest priority) that sets up a shop of its own, sells, then joins. Meanwhile
 //! cashiers sell, send to the kitchen and take payments on every side, and the hub takes Z
 //! reports.
 //!
@@ -33,7 +34,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const T: &str = "2026-11-25T12:00:00Z";
-const NODES: usize = 4;
+const NODES: usize = 5;
+/// A kitchen screen: it follows, never leads.
+const SCREEN: usize = 3;
+/// A PC that sets up a shop of its own, off the network, then joins this one (another
+/// lineage: its hub and its sales meet the shop's); it has the highest priority, so when the
+/// two hubs meet it may well win, and the whole shop's data must survive in its hub.
+const FOREIGN: usize = 4;
 const CHAOS_TICKS: usize = 120;
 const HEAL_TICKS: usize = 200;
 /// One tick of the controller (`auto.rs` ticks every 100 ms).
@@ -143,6 +150,8 @@ struct Sim {
     clashed: bool,
     /// The manager asked for a Z this tick.
     z_due: bool,
+    /// When the foreign PC, set up on its own, joins the shop.
+    foreign_joins_at: Option<usize>,
     /// The node a request reaches the moment it wakes from a freeze, and since when it stood
     /// still.
     woke_now: Option<(usize, usize)>,
@@ -202,6 +211,7 @@ impl Sim {
             woke_now: None,
             claimed: vec![None; NODES],
             z_due: false,
+            foreign_joins_at: None,
             clock,
             dir,
         };
@@ -221,10 +231,13 @@ impl Sim {
                 store: None,
                 control: None,
                 gossip: Gossip::default(),
-                // The last node is a kitchen screen: it follows, never leads.
-                eligible: i + 1 < NODES,
+                eligible: i != SCREEN,
                 // n0 is the manager's PC.
-                priority: if i == 0 { 10 } else { 1 },
+                priority: match i {
+                    0 => 10,
+                    FOREIGN => 20,
+                    _ => 1,
+                },
                 serving: None,
                 following: None,
                 frozen_since: None,
@@ -232,7 +245,9 @@ impl Sim {
                 backup: None,
                 led_since_backup: false,
             });
-            sim.boot(i);
+            if i != FOREIGN {
+                sim.boot(i);
+            }
         }
         sim
     }
@@ -360,7 +375,7 @@ impl Sim {
             }
             5 => self.z_due = true,
             6 => {
-                let i = self.rng.random_range(0..NODES - 1);
+                let i = self.rng.random_range(0..SCREEN);
                 if self.awake(i) {
                     let to = self.dir.path().join(format!("backup-{i}.sqlite3"));
                     capsule_store::backup_file(&self.nodes[i].path, &to).unwrap();
@@ -371,7 +386,7 @@ impl Sim {
                 }
             }
             7 => {
-                let i = self.rng.random_range(0..NODES - 1);
+                let i = self.rng.random_range(0..SCREEN);
                 if !self.alive(i)
                     && let Some(b) = self.nodes[i].backup.take()
                 {
@@ -389,7 +404,19 @@ impl Sim {
                     self.restart(i);
                 }
             }
+            8 => {
+                if !self.alive(FOREIGN) && self.foreign_joins_at.is_none() {
+                    self.boot(FOREIGN);
+                    self.group[FOREIGN] = 2;
+                    self.foreign_joins_at = Some(self.tick_no + self.rng.random_range(10..40));
+                    self.fault("a new PC sets up a shop of its own, off the network".into());
+                }
+            }
             _ => {}
+        }
+        if self.foreign_joins_at == Some(self.tick_no) && self.alive(FOREIGN) {
+            self.group[FOREIGN] = self.group[0];
+            self.fault("the other shop's PC joins this one".into());
         }
         // The manager's PC is switched off every night and on every morning.
         if self.tick_no.is_multiple_of(DAY_TICKS) && self.alive(0) {
@@ -617,7 +644,10 @@ impl Sim {
                 self.awake(*i) && self.nodes[*i].eligible && self.nodes[*i].serving.is_none()
             })
             .count();
-        if hubs.len() != 1 || self.group.iter().any(|g| *g != 0) || copies == 0 {
+        if hubs.len() != 1 || copies == 0 {
+            return;
+        }
+        if (0..NODES).any(|i| self.alive(i) && self.group[i] != self.group[hubs[0]]) {
             return;
         }
         let h = hubs[0];
@@ -885,7 +915,7 @@ impl Sim {
         if self.tick_no - self.last_fault < HUB_WITHIN_TICKS {
             return;
         }
-        for g in 0..2 {
+        for g in 0..3 {
             let members: Vec<usize> = (0..NODES)
                 .filter(|i| self.awake(*i) && self.group[*i] == g)
                 .collect();
@@ -1139,6 +1169,7 @@ fn run(seed: u64) {
         sim.tick();
     }
     let start_term = (0..NODES)
+        .filter(|i| sim.alive(*i))
         .map(|i| sim.store(i).term().unwrap())
         .max()
         .unwrap();

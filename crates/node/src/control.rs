@@ -18,8 +18,10 @@ pub const SETTLE_AFTER_START: Duration = Duration::from_secs(2);
 /// claims: a till switched on before the manager's PC must not become the hub of an empty shop
 /// that the manager's PC then has to replay its whole history into.
 pub const SETTLE_WHEN_FRESH: Duration = Duration::from_secs(30);
-/// A handover the chosen node has not completed by then is called off.
-pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A handover the chosen node has not completed by then is called off (the hub is fenced
+/// meanwhile; the chosen node was caught up when it began, so it claims within a few gossip
+/// rounds).
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A hub fenced by a higher term whose hub never shows up gives up the hub after this (a few
 /// gossip rounds: the higher term's hub, if it lives and is reachable, shows by then), so the
 /// shop has a hub again within 3 s of such a fault.
@@ -393,6 +395,11 @@ impl Control {
     }
 
     fn follow(&mut self, hub: Option<Member>, out: &mut Vec<Effect>) {
+        if hub.is_some() {
+            // The shop has a hub again: earlier failed claims say nothing of the next one.
+            self.claim_failures = 0;
+            self.no_claim_until = None;
+        }
         let key = hub.as_ref().map(|h| (h.node_id.clone(), h.hub_term));
         if self.following == key && key.is_some() {
             return;

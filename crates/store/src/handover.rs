@@ -360,12 +360,10 @@ impl Store {
         let applied = self.apply_in(tx, batch, &self.node_id)?;
         for (r, m) in applied.results.iter().zip(&batch.mutations) {
             tx.execute("DELETE FROM _outbox WHERE mid = ?1", [&r.mid])?;
-            // Applied before (its mid came back here) yet held here only as this node's local
-            // copy: journaled above this term's start, so a later step-down replays it too.
+            // Applied before (its mid came back here): journaled (if it was not) at this
+            // hub's current version, so this hub's journal holds every write its data does.
             if r.status == capsule_protocol::MutationStatus::Duplicate {
-                let v = sql::meta_i64(tx, meta::VERSION)? + 1;
-                sql::set_meta(tx, meta::VERSION, &v.to_string())?;
-                journal(tx, m, v)?;
+                journal(tx, m, sql::meta_i64(tx, meta::VERSION)?)?;
             }
         }
         Ok(())

@@ -324,11 +324,21 @@ impl Store {
             sql::set_meta(tx, meta::VERSION, &seq.to_string())?;
             let mut changes = Changes::default();
             let partial = apply_row(tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
-            for capsule in finalize(tx, &self.schema, &changes, Some(seq), source)? {
-                combine(&mut request_capsules, capsule);
-            }
-            request_changes.absorb(changes);
-            last_version = Some(seq);
+            // A write that changed nothing (the same values again, a stale status dropped)
+            // takes no version of its own: every version the hub issues is one a capsule
+            // carries, so a follower that merged the stream holds the hub's freshness (a
+            // handover waits for exactly that).
+            let seq = if changes.entities.is_empty() && changes.related.is_empty() {
+                sql::set_meta(tx, meta::VERSION, &(seq - 1).to_string())?;
+                seq - 1
+            } else {
+                for capsule in finalize(tx, &self.schema, &changes, Some(seq), source)? {
+                    combine(&mut request_capsules, capsule);
+                }
+                request_changes.absorb(changes);
+                last_version = Some(seq);
+                seq
+            };
             record_mid(tx, &m.mid, seq)?;
             crate::handover::journal(tx, m, seq)?;
             out.results.push(MutationResult {
