@@ -404,13 +404,11 @@ impl Sim {
                     self.restart(i);
                 }
             }
-            8 => {
-                if !self.alive(FOREIGN) && self.foreign_joins_at.is_none() {
-                    self.boot(FOREIGN);
-                    self.group[FOREIGN] = 2;
-                    self.foreign_joins_at = Some(self.tick_no + self.rng.random_range(10..40));
-                    self.fault("a new PC sets up a shop of its own, off the network".into());
-                }
+            8 if !self.alive(FOREIGN) && self.foreign_joins_at.is_none() => {
+                self.boot(FOREIGN);
+                self.group[FOREIGN] = 2;
+                self.foreign_joins_at = Some(self.tick_no + self.rng.random_range(10..40));
+                self.fault("a new PC sets up a shop of its own, off the network".into());
             }
             _ => {}
         }
