@@ -165,16 +165,28 @@ impl Controller {
             Active::Hub { parts, .. } => Some(parts.hub.stream.last_seq()),
             _ => None,
         };
+        let effects = self
+            .decide(move |c, store, now| c.tick(store, &me, &live, hub_seq, now))
+            .await?;
+        self.carry_out(effects).await
+    }
+
+    /// Runs one of the controller's decisions on a blocking thread (it reads and writes the
+    /// store), now.
+    async fn decide(
+        &self,
+        f: impl FnOnce(&mut Control, &Store, Instant) -> anyhow::Result<Vec<Effect>> + Send + 'static,
+    ) -> anyhow::Result<Vec<Effect>> {
         let (control, store) = (self.control.clone(), self.store.clone());
         let now = Instant::now();
-        let effects = tokio::task::spawn_blocking(move || {
-            control
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .tick(&store, &me, &live, hub_seq, now)
+        tokio::task::spawn_blocking(move || {
+            f(
+                &mut control.lock().unwrap_or_else(|p| p.into_inner()),
+                &store,
+                now,
+            )
         })
-        .await??;
-        self.carry_out(effects).await
+        .await?
     }
 
     async fn carry_out(&mut self, effects: Vec<Effect>) -> anyhow::Result<()> {
@@ -189,15 +201,9 @@ impl Controller {
                 Effect::ServeHub(claim) => {
                     if let Err(e) = self.serve_hub(claim).await {
                         tracing::error!(error = %e, "the hub could not start; the claim is given up");
-                        let (control, store) = (self.control.clone(), self.store.clone());
-                        let now = Instant::now();
-                        let undo = tokio::task::spawn_blocking(move || {
-                            control
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .hub_start_failed(&store, now)
-                        })
-                        .await??;
+                        let undo = self
+                            .decide(|c, store, now| c.hub_start_failed(store, now))
+                            .await?;
                         // Gossip and follow effects only: carried out without recursion.
                         for e in undo {
                             match e {

@@ -21,6 +21,27 @@ fn status(store: &Store, order: &str) -> String {
         .to_string()
 }
 
+/// Drains the till's outbox into `hub`, request by request, as the till's drain does; returns
+/// the table of each request's first write, in order.
+fn drain_into(s: &Shop, hub: &Store) -> Vec<String> {
+    let mut tables = Vec::new();
+    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
+        tables.push(next.batch.mutations[0].table.clone());
+        let applied = hub
+            .apply(
+                &next.batch,
+                &ApplyMode::Authoritative {
+                    source: "till-a".into(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{} refused: {e}", tables.last().unwrap()));
+        s.till
+            .outbox_confirmed(&next.request, &applied.results)
+            .unwrap();
+    }
+    tables
+}
+
 /// Another till pays `o1` at the hub.
 fn paid_elsewhere(s: &Shop) {
     s.hub_writes(vec![
@@ -133,19 +154,7 @@ fn a_snapshot_of_another_lineage_loses_nothing_the_till_held() {
     assert_eq!(s.till.reconcile_aside().unwrap(), 2);
     assert!(s.till.claim_ready().unwrap());
     // Replayed into the other hub, in order: the shift, then the order.
-    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
-        let applied = other
-            .apply(
-                &next.batch,
-                &ApplyMode::Authoritative {
-                    source: "till-a".into(),
-                },
-            )
-            .unwrap();
-        s.till
-            .outbox_confirmed(&next.request, &applied.results)
-            .unwrap();
-    }
+    assert_eq!(drain_into(&s, &other), ["pos_shift", "order_header"]);
     assert_eq!(status(&other, "o1"), "open");
 }
 
@@ -170,22 +179,11 @@ fn writes_a_snapshot_replays_go_before_the_tills_own_queued_ones() {
     s.till.load_snapshot(&other.snapshot().unwrap()).unwrap();
     s.till.record_journal(&[], Some(0)).unwrap();
     s.till.reconcile_aside().unwrap();
-    let mut tables = Vec::new();
-    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
-        tables.push(next.batch.mutations[0].table.clone());
-        let applied = other
-            .apply(
-                &next.batch,
-                &ApplyMode::Authoritative {
-                    source: "till-a".into(),
-                },
-            )
-            .expect("the order is there before its line");
-        s.till
-            .outbox_confirmed(&next.request, &applied.results)
-            .unwrap();
-    }
-    assert_eq!(tables, ["pos_shift", "order_header", "order_line"]);
+    // The order is there before its line.
+    assert_eq!(
+        drain_into(&s, &other),
+        ["pos_shift", "order_header", "order_line"]
+    );
 }
 
 #[test]
@@ -272,19 +270,7 @@ fn a_replayed_write_that_said_nothing_of_what_it_saw_never_reopens_a_paid_order(
         .record_journal(&journal.entries, Some(b.freshness().unwrap()))
         .unwrap();
     assert!(s.till.reconcile_aside().unwrap() >= 1);
-    while let Some(next) = s.till.outbox_next("till-a").unwrap() {
-        let applied = b
-            .apply(
-                &next.batch,
-                &ApplyMode::Authoritative {
-                    source: "till-a".into(),
-                },
-            )
-            .unwrap();
-        s.till
-            .outbox_confirmed(&next.request, &applied.results)
-            .unwrap();
-    }
+    drain_into(&s, &b);
     assert_eq!(status(&b, "o1"), "paid", "a replay reopened a paid order");
 }
 
