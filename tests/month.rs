@@ -176,14 +176,7 @@ fn a_month_of_nights_with_the_managers_pc_off_reopens_loses_and_refuses_nothing(
             .all(|n| status(n)["pending"] == 0)
     });
     for n in [&manager, &till1, &till2] {
-        let s = status(n);
-        assert_eq!(
-            s["rejected"],
-            0,
-            "{} refused: {:?}",
-            n.url,
-            n.get("/api/outbox").1
-        );
+        assert_nothing_refused(n);
     }
     assert_converges(&manager, &[&till1, &till2]);
     let now = counted(&manager);

@@ -389,3 +389,14 @@ pub fn drained(node: &Node) -> bool {
     let s = status(node);
     s["pending"] == 0 && s["state"] == "online"
 }
+
+/// Nothing `node` queued was refused by a hub (its outbox shows why if so).
+pub fn assert_nothing_refused(node: &Node) {
+    assert_eq!(
+        status(node)["rejected"],
+        0,
+        "{} refused writes: {:?}",
+        node.url,
+        node.get("/api/outbox").1
+    );
+}

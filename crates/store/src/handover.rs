@@ -160,11 +160,6 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The time as this store reads it (a simulation's virtual time, else the system's).
-    pub fn now(&self) -> Instant {
-        (self.clock)().0
-    }
-
     /// Fences (false) or arms (true) hub writes. A node that is not hub keeps it false.
     pub fn set_authority(&self, on: bool) {
         self.authority

@@ -42,6 +42,25 @@ fn drain_into(s: &Shop, hub: &Store) -> Vec<String> {
     tables
 }
 
+/// The till copies the hub's journal, as a node that may lead does.
+fn till_copies_journal(s: &Shop) {
+    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(s.hub_version()))
+        .unwrap();
+}
+
+/// The hub of another lineage, of an empty shop.
+fn empty_hub() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Store::open(
+        dir.path().join("other.sqlite3"),
+        Arc::new(Schema::builtin()),
+    )
+    .unwrap();
+    (dir, hub)
+}
+
 /// Another till pays `o1` at the hub.
 fn paid_elsewhere(s: &Shop) {
     s.hub_writes(vec![
@@ -134,17 +153,9 @@ fn a_snapshot_of_another_lineage_loses_nothing_the_till_held() {
     let s = shop();
     setup(&s);
     // The till holds the hub's journal (it may lead one day).
-    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
-    s.till
-        .record_journal(&journal.entries, Some(s.hub_version()))
-        .unwrap();
+    till_copies_journal(&s);
     // Another lineage's hub, without any of it, sends its snapshot.
-    let dir = tempfile::tempdir().unwrap();
-    let other = Store::open(
-        dir.path().join("other.sqlite3"),
-        Arc::new(Schema::builtin()),
-    )
-    .unwrap();
+    let (_dir, other) = empty_hub();
     s.till.load_snapshot(&other.snapshot().unwrap()).unwrap();
     assert!(
         !s.till.claim_ready().unwrap(),
@@ -162,20 +173,12 @@ fn a_snapshot_of_another_lineage_loses_nothing_the_till_held() {
 fn writes_a_snapshot_replays_go_before_the_tills_own_queued_ones() {
     let s = shop();
     setup(&s);
-    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
-    s.till
-        .record_journal(&journal.entries, Some(s.hub_version()))
-        .unwrap();
+    till_copies_journal(&s);
     // Queued on the till: a line on o1.
     s.till
         .apply_local(&batch(vec![crate::outbox_tests::line("l1", 1)]), "A")
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let other = Store::open(
-        dir.path().join("other.sqlite3"),
-        Arc::new(Schema::builtin()),
-    )
-    .unwrap();
+    let (_dir, other) = empty_hub();
     s.till.load_snapshot(&other.snapshot().unwrap()).unwrap();
     s.till.record_journal(&[], Some(0)).unwrap();
     s.till.reconcile_aside().unwrap();
@@ -223,10 +226,7 @@ fn a_replayed_write_that_said_nothing_of_what_it_saw_never_reopens_a_paid_order(
         Action::Merge,
         json!({"id": "o1", "status": "sent", "updated_at": T}),
     )]);
-    let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
-    s.till
-        .record_journal(&journal.entries, Some(s.hub_version()))
-        .unwrap();
+    till_copies_journal(&s);
     // Hub B, of a later term, got the same order and had it paid by another till.
     let dir = tempfile::tempdir().unwrap();
     let b = Store::open(dir.path().join("b.sqlite3"), Arc::new(Schema::builtin())).unwrap();
