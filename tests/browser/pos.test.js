@@ -48,6 +48,16 @@ async function openShift(page, cashier, float) {
   await page.getByTestId('open-orders').waitFor({ timeout: T });
 }
 
+/** On a failure: what each node holds, so a CI log says why a screen did not show a value. */
+async function dumpState(what, nodes, tables) {
+  for (const [name, n] of Object.entries(nodes)) {
+    for (const path of [...tables.map((t) => `/api/tables/${t}`), '/api/outbox', '/api/status']) {
+      const body = await fetch(`${n.url}${path}`).then((r) => r.text(), (e) => String(e));
+      console.error(`[${what}] ${name} ${path}: ${body.slice(0, 4000)}`);
+    }
+  }
+}
+
 function watchErrors(page, label) {
   page.on('pageerror', (e) => console.error(`[${label}] page error: ${e.message}`));
 }
@@ -232,7 +242,15 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageA.getByTestId('close-shift').click();
     const form = pageA.getByTestId('close-shift-form');
     // opening float 500.00 + cash sales 65.78
-    await form.getByTestId('expected-cash').filter({ hasText: '565.78' }).waitFor({ timeout: T });
+    await form
+      .getByTestId('expected-cash')
+      .filter({ hasText: '565.78' })
+      .waitFor({ timeout: T })
+      .catch(async (e) => {
+        console.error(`[expected cash] till A shows: ${await form.innerText().catch(String)}`);
+        await dumpState('expected cash', { tillA, hub }, ['pos_shift', 'order_payment']);
+        throw e;
+      });
     await shotBoth(pageA, 'till-close-shift');
     await form.locator('input').fill('565.78');
     await form.locator('button[type=submit]').click();
