@@ -129,11 +129,8 @@ pub fn queue_kitchen(
     let mut out = Queued::default();
     let batch = Value::Object(store.pull("batch", batch_id, Some("header"))?.payload);
     let printers = printers(store)?;
-    let jobs: Vec<Row> = store
-        .table_rows("job_order_header")?
-        .into_iter()
-        .filter(|j| j.get("batch_id").and_then(Value::as_str) == Some(batch_id))
-        .collect();
+    // Through the batch_id index: a send costs its own jobs, not the kitchen's history.
+    let jobs: Vec<Row> = store.rows_where("job_order_header", "batch_id", batch_id)?;
     for job in jobs {
         let station = s(&job, "station").unwrap_or_default();
         let kitchen = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("kitchen");

@@ -16,7 +16,7 @@ use capsule_protocol::{
     BatchPull, ChangedSince, Changes, EntityParts, ErrorBody, JournalPage, Mode, MutationBatch,
     MutationResponse, NodeStatus, PullAnswer, PullRequest, Snapshot,
 };
-use capsule_store::Store;
+use capsule_store::{Scope, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -71,6 +71,7 @@ const COMPRESS_ABOVE: u16 = 256;
         pull_batch,
         table_rows,
         snapshot,
+        working_set,
         changed,
         journal,
         changes,
@@ -120,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/tables/{table}", get(table_rows))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/working-set", get(working_set))
         .route("/api/changes", get(changes))
         .route("/api/changed", get(changed))
         .route("/api/journal", get(journal))
@@ -402,20 +404,44 @@ async fn pull_batch(
 }
 
 #[utoipa::path(get, path = "/api/tables/{table}", tag = "sync",
-    params(("table" = String, Path, description = "a synced table from /api/schema")),
-    responses((status = 200, description = "`{rows}`", body = Object), (status = 404, body = ErrorBody)))]
+    params(("table" = String, Path, description = "a synced table from /api/schema"),
+           ("after" = Option<String>, Query, description = "the page starts after this id (a previous answer's `next`)"),
+           ("limit" = Option<u32>, Query, description = "rows per page, 1..=5000 (default 1000)")),
+    responses((status = 200, description = "`{rows, next?}`: `next` is there when more rows follow", body = Object),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn table_rows(
     State(s): State<ApiState>,
     Path(table): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let _permit = HEAVY_READS
-        .acquire()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let store = s.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.table_rows(&table)).await??;
-    Ok(Json(serde_json::json!({ "rows": rows })).into_response())
+    let limit = match q.get("limit") {
+        None => DEFAULT_TABLE_PAGE,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_TABLE_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1 to {MAX_TABLE_PAGE}, got '{l}'"))
+            })?,
+    };
+    let after = q.get("after").cloned();
+    if s.store.schema().table(&table).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown table '{table}'"),
+        ));
+    }
+    stream_json(s, move |store, out| {
+        store
+            .write_table(&table, after.as_deref(), limit, out)
+            .map(|_| 0)
+    })
+    .await
 }
+
+/// Rows one `GET /api/tables/{table}` page holds unless asked otherwise, and at most.
+pub const DEFAULT_TABLE_PAGE: usize = 1000;
+pub const MAX_TABLE_PAGE: usize = 5000;
 
 /// `GET /api/snapshot[?light=1]`: encoded here, off the async threads, so its size and build
 /// time can be measured.
@@ -426,45 +452,70 @@ async fn snapshot(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let light = match q.get("light").map(String::as_str) {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
+    let scope = match q.get("light").map(String::as_str) {
+        None | Some("0" | "false") => Scope::Full,
+        Some("1" | "true") => Scope::Light,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "'light' must be 1, true, 0 or false, got '{other}'"
             )));
         }
     };
+    streamed_snapshot(s, scope).await
+}
+
+/// `GET /api/working-set`: what the screens show (open business, the current day's newest
+/// finished orders with their kitchen work and shifts, the newest Z report, the menu,
+/// settings and printers), as a snapshot document: bounded by the shop's day, never by its
+/// history.
+#[utoipa::path(get, path = "/api/working-set", tag = "sync",
+    responses((status = 200, body = Snapshot)))]
+async fn working_set(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    streamed_snapshot(s, Scope::Screens).await
+}
+
+async fn streamed_snapshot(s: ApiState, scope: Scope) -> Result<Response, ApiError> {
+    let metrics = s.stream.metrics().clone();
+    stream_json(s, move |store, out| {
+        let started = std::time::Instant::now();
+        let bytes = store.write_snapshot(scope, out)?;
+        metrics.snapshots.inc();
+        metrics.snapshot_build.observe(started.elapsed());
+        metrics
+            .snapshot_last_bytes
+            .store(bytes as i64, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes)
+    })
+    .await
+}
+
+/// Answers with the JSON `write` produces, streamed as it is read (a day of 50,000 orders or
+/// a whole table is never built in memory), in chunks through a small channel: a client that
+/// reads slowly holds the reader back instead of the node buffering for it. At most two such
+/// reads run at once.
+async fn stream_json(
+    s: ApiState,
+    write: impl FnOnce(&Store, &mut dyn std::io::Write) -> Result<u64, StoreError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let permit = HEAVY_READS
         .acquire()
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    // Streamed as it is read (a day of 50,000 orders is never built whole in memory), in
-    // chunks through a small channel: a client that reads slowly holds the reader back
-    // instead of the hub buffering for it.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
     let store = s.store.clone();
-    let metrics = s.stream.metrics().clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let started = std::time::Instant::now();
         let mut out = ChunkWriter {
             buf: Vec::with_capacity(CHUNK),
             tx: tx.clone(),
         };
-        match store.write_snapshot(light, &mut out) {
-            Ok(bytes) => {
-                metrics.snapshots.inc();
-                metrics.snapshot_build.observe(started.elapsed());
-                metrics
-                    .snapshot_last_bytes
-                    .store(bytes as i64, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                // Headers are gone already: cut the body short so the client sees it fail.
-                tracing::warn!(error = %e, "snapshot cut short");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            }
+        if let Err(e) = write(&store, &mut out).and_then(|_| {
+            std::io::Write::flush(&mut out)
+                .map_err(|e| StoreError::Storage(format!("writing the answer: {e}")))
+        }) {
+            // Headers are gone already: cut the body short so the client sees it fail.
+            tracing::warn!(error = %e, "streamed answer cut short");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     // (poll_fn, not unfold: the compression layer may poll again after the end.)

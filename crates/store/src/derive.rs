@@ -743,28 +743,40 @@ fn recompute_shift(
     )
 }
 
-/// Rebuilds every order's share and every shift's totals from the data: when a node starts
-/// deciding as hub, whatever its shares held (a follower never keeps them).
+/// Rebuilds the shares and totals of every shift that can still change, from the data: when
+/// a node starts deciding as hub, whatever its shares held (a follower never keeps them).
+///
+/// A shift can still change while it is open or while one of its orders is not counted by a
+/// Z report (open, or finished after the newest Z). Every other shift's orders are closed
+/// days, which no write moves (`check_closed_day`), so its synced totals are final and its
+/// orders' shares are never asked for again. This keeps a claim's cost to the shop's open
+/// business instead of its whole history.
 pub fn rebuild_shift_totals(conn: &Connection, schema: &Schema) -> Result<Changes> {
-    conn.execute("DELETE FROM _shift_share", [])?;
-    let orders: Vec<(String, Option<String>)> = conn
-        .prepare("SELECT id, shift_id FROM order_header")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let live: Vec<String> = conn
+        .prepare(
+            "SELECT id FROM pos_shift WHERE status IN ('open')
+             UNION SELECT shift_id FROM order_header WHERE status IN ('open', 'sent')
+             UNION SELECT shift_id FROM order_header WHERE finished_v >
+                 (SELECT COALESCE(MAX(to_v), 0) FROM (SELECT to_v FROM z_report ORDER BY number DESC LIMIT 1))",
+        )?
+        .query_map([], |r| r.get::<_, Option<String>>(0))?
+        .filter_map(|r| r.transpose())
         .collect::<Result<_, _>>()?;
     let mut ignored = BTreeMap::new();
-    for (id, shift) in orders {
-        if let Some(shift) = shift {
-            let share = order_share(conn, &id)?;
-            move_share(conn, &id, Some((shift, share)), &mut ignored)?;
-        }
-    }
-    let shifts: Vec<String> = conn
-        .prepare("SELECT id FROM pos_shift")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     let mut changes = Changes::default();
-    for id in shifts {
-        recompute_shift(conn, schema, &id, None, &mut changes)?;
+    for shift in live {
+        // Each order's share is overwritten (keyed by order); a stale one naming another
+        // shift is never summed, since a shift sums only shares that name it and whose order
+        // still does.
+        let orders: Vec<String> = conn
+            .prepare_cached("SELECT id FROM order_header WHERE shift_id = ?1")?
+            .query_map([&shift], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in orders {
+            let share = order_share(conn, &id)?;
+            move_share(conn, &id, Some((shift.clone(), share)), &mut ignored)?;
+        }
+        recompute_shift(conn, schema, &shift, None, &mut changes)?;
     }
     Ok(changes)
 }

@@ -25,6 +25,7 @@ mod print_queue;
 mod read;
 mod report;
 mod rules;
+mod scope;
 mod shadow;
 mod sql;
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
 pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
+pub use scope::{SCREEN_FINISHED_ORDERS, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,10 +7,11 @@ use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
     BatchPull, Entity, EntityParts, PartKind, PullWant, PulledItem, Row, Schema, Snapshot,
 };
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension as _};
 use serde_json::Value;
 
 use crate::sql::{q, select_by_id, select_rows, sql_columns};
+use crate::scope::Scope;
 use crate::{Result, Store, StoreError, meta};
 
 /// Picks `parts` out of an entity row (and its child rows): exactly the parts' columns, plus
@@ -190,13 +191,13 @@ impl Store {
 
     /// Every synced row, read in one transaction so it is consistent at the `seq` it reports.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        self.snapshot_with(false)
+        self.snapshot_with(Scope::Full)
     }
 
     /// Writes the snapshot's JSON (the same document as [`Store::snapshot_with`] serialises
     /// to) into `out` row by row, from one read transaction: a day of any size is never
     /// held in memory. Returns the bytes written.
-    pub fn write_snapshot(&self, light: bool, out: &mut dyn std::io::Write) -> Result<u64> {
+    pub fn write_snapshot(&self, scope: Scope, out: &mut dyn std::io::Write) -> Result<u64> {
         let mut out = CountingWriter {
             inner: out,
             bytes: 0,
@@ -210,11 +211,7 @@ impl Store {
             serde_json::to_writer(&mut out, &self.node_id).map_err(|e| io(e.into()))?;
             write!(out, ",\"seq\":{seq},\"v\":{v},\"tables\":{{").map_err(io)?;
             for (i, t) in self.schema.tables_parent_first().into_iter().enumerate() {
-                let filter = if light {
-                    self.light_filter(t)
-                } else {
-                    "1".to_string()
-                };
+                let filter = crate::scope::condition(&self.schema, t, scope);
                 if i > 0 {
                     out.write_all(b",").map_err(io)?;
                 }
@@ -231,20 +228,15 @@ impl Store {
         Ok(out.bytes)
     }
 
-    /// With `light`, only what a till needs to open for business: the rows each entity's
-    /// `light` filter selects, and their child rows.
-    pub fn snapshot_with(&self, light: bool) -> Result<Snapshot> {
+    /// The rows `scope` selects (see [`Scope`]), in one read transaction.
+    pub fn snapshot_with(&self, scope: Scope) -> Result<Snapshot> {
         self.with_reader(|c| {
             let tx = c.transaction()?;
             let seq = crate::sql::meta_i64(&tx, meta::STREAM_SEQ)?;
             let v = crate::sql::meta_i64(&tx, meta::VERSION)?;
             let mut tables = BTreeMap::new();
             for t in self.schema.tables_parent_first() {
-                let filter = if light {
-                    self.light_filter(t)
-                } else {
-                    "1".to_string()
-                };
+                let filter = crate::scope::condition(&self.schema, t, scope);
                 tables.insert(t.name.clone(), select_rows(&tx, t, &filter, &[])?);
             }
             tx.finish()?;
@@ -255,29 +247,6 @@ impl Store {
                 tables,
             })
         })
-    }
-
-    /// The SQL condition selecting a table's rows for a light snapshot.
-    pub(crate) fn light_filter(&self, t: &capsule_protocol::TableDef) -> String {
-        let entity_filter =
-            |e: &Entity| crate::sql::light_condition(e).unwrap_or_else(|| "1".to_string());
-        match &t.role {
-            capsule_protocol::TableRole::Entity { entity } => {
-                entity_filter(&self.schema.entities[entity])
-            }
-            capsule_protocol::TableRole::Child {
-                entity,
-                parent_field,
-                ..
-            } => {
-                let e = &self.schema.entities[entity];
-                format!(
-                    "\"{parent_field}\" IN (SELECT id FROM \"{}\" WHERE {})",
-                    e.table,
-                    entity_filter(e)
-                )
-            }
-        }
     }
 
     /// Local version of each part of an entity row, or None when the row is not here.
@@ -301,13 +270,85 @@ impl Store {
         })
     }
 
-    /// All rows of one synced table, for the UI's lists and for tests.
+    /// All rows of one synced table (tests and small configuration tables; a screen reads
+    /// the working set, an API client [`Store::write_table`]).
     pub fn table_rows(&self, table: &str) -> Result<Vec<Row>> {
-        let t = self
-            .schema
-            .table(table)
-            .ok_or_else(|| StoreError::NotFound(format!("unknown table '{table}'")))?;
+        let t = self.table_def(table)?;
         self.with_reader(|c| select_rows(c, t, "1", &[]))
+    }
+
+    /// The rows of `table` whose indexed `column` equals `value`: a lookup that costs the
+    /// rows it finds, whatever the table's size.
+    pub fn rows_where(&self, table: &str, column: &str, value: &str) -> Result<Vec<Row>> {
+        let t = self.table_def(table)?;
+        if !t.columns.iter().any(|c| c.name == column && c.index) {
+            return Err(StoreError::Invalid(format!(
+                "'{table}.{column}' is not an indexed column"
+            )));
+        }
+        self.with_reader(|c| select_rows(c, t, &format!("{} = ?1", q(column)), &[&value]))
+    }
+
+    /// Writes `{"rows":[...]}` of one table straight from SQLite into `out` (never the whole
+    /// table in memory), rows with `id` after `after`, at most `limit` of them, in id order.
+    /// Returns the last id written when the page is full (where the next page starts).
+    pub fn write_table(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<String>> {
+        let t = self.table_def(table)?;
+        let io = |e: std::io::Error| StoreError::Storage(format!("writing rows: {e}"));
+        let after_sql = match after {
+            Some(a) => format!("id > '{}'", a.replace('\'', "''")),
+            None => "1".to_string(),
+        };
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            // The page's last id first (a key-only walk of the primary key), then its rows.
+            let last: Option<String> = tx
+                .query_row(
+                    &format!(
+                        "SELECT id FROM (SELECT id FROM {} WHERE {after_sql} ORDER BY id LIMIT {limit}) \
+                         ORDER BY id DESC LIMIT 1",
+                        q(&t.name)
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            out.write_all(b"{\"rows\":[").map_err(io)?;
+            if let Some(last) = &last {
+                let upto = format!("{after_sql} AND id <= '{}'", last.replace('\'', "''"));
+                crate::sql::write_rows_json(&tx, t, &upto, out)?;
+            }
+            out.write_all(b"]").map_err(io)?;
+            let full = match &last {
+                Some(last) => tx.query_row(
+                    &format!("SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {after_sql} AND id <= ?1 LIMIT {limit})", q(&t.name)),
+                    [last],
+                    |r| r.get::<_, i64>(0),
+                )? as usize
+                    >= limit,
+                None => false,
+            };
+            let next = last.filter(|_| full);
+            if let Some(n) = &next {
+                out.write_all(b",\"next\":").map_err(io)?;
+                serde_json::to_writer(&mut *out, n).map_err(|e| io(e.into()))?;
+            }
+            out.write_all(b"}").map_err(io)?;
+            tx.finish()?;
+            Ok(next)
+        })
+    }
+
+    fn table_def(&self, table: &str) -> Result<&capsule_protocol::TableDef> {
+        self.schema
+            .table(table)
+            .ok_or_else(|| StoreError::NotFound(format!("unknown table '{table}'")))
     }
 
     /// A digest of every synced row (data and part versions): two nodes with equal digests

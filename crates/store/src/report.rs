@@ -338,13 +338,18 @@ fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Report> {
     r.open_orders = n;
     r.open_orders_amount = amount.unwrap_or(0);
 
-    // Cash per shift: the day's shifts and any still open.
-    let mut shifts = conn.prepare(
+    // Cash per shift: the day's shifts and any still open, each found by its key (the open
+    // ones through the light index), never by reading every shift the shop ever had.
+    let day_shifts = serde_json::to_string(&shift_ids).unwrap_or_else(|_| "[]".into());
+    let mut shifts = conn.prepare_cached(
         "SELECT id, cashier, node_id, status, opened_at, closed_at, opening_float, cash_sales,
                 card_sales, expected_cash, counted_cash
-         FROM pos_shift ORDER BY opened_at, id",
+         FROM pos_shift
+         WHERE id IN (SELECT id FROM pos_shift WHERE status IN ('open')
+                      UNION SELECT value FROM json_each(?1))
+         ORDER BY opened_at, id",
     )?;
-    let rows = shifts.query_map([], |row| {
+    let rows = shifts.query_map([&day_shifts], |row| {
         Ok(ShiftRow {
             id: row.get(0)?,
             cashier: row.get::<_, Option<String>>(1)?.unwrap_or_default(),

@@ -731,7 +731,7 @@ fn a_light_snapshot_carries_open_business_only() {
         ],
     )
     .unwrap();
-    let light = store.snapshot_with(true).unwrap();
+    let light = store.snapshot_with(crate::Scope::Light).unwrap();
     let ids = |t: &str| {
         light.tables[t]
             .iter()
@@ -754,20 +754,50 @@ fn a_light_snapshot_carries_open_business_only() {
         "job_order_batch",
         "pos_shift",
     ] {
-        let plan = store
-            .with_reader(|c| {
-                let cond = store.light_filter(&store.schema.tables[table]);
-                let mut stmt = c.prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT id FROM \"{table}\" WHERE {cond}"
-                ))?;
-                let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
-                Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?.join("; "))
-            })
-            .unwrap();
+        let plan = query_plan(&store, table, crate::Scope::Light);
         assert!(
             plan.contains(&format!("INDEX light_{table}")),
             "{table}: {plan}"
         );
+    }
+}
+
+/// SQLite's plan for reading `table`'s rows in `scope`, its steps joined by "; ".
+fn query_plan(store: &Store, table: &str, scope: crate::Scope) -> String {
+    store
+        .with_reader(|c| {
+            let t = &store.schema.tables[table];
+            let cond = crate::scope::condition(&store.schema, t, scope);
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", t.select_where(&cond)))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?.join("; "))
+        })
+        .unwrap()
+}
+
+#[test]
+fn the_working_set_reads_through_indexes() {
+    let (_d, store) = open_temp();
+    // Every table that grows with the shop's history is reached by index lookups in the
+    // light and screen scopes: "SCAN <table>" would read a year of orders per screen.
+    for scope in [crate::Scope::Light, crate::Scope::Screens] {
+        for t in store.schema.tables_parent_first() {
+            let plan = query_plan(&store, &t.name, scope);
+            let configuration = ["shop_settings", "menu_category", "menu_item", "menu_modifier", "printer"];
+            if configuration.contains(&t.name.as_str()) {
+                continue;
+            }
+            let scans: Vec<&str> = plan
+                .split("; ")
+                // The one scan allowed: the newest Z report, the first entry of its index.
+                .filter(|step| {
+                    step.starts_with("SCAN ")
+                        && !step.starts_with("SCAN (")
+                        && *step != "SCAN z_report USING INDEX idx_z_report_number"
+                })
+                .collect();
+            assert!(scans.is_empty(), "{scope:?} {}: {plan}", t.name);
+        }
     }
 }
 
@@ -833,7 +863,7 @@ fn a_till_never_recomputes_shop_wide_totals_from_its_partial_copy() {
     )
     .unwrap();
     let (_r, till) = open_temp();
-    till.load_snapshot(&hub.snapshot_with(true).unwrap())
+    till.load_snapshot(&hub.snapshot_with(crate::Scope::Light).unwrap())
         .unwrap();
     let close = MutationBatch {
         mutations: vec![m(
@@ -1141,12 +1171,12 @@ fn a_streamed_snapshot_is_the_same_document_as_the_built_one() {
         (0..5).map(|i| line(&format!("l{i}"), 1, 100)).collect(),
     )
     .unwrap();
-    for light in [false, true] {
+    for scope in [crate::Scope::Full, crate::Scope::Light, crate::Scope::Screens] {
         let mut streamed = Vec::new();
-        let bytes = hub.write_snapshot(light, &mut streamed).unwrap();
+        let bytes = hub.write_snapshot(scope, &mut streamed).unwrap();
         assert_eq!(bytes as usize, streamed.len());
         let parsed: capsule_protocol::Snapshot = serde_json::from_slice(&streamed).unwrap();
-        assert_eq!(parsed, hub.snapshot_with(light).unwrap(), "light: {light}");
+        assert_eq!(parsed, hub.snapshot_with(scope).unwrap(), "{scope:?}");
     }
 }
 
@@ -1244,4 +1274,67 @@ fn a_store_written_by_a_newer_build_is_refused_and_left_as_it_was() {
         .unwrap();
     let store = Store::open(&path, schema).unwrap();
     assert_eq!(store.table_rows("order_header").unwrap().len(), 1);
+}
+
+#[test]
+fn the_screens_get_open_business_and_the_day_not_history() {
+    let (_d, store) = open_temp();
+    // Yesterday: a shift, an order paid and sent to the kitchen, counted by Z #1.
+    let order = |id: &str, no: i64, shift: &str, status: &str| {
+        m("order_header", Action::Insert, json!({"id": id, "order_no": no, "shift_id": shift, "opened_at": T, "status": status}))
+    };
+    let batch = |id: &str, order: &str| {
+        m("job_order_batch", Action::Insert, json!({"id": id, "order_id": order, "batch_no": 1, "created_at": T}))
+    };
+    run(
+        &store,
+        vec![
+            m("pos_shift", Action::Insert, json!({"id": "s-old", "node_id": "till-a", "cashier": "Mona", "opened_at": T})),
+            order("o-old", 1, "s-old", "paid"),
+            batch("b-old", "o-old"),
+            order("o-open-old", 2, "s-old", "open"),
+            m("menu_category", Action::Insert, json!({"id": "c1", "name_en": "Grill"})),
+        ],
+    )
+    .unwrap();
+    run(&store, vec![m("pos_shift", Action::Merge, json!({"id": "s-old", "status": "closed"}))]).unwrap();
+    let (_, z) = store.plan_z_report(Some("Manager")).unwrap();
+    run(&store, vec![z]).unwrap();
+    // Today: a new shift, an order paid and one open.
+    run(
+        &store,
+        vec![
+            m("pos_shift", Action::Insert, json!({"id": "s-new", "node_id": "till-a", "cashier": "Aisha", "opened_at": T})),
+            order("o-paid", 3, "s-new", "paid"),
+            batch("b-paid", "o-paid"),
+            order("o-open", 4, "s-new", "open"),
+        ],
+    )
+    .unwrap();
+    let (_, z2) = store.plan_z_report(Some("Manager")).unwrap();
+    let screens = store.snapshot_with(crate::Scope::Screens).unwrap();
+    let ids = |t: &str| {
+        let mut v: Vec<String> = screens.tables[t]
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // An order left open across a Z is open business; a counted day's paid order is history.
+    assert_eq!(ids("order_header"), ["o-open", "o-open-old", "o-paid"]);
+    assert_eq!(ids("job_order_batch"), ["b-paid"]);
+    assert_eq!(ids("pos_shift"), ["s-new"]);
+    assert_eq!(ids("menu_category"), ["c1"]);
+    assert_eq!(screens.tables["z_report"].len(), 1);
+    // After tonight's Z, today's paid order leaves the screens too.
+    run(&store, vec![z2]).unwrap();
+    let screens = store.snapshot_with(crate::Scope::Screens).unwrap();
+    let orders: Vec<&str> = screens.tables["order_header"]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert!(!orders.contains(&"o-paid"));
+    assert_eq!(screens.tables["z_report"][0]["number"], 2);
 }
