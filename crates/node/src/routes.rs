@@ -1,6 +1,7 @@
 //! Node routes beyond the shared API: cashier commands, printing, X/Z reports and a till's
 //! outbox.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -28,6 +29,7 @@ use serde_json::{Value, json};
         reprint_tickets,
         print_jobs,
         x_report,
+        find_orders,
         z_list,
         z_get,
         take_z,
@@ -40,7 +42,9 @@ use serde_json::{Value, json};
         Report,
         crate::printing::Queued,
         Outbox_,
-        ErrorBody
+        ErrorBody,
+        capsule_store::OrderPage,
+        capsule_store::OrderHit
     ))
 )]
 pub struct NodeApiDoc;
@@ -118,6 +122,7 @@ pub fn router(
     print_wake: Arc<tokio::sync::Notify>,
 ) -> Router {
     Router::new()
+        .route("/api/orders", get(find_orders))
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
         .route("/api/orders/{id}/receipt", post(print_receipt))
         .route("/api/batches/{id}/tickets", post(reprint_tickets))
@@ -365,13 +370,76 @@ async fn x_report(
     report_response(r, f).await
 }
 
-/// `GET /api/reports/z`: the Z reports taken so far.
+/// `GET /api/reports/z[?before=N&limit=L]`: the Z reports taken, newest first, a page at a
+/// time (`next` is the `before` of the following page).
 #[utoipa::path(get, path = "/api/reports/z", tag = "reports",
-    responses((status = 200, description = "`{reports}`: number, taken_at, taken_by, orders, total", body = Object)))]
-async fn z_list(State(s): State<CommandState>) -> Result<Json<Value>, ApiError> {
+    params(("before" = Option<i64>, Query, description = "reports numbered below this"),
+           ("limit" = Option<u32>, Query, description = "1..=100 (default 50)")),
+    responses((status = 200, description = "`{reports, next?}`: number, taken_at, taken_by, orders, total", body = Object),
+              (status = 400, body = ErrorBody)))]
+async fn z_list(
+    State(s): State<CommandState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let before = match q.get("before") {
+        None => None,
+        Some(b) => Some(z_number(b)?),
+    };
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to 100, got '{l}'")))?,
+    };
     let store = s.store.clone();
-    let list = tokio::task::spawn_blocking(move || store.z_reports()).await??;
-    Ok(Json(json!({ "reports": list })))
+    let list = tokio::task::spawn_blocking(move || store.z_reports(before, limit)).await??;
+    let next = (list.len() == limit)
+        .then(|| list.last().and_then(|r| r["number"].as_i64()))
+        .flatten();
+    Ok(Json(json!({ "reports": list, "next": next })))
+}
+
+/// `GET /api/orders?number=&from=&to=&table=&amount=&reference=&before=&limit=`: past and
+/// present orders, newest opened first, a page at a time. Every condition given must hold.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(capsule_store::OrderQuery),
+    responses((status = 200, body = capsule_store::OrderPage), (status = 400, body = ErrorBody)))]
+async fn find_orders(
+    State(s): State<CommandState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<capsule_store::OrderPage>, ApiError> {
+    let int = |name: &str| -> Result<Option<i64>, ApiError> {
+        q.get(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("'{name}' must be a whole number, got '{v}'"))
+                })
+            })
+            .transpose()
+    };
+    let known = ["number", "from", "to", "table", "amount", "reference", "before", "limit"];
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown search parameter '{k}' (known: {})",
+            known.join(", ")
+        )));
+    }
+    let query = capsule_store::OrderQuery {
+        number: int("number")?,
+        from: q.get("from").cloned(),
+        to: q.get("to").cloned(),
+        table: q.get("table").cloned(),
+        amount: int("amount")?,
+        reference: q.get("reference").cloned(),
+        before: q.get("before").cloned(),
+        limit: int("limit")?.map(|l| usize::try_from(l).unwrap_or(0)),
+    };
+    let store = s.store.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || store.find_orders(&query)).await??,
+    ))
 }
 
 /// `GET /api/reports/z/{number}`: a Z report exactly as it was taken.

@@ -84,6 +84,7 @@ pub fn check_schema(schema: &Schema) -> Result<(), String> {
         ("derived-state rules", USED),
         ("commands", crate::commands::USED),
         ("reports", crate::report::USED),
+        ("order search", crate::history::USED),
     ];
     for (who, list) in used {
         for (table, cols) in list {

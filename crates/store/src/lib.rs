@@ -12,6 +12,7 @@ mod commands;
 mod ddl;
 mod derive;
 mod handover;
+mod history;
 #[cfg(test)]
 mod handover_tests;
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
 pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
+pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 pub use scope::{SCREEN_FINISHED_ORDERS, Scope};
 

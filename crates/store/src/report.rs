@@ -455,17 +455,22 @@ impl Store {
         })
     }
 
-    /// Every Z report taken: number, when, by whom, orders and total (newest first).
-    pub fn z_reports(&self) -> Result<Vec<Value>> {
+    /// Z reports taken, newest first: number, when, by whom, orders and total; `limit` of
+    /// them, those numbered below `before` when given (the next page).
+    pub fn z_reports(&self, before: Option<i64>, limit: usize) -> Result<Vec<Value>> {
         self.with_reader(|c| {
-            let mut s = c.prepare(
-                "SELECT number, taken_at, taken_by, orders, total FROM z_report ORDER BY number DESC",
+            let mut s = c.prepare_cached(
+                "SELECT number, taken_at, taken_by, orders, total FROM z_report
+                 WHERE number < ?1 ORDER BY number DESC LIMIT ?2",
             )?;
-            let rows = s.query_map([], |r| {
-                Ok(json!({"number": r.get::<_, i64>(0)?, "taken_at": r.get::<_, String>(1)?,
+            let rows = s.query_map(
+                rusqlite::params![before.unwrap_or(i64::MAX), limit as i64],
+                |r| {
+                    Ok(json!({"number": r.get::<_, i64>(0)?, "taken_at": r.get::<_, String>(1)?,
                           "taken_by": r.get::<_, Option<String>>(2)?, "orders": r.get::<_, i64>(3)?,
                           "total": r.get::<_, i64>(4)?}))
-            })?;
+                },
+            )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
