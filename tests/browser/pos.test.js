@@ -257,6 +257,30 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageA.getByTestId('open-shift-form').waitFor({ timeout: T });
   });
 
+  it('finds the paid order on the dashboard by its number and by its amount, and shows its lines', async () => {
+    await pageHub.goto(`${hub.url}/#/dashboard`);
+    const finder = pageHub.getByTestId('find-orders');
+    await finder.locator('input[name=number]').fill(String(orderNo));
+    await finder.getByTestId('find-orders-go').click();
+    const hit = finder.locator(`[data-testid=found-order][data-order-no="${orderNo}"]`);
+    await hit.waitFor({ timeout: T });
+    assert.equal(await finder.getByTestId('found-order').count(), 1);
+    await hit.locator('button').first().click();
+    await hit.getByTestId('found-detail').filter({ hasText: 'Hummus' }).waitFor({ timeout: T });
+    await hit.scrollIntoViewIfNeeded();
+    await shotBoth(pageHub, 'dashboard-find-order');
+    // By amount instead: 65.78, the same order.
+    await finder.locator('input[name=number]').fill('');
+    await finder.locator('input[name=amount]').fill('65.78');
+    await finder.getByTestId('find-orders-go').click();
+    await finder.locator(`[data-testid=found-order][data-order-no="${orderNo}"]`).waitFor({ timeout: T });
+    // A number nobody has: said plainly.
+    await finder.locator('input[name=amount]').fill('');
+    await finder.locator('input[name=number]').fill('999999');
+    await finder.getByTestId('find-orders-go').click();
+    await finder.getByTestId('find-orders-none').waitFor({ timeout: T });
+  });
+
   it('edits the menu on the dashboard: sold out greys out on till B, a new price shows there', async () => {
     await pageHub.goto(`${hub.url}/#/dashboard`);
     const editor = pageHub.getByTestId('menu-editor');

@@ -13,6 +13,8 @@ import type {
   Report,
   Row,
   ZReportSummary,
+  OrderSearch,
+  OrderPage,
   PrintJob,
   PrintQueued,
   Schema,
@@ -71,7 +73,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 export const api = {
   status: () => call<NodeStatus>('GET', '/api/status'),
   schema: () => call<Schema>('GET', '/api/schema'),
-  table: (name: string) => call<{ rows: Row[] }>('GET', `/api/tables/${encodeURIComponent(name)}`),
+  /** What the screens show, bounded by the shop's day (GET /api/working-set). */
+  workingSet: () => call<{ seq: number; v: number; tables: Record<string, Row[]> }>('GET', '/api/working-set'),
   pull: (entity: string, ids: string[], parts: string[]) =>
     call<BatchPull>(
       'GET',
@@ -104,7 +107,19 @@ export const api = {
       request_id: requestId,
     }),
   printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
-  zReports: () => call<{ reports: ZReportSummary[] }>('GET', '/api/reports/z'),
+  zReports: (before?: number) =>
+    call<{ reports: ZReportSummary[]; next?: number | null }>(
+      'GET',
+      before === undefined ? '/api/reports/z' : `/api/reports/z?before=${before}`,
+    ),
+  findOrders: (q: OrderSearch) =>
+    call<OrderPage>(
+      'GET',
+      `/api/orders?${Object.entries(q)
+        .filter(([, v]) => v !== undefined && v !== '')
+        .map(([k, v]) => `${k}=${encodeURIComponent(String(v))}`)
+        .join('&')}`,
+    ),
   zReport: (n: number) => call<Report>('GET', `/api/reports/z/${n}`),
   takeZ: (takenBy: string, number: number) =>
     call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null, number }),

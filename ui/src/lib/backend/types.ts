@@ -203,6 +203,39 @@ export interface Report {
   shifts: ShiftCash[];
 }
 
+/** A search of past and present orders (GET /api/orders); every field given must match. */
+export interface OrderSearch {
+  number?: number;
+  /** Opened at or after / before these UTC instants (RFC 3339). */
+  from?: string;
+  to?: string;
+  table?: string;
+  /** The order's total in minor units. */
+  amount?: number;
+  reference?: string;
+  before?: string;
+  limit?: number;
+}
+
+export interface OrderHit {
+  id: string;
+  order_no: number | null;
+  provisional_no: string | null;
+  opened_at: string | null;
+  closed_at: string | null;
+  table_label: string | null;
+  status: string | null;
+  total: number;
+  paid_total: number;
+  shift_id: string | null;
+  node_id: string | null;
+}
+
+export interface OrderPage {
+  orders: OrderHit[];
+  next: string | null;
+}
+
 export interface ZReportSummary {
   number: number;
   taken_at: string;

@@ -11,6 +11,8 @@ export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
+/** How often a screen reloads its working set, so its caches never grow with history. */
+const WORKING_SET_RELOAD_MS = 10 * 60 * 1000;
 
 const caches = new Map<string, EntityCache>();
 const stores = {
@@ -69,7 +71,7 @@ export const status = writable<NodeStatus | null>(null);
 export const nodeReachable = writable(true);
 /** The frame stream (WebSocket or IPC) is connected. */
 export const streamUp = writable(false);
-/** All tables loaded at least once. */
+/** The working set loaded at least once. */
 export const ready = writable(false);
 export const loadError = writable<string | null>(null);
 
@@ -117,36 +119,30 @@ function allParts(entity: string): string[] {
   return Object.keys(schema?.entities[entity]?.parts ?? {});
 }
 
+/**
+ * Load what the screens show: the node's working set (open business, the day's newest
+ * finished orders with their kitchen work, open shifts, the menu, settings and printers), one
+ * bounded answer however much history the shop has. Replaces every cache, so what left the
+ * working set (yesterday's orders) leaves the screen too.
+ */
 async function loadAll(): Promise<void> {
   schema ??= await api.schema();
-  const tables = new Set<string>();
-  for (const e of ENTITIES) {
-    const def = schema.entities[e];
-    if (!def) continue;
-    tables.add(def.table);
-    for (const c of Object.values(def.children ?? {})) tables.add(c.table);
-  }
-  const rows = new Map<string, Awaited<ReturnType<typeof api.table>>['rows']>();
-  await Promise.all(
-    [...tables].map(async (t) => {
-      rows.set(t, (await api.table(t)).rows);
-    }),
-  );
+  const snap = await api.workingSet();
   for (const e of ENTITIES) {
     const def = schema.entities[e];
     if (!def) continue;
     let cache = caches.get(e);
     if (!cache) caches.set(e, (cache = new EntityCache(shapeFromSchema(def))));
-    const children: Record<string, Awaited<ReturnType<typeof api.table>>['rows']> = {};
-    for (const [part, c] of Object.entries(def.children ?? {})) children[part] = rows.get(c.table) ?? [];
-    cache.load(rows.get(def.table) ?? [], children);
+    const children: Record<string, (typeof snap.tables)[string]> = {};
+    for (const [part, c] of Object.entries(def.children ?? {})) children[part] = snap.tables[c.table] ?? [];
+    cache.load(snap.tables[def.table] ?? [], children);
     publish(e);
   }
   ready.set(true);
   loadError.set(null);
 }
 
-/** Reload every table (start, reset frames, reconnects). Concurrent calls share one load. */
+/** Reload the working set (start, reset frames, reconnects). Concurrent calls share one load. */
 export function reload(): Promise<void> {
   loading ??= loadAll()
     .catch((e: unknown) => {
@@ -298,6 +294,9 @@ export function start(): void {
   // A hub change shows within a second of the node knowing it.
   setInterval(() => void pollStatus(), 1000);
   void reload();
+  // A screen that stays open for weeks (a kitchen TV) drops what left the working set: the
+  // orders it pulled as they changed stay in its caches only until the next load.
+  setInterval(() => void reload(), WORKING_SET_RELOAD_MS);
   subscribe(onFrame, (up) => {
     streamUp.set(up);
     if (up) void pollStatus();
