@@ -3,6 +3,7 @@
 //! same run. Prints a table and writes JSON.
 
 mod floor;
+mod history;
 mod idle;
 mod pg;
 mod run;
@@ -45,6 +46,10 @@ pub struct Args {
     /// `/ws` subscribers reading every frame during the write-throughput run.
     #[arg(long, default_value_t = 50)]
     pub subscribers: usize,
+    /// Orders of history the history section builds a shop with, one run each (0: a demo
+    /// day without history, the baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 100_000, 1_000_000])]
+    pub history_orders: Vec<usize>,
     /// Writes in the idle-latency run (after 20 to warm up).
     #[arg(long, default_value_t = 200)]
     pub idle_writes: usize,
@@ -71,11 +76,12 @@ pub enum Section {
     Rush,
     Writes,
     Snapshot,
+    History,
 }
 
 impl Args {
     fn runs(&self, s: Section) -> bool {
-        let heavy = matches!(s, Section::Writes | Section::Snapshot);
+        let heavy = matches!(s, Section::Writes | Section::Snapshot | Section::History);
         if self.only.is_empty() {
             !(heavy && self.quick)
         } else {
@@ -140,7 +146,13 @@ fn main() -> anyhow::Result<()> {
             eprintln!("snapshots: building a day of {} orders...", args.day_orders);
             Some(snapshot::measure(&args, &tilld).await?)
         };
+        let history = if !args.runs(Section::History) {
+            None
+        } else {
+            Some(history::measure(&args.history_orders, &tilld, args.seed).await?)
+        };
         let report = run::Report {
+            history,
             args: format!("{args:?}"),
             floor,
             idle,

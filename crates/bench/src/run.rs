@@ -393,6 +393,7 @@ pub struct Report {
     pub runs: Vec<RunResult>,
     pub writes: Option<crate::writes::Writes>,
     pub snapshots: Option<crate::snapshot::Snapshots>,
+    pub history: Option<crate::history::History>,
     pub seconds: f64,
 }
 
@@ -440,6 +441,10 @@ impl Report {
         if let Some(w) = &self.writes {
             out.push('\n');
             out += &w.table();
+        }
+        if let Some(h) = &self.history {
+            out.push('\n');
+            out += &h.table();
         }
         if let Some(s) = &self.snapshots {
             let _ = writeln!(

@@ -146,7 +146,7 @@ fn copy_as_history(db: &Path, copies: usize) -> anyhow::Result<()> {
 /// of bytes sent), and the time until the last compressed byte arrived (what the hub's build,
 /// encoding and sending cost; a till decodes on its own CPU, here it would share the hub's two
 /// cores), plus, as a second column, the time when the client also decodes as it receives.
-async fn timed_get(hub: &str, path: &str) -> anyhow::Result<Timed> {
+pub(crate) async fn timed_get(hub: &str, path: &str) -> anyhow::Result<Timed> {
     // Asks for zstd itself and keeps the body as it arrives.
     let raw = reqwest::Client::builder().no_zstd().no_gzip().build()?;
     // Asks for zstd and decodes as it receives, as a till's client does.
@@ -195,11 +195,11 @@ async fn timed_get(hub: &str, path: &str) -> anyhow::Result<Timed> {
     Ok(best)
 }
 
-struct Timed {
-    bytes: usize,
-    wire: u64,
-    ms: f64,
-    decoded_ms: f64,
+pub(crate) struct Timed {
+    pub bytes: usize,
+    pub wire: u64,
+    pub ms: f64,
+    pub decoded_ms: f64,
 }
 
 pub async fn measure(args: &Args, tilld: &Path) -> anyhow::Result<Snapshots> {

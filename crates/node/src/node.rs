@@ -157,6 +157,25 @@ impl RunningNode {
     }
 }
 
+/// Drops closed days' journal, tombstones and mutation ids at start and every hour, on every
+/// node (followers hold a copy of the journal too): see `capsule_store::prune` for when.
+async fn prune_schedule(store: Arc<Store>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune_history(capsule_protocol::now_ms())).await
+        {
+            Ok(Ok(p)) if p != capsule_store::Pruned::default() => {
+                tracing::info!(?p, "pruned the bookkeeping of closed days");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed; tried again in an hour"),
+            Err(e) => tracing::error!(error = %e, "pruning panicked"),
+        }
+    }
+}
+
 /// Opens the store, starts the role's tasks and binds the server. Prints nothing; the CLI
 /// prints the `listening on` line.
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
@@ -174,10 +193,13 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let addr = listener.local_addr()?;
     let self_url = format!("http://{addr}");
 
-    let mut background = vec![tokio::spawn(crate::printing::run_sender(
-        store.clone(),
-        config.print_wake.clone(),
-    ))];
+    let mut background = vec![
+        tokio::spawn(crate::printing::run_sender(
+            store.clone(),
+            config.print_wake.clone(),
+        )),
+        tokio::spawn(prune_schedule(store.clone())),
+    ];
     let router = if elected {
         store.set_authority(false);
         let (router, tasks) = crate::auto::start(store.clone(), &config, addr, &self_url).await?;

@@ -419,7 +419,16 @@ async fn find_orders(
             })
             .transpose()
     };
-    let known = ["number", "from", "to", "table", "amount", "reference", "before", "limit"];
+    let known = [
+        "number",
+        "from",
+        "to",
+        "table",
+        "amount",
+        "reference",
+        "before",
+        "limit",
+    ];
     if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown search parameter '{k}' (known: {})",

@@ -20,8 +20,6 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The current time as RFC 3339 UTC text with millisecond precision, the form of every
-/// `timestamp` column.
 /// Milliseconds since the epoch as the stored timestamp form.
 pub fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -43,6 +41,8 @@ pub fn minor_to_decimal(minor: i64, digits: u32) -> String {
     }
 }
 
+/// The current time as RFC 3339 UTC text with millisecond precision, the form of every
+/// `timestamp` column.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

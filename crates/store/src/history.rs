@@ -105,13 +105,17 @@ impl OrderQuery {
         }
         if let Some(a) = self.amount {
             if a < 0 {
-                return Err(bad(format!("'amount' is a total in minor units from 0, got {a}")));
+                return Err(bad(format!(
+                    "'amount' is a total in minor units from 0, got {a}"
+                )));
             }
             arg("total = ?", a.into(), &mut args);
         }
         if let Some(r) = &self.reference {
             if r.is_empty() || r.len() > 64 {
-                return Err(bad("'reference' is a payment reference of 1 to 64 bytes".into()));
+                return Err(bad(
+                    "'reference' is a payment reference of 1 to 64 bytes".into()
+                ));
             }
             arg(
                 "id IN (SELECT order_id FROM order_payment WHERE reference = ?)",
@@ -127,11 +131,14 @@ impl OrderQuery {
             let (at, id) = c
                 .split_once('|')
                 .ok_or_else(|| bad("'before' is a previous answer's 'next'".into()))?;
-            canonical_timestamp(at).map_err(|_| bad("'before' is a previous answer's 'next'".into()))?;
+            canonical_timestamp(at)
+                .map_err(|_| bad("'before' is a previous answer's 'next'".into()))?;
             args.push(at.to_string().into());
             args.push(id.to_string().into());
             let (a, b) = (args.len() - 1, args.len());
-            conds.push(format!("(opened_at < ?{a} OR (opened_at = ?{a} AND id < ?{b}))"));
+            conds.push(format!(
+                "(opened_at < ?{a} OR (opened_at = ?{a} AND id < ?{b}))"
+            ));
         }
         Ok((conds, args))
     }
@@ -192,7 +199,8 @@ impl Store {
         );
         self.with_reader(|c| {
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?.join("; "))
         })
     }

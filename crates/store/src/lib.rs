@@ -12,17 +12,20 @@ mod commands;
 mod ddl;
 mod derive;
 mod handover;
-mod history;
 #[cfg(test)]
 mod handover_tests;
 #[cfg(test)]
 mod hardening_tests;
+mod history;
 mod merge;
 mod outbox;
 #[cfg(test)]
 mod outbox_tests;
 mod pipeline;
 mod print_queue;
+mod prune;
+#[cfg(test)]
+mod prune_tests;
 mod read;
 mod report;
 mod rules;
@@ -41,11 +44,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use backup::backup_file;
 pub use handover::{Claim, Clock, MAX_TERM, VERSIONS_PER_TERM};
+pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
 pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
-pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};
+pub use prune::{KEEP_DAYS, Pruned};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 pub use scope::{SCREEN_FINISHED_ORDERS, Scope};
 

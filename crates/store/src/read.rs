@@ -10,8 +10,8 @@ use capsule_protocol::{
 use rusqlite::{Connection, OptionalExtension as _};
 use serde_json::Value;
 
-use crate::sql::{q, select_by_id, select_rows, sql_columns};
 use crate::scope::Scope;
+use crate::sql::{q, select_by_id, select_rows, sql_columns};
 use crate::{Result, Store, StoreError, meta};
 
 /// Picks `parts` out of an entity row (and its child rows): exactly the parts' columns, plus

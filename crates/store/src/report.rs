@@ -179,7 +179,7 @@ fn last_z(conn: &Connection) -> Result<(i64, i64)> {
 }
 
 /// Computes the report over orders finished in `(from_v, to_v]` and the open ones.
-fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Report> {
+pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Report> {
     let mut r = Report {
         from_v,
         to_v,
@@ -466,9 +466,11 @@ impl Store {
             let rows = s.query_map(
                 rusqlite::params![before.unwrap_or(i64::MAX), limit as i64],
                 |r| {
-                    Ok(json!({"number": r.get::<_, i64>(0)?, "taken_at": r.get::<_, String>(1)?,
+                    Ok(
+                        json!({"number": r.get::<_, i64>(0)?, "taken_at": r.get::<_, String>(1)?,
                           "taken_by": r.get::<_, Option<String>>(2)?, "orders": r.get::<_, i64>(3)?,
-                          "total": r.get::<_, i64>(4)?}))
+                          "total": r.get::<_, i64>(4)?}),
+                    )
                 },
             )?;
             Ok(rows.collect::<Result<_, _>>()?)

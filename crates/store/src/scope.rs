@@ -18,10 +18,10 @@ pub enum Scope {
     Screens,
 }
 
-/// At most this many finished orders of the current day are on the screens (the newest):
-/// a busy restaurant's day fits; a day beyond it shows its newest, and older ones are found
-/// through the order search.
-pub const SCREEN_FINISHED_ORDERS: usize = 500;
+/// At most this many finished orders of the current day are on the screens (the newest, with
+/// their lines, payments and kitchen work: about 5 KB each), which keeps a screen's load
+/// under 1 MB on a busy day; older ones are found through the order search.
+pub const SCREEN_FINISHED_ORDERS: usize = 100;
 
 /// The entities whose rows follow the orders they belong to (by their `order_id`): in the
 /// light and screen scopes only the rows of open orders and of the day's newest finished ones.

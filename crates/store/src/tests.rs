@@ -783,7 +783,13 @@ fn the_working_set_reads_through_indexes() {
     for scope in [crate::Scope::Light, crate::Scope::Screens] {
         for t in store.schema.tables_parent_first() {
             let plan = query_plan(&store, &t.name, scope);
-            let configuration = ["shop_settings", "menu_category", "menu_item", "menu_modifier", "printer"];
+            let configuration = [
+                "shop_settings",
+                "menu_category",
+                "menu_item",
+                "menu_modifier",
+                "printer",
+            ];
             if configuration.contains(&t.name.as_str()) {
                 continue;
             }
@@ -1171,7 +1177,11 @@ fn a_streamed_snapshot_is_the_same_document_as_the_built_one() {
         (0..5).map(|i| line(&format!("l{i}"), 1, 100)).collect(),
     )
     .unwrap();
-    for scope in [crate::Scope::Full, crate::Scope::Light, crate::Scope::Screens] {
+    for scope in [
+        crate::Scope::Full,
+        crate::Scope::Light,
+        crate::Scope::Screens,
+    ] {
         let mut streamed = Vec::new();
         let bytes = hub.write_snapshot(scope, &mut streamed).unwrap();
         assert_eq!(bytes as usize, streamed.len());
@@ -1281,30 +1291,58 @@ fn the_screens_get_open_business_and_the_day_not_history() {
     let (_d, store) = open_temp();
     // Yesterday: a shift, an order paid and sent to the kitchen, counted by Z #1.
     let order = |id: &str, no: i64, shift: &str, status: &str| {
-        m("order_header", Action::Insert, json!({"id": id, "order_no": no, "shift_id": shift, "opened_at": T, "status": status}))
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": id, "order_no": no, "shift_id": shift, "opened_at": T, "status": status}),
+        )
     };
     let batch = |id: &str, order: &str| {
-        m("job_order_batch", Action::Insert, json!({"id": id, "order_id": order, "batch_no": 1, "created_at": T}))
+        m(
+            "job_order_batch",
+            Action::Insert,
+            json!({"id": id, "order_id": order, "batch_no": 1, "created_at": T}),
+        )
     };
     run(
         &store,
         vec![
-            m("pos_shift", Action::Insert, json!({"id": "s-old", "node_id": "till-a", "cashier": "Mona", "opened_at": T})),
+            m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": "s-old", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+            ),
             order("o-old", 1, "s-old", "paid"),
             batch("b-old", "o-old"),
             order("o-open-old", 2, "s-old", "open"),
-            m("menu_category", Action::Insert, json!({"id": "c1", "name_en": "Grill"})),
+            m(
+                "menu_category",
+                Action::Insert,
+                json!({"id": "c1", "name_en": "Grill"}),
+            ),
         ],
     )
     .unwrap();
-    run(&store, vec![m("pos_shift", Action::Merge, json!({"id": "s-old", "status": "closed"}))]).unwrap();
+    run(
+        &store,
+        vec![m(
+            "pos_shift",
+            Action::Merge,
+            json!({"id": "s-old", "status": "closed"}),
+        )],
+    )
+    .unwrap();
     let (_, z) = store.plan_z_report(Some("Manager")).unwrap();
     run(&store, vec![z]).unwrap();
     // Today: a new shift, an order paid and one open.
     run(
         &store,
         vec![
-            m("pos_shift", Action::Insert, json!({"id": "s-new", "node_id": "till-a", "cashier": "Aisha", "opened_at": T})),
+            m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": "s-new", "node_id": "till-a", "cashier": "Aisha", "opened_at": T}),
+            ),
             order("o-paid", 3, "s-new", "paid"),
             batch("b-paid", "o-paid"),
             order("o-open", 4, "s-new", "open"),
@@ -1342,7 +1380,15 @@ fn the_screens_get_open_business_and_the_day_not_history() {
 #[test]
 fn past_orders_are_found_by_number_time_table_amount_and_reference_a_page_at_a_time() {
     let (_d, store) = open_temp();
-    run(&store, vec![m("pos_shift", Action::Insert, json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}))]).unwrap();
+    run(
+        &store,
+        vec![m(
+            "pos_shift",
+            Action::Insert,
+            json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+        )],
+    )
+    .unwrap();
     for i in 0..30 {
         let at = format!("2026-11-{:02}T12:00:00.000Z", 1 + i % 28);
         run(
@@ -1361,9 +1407,20 @@ fn past_orders_are_found_by_number_time_table_amount_and_reference_a_page_at_a_t
         q
     };
     let ids = |p: &crate::OrderPage| p.orders.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&store.find_orders(&q(&|q| q.number = Some(107))).unwrap()), ["o07"]);
-    assert_eq!(ids(&store.find_orders(&q(&|q| q.amount = Some(1200))).unwrap()), ["o11"]);
-    assert_eq!(ids(&store.find_orders(&q(&|q| q.reference = Some("REF29".into()))).unwrap()), ["o29"]);
+    assert_eq!(
+        ids(&store.find_orders(&q(&|q| q.number = Some(107))).unwrap()),
+        ["o07"]
+    );
+    assert_eq!(
+        ids(&store.find_orders(&q(&|q| q.amount = Some(1200))).unwrap()),
+        ["o11"]
+    );
+    assert_eq!(
+        ids(&store
+            .find_orders(&q(&|q| q.reference = Some("REF29".into())))
+            .unwrap()),
+        ["o29"]
+    );
     let day = store
         .find_orders(&q(&|q| {
             q.from = Some("2026-11-02T00:00:00Z".into());
@@ -1389,7 +1446,10 @@ fn past_orders_are_found_by_number_time_table_amount_and_reference_a_page_at_a_t
         }
     }
     assert_eq!(seen.len(), 10);
-    assert_eq!(seen.iter().collect::<std::collections::BTreeSet<_>>().len(), 10);
+    assert_eq!(
+        seen.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        10
+    );
     // Nonsense is refused with a reason, never answered with everything.
     for bad in [
         q(&|q| q.limit = Some(0)),
@@ -1399,7 +1459,10 @@ fn past_orders_are_found_by_number_time_table_amount_and_reference_a_page_at_a_t
         q(&|q| q.before = Some("nope".into())),
         q(&|q| q.table = Some("x".repeat(41))),
     ] {
-        assert!(matches!(store.find_orders(&bad), Err(StoreError::Invalid(_))), "{bad:?}");
+        assert!(
+            matches!(store.find_orders(&bad), Err(StoreError::Invalid(_))),
+            "{bad:?}"
+        );
     }
     // Each kind of search reaches its orders through an index, never reading all of them.
     for query in [
@@ -1413,7 +1476,9 @@ fn past_orders_are_found_by_number_time_table_amount_and_reference_a_page_at_a_t
     ] {
         let plan = store.find_orders_plan(&query).unwrap();
         assert!(
-            !plan.split("; ").any(|s| s == "SCAN order_header" || s == "SCAN order_payment"),
+            !plan
+                .split("; ")
+                .any(|s| s == "SCAN order_header" || s == "SCAN order_payment"),
             "{query:?}: {plan}"
         );
     }

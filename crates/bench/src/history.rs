@@ -1,0 +1,376 @@
+//! A shop with years behind it: the interactive paths (a screen opening, a till joining,
+//! send to kitchen, a report, a search) measured on a real hub at demo size, a year
+//! (100k orders) and ten years (1M), in the same run.
+//!
+//! The history is built the way `snapshot` builds a day: a day of the seeded rush written
+//! through the real pipeline and counted by a Z report, then copied as past days (fresh ids,
+//! each copy a day earlier, finished), then today's rush through the pipeline again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use capsule_protocol::{MutationBatch, Schema};
+use capsule_store::{ApplyMode, Store};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::run::HubProcess;
+
+/// Orders in each day written through the pipeline.
+const DAY: usize = 300;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub orders: usize,
+    pub build_secs: f64,
+    /// What a screen loads now (`GET /api/working-set`): bytes and ms.
+    pub screen_bytes: usize,
+    pub screen_ms: f64,
+    /// What a screen loaded before (every row of every table, as `/api/snapshot` serves).
+    pub old_screen_bytes: usize,
+    pub old_screen_ms: f64,
+    /// A till joining (the light snapshot): bytes and ms.
+    pub join_bytes: usize,
+    pub join_ms: f64,
+    pub send_to_kitchen_ms: f64,
+    pub x_report_ms: f64,
+    pub z_list_ms: f64,
+    /// Median of the order searches (by number, table, amount, card reference, date).
+    pub search_ms: f64,
+    pub search_max_ms: f64,
+    pub hub_peak_rss_mib: f64,
+    pub disk_bytes_per_order: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub rows: Vec<HistoryRow>,
+}
+
+fn write_day(store: &Store, seed: u64) -> anyhow::Result<()> {
+    let mode = ApplyMode::Authoritative {
+        source: "bench".into(),
+    };
+    let mut pending = Vec::new();
+    let mut opened = 0;
+    for step in capsule_bench::workload::Rush::new(capsule_bench::workload::RushConfig {
+        seed,
+        // More than the day opens: the rush is still going at closing time (tables busy).
+        orders: DAY + 40,
+        concurrent: 40,
+        tills: 4,
+    }) {
+        if step.what == "open order" {
+            opened += 1;
+            if opened > DAY {
+                break;
+            }
+        }
+        if pending.len() + step.batch.mutations.len() > 200 {
+            store.apply(
+                &MutationBatch {
+                    mutations: std::mem::take(&mut pending),
+                    source: None,
+                },
+                &mode,
+            )?;
+        }
+        pending.extend(step.batch.mutations);
+    }
+    if !pending.is_empty() {
+        store.apply(
+            &MutationBatch {
+                mutations: pending,
+                source: None,
+            },
+            &mode,
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the rows of the day just counted `copies` times as earlier, finished days.
+fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
+    if copies == 0 {
+        return Ok(());
+    }
+    let mut conn = capsule_store::configured_connection(db, capsule_store::Durability::Full)?;
+    let tx = conn.transaction()?;
+    let renamed = ["id", "order_id", "batch_id", "job_id", "order_line_id"];
+    let finished = [
+        ("order_header", "closed"),
+        ("job_order_header", "ready"),
+        ("job_order_batch", "served"),
+    ];
+    // Shifts and Z reports stay as they are (a copied day would need its own numbers).
+    let tables: Vec<String> = Schema::builtin()
+        .tables
+        .keys()
+        .filter(|t| {
+            !matches!(
+                t.as_str(),
+                "pos_shift"
+                    | "z_report"
+                    | "shop_settings"
+                    | "menu_category"
+                    | "menu_item"
+                    | "menu_modifier"
+                    | "printer"
+            )
+        })
+        .cloned()
+        .collect();
+    for table in &tables {
+        tx.execute_batch(&format!(
+            "CREATE TEMP TABLE \"base_{table}\" AS SELECT * FROM \"{table}\";"
+        ))?;
+        let cols: Vec<String> = tx
+            .prepare(&format!("PRAGMA table_info(\"{table}\")"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<_, _>>()?;
+        let list: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
+        for k in 1..=copies {
+            let exprs: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    if renamed.contains(&c.as_str()) {
+                        format!("CASE WHEN \"{c}\" IS NULL THEN NULL ELSE \"{c}\" || '-{k}' END")
+                    } else if c == "reference" {
+                        format!("\"id\" || '-{k}'")
+                    } else if c == "opened_at" {
+                        format!("strftime('%Y-%m-%dT%H:%M:%fZ', \"opened_at\", '-{k} days')")
+                    } else if let Some((_, status)) = finished
+                        .iter()
+                        .find(|(t, _)| t == table)
+                        .filter(|_| c == "status")
+                    {
+                        format!("'{status}'")
+                    } else {
+                        format!("\"{c}\"")
+                    }
+                })
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO \"{table}\" ({}) SELECT {} FROM \"base_{table}\"",
+                    list.join(", "),
+                    exprs.join(", ")
+                ),
+                [],
+            )?;
+        }
+        tx.execute_batch(&format!("DROP TABLE \"base_{table}\";"))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Builds the shop: a day counted by Z #1, `orders / DAY - 1` copies of it as earlier days,
+/// then today's rush (part paid, part open). Returns the orders it holds.
+fn build(db: &Path, orders: usize, seed: u64) -> anyhow::Result<usize> {
+    let past_days = (orders / DAY).max(1);
+    {
+        let store = Store::open(db, Arc::new(Schema::builtin()))?;
+        write_day(&store, seed)?;
+        let (_, z) = store.plan_z_report(Some("bench"))?;
+        store.apply(
+            &MutationBatch {
+                mutations: vec![z],
+                source: None,
+            },
+            &ApplyMode::Authoritative {
+                source: "bench".into(),
+            },
+        )?;
+    }
+    copy_days(db, past_days - 1)?;
+    let store = Store::open(db, Arc::new(Schema::builtin()))?;
+    write_day(&store, seed + 1)?;
+    Ok(past_days * DAY + DAY)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn timed(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, Value)> {
+    let t = Instant::now();
+    let v = crate::run::get_json(http, url).await?;
+    Ok((t.elapsed().as_secs_f64() * 1000.0, v))
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    Ok(http
+        .post(url)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// Median ms of `n` sends to the kitchen of a new order with three lines.
+async fn send_to_kitchen(http: &reqwest::Client, hub: &str, n: usize) -> anyhow::Result<f64> {
+    let shift = uuid::Uuid::new_v4().to_string();
+    let at = "2026-12-07T12:00:00.000Z";
+    post(
+        http,
+        &format!("{hub}/api/mutations"),
+        json!({"mutations": [{"mid": uuid::Uuid::new_v4().to_string(), "table": "pos_shift", "action": "insert",
+                "row": {"id": shift, "node_id": "bench", "cashier": "Bench", "opened_at": at}}]}),
+    )
+    .await?;
+    let mut ms = Vec::new();
+    for _ in 0..n {
+        let order = uuid::Uuid::new_v4().to_string();
+        let mut muts = vec![
+            json!({"mid": uuid::Uuid::new_v4().to_string(), "table": "order_header", "action": "insert",
+                "row": {"id": order, "shift_id": shift, "opened_at": at}}),
+        ];
+        for (i, station) in ["grill", "cold", "bar"].iter().enumerate() {
+            muts.push(json!({"mid": uuid::Uuid::new_v4().to_string(), "table": "order_line", "action": "insert",
+                "row": {"id": uuid::Uuid::new_v4().to_string(), "order_id": order, "line_no": i, "name_en": "Dish",
+                        "qty": 1, "unit_price": 1000, "station": station, "created_at": at}}));
+        }
+        post(
+            http,
+            &format!("{hub}/api/mutations"),
+            json!({ "mutations": muts }),
+        )
+        .await?;
+        let t = Instant::now();
+        post(
+            http,
+            &format!("{hub}/api/orders/{order}/send-to-kitchen"),
+            json!({}),
+        )
+        .await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(ms))
+}
+
+async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<HistoryRow> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("hub");
+    std::fs::create_dir_all(&data)?;
+    let db = data.join("node.sqlite3");
+    let t = Instant::now();
+    let db2 = db.clone();
+    let orders = tokio::task::spawn_blocking(move || build(&db2, orders, seed)).await??;
+    let build_secs = t.elapsed().as_secs_f64();
+    let disk: u64 = std::fs::read_dir(&data)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let hub = HubProcess::start(tilld, &data, &[], Some(dir))?;
+    let http = reqwest::Client::new();
+    let screen = crate::snapshot::timed_get(&hub.url, "/api/working-set").await?;
+    let join = crate::snapshot::timed_get(&hub.url, "/api/snapshot?light=1").await?;
+    let old = crate::snapshot::timed_get(&hub.url, "/api/snapshot").await?;
+    let send = send_to_kitchen(&http, &hub.url, 15).await?;
+    let mut x = Vec::new();
+    let mut zl = Vec::new();
+    for _ in 0..5 {
+        x.push(timed(&http, &format!("{}/api/reports/x", hub.url)).await?.0);
+        zl.push(timed(&http, &format!("{}/api/reports/z", hub.url)).await?.0);
+    }
+    // Searches a manager makes: a number, a table on a day, an amount, a card reference,
+    // a day's orders, and the newest orders (no condition).
+    let (_, newest) = timed(&http, &format!("{}/api/orders?limit=1", hub.url)).await?;
+    let total = newest["orders"][0]["total"].as_i64().unwrap_or(0);
+    let searches = [
+        "number=150".to_string(),
+        "table=T3&from=2026-06-01T00:00:00Z&to=2026-06-02T00:00:00Z".to_string(),
+        format!("amount={total}"),
+        "reference=nobody-has-this".to_string(),
+        "from=2026-06-01T00:00:00Z&to=2026-06-02T00:00:00Z".to_string(),
+        "table=T3".to_string(),
+        String::new(),
+    ];
+    let mut search = Vec::new();
+    for q in &searches {
+        for _ in 0..5 {
+            search.push(
+                timed(&http, &format!("{}/api/orders?{q}", hub.url))
+                    .await?
+                    .0,
+            );
+        }
+    }
+    let search_max_ms = search.iter().copied().fold(0.0, f64::max);
+    Ok(HistoryRow {
+        orders,
+        build_secs,
+        screen_bytes: screen.bytes,
+        screen_ms: screen.ms,
+        old_screen_bytes: old.bytes,
+        old_screen_ms: old.ms,
+        join_bytes: join.bytes,
+        join_ms: join.ms,
+        send_to_kitchen_ms: send,
+        x_report_ms: median(x),
+        z_list_ms: median(zl),
+        search_ms: median(search),
+        search_max_ms,
+        hub_peak_rss_mib: hub.peak_rss_mib(),
+        disk_bytes_per_order: disk as f64 / orders as f64,
+    })
+}
+
+pub async fn measure(sizes: &[usize], tilld: &Path, seed: u64) -> anyhow::Result<History> {
+    let mut rows = Vec::new();
+    for &orders in sizes {
+        eprintln!("history: a shop with {orders} orders behind it...");
+        rows.push(measure_one(tilld, orders, seed).await?);
+    }
+    Ok(History { rows })
+}
+
+impl History {
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| history (orders) | screen data now | screen ms | screen data before (whole tables) | before ms | till join (light) | join ms | send to kitchen ms | X ms | Z list ms | search median / max ms | hub peak RSS MiB | disk per order | built in s |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.1} KB | {:.0} |",
+                r.orders,
+                kb(r.screen_bytes),
+                r.screen_ms,
+                kb(r.old_screen_bytes),
+                r.old_screen_ms,
+                kb(r.join_bytes),
+                r.join_ms,
+                r.send_to_kitchen_ms,
+                r.x_report_ms,
+                r.z_list_ms,
+                r.search_ms,
+                r.search_max_ms,
+                r.hub_peak_rss_mib,
+                r.disk_bytes_per_order / 1000.0,
+                r.build_secs
+            );
+        }
+        out
+    }
+}
+
+fn kb(b: usize) -> String {
+    if b >= 1_000_000 {
+        format!("{:.1} MB", b as f64 / 1e6)
+    } else {
+        format!("{:.0} KB", b as f64 / 1e3)
+    }
+}
