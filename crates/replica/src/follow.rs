@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use capsule_protocol::defaults::{IDS_PER_PULL, IDS_PER_REQUEST, MAX_PULL_WANTS};
 use capsule_protocol::{
     BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, PullAnswer,
-    PullRequest, PullWant, Snapshot, now_ms,
+    PullRequest, PullWant, now_ms,
 };
 use capsule_store::{Store, meta};
 use futures_util::{FutureExt, StreamExt};
@@ -194,10 +194,7 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
         ctx.config.hub_url,
         if ctx.config.light { "?light=1" } else { "" }
     );
-    let snap: Snapshot = get_json(ctx, &url).await?;
-    let (seq, v) = (snap.seq, snap.v);
-    let s = ctx.store.clone();
-    blocking(move || s.load_snapshot(&snap)).await?;
+    let (seq, v) = load_streamed(ctx, &url).await?;
     // The journal before anything else: until it is here this node cannot lead, and what it
     // held before the snapshot waits to be compared with it.
     fetch_journal(ctx, v).await?;
@@ -205,6 +202,95 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
     (ctx.ui)(LocalChange::Reset);
     tracing::info!(seq, light = ctx.config.light, "loaded snapshot from hub");
     Ok(seq)
+}
+
+/// How long a snapshot's answer may stall between two chunks before the load is given up.
+const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
+
+/// GETs a snapshot and loads it as it arrives (`Store::load_snapshot_from`): the answer is
+/// never held whole, so joining a shop with years of history costs a row of memory, not the
+/// history's. All or nothing: a cut or stalled answer leaves the data as it was.
+async fn load_streamed(ctx: &Ctx<'_>, url: &str) -> Result<(i64, i64)> {
+    ctx.metrics.rest_requests.inc();
+    let fail = |e: ReplicaError| {
+        ctx.metrics.rest_failures.inc();
+        e
+    };
+    let mut resp = ctx
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(ReplicaError::Unreachable(e.to_string())))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.bytes().await.unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_default();
+        return Err(fail(ReplicaError::Hub {
+            status: status.as_u16(),
+            message,
+        }));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
+    let s = ctx.store.clone();
+    let load = tokio::task::spawn_blocking(move || {
+        s.load_snapshot_from(ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        })
+    });
+    loop {
+        let chunk = match tokio::time::timeout(SNAPSHOT_STALL, resp.chunk()).await {
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => Ok(c.to_vec()),
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the hub's snapshot stalled",
+            )),
+        };
+        let cut = chunk.is_err();
+        if let Ok(c) = &chunk {
+            ctx.metrics.rest_bytes.add(c.len() as u64);
+        }
+        // The loader stops reading on a bad row: nothing more to hand it.
+        let sent = tx.send(chunk).await;
+        if sent.is_err() || cut {
+            break;
+        }
+    }
+    drop(tx);
+    load.await
+        .map_err(|e| ReplicaError::Protocol(format!("task failed: {e}")))?
+        .map_err(|e| fail(e.into()))
+}
+
+/// The snapshot's chunks as a blocking `Read`, for the loader's thread.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    /// How much of `chunk` was read.
+    at: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => (self.chunk, self.at) = (c, 0),
+                Some(Err(e)) => return Err(e),
+                // The sender is gone: the answer ended.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// One connection's life. Returns Ok when the hub asked us to resynchronise.

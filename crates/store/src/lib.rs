@@ -31,6 +31,7 @@ mod report;
 mod rules;
 mod scope;
 mod shadow;
+mod snapshot_stream;
 mod sql;
 #[cfg(test)]
 mod tests;

@@ -172,13 +172,32 @@ impl Store {
     pub fn load_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.snapshot_begin(&tx, &snap.node_id, snap.v)?;
+        for t in self.schema.tables_parent_first() {
+            self.snapshot_table(&tx, &t.name)?;
+            for row in snap
+                .tables
+                .get(&t.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                self.snapshot_row(&tx, &t.name, row)?;
+            }
+        }
+        self.snapshot_finish(&tx, &snap.node_id, snap.seq, snap.v)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A snapshot's first phase, before any row: what its hub and version mean for this
+    /// node's queued writes.
+    pub(crate) fn snapshot_begin(&self, tx: &Connection, node_id: &str, v: i64) -> Result<()> {
         // A snapshot of another hub or term is another history: the versions this node's
         // queued writes say they saw count in the old one, and could read as newer than
         // anything the new hub holds. They saw nothing of it (base 0), so the hub's rules
         // never let them move a status back over its own writes.
-        let same_history = sql::meta_text(&tx, meta::HUB_NODE_ID)?.as_deref()
-            == Some(snap.node_id.as_str())
-            && sql::meta_i64(&tx, meta::HUB_TERM)? == snap.v.div_euclid(crate::VERSIONS_PER_TERM);
+        let same_history = sql::meta_text(tx, meta::HUB_NODE_ID)?.as_deref() == Some(node_id)
+            && sql::meta_i64(tx, meta::HUB_TERM)? == v.div_euclid(crate::VERSIONS_PER_TERM);
         if !same_history {
             tx.execute(
                 "UPDATE _outbox SET mutation = json_set(mutation, '$.base', 0)
@@ -186,34 +205,52 @@ impl Store {
                 [],
             )?;
         }
-        for t in self.schema.tables_parent_first() {
-            tx.execute(&format!("DELETE FROM {}", q(&t.name)), [])?;
-            let known = sql_columns(t);
-            for row in snap
-                .tables
-                .get(&t.name)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                if let Some(k) = row.keys().find(|k| !known.iter().any(|(n, _)| n == *k)) {
-                    return Err(StoreError::Invalid(format!(
-                        "snapshot row of {} has unknown column '{k}'",
-                        t.name
-                    )));
-                }
-                upsert_row(&tx, t, row)?;
-            }
+        Ok(())
+    }
+
+    /// Empties one synced table before the snapshot's rows of it are written.
+    pub(crate) fn snapshot_table(&self, tx: &Connection, table: &str) -> Result<()> {
+        let t = self.schema.table(table).ok_or_else(|| {
+            StoreError::Invalid(format!("snapshot names unknown table '{table}'"))
+        })?;
+        tx.execute(&format!("DELETE FROM {}", q(&t.name)), [])?;
+        Ok(())
+    }
+
+    /// Writes one snapshot row (its table emptied first by [`Store::snapshot_table`]).
+    pub(crate) fn snapshot_row(&self, tx: &Connection, table: &str, row: &Row) -> Result<()> {
+        let t = self.schema.table(table).ok_or_else(|| {
+            StoreError::Invalid(format!("snapshot names unknown table '{table}'"))
+        })?;
+        let known = sql_columns(t);
+        if let Some(k) = row.keys().find(|k| !known.iter().any(|(n, _)| n == *k)) {
+            return Err(StoreError::Invalid(format!(
+                "snapshot row of {} has unknown column '{k}'",
+                t.name
+            )));
         }
-        sql::set_meta(&tx, meta::STREAM_SEQ, &snap.seq.to_string())?;
-        sql::set_meta(&tx, meta::VERSION, &snap.v.to_string())?;
-        sql::set_meta(&tx, meta::MERGED_VERSION, &snap.v.to_string())?;
+        upsert_row(tx, t, row)
+    }
+
+    /// A snapshot's last phase, after every row: its position, the journal set aside, the
+    /// node's own queued writes applied again over the new data.
+    pub(crate) fn snapshot_finish(
+        &self,
+        tx: &Connection,
+        node_id: &str,
+        seq: i64,
+        v: i64,
+    ) -> Result<()> {
+        sql::set_meta(tx, meta::STREAM_SEQ, &seq.to_string())?;
+        sql::set_meta(tx, meta::VERSION, &v.to_string())?;
+        sql::set_meta(tx, meta::MERGED_VERSION, &v.to_string())?;
         // Deletions before the snapshot left no tombstone here: this copy cannot tell a
         // follower what went away before it.
-        sql::set_meta(&tx, meta::GONE_SINCE, &snap.v.to_string())?;
-        sql::set_meta(&tx, meta::HUB_NODE_ID, &snap.node_id)?;
+        sql::set_meta(tx, meta::GONE_SINCE, &v.to_string())?;
+        sql::set_meta(tx, meta::HUB_NODE_ID, node_id)?;
         // What the hub says is the snapshot now: no entity's earlier hub copy is put back.
         tx.execute("DELETE FROM _shadow", [])?;
-        crate::outbox::prune(&tx)?;
+        crate::outbox::prune(tx)?;
         let everything = tx
             .prepare("SELECT DISTINCT entity, entity_id FROM _outbox WHERE entity IS NOT NULL")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -232,9 +269,8 @@ impl Store {
             [],
         )?;
         tx.execute("DELETE FROM _journal", [])?;
-        sql::set_meta(&tx, meta::JOURNAL_VERSION, "0")?;
-        crate::outbox::reapply_pending(&tx, self, &everything)?;
-        tx.commit()?;
+        sql::set_meta(tx, meta::JOURNAL_VERSION, "0")?;
+        crate::outbox::reapply_pending(tx, self, &everything)?;
         Ok(())
     }
 }
