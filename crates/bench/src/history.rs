@@ -33,6 +33,12 @@ pub struct HistoryRow {
     /// A till joining (the light snapshot): bytes and ms.
     pub join_bytes: usize,
     pub join_ms: f64,
+    /// A real till process joining (`--role till`, fresh data): until it says "online", and
+    /// its peak memory; and the same with `--light`.
+    pub till_join_ms: f64,
+    pub till_join_rss_mib: f64,
+    pub light_till_join_ms: f64,
+    pub light_till_join_rss_mib: f64,
     pub send_to_kitchen_ms: f64,
     pub x_report_ms: f64,
     pub z_list_ms: f64,
@@ -253,6 +259,36 @@ async fn send_to_kitchen(http: &reqwest::Client, hub: &str, n: usize) -> anyhow:
     Ok(median(ms))
 }
 
+/// Starts a till following `hub` on fresh data; returns ms until it is online and its peak
+/// resident memory then.
+async fn till_joins(tilld: &Path, hub: &str, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("till");
+    std::fs::create_dir_all(&data)?;
+    let t = Instant::now();
+    let till = HubProcess::spawn(
+        tilld,
+        &["--role", "till", "--hub", hub],
+        &data,
+        extra,
+        Some(dir),
+    )?;
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(s) = crate::run::get_json(&http, &format!("{}/api/status", till.url)).await
+            && s["state"] == "online"
+        {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed().as_secs() < 900,
+            "the till did not come online in 15 min"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok((t.elapsed().as_secs_f64() * 1000.0, till.peak_rss_mib()))
+}
+
 async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<HistoryRow> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("hub");
@@ -272,6 +308,9 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
     let join = crate::snapshot::timed_get(&hub.url, "/api/snapshot?light=1").await?;
     let old = crate::snapshot::timed_get(&hub.url, "/api/snapshot").await?;
     let send = send_to_kitchen(&http, &hub.url, 15).await?;
+    let (till_join_ms, till_join_rss_mib) = till_joins(tilld, &hub.url, &[]).await?;
+    let (light_till_join_ms, light_till_join_rss_mib) =
+        till_joins(tilld, &hub.url, &["--light"]).await?;
     let mut x = Vec::new();
     let mut zl = Vec::new();
     for _ in 0..5 {
@@ -311,6 +350,10 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
         old_screen_ms: old.ms,
         join_bytes: join.bytes,
         join_ms: join.ms,
+        till_join_ms,
+        till_join_rss_mib,
+        light_till_join_ms,
+        light_till_join_rss_mib,
         send_to_kitchen_ms: send,
         x_report_ms: median(x),
         z_list_ms: median(zl),
@@ -336,16 +379,16 @@ impl History {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| history (orders) | screen data now | screen ms | screen data before (whole tables) | before ms | till join (light) | join ms | send to kitchen ms | X ms | Z list ms | search median / max ms | hub peak RSS MiB | disk per order | built in s |"
+            "| history (orders) | screen data now | screen ms | screen data before (whole tables) | before ms | light snapshot | ms | till joins (full): s, peak MiB | light till joins: s, peak MiB | send to kitchen ms | X ms | Z list ms | search median / max ms | hub peak RSS MiB | disk per order | built in s |"
         );
         let _ = writeln!(
             out,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.1} KB | {:.0} |",
+                "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.1} s, {:.0} | {:.2} s, {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.1} KB | {:.0} |",
                 r.orders,
                 kb(r.screen_bytes),
                 r.screen_ms,
@@ -353,6 +396,10 @@ impl History {
                 r.old_screen_ms,
                 kb(r.join_bytes),
                 r.join_ms,
+                r.till_join_ms / 1000.0,
+                r.till_join_rss_mib,
+                r.light_till_join_ms / 1000.0,
+                r.light_till_join_rss_mib,
                 r.send_to_kitchen_ms,
                 r.x_report_ms,
                 r.z_list_ms,

@@ -381,3 +381,59 @@ fn a_write_made_over_the_tills_own_waiting_write_saw_only_what_that_one_saw() {
     while s.drain_one() {}
     assert_eq!(status(&s.hub, "o1"), "paid");
 }
+
+#[test]
+fn a_hub_change_after_the_closed_days_bookkeeping_was_pruned_loses_and_reopens_nothing() {
+    let s = shop();
+    setup(&s);
+    paid_elsewhere(&s);
+    let (_, z) = s.hub.plan_z_report(Some("Manager")).unwrap();
+    s.hub_writes(vec![z]);
+    let z1 = s.hub.z_report(1).unwrap();
+    // A month later the closed day's journal, tombstones and mutation ids are pruned.
+    let month = capsule_protocol::now_ms() + 30 * 24 * 3600 * 1000;
+    assert!(s.hub.prune_history(month).unwrap().journal > 0);
+    // A till joins then (snapshot and the journal as it is now), sells, and the hub dies
+    // before the sale reaches it; the till becomes hub.
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+    till_copies_journal(&s);
+    s.till
+        .apply_local(
+            &batch(vec![m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o2", "shift_id": "s1", "opened_at": T}),
+            )]),
+            "A",
+        )
+        .unwrap();
+    s.till.claim_hub(1).unwrap();
+    assert_eq!(
+        status(&s.till, "o1"),
+        "paid",
+        "a counted order came back open"
+    );
+    assert!(
+        s.till.pull("order", "o2", Some("header")).is_ok(),
+        "the till's sale was lost"
+    );
+    assert_eq!(s.till.outbox_counts().unwrap(), (0, 0));
+    // The old hub comes back and follows the new one: it sets its (pruned) journal aside,
+    // replays what the new hub lacks, and the day counted by Z #1 still counts the same.
+    s.hub.load_snapshot(&s.till.snapshot().unwrap()).unwrap();
+    let journal = s
+        .till
+        .journal_since(0, s.till.meta_i64(crate::meta::VERSION).unwrap(), 100)
+        .unwrap();
+    s.hub
+        .record_journal(
+            &journal.entries,
+            Some(s.till.meta_i64(crate::meta::VERSION).unwrap()),
+        )
+        .unwrap();
+    s.hub.reconcile_aside().unwrap();
+    assert_eq!(s.hub.outbox_counts().unwrap().1, 0, "something was refused");
+    let again = s.hub.z_report(1).unwrap();
+    assert_eq!((again.orders, again.total), (z1.orders, z1.total));
+    assert_eq!(s.hub.digest().unwrap(), s.till.digest().unwrap());
+}
