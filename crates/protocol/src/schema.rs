@@ -112,6 +112,9 @@ pub struct TableDef {
     /// Rows are only ever inserted (a Z report): merges, saves over a row and deletes are
     /// refused.
     pub immutable: bool,
+    /// Indexes over several columns, in order (a search that filters by the first and pages
+    /// by the next walks the index instead of sorting what it found).
+    pub indexes: Vec<Vec<String>>,
     /// Every column the table stores, in order: `id`, the schema columns, then the version
     /// columns (an entity table's `_v` and `_v_<part>`, a child table's `_v`). Worked out
     /// once when the schema loads, because every read and write of a row walks it.
@@ -301,6 +304,8 @@ struct RawTable {
     immutable: bool,
     #[serde(default)]
     max_per_parent: Option<usize>,
+    #[serde(default)]
+    indexes: Vec<Vec<String>>,
     columns: Vec<Column>,
 }
 
@@ -584,6 +589,21 @@ impl Schema {
                 }
                 _ => {}
             }
+            for cols in &rt.indexes {
+                if cols.len() < 2 {
+                    return Err(invalid(format!(
+                        "table '{name}': an entry of indexes names at least 2 columns (one column: index = true)"
+                    )));
+                }
+                if let Some(c) = cols
+                    .iter()
+                    .find(|c| !rt.columns.iter().any(|k| &k.name == *c))
+                {
+                    return Err(invalid(format!(
+                        "table '{name}': indexes names unknown column '{c}'"
+                    )));
+                }
+            }
             tables.insert(
                 name.clone(),
                 TableDef {
@@ -593,6 +613,7 @@ impl Schema {
                     role,
                     max_per_parent: rt.max_per_parent,
                     immutable: rt.immutable,
+                    indexes: rt.indexes,
                     stored: Vec::new(),
                     stored_list: String::new(),
                     select_by_id_sql: String::new(),

@@ -116,6 +116,15 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
                 q(col)
             ))?;
         }
+        for cols in &t.indexes {
+            let list: Vec<String> = cols.iter().map(|c| q(c)).collect();
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({});",
+                q(&format!("idx_{}_{}", t.name, cols.join("_"))),
+                q(&t.name),
+                list.join(", ")
+            ))?;
+        }
         // The light snapshot a till opens with reads only open business: a partial index
         // holding just those rows finds them without reading the day's finished ones, and
         // costs a write only when a row enters or leaves open business.
