@@ -47,6 +47,43 @@ pub struct HistoryRow {
     pub search_max_ms: f64,
     pub hub_peak_rss_mib: f64,
     pub disk_bytes_per_order: f64,
+    /// Each screen opened in chromium (None: no chromium or node here, with the reason).
+    pub screens: Result<Vec<ScreenLoad>, String>,
+}
+
+/// One screen opened in a real browser (`tests/browser/screen-load.mjs`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ScreenLoad {
+    pub screen: String,
+    /// Until it is usable: its data loaded and a frame painted.
+    pub ms: f64,
+    /// API bytes as sent (compressed).
+    pub api_bytes: f64,
+    pub heap_mib: f64,
+}
+
+/// Opens every screen of the node at `url` in Debian's chromium (through the browser test's
+/// playwright-core), one after the other.
+fn screens_in_browser(url: &str) -> Result<Vec<ScreenLoad>, String> {
+    let script = Path::new("tests/browser/screen-load.mjs");
+    if !Path::new("tests/browser/node_modules/playwright-core").is_dir() {
+        return Err("tests/browser has no node_modules (run scripts/deps)".into());
+    }
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("node: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .chars()
+            .take(300)
+            .collect());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -341,6 +378,8 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
         }
     }
     let search_max_ms = search.iter().copied().fold(0.0, f64::max);
+    let url = hub.url.clone();
+    let screens = tokio::task::spawn_blocking(move || screens_in_browser(&url)).await?;
     Ok(HistoryRow {
         orders,
         build_secs,
@@ -361,6 +400,7 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
         search_max_ms,
         hub_peak_rss_mib: hub.peak_rss_mib(),
         disk_bytes_per_order: disk as f64 / orders as f64,
+        screens,
     })
 }
 
@@ -409,6 +449,30 @@ impl History {
                 r.disk_bytes_per_order / 1000.0,
                 r.build_secs
             );
+        }
+        let _ = writeln!(
+            out,
+            "\n| history (orders) | screen in chromium | usable ms | API data (compressed) | JS heap MiB |\n|---|---|---|---|---|"
+        );
+        for r in &self.rows {
+            match &r.screens {
+                Ok(screens) => {
+                    for sc in screens {
+                        let _ = writeln!(
+                            out,
+                            "| {} | {} | {:.0} | {} | {:.1} |",
+                            r.orders,
+                            sc.screen,
+                            sc.ms,
+                            kb(sc.api_bytes as usize),
+                            sc.heap_mib
+                        );
+                    }
+                }
+                Err(why) => {
+                    let _ = writeln!(out, "| {} | not measured: {why} | | | |", r.orders);
+                }
+            }
         }
         out
     }

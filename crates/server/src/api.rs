@@ -425,6 +425,13 @@ async fn table_rows(
             })?,
     };
     let after = q.get("after").cloned();
+    if let Some(a) = &after
+        && !capsule_protocol::validate::is_valid_id(a)
+    {
+        return Err(ApiError::bad_request(
+            "'after' is a row id (a previous page's 'next')",
+        ));
+    }
     if s.store.schema().table(&table).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1534,3 +1534,34 @@ fn a_snapshot_loaded_as_it_is_read_is_the_same_as_one_parsed_whole_and_a_cut_one
     ));
     assert_eq!(streamed.digest().unwrap(), before);
 }
+
+#[test]
+fn a_table_is_read_a_page_at_a_time_every_row_once() {
+    let (_d, store) = open_temp();
+    shift_and_order(&store);
+    run(
+        &store,
+        (0..23).map(|i| line(&format!("l{i:02}"), 1, 100)).collect(),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut out = Vec::new();
+        let next = store
+            .write_table("order_line", after.as_deref(), 5, &mut out)
+            .unwrap();
+        let page: Value = serde_json::from_slice(&out).unwrap();
+        let rows = page["rows"].as_array().unwrap();
+        assert!(rows.len() <= 5);
+        seen.extend(rows.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        assert_eq!(page.get("next").and_then(Value::as_str), next.as_deref());
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let mut all: Vec<String> = (0..23).map(|i| format!("l{i:02}")).collect();
+    all.sort();
+    assert_eq!(seen, all);
+}
