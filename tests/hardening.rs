@@ -473,3 +473,88 @@ fn the_hub_backs_itself_up_on_a_schedule_and_says_so() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("shorter than a minute"), "{stderr}");
 }
+
+#[test]
+fn a_store_of_a_newer_format_stops_the_node_with_exit_2_and_is_left_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let hub = Node::hub(&data);
+    open_order(&hub, &new_id(), &new_id(), 1);
+    drop(hub);
+    let db = data.join("node.sqlite3");
+    {
+        // What a later build leaves: its format, its own journal mode, no WAL beside it.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let (code, stderr) = tilld(
+        &[
+            "--role",
+            "hub",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("newer Capsule POS"), "{stderr}");
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the refused file was modified"
+    );
+    assert!(
+        !data.join("node.sqlite3-wal").exists(),
+        "the refused file was switched to WAL"
+    );
+}
+
+#[test]
+fn no_order_a_till_rings_up_can_block_the_x_and_z_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    // Three orders of 500 lines at the top price with 100% tax and service: each would total
+    // about 4·10^18, and the day's sum could not be reported. Refused, with the reason, at the
+    // till (its own commit) and at the hub.
+    let shift = new_id();
+    hub.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    for node in [&hub, &till] {
+        for _ in 0..3 {
+            let order = new_id();
+            let mut muts = vec![mutation(
+                "order_header",
+                "insert",
+                json!({"id": order, "shift_id": shift, "opened_at": T,
+                "tax_rate_bp": 10_000, "service_rate_bp": 10_000}),
+            )];
+            for i in 0..199 {
+                muts.push(mutation("order_line", "insert", json!({"id": new_id(), "order_id": order, "line_no": i,
+                    "name_en": "Gold", "qty": 10_000, "unit_price": 100_000_000_000_i64, "created_at": T})));
+            }
+            let (status, answer) =
+                node.post_raw("/api/mutations", &json!({ "mutations": muts }).to_string());
+            assert_eq!(status, 400, "{answer}");
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("most one order may come to"),
+                "{answer}"
+            );
+        }
+    }
+    // An ordinary sale goes through, and the X and Z reports answer.
+    open_order(&hub, &shift, &new_id(), 7);
+    let (status, x) = hub.get("/api/reports/x");
+    assert_eq!(status, 200, "{x}");
+    let (status, z) = hub.post_raw("/api/reports/z", r#"{"taken_by":"Manager"}"#);
+    assert_eq!(status, 201, "{z}");
+}

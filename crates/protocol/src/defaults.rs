@@ -32,3 +32,10 @@ pub const MAX_PULL_BODY: usize = 1024 * 1024;
 /// gossip is not one any node could ever claim past, so every node ignores it: one bad
 /// number must not leave the shop unable to elect a hub.
 pub const MAX_TERM: i64 = (1 << 21) - 1;
+
+/// The most an order's subtotal, discounts or total may come to, in minor units (100 billion
+/// of a two-digit currency). Every report sums a day's orders in 64 bits: at this bound a day
+/// of 400,000 orders still adds up, so no order a till can ring up ever blocks an X or Z
+/// report (what the columns' own ranges allowed did: three orders of 500 lines at the top
+/// price with 100% tax and service).
+pub const MAX_ORDER_TOTAL: i64 = 10_000_000_000_000;

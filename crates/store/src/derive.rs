@@ -449,6 +449,18 @@ fn recompute_order(
     let balance = total
         .checked_sub(paid)
         .ok_or_else(|| overflow("the order's balance"))?;
+    let most = capsule_protocol::defaults::MAX_ORDER_TOTAL;
+    for (what, v) in [
+        ("subtotal", subtotal),
+        ("discounts", discount_total),
+        ("total", total),
+    ] {
+        if v > most {
+            return Err(StoreError::Invalid(format!(
+                "the order's {what} would be {v}, above the most one order may come to ({most} in minor units)"
+            )));
+        }
+    }
     let finished_v = if decides {
         finished_version(conn, &order)?
     } else {

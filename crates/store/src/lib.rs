@@ -218,6 +218,27 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
 /// look, so a change must still be safe for them, or wait until they are gone).
 pub const STORE_FORMAT: i64 = 1;
 
+/// Refuses a store a newer build wrote, read through a read-only connection before anything
+/// opens it for writing (which switches it to WAL and bumps its change counter): a refused
+/// file stays exactly as it was.
+fn refuse_newer_format(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let ro = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let format: i64 = ro.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if format > STORE_FORMAT {
+        return Err(StoreError::Storage(format!(
+            "{} was written by a newer Capsule POS (store format {format}; this build reads up to {STORE_FORMAT}): run that version or a later one, or restore a backup this version made",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The writer connection's page cache, as SQLite's `cache_size` (negative: KiB).
 const WRITER_CACHE_KIB: i64 = -32 * 1024;
 
@@ -239,6 +260,7 @@ impl Store {
     ) -> Result<Store> {
         derive::check_schema(&schema).map_err(StoreError::Invalid)?;
         let path = path.as_ref().to_path_buf();
+        refuse_newer_format(&path)?;
         let mut conn = open_writer(&path)?;
         configure(&conn, durability).map_err(|e| {
             StoreError::Storage(format!(

@@ -1260,13 +1260,21 @@ fn a_store_written_by_a_newer_build_is_refused_and_left_as_it_was() {
         c.pragma_update(None, "user_version", newer).unwrap();
         c.execute_batch("DROP INDEX idx_order_header_shift_id")
             .unwrap();
+        // (a later build may keep its file in another journal mode)
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
     }
+    let bytes = std::fs::read(&path).unwrap();
     let e = Store::open(&path, schema.clone()).unwrap_err();
     assert!(
         e.to_string().contains("newer Capsule POS"),
         "not the newer-format refusal: {e}"
     );
-    // Untouched: no DDL ran (the index a build creates at open is still gone), same format.
+    // Untouched, byte for byte: not switched to WAL, no change counter bumped, no DDL ran.
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the refused file was modified"
+    );
+    assert!(!dir.path().join("hub.sqlite3-wal").exists());
     assert_eq!(format(&path), newer);
     let indexes: i64 = rusqlite::Connection::open(&path)
         .unwrap()
