@@ -239,6 +239,20 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
   });
 
   it('closes the shift on till A with the expected cash from the core', async () => {
+    // The hub derives the shift's totals from the payment and till A merges them: first in
+    // till A's data (a sync failure says so here), then on its screen.
+    const deadline = Date.now() + T;
+    let held = null;
+    while (Date.now() < deadline) {
+      const { rows } = await fetch(`${tillA.url}/api/tables/pos_shift`).then((r) => r.json());
+      held = rows.find((r) => r.status === 'open' && r.cashier === 'Aisha');
+      if (held?.expected_cash === 56578) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (held?.expected_cash !== 56578) {
+      await dumpState('expected cash in the data', { tillA, hub }, ['pos_shift', 'order_payment']);
+      assert.fail(`till A's data holds expected cash ${held?.expected_cash}, not 56578`);
+    }
     await pageA.getByTestId('close-shift').click();
     const form = pageA.getByTestId('close-shift-form');
     // opening float 500.00 + cash sales 65.78
