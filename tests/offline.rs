@@ -62,6 +62,12 @@ fn a_till_offline_for_hundreds_of_sales_syncs_every_one_exactly_once() {
     }
     let per_sale = started.elapsed() / SALES as u32;
     assert_eq!(pending(&till), (SALES * 4) as i64);
+    // The dashboard's view of the backlog is a page and a count, whatever its size.
+    let (status, outbox) = till.get("/api/outbox");
+    assert_eq!(status, 200, "{outbox}");
+    assert_eq!(outbox["pending"].as_array().unwrap().len(), 500);
+    assert_eq!(outbox["pending_total"], json!(SALES * 4));
+    assert_eq!(till.get("/api/outbox?limit=0").0, 400);
     // Every open order shows a distinct number staff can call out.
     let (_, rows) = till.get("/api/tables/order_header");
     let labels: HashSet<String> = rows["rows"]

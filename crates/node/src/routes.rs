@@ -151,13 +151,37 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
 }
 
-/// `GET /api/outbox`: what this node still owes the hub, and what the hub refused.
-#[utoipa::path(get, path = "/api/outbox", tag = "till", responses((status = 200, body = Outbox_)))]
-async fn outbox_list(State(s): State<CommandState>) -> Result<Json<Outbox_>, ApiError> {
+/// `GET /api/outbox[?limit=N]`: what this node still owes the hub, and what the hub refused:
+/// the oldest `limit` (1..=1000, default 500) of each, and how many there are in all.
+#[utoipa::path(get, path = "/api/outbox", tag = "till",
+    params(("limit" = Option<u32>, Query, description = "entries of each kind, 1..=1000 (default 500)")),
+    responses((status = 200, body = Outbox_), (status = 400, body = ErrorBody)))]
+async fn outbox_list(
+    State(s): State<CommandState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Outbox_>, ApiError> {
+    let limit = match q.get("limit") {
+        None => 500,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1 to 1000, got '{l}'"))
+            })?,
+    };
     let store = s.store.clone();
-    let all = tokio::task::spawn_blocking(move || store.outbox_list()).await??;
-    let (rejected, pending) = all.into_iter().partition(|e| e.state == "rejected");
-    Ok(Json(Outbox_ { pending, rejected }))
+    let ((pending, rejected), (pending_total, rejected_total)) =
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, capsule_store::StoreError>((store.outbox_page(limit)?, store.outbox_counts()?))
+        })
+        .await??;
+    Ok(Json(Outbox_ {
+        pending,
+        rejected,
+        pending_total,
+        rejected_total,
+    }))
 }
 
 /// Puts a refused write back in line (the manager fixed what the hub objected to).

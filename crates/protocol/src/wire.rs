@@ -479,9 +479,15 @@ pub struct OutboxEntry {
 /// `GET /api/outbox` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outbox {
-    /// Waiting for the hub (pending or sent but not yet seen back), oldest first.
+    /// Waiting for the hub (pending or sent but not yet seen back), oldest first: at most a
+    /// page of them (`limit`), `pending_total` in all.
     pub pending: Vec<OutboxEntry>,
+    /// Refused by the hub, oldest first: at most a page of them, `rejected_total` in all.
     pub rejected: Vec<OutboxEntry>,
+    #[serde(default)]
+    pub pending_total: u64,
+    #[serde(default)]
+    pub rejected_total: u64,
 }
 
 /// What the dashboard shows of a node's scheduled backups.

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS _outbox (
 );
 CREATE INDEX IF NOT EXISTS _outbox_request ON _outbox(request);
 CREATE INDEX IF NOT EXISTS _outbox_entity ON _outbox(entity, entity_id);
+-- The refused entries, oldest first, without walking a backlog of pending ones.
+CREATE INDEX IF NOT EXISTS _outbox_rejected ON _outbox(pos) WHERE state = 'rejected';
 ";
 
 /// Source named in the capsules a till's local writes show its own screens.
@@ -257,23 +259,36 @@ impl Store {
 
     /// Entries not yet seen back from the hub (`pending` or `sent`) and set-aside ones.
     pub fn outbox_list(&self) -> Result<Vec<OutboxEntry>> {
+        let (mut pending, rejected) = self.outbox_page(usize::MAX)?;
+        pending.extend(rejected);
+        Ok(pending)
+    }
+
+    /// The oldest `limit` entries waiting for the hub and the oldest `limit` it refused: what
+    /// a screen shows of a backlog of any size.
+    pub fn outbox_page(&self, limit: usize) -> Result<(Vec<OutboxEntry>, Vec<OutboxEntry>)> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT mid, tbl, action, queued_at, attempts, state, hub_seq, error FROM _outbox ORDER BY pos",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(OutboxEntry {
-                    mid: r.get(0)?,
-                    table: r.get(1)?,
-                    action: r.get(2)?,
-                    queued_at: capsule_protocol::ms_to_rfc3339(r.get(3)?),
-                    attempts: r.get(4)?,
-                    state: r.get(5)?,
-                    hub_seq: r.get(6)?,
-                    error: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<std::result::Result<_, _>>()?)
+            let read = |state_sql: &str| -> Result<Vec<OutboxEntry>> {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT mid, tbl, action, queued_at, attempts, state, hub_seq, error FROM _outbox
+                     WHERE {state_sql} ORDER BY pos LIMIT ?1"
+                ))?;
+                let rows = stmt.query_map([limit], |r| {
+                    Ok(OutboxEntry {
+                        mid: r.get(0)?,
+                        table: r.get(1)?,
+                        action: r.get(2)?,
+                        queued_at: capsule_protocol::ms_to_rfc3339(r.get(3)?),
+                        attempts: r.get(4)?,
+                        state: r.get(5)?,
+                        hub_seq: r.get(6)?,
+                        error: r.get(7)?,
+                    })
+                })?;
+                Ok(rows.collect::<std::result::Result<_, _>>()?)
+            };
+            Ok((read("state != 'rejected'")?, read("state = 'rejected'")?))
         })
     }
 
@@ -281,7 +296,9 @@ impl Store {
     pub fn outbox_counts(&self) -> Result<(u64, u64)> {
         self.with_reader(|c| {
             Ok(c.query_row(
-                "SELECT COALESCE(SUM(state != 'rejected'), 0), COALESCE(SUM(state = 'rejected'), 0) FROM _outbox",
+                // (The refused ones through their partial index; the rest is all but them.)
+                "SELECT (SELECT COUNT(*) FROM _outbox) - n, n
+                 FROM (SELECT COUNT(*) AS n FROM _outbox WHERE state = 'rejected')",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )?)

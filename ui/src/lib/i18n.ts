@@ -49,6 +49,7 @@ const en = {
   // order
   new_order: 'New order',
   order: 'Order',
+  shown_of: 'The oldest {n} of {total} are shown; they come next when these are dealt with.',
   find_order: 'Find a past order',
   order_number: 'Order no.',
   amount: 'Amount',
@@ -311,6 +312,7 @@ const ar: Record<Key, string> = {
   confirm: 'تأكيد',
   new_order: 'طلب جديد',
   order: 'طلب',
+  shown_of: 'تُعرض أقدم {n} من {total}؛ تظهر البقية عند معالجة هذه.',
   find_order: 'البحث عن طلب سابق',
   order_number: 'رقم الطلب',
   amount: 'المبلغ',

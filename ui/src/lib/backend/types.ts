@@ -59,8 +59,11 @@ export interface OutboxEntry {
 }
 
 export interface Outbox {
+  /** The oldest of each (a page), and how many there are in all. */
   pending: OutboxEntry[];
   rejected: OutboxEntry[];
+  pending_total: number;
+  rejected_total: number;
 }
 
 export interface BackupStatus {
