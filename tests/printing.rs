@@ -102,8 +102,16 @@ fn line(
 #[test]
 fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Node::spawn(&dir.path().join("hub"), &["--role", "hub", "--demo"]);
-    let till = Node::till(&dir.path().join("till"), &hub);
+    // The test's printers listen on this computer, which a manager must allow.
+    let allow = ["--allow-printer", "127.0.0.1"];
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &[&["--role", "hub", "--demo"][..], &allow].concat(),
+    );
+    let till = Node::spawn(
+        &dir.path().join("till"),
+        &[&["--role", "till", "--hub", &hub.url][..], &allow].concat(),
+    );
     let grill = VirtualPrinter::start();
     let kitchen = VirtualPrinter::start();
     let counter = VirtualPrinter::start();
@@ -359,4 +367,53 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
         400
     );
     assert_eq!(till.post_raw("/api/orders/nope/receipt", "{}").0, 404);
+}
+
+#[test]
+fn a_printer_pointed_off_the_shops_lan_is_never_connected_to_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --allow-printer: only private LAN addresses are printers.
+    let hub = Node::spawn(&dir.path().join("hub"), &["--role", "hub", "--demo"]);
+    let listener = VirtualPrinter::start();
+    let own_api = hub.url.trim_start_matches("http://").to_string();
+    for (i, (address, why)) in [
+        (listener.address(), "this computer itself"),
+        ("169.254.169.254:80".to_string(), "link-local"),
+        (own_api, "this node's own API"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("p-{i}");
+        hub.apply(&[(
+            "printer",
+            "save",
+            json!({"id": id, "name": "Counter", "role": "receipt", "address": address}),
+        )]);
+        let request = format!("x-{i}");
+        let (code, q) = hub.post_raw(
+            "/api/reports/x/print",
+            &json!({"request_id": request}).to_string(),
+        );
+        assert_eq!(code, 200, "{q}");
+        wait_until(
+            Duration::from_secs(20),
+            &format!("the job for {address} to fail"),
+            || {
+                hub.get("/api/print/jobs").1["jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|j| {
+                        j["printer_id"] == json!(id)
+                            && j["error"].as_str().is_some_and(|e| e.contains(why))
+                    })
+            },
+        );
+        hub.apply(&[("printer", "delete", json!({"id": id}))]);
+    }
+    assert!(
+        listener.received.lock().unwrap().is_empty(),
+        "a job was sent to a printer on this computer"
+    );
 }

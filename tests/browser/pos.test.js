@@ -66,7 +66,8 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
   before(async () => {
     assert.ok(existsSync(join(UI_DIST, 'index.html')), `built UI missing at ${UI_DIST}: run npm run build in ui/`);
     mkdirSync(SHOTS, { recursive: true });
-    hub = await startNode('hub', ['--role', 'hub', '--demo']);
+    // The test's printer listens on this computer, which a manager must allow.
+    hub = await startNode('hub', ['--role', 'hub', '--demo', '--allow-printer', '127.0.0.1']);
     [tillA, tillB] = await Promise.all([
       startNode('till-a', ['--role', 'till', '--hub', hub.url]),
       startNode('till-b', ['--role', 'till', '--hub', hub.url]),

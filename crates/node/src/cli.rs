@@ -109,6 +109,11 @@ pub struct Args {
     /// page cannot reach the node through DNS rebinding.
     #[arg(long = "allow-host")]
     pub allow_hosts: Vec<String>,
+    /// Print to this printer address although it is not on the shop's LAN (a printer on this
+    /// computer, `127.0.0.1:9100`, or a whole host, `127.0.0.1`); repeatable. Without it,
+    /// printers must have a private LAN address (10.x, 172.16-31.x, 192.168.x).
+    #[arg(long = "allow-printer", value_name = "ADDRESS")]
+    pub allow_printers: Vec<String>,
     /// Hub: write a consistent copy of the database into this folder on a schedule.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
@@ -251,6 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.limits.max_per_ip = args.max_connections_per_ip;
     config.limits.header_timeout = Duration::from_millis(args.header_timeout_ms.max(100));
     config.allowed_hosts = args.allow_hosts;
+    config.allowed_printers = args.allow_printers;
     config.name = args.name;
     config.priority = args.priority;
     config.peers = args.peers;

@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub handback_quiet: std::time::Duration,
     /// Wakes this node's print sender when a job is queued.
     pub print_wake: Arc<tokio::sync::Notify>,
+    /// Printer addresses a manager allowed off the shop's LAN (`--allow-printer`).
+    pub allowed_printers: Vec<String>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,7 @@ impl NodeConfig {
             advertise: None,
             handback_quiet: std::time::Duration::from_secs(10),
             print_wake: Arc::new(tokio::sync::Notify::new()),
+            allowed_printers: Vec::new(),
         }
     }
 }
@@ -197,6 +200,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         tokio::spawn(crate::printing::run_sender(
             store.clone(),
             config.print_wake.clone(),
+            Arc::new(crate::printer_net::PrinterPolicy {
+                allowed: config.allowed_printers.clone(),
+                own_ports: vec![addr.port()],
+            }),
         )),
         tokio::spawn(prune_schedule(store.clone())),
     ];

@@ -13,6 +13,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use crate::printer_net::PrinterPolicy;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A printer that takes no more bytes for this long is stuck (out of paper, cover open).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -393,8 +395,31 @@ pub fn queue_report(store: &Store, r: &Report, request: &str) -> Result<Queued, 
     Ok(out)
 }
 
-async fn send(address: &str, bytes: &[u8]) -> Result<(), String> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+/// Sends to the printer at `address` once its name resolves to an address the policy allows
+/// (and connects to that checked address, not the name again).
+async fn send(policy: &PrinterPolicy, address: &str, bytes: &[u8]) -> Result<(), String> {
+    let (host, _) = crate::printer_net::split(address)?;
+    let resolved: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(address))
+            .await
+            .map_err(|_| format!("printer {address}: its name did not resolve within 3 s"))?
+            .map_err(|e| format!("printer {address}: {e}"))?
+            .collect();
+    let mut refused = None;
+    let mut to = None;
+    for a in resolved {
+        match policy.check_resolved(address, &host, a) {
+            Ok(()) => {
+                to = Some(a);
+                break;
+            }
+            Err(e) => refused = Some(e),
+        }
+    }
+    let Some(to) = to else {
+        return Err(refused.unwrap_or_else(|| format!("printer {address}: no address found")));
+    };
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to))
         .await
         .map_err(|_| format!("printer {address} did not answer within 3 s (off?)"))?
         .map_err(|e| format!("printer {address}: {e}"))?;
@@ -410,7 +435,7 @@ async fn send(address: &str, bytes: &[u8]) -> Result<(), String> {
 
 /// Sends queued jobs one at a time, oldest first; a failed job waits and is tried again
 /// (1 s, 2 s, 4 s ... 30 s) while the others keep their turn.
-pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
+pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<PrinterPolicy>) {
     loop {
         let s = store.clone();
         let due = match tokio::task::spawn_blocking(move || s.due_print_job()).await {
@@ -443,7 +468,7 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>) {
                 .ok()
                 .flatten()
                 .unwrap_or(queued_address);
-                let result = send(&address, &bytes).await;
+                let result = send(&policy, &address, &bytes).await;
                 let s = store.clone();
                 let _ = tokio::task::spawn_blocking(move || match result {
                     Ok(()) => s.print_done(&id),

@@ -38,8 +38,8 @@ pub type StatusHandler = Arc<dyn Fn() -> NodeStatus + Send + Sync>;
 /// Node-specific metrics appended to `/metrics` (Prometheus text) and `/api/metrics` (JSON).
 pub type ExtraMetrics = Arc<dyn Fn(&mut String, &mut serde_json::Map<String, Value>) + Send + Sync>;
 
-/// Whole-table reads (snapshots, table lists) build their answer in memory; at most this many
-/// run at once, so a client looping on them cannot exhaust a small hub's memory.
+/// Bulk reads (snapshots, the working set, table pages) stream from one read transaction each;
+/// at most this many run at once, so a client looping on them cannot take every reader.
 static HEAVY_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Most capsules one `GET /api/changes` answers with.
