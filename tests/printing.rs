@@ -417,3 +417,38 @@ fn a_printer_pointed_off_the_shops_lan_is_never_connected_to_and_says_why() {
         "a job was sent to a printer on this computer"
     );
 }
+
+#[test]
+fn a_printer_that_is_off_holds_a_bounded_queue_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--demo", "--allow-printer", "127.0.0.1"],
+    );
+    // A receipt printer that is off: nothing listens at its address.
+    let off_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    hub.apply(&[("printer", "save", json!({"id": "p-off", "name": "Counter", "role": "receipt", "address": format!("127.0.0.1:{off_port}")}))]);
+    let max = 200;
+    let mut refused = 0;
+    for i in 0..max + 20 {
+        let (code, q) = hub.post_raw(
+            "/api/reports/x/print",
+            &json!({"request_id": format!("copy-{i}")}).to_string(),
+        );
+        assert_eq!(code, 200, "{q}");
+        if let Some(why) = q["skipped"].as_array().and_then(|s| s.first()) {
+            assert!(why.as_str().unwrap().contains("jobs waiting"), "{q}");
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "the queue of a printer that is off grew past {max}"
+    );
+    // (The dashboard lists the newest 100; the queue itself is in the node's file.)
+    assert_eq!(count(&hub.db(), "_print_job"), max as i64);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use capsule_print::{Align, Block, COLUMNS, columns, money};
 use capsule_print::{KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem};
 use capsule_protocol::Row;
-use capsule_store::{NewPrintJob, PrintDue, Report, Store, StoreError};
+use capsule_store::{Enqueued, NewPrintJob, PrintDue, Report, Store, StoreError};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -113,10 +113,13 @@ fn enqueue(
         about,
         bytes: &bytes,
     })?;
-    if new {
-        out.queued.push(id.to_string());
-    } else {
-        out.already.push(id.to_string());
+    match new {
+        Enqueued::Queued => out.queued.push(id.to_string()),
+        Enqueued::Already => out.already.push(id.to_string()),
+        Enqueued::Full(waiting) => out.skipped.push(format!(
+            "printer '{}' has {waiting} jobs waiting (is it off or out of paper?): this one was not queued",
+            printer.get("name").and_then(Value::as_str).unwrap_or_default()
+        )),
     }
     Ok(())
 }
@@ -438,7 +441,12 @@ async fn send(policy: &PrinterPolicy, address: &str, bytes: &[u8]) -> Result<(),
 pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<PrinterPolicy>) {
     loop {
         let s = store.clone();
-        let due = match tokio::task::spawn_blocking(move || s.due_print_job()).await {
+        let due = match tokio::task::spawn_blocking(move || {
+            s.expire_print_jobs(capsule_protocol::now_ms())?;
+            s.due_print_job()
+        })
+        .await
+        {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "print queue unreadable");

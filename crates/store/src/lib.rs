@@ -49,7 +49,9 @@ pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};
 pub use merge::MergeOutcome;
 pub use outbox::{LocalApplied, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
-pub use print_queue::{NewPrintJob, PrintDue, PrintJob};
+pub use print_queue::{
+    Enqueued, MAX_WAITING_PER_PRINTER, NewPrintJob, PRINT_JOB_EXPIRES_MS, PrintDue, PrintJob,
+};
 pub use prune::{KEEP_DAYS, Pruned};
 pub use report::{MethodRow, Report, SalesRow, ShiftRow};
 pub use scope::{SCREEN_FINISHED_ORDERS, Scope};

@@ -28,7 +28,25 @@ CREATE TABLE IF NOT EXISTS _print_job (
     bytes BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _print_job_due ON _print_job(state, next_at);
+CREATE INDEX IF NOT EXISTS _print_job_printer ON _print_job(printer_id, state);
 ";
+
+/// Jobs one printer may have waiting: a printer that is off for a day fills no disk; the next
+/// job is refused with the reason until the printer takes some.
+pub const MAX_WAITING_PER_PRINTER: i64 = 200;
+
+/// A job not printed this long after it was queued is given up, with the reason shown.
+pub const PRINT_JOB_EXPIRES_MS: i64 = 24 * 3600 * 1000;
+
+/// What queueing a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// A job with this id was queued or printed before (a retried request).
+    Already,
+    /// The printer has this many jobs waiting already: not queued.
+    Full(i64),
+}
 
 /// A print job as the dashboard lists it (without its bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,7 +60,8 @@ pub struct PrintJob {
     /// The order or round it prints.
     pub about: String,
     pub created_at: String,
-    /// `pending` (waiting or retrying) or `done`.
+    /// `pending` (waiting or retrying), `done`, or `expired` (not printed within a day; `error`
+    /// says why).
     pub state: String,
     pub attempts: i64,
     pub error: Option<String>,
@@ -69,21 +88,51 @@ pub struct NewPrintJob<'a> {
 }
 
 impl Store {
-    /// Queues a job; false when a job with this id is already queued or printed.
-    pub fn enqueue_print(&self, j: &NewPrintJob<'_>) -> Result<bool> {
+    /// Queues a job, unless one with its id was queued before or its printer already has
+    /// [`MAX_WAITING_PER_PRINTER`] jobs waiting.
+    pub fn enqueue_print(&self, j: &NewPrintJob<'_>) -> Result<Enqueued> {
         let now = now_ms();
         let w = self.writer();
-        // Printed jobs are kept three days for the dashboard, then dropped.
+        // Printed and expired jobs are kept three days for the dashboard, then dropped.
         w.execute(
-            "DELETE FROM _print_job WHERE state = 'done' AND created_at < ?1",
+            "DELETE FROM _print_job WHERE state IN ('done', 'expired') AND created_at < ?1",
             [now - 3 * 24 * 3600 * 1000],
         )?;
+        let known: bool = w
+            .prepare_cached("SELECT 1 FROM _print_job WHERE id = ?1")?
+            .exists([j.id])?;
+        if known {
+            return Ok(Enqueued::Already);
+        }
+        let waiting: i64 = w
+            .prepare_cached(
+                "SELECT COUNT(*) FROM _print_job WHERE printer_id = ?1 AND state = 'pending'",
+            )?
+            .query_row([j.printer_id], |r| r.get(0))?;
+        if waiting >= MAX_WAITING_PER_PRINTER {
+            return Ok(Enqueued::Full(waiting));
+        }
         let n = w.execute(
             "INSERT OR IGNORE INTO _print_job(id, printer_id, printer, address, kind, about, created_at, next_at, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             params![j.id, j.printer_id, j.printer, j.address, j.kind, j.about, now, j.bytes],
         )?;
-        Ok(n == 1)
+        Ok(if n == 1 {
+            Enqueued::Queued
+        } else {
+            Enqueued::Already
+        })
+    }
+
+    /// Gives up the jobs still waiting [`PRINT_JOB_EXPIRES_MS`] after they were queued (as of
+    /// `now_ms`), keeping the printer's last error in the reason; returns how many.
+    pub fn expire_print_jobs(&self, now_ms: i64) -> Result<usize> {
+        Ok(self.writer().execute(
+            "UPDATE _print_job SET state = 'expired',
+                 error = 'not printed within a day, given up: ' || COALESCE(error, 'the printer never answered')
+             WHERE state = 'pending' AND created_at < ?1",
+            [now_ms - PRINT_JOB_EXPIRES_MS],
+        )?)
     }
 
     /// The latest jobs, newest first.

@@ -1573,3 +1573,48 @@ fn a_table_is_read_a_page_at_a_time_every_row_once() {
     all.sort();
     assert_eq!(seen, all);
 }
+
+#[test]
+fn print_jobs_not_printed_within_a_day_are_given_up_with_the_reason() {
+    let (_d, store) = open_temp();
+    fn job(id: &str) -> crate::NewPrintJob<'_> {
+        crate::NewPrintJob {
+            id,
+            printer_id: "p1",
+            printer: "Counter",
+            address: "192.168.1.50:9100",
+            kind: "receipt",
+            about: "o1",
+            bytes: b"x",
+        }
+    }
+    assert_eq!(
+        store.enqueue_print(&job("j1")).unwrap(),
+        crate::Enqueued::Queued
+    );
+    assert_eq!(
+        store.enqueue_print(&job("j1")).unwrap(),
+        crate::Enqueued::Already
+    );
+    store
+        .print_failed("j1", "printer 192.168.1.50:9100 did not answer", 1000)
+        .unwrap();
+    let now = capsule_protocol::now_ms();
+    assert_eq!(store.expire_print_jobs(now).unwrap(), 0);
+    assert_eq!(
+        store
+            .expire_print_jobs(now + crate::PRINT_JOB_EXPIRES_MS + 1000)
+            .unwrap(),
+        1
+    );
+    let jobs = store.print_jobs(10).unwrap();
+    assert_eq!(jobs[0].state, "expired");
+    assert!(
+        jobs[0].error.as_deref().unwrap().contains("did not answer"),
+        "{jobs:?}"
+    );
+    assert!(matches!(
+        store.due_print_job().unwrap(),
+        crate::PrintDue::Later(None)
+    ));
+}

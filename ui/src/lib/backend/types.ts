@@ -262,7 +262,7 @@ export interface PrintJob {
   kind: 'receipt' | 'kitchen' | 'report';
   about: string;
   created_at: string;
-  state: 'pending' | 'done';
+  state: 'pending' | 'done' | 'expired';
   attempts: number;
   error: string | null;
   bytes: number;
