@@ -196,14 +196,22 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let addr = listener.local_addr()?;
     let self_url = format!("http://{addr}");
 
+    let printer_policy = Arc::new(crate::printer_net::PrinterPolicy {
+        allowed: config.allowed_printers.clone(),
+        own_ports: vec![addr.port()],
+    });
+    // A printer written with an address off the shop's LAN is refused at once (a 400 with
+    // the reason); a name is checked again after it resolves, before every job.
+    let written = printer_policy.clone();
+    store.set_write_check(Arc::new(move |m| match m.row.get("address") {
+        Some(serde_json::Value::String(a)) if m.table == "printer" => written.check_written(a),
+        _ => Ok(()),
+    }));
     let mut background = vec![
         tokio::spawn(crate::printing::run_sender(
             store.clone(),
             config.print_wake.clone(),
-            Arc::new(crate::printer_net::PrinterPolicy {
-                allowed: config.allowed_printers.clone(),
-                own_ports: vec![addr.port()],
-            }),
+            printer_policy,
         )),
         tokio::spawn(prune_schedule(store.clone())),
     ];

@@ -8,7 +8,6 @@
 
 use capsule_protocol::{
     Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
-    prepare_batch,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::time::{Duration, Instant, SystemTime};
@@ -314,7 +313,7 @@ impl Store {
         let mut adopted = 0;
         while let Some(next) = crate::outbox::next_request(tx, &self.node_id)? {
             let mut batch: MutationBatch = next.batch.clone();
-            if let Err(e) = prepare_batch(&self.schema, &mut batch) {
+            if let Err(e) = self.check_request(&mut batch) {
                 crate::outbox::mark_rejected(tx, &next.request, &e.to_string())?;
                 continue;
             }

@@ -135,6 +135,9 @@ pub struct Store {
     lease: Mutex<Option<handover::Lease>>,
     clock: handover::Clock,
     fail_next_claim: std::sync::atomic::AtomicBool,
+    /// The node's own check of each write (the printer addresses its network allows), run
+    /// wherever a write is taken: at the hub, in a till's local commit, in a claim's adoption.
+    write_check: std::sync::RwLock<Option<WriteCheck>>,
     _checkpointer: checkpoint::Checkpointer,
 }
 
@@ -144,6 +147,35 @@ impl std::fmt::Debug for Store {
             .field("path", &self.path)
             .field("node_id", &self.node_id)
             .finish()
+    }
+}
+
+/// A node's own check of one write, beyond the schema's: the reason it is refused (a 400).
+pub type WriteCheck =
+    Arc<dyn Fn(&capsule_protocol::Mutation) -> std::result::Result<(), String> + Send + Sync>;
+
+impl Store {
+    /// Sets the node's own check of every write this store takes from now on.
+    pub fn set_write_check(&self, check: WriteCheck) {
+        *self.write_check.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
+    }
+
+    /// The schema's checks and the node's own, and the request in stored form: every path
+    /// that takes a write (hub, a till's local commit, a claim's adoption) passes here.
+    pub(crate) fn check_request(&self, batch: &mut capsule_protocol::MutationBatch) -> Result<()> {
+        capsule_protocol::prepare_batch(&self.schema, batch)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let check = self
+            .write_check
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(check) = check {
+            for m in &batch.mutations {
+                check(m).map_err(StoreError::Invalid)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -344,6 +376,7 @@ impl Store {
             lease: Mutex::new(None),
             clock: handover::system_clock(),
             fail_next_claim: std::sync::atomic::AtomicBool::new(false),
+            write_check: std::sync::RwLock::new(None),
         })
     }
 

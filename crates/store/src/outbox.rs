@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use capsule_protocol::{
     Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, OutboxEntry, now_ms,
-    prepare_batch, schema::ID_FIELD,
+    schema::ID_FIELD,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -75,7 +75,7 @@ impl Store {
     /// hub keeps beside the real number it assigns.
     pub fn apply_local(&self, batch: &MutationBatch, prefix: &str) -> Result<LocalApplied> {
         let mut batch = batch.clone();
-        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.check_request(&mut batch)?;
         let mut conn = self.writer();
         // The cashier's sale exists only here until the hub has it: this commit is fsynced
         // whatever the replica's usual durability (power lost after the answer loses nothing).

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use capsule_protocol::schema::{ID_FIELD, VERSION_COLUMN};
 use capsule_protocol::{
     Action, Capsule, Mutation, MutationBatch, MutationResult, MutationStatus, Row, Schema,
-    TableDef, TableRole, now_ms, prepare_batch,
+    TableDef, TableRole, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -162,7 +162,7 @@ impl Store {
     /// Checks a request against the schema and puts it in stored form; the error is the
     /// request's 400.
     pub fn prepare(&self, mut batch: MutationBatch) -> Result<PreparedBatch> {
-        prepare_batch(&self.schema, &mut batch).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.check_request(&mut batch)?;
         Ok(PreparedBatch(batch))
     }
 
