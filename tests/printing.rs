@@ -386,20 +386,35 @@ fn a_printer_pointed_off_the_shops_lan_is_never_connected_to_and_says_why() {
         let body = json!({"mutations": [mutation("printer", "save", json!({"id": "p-x", "name": "Counter", "role": "receipt", "address": address}))]});
         let (code, answer) = hub.post_raw("/api/mutations", &body.to_string());
         assert_eq!(code, 400, "{address}: {answer}");
-        assert!(answer["error"].as_str().unwrap_or_default().contains(why), "{address}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap_or_default().contains(why),
+            "{address}: {answer}"
+        );
     }
     // A name is checked once it resolves, right before each job: `localhost` is this computer.
     let by_name = format!("localhost:{}", listener.port);
-    hub.apply(&[("printer", "save", json!({"id": "p-name", "name": "Counter", "role": "receipt", "address": by_name}))]);
+    hub.apply(&[(
+        "printer",
+        "save",
+        json!({"id": "p-name", "name": "Counter", "role": "receipt", "address": by_name}),
+    )]);
     let (code, q) = hub.post_raw("/api/reports/x/print", r#"{"request_id":"x-1"}"#);
     assert_eq!(code, 200, "{q}");
-    wait_until(Duration::from_secs(20), "the job to fail, saying why", || {
-        hub.get("/api/print/jobs").1["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|j| j["error"].as_str().is_some_and(|e| e.contains("this computer itself")))
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the job to fail, saying why",
+        || {
+            hub.get("/api/print/jobs").1["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| {
+                    j["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("this computer itself"))
+                })
+        },
+    );
     assert!(
         listener.received.lock().unwrap().is_empty(),
         "a job was sent to a printer on this computer"

@@ -91,48 +91,6 @@ pub struct History {
     pub rows: Vec<HistoryRow>,
 }
 
-fn write_day(store: &Store, seed: u64) -> anyhow::Result<()> {
-    let mode = ApplyMode::Authoritative {
-        source: "bench".into(),
-    };
-    let mut pending = Vec::new();
-    let mut opened = 0;
-    for step in capsule_bench::workload::Rush::new(capsule_bench::workload::RushConfig {
-        seed,
-        // More than the day opens: the rush is still going at closing time (tables busy).
-        orders: DAY + 40,
-        concurrent: 40,
-        tills: 4,
-    }) {
-        if step.what == "open order" {
-            opened += 1;
-            if opened > DAY {
-                break;
-            }
-        }
-        if pending.len() + step.batch.mutations.len() > 200 {
-            store.apply(
-                &MutationBatch {
-                    mutations: std::mem::take(&mut pending),
-                    source: None,
-                },
-                &mode,
-            )?;
-        }
-        pending.extend(step.batch.mutations);
-    }
-    if !pending.is_empty() {
-        store.apply(
-            &MutationBatch {
-                mutations: pending,
-                source: None,
-            },
-            &mode,
-        )?;
-    }
-    Ok(())
-}
-
 /// Copies the rows of the day just counted `copies` times as earlier, finished days.
 fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
     if copies == 0 {
@@ -213,9 +171,10 @@ fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
 /// then today's rush (part paid, part open). Returns the orders it holds.
 fn build(db: &Path, orders: usize, seed: u64) -> anyhow::Result<usize> {
     let past_days = (orders / DAY).max(1);
+    // (The rush is still going when each day's writing stops: tables busy at closing time.)
+    crate::snapshot::build_day(db, DAY, seed)?;
     {
         let store = Store::open(db, Arc::new(Schema::builtin()))?;
-        write_day(&store, seed)?;
         let (_, z) = store.plan_z_report(Some("bench"))?;
         store.apply(
             &MutationBatch {
@@ -228,8 +187,7 @@ fn build(db: &Path, orders: usize, seed: u64) -> anyhow::Result<usize> {
         )?;
     }
     copy_days(db, past_days - 1)?;
-    let store = Store::open(db, Arc::new(Schema::builtin()))?;
-    write_day(&store, seed + 1)?;
+    crate::snapshot::build_day(db, DAY, seed + 1)?;
     Ok(past_days * DAY + DAY)
 }
 

@@ -35,7 +35,7 @@ pub struct Snapshots {
 
 /// Writes the day: the rush until `orders` orders have been opened (the last few are still in
 /// progress at closing time, as in a real day), batched into large transactions.
-fn build_day(path: &Path, orders: usize, seed: u64) -> anyhow::Result<usize> {
+pub(crate) fn build_day(path: &Path, orders: usize, seed: u64) -> anyhow::Result<usize> {
     let store = Store::open(path, Arc::new(Schema::builtin()))?;
     let mode = ApplyMode::Authoritative {
         source: "bench".into(),

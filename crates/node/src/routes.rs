@@ -160,16 +160,7 @@ async fn outbox_list(
     State(s): State<CommandState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Outbox_>, ApiError> {
-    let limit = match q.get("limit") {
-        None => 500,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("'limit' must be 1 to 1000, got '{l}'"))
-            })?,
-    };
+    let limit = capsule_server::api::limit_param(&q, 500, 1000)?;
     let store = s.store.clone();
     let ((pending, rejected), (pending_total, rejected_total)) =
         tokio::task::spawn_blocking(move || {
@@ -409,14 +400,7 @@ async fn z_list(
         None => None,
         Some(b) => Some(z_number(b)?),
     };
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to 100, got '{l}'")))?,
-    };
+    let limit = capsule_server::api::limit_param(&q, 50, 100)?;
     let store = s.store.clone();
     let list = tokio::task::spawn_blocking(move || store.z_reports(before, limit)).await??;
     let next = (list.len() == limit)

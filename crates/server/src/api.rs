@@ -414,16 +414,7 @@ async fn table_rows(
     Path(table): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.get("limit") {
-        None => DEFAULT_TABLE_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_TABLE_PAGE).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("'limit' must be 1 to {MAX_TABLE_PAGE}, got '{l}'"))
-            })?,
-    };
+    let limit = limit_param(&q, DEFAULT_TABLE_PAGE, MAX_TABLE_PAGE)?;
     let after = q.get("after").cloned();
     if let Some(a) = &after
         && !capsule_protocol::validate::is_valid_id(a)
@@ -444,6 +435,22 @@ async fn table_rows(
             .map(|_| 0)
     })
     .await
+}
+
+/// A page's `limit` query parameter: `default` when absent, else 1 to `max`, or a 400.
+pub fn limit_param(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to {max}, got '{l}'"))),
+    }
 }
 
 /// Rows one `GET /api/tables/{table}` page holds unless asked otherwise, and at most.

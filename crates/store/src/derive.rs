@@ -766,12 +766,12 @@ fn recompute_shift(
 /// business instead of its whole history.
 pub fn rebuild_shift_totals(conn: &Connection, schema: &Schema) -> Result<Changes> {
     let live: Vec<String> = conn
-        .prepare(
+        .prepare(&format!(
             "SELECT id FROM pos_shift WHERE status IN ('open')
              UNION SELECT shift_id FROM order_header WHERE status IN ('open', 'sent')
-             UNION SELECT shift_id FROM order_header WHERE finished_v >
-                 (SELECT COALESCE(MAX(to_v), 0) FROM (SELECT to_v FROM z_report ORDER BY number DESC LIMIT 1))",
-        )?
+             UNION SELECT shift_id FROM order_header WHERE finished_v > {}",
+            crate::scope::DAY_STARTS_AFTER_V
+        ))?
         .query_map([], |r| r.get::<_, Option<String>>(0))?
         .filter_map(|r| r.transpose())
         .collect::<Result<_, _>>()?;

@@ -92,12 +92,16 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
     }
 }
 
+/// SQL for the hub version the current business day starts after: the newest Z report's
+/// `to_v` (0 before the first), read from the first entry of the Z number index.
+pub(crate) const DAY_STARTS_AFTER_V: &str =
+    "(SELECT COALESCE(MAX(to_v), 0) FROM (SELECT to_v FROM z_report ORDER BY number DESC LIMIT 1))";
+
 /// The current day's newest finished orders: finished after the newest Z report's last
 /// version, found backwards through the index on `finished_v`.
 fn recent_orders() -> String {
     format!(
-        "SELECT id FROM (SELECT id FROM order_header WHERE finished_v > \
-         (SELECT COALESCE(MAX(to_v), 0) FROM (SELECT to_v FROM z_report ORDER BY number DESC LIMIT 1)) \
+        "SELECT id FROM (SELECT id FROM order_header WHERE finished_v > {DAY_STARTS_AFTER_V} \
          ORDER BY finished_v DESC LIMIT {SCREEN_FINISHED_ORDERS})"
     )
 }
