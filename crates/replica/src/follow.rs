@@ -204,6 +204,17 @@ async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
     Ok(seq)
 }
 
+/// The hub's answer that was not a success, with its JSON `{"error"}` when it sent one.
+fn hub_refused(status: reqwest::StatusCode, body: &[u8]) -> ReplicaError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_default();
+    ReplicaError::Hub {
+        status: status.as_u16(),
+        message,
+    }
+}
+
 /// How long a snapshot's answer may stall between two chunks before the load is given up.
 const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
 
@@ -225,13 +236,7 @@ async fn load_streamed(ctx: &Ctx<'_>, url: &str) -> Result<(i64, i64)> {
     let status = resp.status();
     if !status.is_success() {
         let body = resp.bytes().await.unwrap_or_default();
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_default();
-        return Err(fail(ReplicaError::Hub {
-            status: status.as_u16(),
-            message,
-        }));
+        return Err(fail(hub_refused(status, &body)));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
     let s = ctx.store.clone();
@@ -1078,13 +1083,7 @@ async fn send_once<T: serde::de::DeserializeOwned>(
         .map_err(|e| fail(ReplicaError::Unreachable(e.to_string())))?;
     ctx.metrics.rest_bytes.add(body.len() as u64);
     if !status.is_success() {
-        let message = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_default();
-        return Err(fail(ReplicaError::Hub {
-            status: status.as_u16(),
-            message,
-        }));
+        return Err(fail(hub_refused(status, &body)));
     }
     serde_json::from_slice(&body).map_err(|e| {
         fail(ReplicaError::Protocol(format!(
