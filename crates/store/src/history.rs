@@ -144,6 +144,18 @@ impl OrderQuery {
     }
 }
 
+/// The search's one SQL (its plan is what the tests assert): a page and one more row, which
+/// tells whether a next page exists.
+fn search_sql(conds: &[String], limit: usize) -> String {
+    format!(
+        "SELECT id, order_no, provisional_no, opened_at, closed_at, table_label, status,
+                COALESCE(total, 0), COALESCE(paid_total, 0), shift_id, node_id
+         FROM order_header WHERE {} ORDER BY opened_at DESC, id DESC LIMIT {}",
+        conds.join(" AND "),
+        limit + 1
+    )
+}
+
 impl Store {
     /// Orders matching `query`, newest opened first, a page at a time.
     pub fn find_orders(&self, query: &OrderQuery) -> Result<OrderPage> {
@@ -154,13 +166,7 @@ impl Store {
             )));
         }
         let (conds, args) = query.conditions()?;
-        let sql = format!(
-            "SELECT id, order_no, provisional_no, opened_at, closed_at, table_label, status,
-                    COALESCE(total, 0), COALESCE(paid_total, 0), shift_id, node_id
-             FROM order_header WHERE {} ORDER BY opened_at DESC, id DESC LIMIT {}",
-            conds.join(" AND "),
-            limit + 1
-        );
+        let sql = search_sql(&conds, limit);
         self.with_reader(|c| {
             let mut stmt = c.prepare(&sql)?;
             let mut orders = stmt
@@ -194,8 +200,8 @@ impl Store {
     pub fn find_orders_plan(&self, query: &OrderQuery) -> Result<String> {
         let (conds, args) = query.conditions()?;
         let sql = format!(
-            "EXPLAIN QUERY PLAN SELECT id FROM order_header WHERE {} ORDER BY opened_at DESC, id DESC LIMIT 21",
-            conds.join(" AND ")
+            "EXPLAIN QUERY PLAN {}",
+            search_sql(&conds, query.limit.unwrap_or(20))
         );
         self.with_reader(|c| {
             let mut stmt = c.prepare(&sql)?;
