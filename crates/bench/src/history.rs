@@ -98,13 +98,8 @@ fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
     }
     let mut conn = capsule_store::configured_connection(db, capsule_store::Durability::Full)?;
     let tx = conn.transaction()?;
-    let renamed = ["id", "order_id", "batch_id", "job_id", "order_line_id"];
-    let finished = [
-        ("order_header", "closed"),
-        ("job_order_header", "ready"),
-        ("job_order_batch", "served"),
-    ];
-    // Shifts and Z reports stay as they are (a copied day would need its own numbers).
+    // Shifts and Z reports stay as they are (a copied day would need its own numbers), and so
+    // does the configuration.
     let tables: Vec<String> = Schema::builtin()
         .tables
         .keys()
@@ -123,43 +118,13 @@ fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
         .cloned()
         .collect();
     for table in &tables {
+        // Each copy reads the counted day, not the copies before it: the cost stays linear.
         tx.execute_batch(&format!(
             "CREATE TEMP TABLE \"base_{table}\" AS SELECT * FROM \"{table}\";"
         ))?;
-        let cols: Vec<String> = tx
-            .prepare(&format!("PRAGMA table_info(\"{table}\")"))?
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<Result<_, _>>()?;
-        let list: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
+        let cols = crate::snapshot::table_columns(&tx, table)?;
         for k in 1..=copies {
-            let exprs: Vec<String> = cols
-                .iter()
-                .map(|c| {
-                    if renamed.contains(&c.as_str()) {
-                        format!("CASE WHEN \"{c}\" IS NULL THEN NULL ELSE \"{c}\" || '-{k}' END")
-                    } else if c == "reference" {
-                        format!("\"id\" || '-{k}'")
-                    } else if c == "opened_at" {
-                        format!("strftime('%Y-%m-%dT%H:%M:%fZ', \"opened_at\", '-{k} days')")
-                    } else if let Some((_, status)) = finished
-                        .iter()
-                        .find(|(t, _)| t == table)
-                        .filter(|_| c == "status")
-                    {
-                        format!("'{status}'")
-                    } else {
-                        format!("\"{c}\"")
-                    }
-                })
-                .collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO \"{table}\" ({}) SELECT {} FROM \"base_{table}\"",
-                    list.join(", "),
-                    exprs.join(", ")
-                ),
-                [],
-            )?;
+            crate::snapshot::insert_copy(&tx, table, &cols, &format!("\"base_{table}\""), k, true)?;
         }
         tx.execute_batch(&format!("DROP TABLE \"base_{table}\";"))?;
     }

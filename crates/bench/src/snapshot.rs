@@ -94,51 +94,80 @@ const COPIES: usize = 10;
 fn copy_as_history(db: &Path, copies: usize) -> anyhow::Result<()> {
     let mut conn = capsule_store::configured_connection(db, capsule_store::Durability::Full)?;
     let tx = conn.transaction()?;
-    let renamed = ["id", "order_id", "batch_id", "job_id", "order_line_id"];
-    let finished = [
-        ("order_header", "closed"),
-        ("job_order_header", "ready"),
-        ("job_order_batch", "served"),
-    ];
     // The day's shifts stay as they are; the copied orders belong to them.
     for table in Schema::builtin()
         .tables
         .keys()
         .filter(|t| *t != "pos_shift")
     {
-        let cols: Vec<String> = tx
-            .prepare(&format!("PRAGMA table_info(\"{table}\")"))?
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<Result<_, _>>()?;
+        let cols = table_columns(&tx, table)?;
         for k in 1..=copies {
-            let exprs: Vec<String> = cols
-                .iter()
-                .map(|c| {
-                    if renamed.contains(&c.as_str()) {
-                        format!("CASE WHEN \"{c}\" IS NULL THEN NULL ELSE \"{c}\" || '-{k}' END")
-                    } else if let Some((_, status)) = finished
-                        .iter()
-                        .find(|(t, _)| t == table)
-                        .filter(|_| c == "status")
-                    {
-                        format!("'{status}'")
-                    } else {
-                        format!("\"{c}\"")
-                    }
-                })
-                .collect();
-            let list: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO \"{table}\" ({}) SELECT {} FROM \"{table}\" WHERE id NOT LIKE '%-%-%-%-%-%'",
-                    list.join(", "),
-                    exprs.join(", ")
-                ),
-                [],
-            )?;
+            let source = format!("\"{table}\" WHERE id NOT LIKE '%-%-%-%-%-%'");
+            insert_copy(&tx, table, &cols, &source, k, false)?;
         }
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// The columns `table` has in the file, in order.
+pub(crate) fn table_columns(
+    conn: &capsule_store::rusqlite::Connection,
+    table: &str,
+) -> anyhow::Result<Vec<String>> {
+    Ok(conn
+        .prepare(&format!("PRAGMA table_info(\"{table}\")"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Inserts into `table` copy number `k` of the rows `SELECT * FROM {source}` reads, as
+/// finished business: ids and references renamed `<id>-<k>`, orders closed, jobs ready,
+/// rounds served, derived values carried over. With `days_earlier`, orders open `k` days
+/// earlier and card references are made unique (a past day's, for the order search).
+pub(crate) fn insert_copy(
+    conn: &capsule_store::rusqlite::Connection,
+    table: &str,
+    cols: &[String],
+    source: &str,
+    k: usize,
+    days_earlier: bool,
+) -> anyhow::Result<()> {
+    let renamed = ["id", "order_id", "batch_id", "job_id", "order_line_id"];
+    let finished = [
+        ("order_header", "closed"),
+        ("job_order_header", "ready"),
+        ("job_order_batch", "served"),
+    ];
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            if renamed.contains(&c.as_str()) {
+                format!("CASE WHEN \"{c}\" IS NULL THEN NULL ELSE \"{c}\" || '-{k}' END")
+            } else if days_earlier && c == "reference" {
+                format!("\"id\" || '-{k}'")
+            } else if days_earlier && c == "opened_at" {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', \"opened_at\", '-{k} days')")
+            } else if let Some((_, status)) = finished
+                .iter()
+                .find(|(t, _)| *t == table)
+                .filter(|_| c == "status")
+            {
+                format!("'{status}'")
+            } else {
+                format!("\"{c}\"")
+            }
+        })
+        .collect();
+    let list: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();
+    conn.execute(
+        &format!(
+            "INSERT INTO \"{table}\" ({}) SELECT {} FROM {source}",
+            list.join(", "),
+            exprs.join(", ")
+        ),
+        [],
+    )?;
     Ok(())
 }
 
