@@ -558,3 +558,203 @@ fn no_order_a_till_rings_up_can_block_the_x_and_z_reports() {
     let (status, z) = hub.post_raw("/api/reports/z", r#"{"taken_by":"Manager"}"#);
     assert_eq!(status, 201, "{z}");
 }
+
+/// A client at 127.0.0.`last`: another device on the shop's network.
+fn device(last: u8) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn order_and_line(shift: &str) -> (String, Value) {
+    let order = new_id();
+    let body = json!({"mutations": [
+        mutation("order_header", "insert", json!({"id": order, "shift_id": shift, "opened_at": T})),
+        mutation("order_line", "insert", json!({"id": new_id(), "order_id": order, "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T})),
+    ]});
+    (order, body)
+}
+
+fn waiting_at(till: &Node) -> i64 {
+    till.get("/api/outbox?limit=1").1["pending_total"]
+        .as_i64()
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_till_flooded_by_four_devices_sends_its_cashiers_sale_to_the_hub_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let shift = new_id();
+    hub.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    assert_converges(&hub, &[&till]);
+    // While the hub stands still, four devices queue 300 orders each at the till.
+    hub.pause(true);
+    const EACH: usize = 300;
+    let flooders: Vec<_> = (2..6)
+        .map(|last| {
+            let (url, shift) = (till.url.clone(), shift.clone());
+            std::thread::spawn(move || {
+                let http = device(last);
+                for _ in 0..EACH {
+                    let (_, body) = order_and_line(&shift);
+                    let r = http
+                        .post(format!("{url}/api/mutations"))
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text());
+                }
+            })
+        })
+        .collect();
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let flood = waiting_at(&till);
+    assert!(flood >= (4 * EACH * 2) as i64, "{flood} entries queued");
+    // Then the cashier rings a sale on the till itself.
+    let (sale, body) = order_and_line(&shift);
+    let (status, answer) = till.post_raw("/api/mutations", &body.to_string());
+    assert_eq!(status, 202, "{answer}");
+    hub.pause(false);
+    let mut left = 0;
+    wait_until(Duration::from_secs(120), "the sale at the hub", || {
+        left = waiting_at(&till);
+        hub.get(&format!("/api/entities/order/{sale}")).0 == 200
+    });
+    println!("the sale reached the hub with {left} of {flood} flood entries still waiting");
+    // Clients take turns: the sale went within the first few requests, not after 1,200.
+    assert!(
+        left > flood / 2,
+        "the sale waited for the flood: {left} of {flood} entries were left when it arrived"
+    );
+    wait_until(Duration::from_secs(120), "the flood drained", || {
+        waiting_at(&till) == 0
+    });
+    assert_converges(&hub, &[&till]);
+    assert_nothing_refused(&till);
+}
+
+#[test]
+fn an_order_with_a_taken_number_or_on_a_shift_nobody_opened_is_refused_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let till = Node::till(&dir.path().join("till"), &hub);
+    let (shift, first) = (new_id(), new_id());
+    open_order(&hub, &shift, &first, 101);
+    assert_converges(&hub, &[&till]);
+    for node in [&hub, &till] {
+        let before = dump(&hub.db());
+        let (status, answer) = node.mutate(&[(
+            "order_header",
+            "insert",
+            json!({"id": new_id(), "order_no": 101, "shift_id": shift, "opened_at": T}),
+        )]);
+        assert_eq!(status, 409, "{answer}");
+        let msg = answer["error"].as_str().unwrap();
+        assert!(msg.contains("order_header.order_no 101"), "{msg}");
+        let (status, answer) = node.mutate(&[(
+            "order_header",
+            "insert",
+            json!({"id": new_id(), "shift_id": "a-shift-nobody-opened", "opened_at": T}),
+        )]);
+        assert_eq!(status, 424, "{answer}");
+        let msg = answer["error"].as_str().unwrap();
+        assert!(msg.contains("order_header.shift_id"), "{msg}");
+        // Renumbering another order to a taken number is the same refusal.
+        let other = new_id();
+        node.apply(&[(
+            "order_header",
+            "insert",
+            json!({"id": other, "shift_id": shift, "opened_at": T}),
+        )]);
+        let (status, answer) = node.mutate(&[(
+            "order_header",
+            "merge",
+            json!({"id": other, "order_no": 101}),
+        )]);
+        assert_eq!(status, 409, "{answer}");
+        // Writing an order's own number again is no conflict.
+        node.apply(&[(
+            "order_header",
+            "merge",
+            json!({"id": first, "order_no": 101, "table_label": "T9"}),
+        )]);
+        assert_converges(&hub, &[&till]);
+        assert_ne!(dump(&hub.db()), before, "the good writes landed");
+    }
+    let (_, found) = hub.get("/api/orders?number=101");
+    assert_eq!(found["orders"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_nothing_refused(&till);
+}
+
+/// A counter from a node's Prometheus `/metrics`.
+fn prometheus(node: &Node, name: &str) -> f64 {
+    let text = client()
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn garbage_sent_to_the_gossip_port_is_counted_not_logged_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("node");
+    let log = dir.path().join("node.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
+    cmd.args(["--role", "auto", "--name", "Manager PC", "--no-mdns"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data);
+    let node = Node::from_command_logging(
+        cmd,
+        &data,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    wait_until(Duration::from_secs(30), "the node to be hub", || {
+        status(&node)["role"] == "hub"
+    });
+    let quiet_log = std::fs::metadata(&log).unwrap().len();
+    // A guest's laptop sends the gossip port what is not gossip, fast.
+    let guest = std::net::UdpSocket::bind("127.0.0.9:0").unwrap();
+    const SENT: usize = 20_000;
+    for i in 0..SENT {
+        let _ = guest.send_to(b"\xffnot gossip at all", ("127.0.0.1", port));
+        if i % 100 == 0 {
+            // In bursts the node's socket buffer holds, so most are read and judged.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let mut counted = 0.0;
+    wait_until(Duration::from_secs(30), "the datagrams counted", || {
+        let now = prometheus(&node, "capsule_gossip_invalid_datagrams_total");
+        let settled = now == counted && now >= (SENT / 4) as f64;
+        counted = now;
+        settled
+    });
+    let logged = std::fs::metadata(&log).unwrap().len() - quiet_log;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.matches("invalid-chitchat-payload").count();
+    println!(
+        "{counted} garbage datagrams counted; the log grew {logged} bytes, {lines} lines about them"
+    );
+    assert!(lines <= 10, "{lines} log lines about garbage datagrams");
+    assert!(logged < 16 * 1024, "the log grew {logged} bytes");
+    assert!(prometheus(&node, "capsule_gossip_log_dropped_total") >= counted - 10.0);
+    // The node still sells.
+    let shift = new_id();
+    open_order(&node, &shift, &new_id(), 7);
+}

@@ -30,13 +30,18 @@ impl Node {
     }
 
     /// Runs `cmd` (a `tilld`, perhaps wrapped) and waits for its `listening on` line.
-    pub fn from_command(mut cmd: Command, data: &Path) -> Node {
-        cmd.stdout(Stdio::piped())
-            .stderr(match std::env::var_os("CAPSULE_TEST_LOGS") {
-                // Debugging a test: each node's log beside its data directory.
-                Some(_) => Stdio::from(std::fs::File::create(data.with_extension("log")).unwrap()),
-                None => Stdio::null(),
-            });
+    pub fn from_command(cmd: Command, data: &Path) -> Node {
+        let logs = match std::env::var_os("CAPSULE_TEST_LOGS") {
+            // Debugging a test: each node's log beside its data directory.
+            Some(_) => Stdio::from(std::fs::File::create(data.with_extension("log")).unwrap()),
+            None => Stdio::null(),
+        };
+        Node::from_command_logging(cmd, data, logs)
+    }
+
+    /// [`Node::from_command`] writing the node's log (stderr) to `logs`.
+    pub fn from_command_logging(mut cmd: Command, data: &Path, logs: Stdio) -> Node {
+        cmd.stdout(Stdio::piped()).stderr(logs);
         let mut child = cmd.spawn().expect("tilld starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();

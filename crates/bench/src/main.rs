@@ -5,6 +5,7 @@
 mod floor;
 mod history;
 mod idle;
+mod outbox;
 mod pg;
 mod run;
 mod snapshot;
@@ -50,6 +51,10 @@ pub struct Args {
     /// day without history, the baseline).
     #[arg(long, value_delimiter = ',', default_values_t = [0, 100_000, 1_000_000])]
     pub history_orders: Vec<usize>,
+    /// Offline orders a till queues while its hub is frozen, one drain each (the first, small,
+    /// is the baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = [2_000, 100_000])]
+    pub backlog_orders: Vec<usize>,
     /// Writes in the idle-latency run (after 20 to warm up).
     #[arg(long, default_value_t = 200)]
     pub idle_writes: usize,
@@ -62,7 +67,8 @@ pub struct Args {
     /// The tilld binary (default: next to this one).
     #[arg(long)]
     pub tilld: Option<PathBuf>,
-    /// Run only these sections (repeatable): idle, rush, writes, snapshot. Default: all.
+    /// Run only these sections (repeatable): idle, rush, writes, snapshot, history, outbox.
+    /// Default: all.
     #[arg(long, value_enum)]
     pub only: Vec<Section>,
     /// Where to write the results as JSON.
@@ -77,11 +83,15 @@ pub enum Section {
     Writes,
     Snapshot,
     History,
+    Outbox,
 }
 
 impl Args {
     fn runs(&self, s: Section) -> bool {
-        let heavy = matches!(s, Section::Writes | Section::Snapshot | Section::History);
+        let heavy = matches!(
+            s,
+            Section::Writes | Section::Snapshot | Section::History | Section::Outbox
+        );
         if self.only.is_empty() {
             !(heavy && self.quick)
         } else {
@@ -151,8 +161,14 @@ fn main() -> anyhow::Result<()> {
         } else {
             Some(history::measure(&args.history_orders, &tilld, args.seed).await?)
         };
+        let outbox = if !args.runs(Section::Outbox) {
+            None
+        } else {
+            Some(outbox::measure(&tilld, &args.backlog_orders).await?)
+        };
         let report = run::Report {
             history,
+            outbox,
             args: format!("{args:?}"),
             floor,
             idle,

@@ -394,6 +394,7 @@ pub struct Report {
     pub writes: Option<crate::writes::Writes>,
     pub snapshots: Option<crate::snapshot::Snapshots>,
     pub history: Option<crate::history::History>,
+    pub outbox: Option<crate::outbox::OutboxBench>,
     pub seconds: f64,
 }
 
@@ -445,6 +446,9 @@ impl Report {
         if let Some(h) = &self.history {
             out.push('\n');
             out += &h.table();
+        }
+        if let Some(o) = &self.outbox {
+            out += &o.table();
         }
         if let Some(s) = &self.snapshots {
             let _ = writeln!(

@@ -8,6 +8,7 @@
 //! it later (pairing, encryption) happens here, through chitchat's `Transport`.
 
 pub mod election;
+pub mod log_budget;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -155,6 +155,7 @@ impl Controller {
             if let Err(e) = self.step().await {
                 tracing::error!(error = %e, "election step failed");
             }
+            capsule_mesh::log_budget::log_summary();
         }
     }
 

@@ -158,13 +158,19 @@ pub struct BackupArgs {
 }
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise; for every binary that runs a node.
+/// What the gossip library logs goes through its budget ([`capsule_mesh::log_budget`]).
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let level = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(capsule_mesh::log_budget::GossipLogBudget)
+                .with_filter(level),
         )
-        .with_writer(std::io::stderr)
         .init();
 }
 

@@ -353,8 +353,9 @@ impl HubParts {
             None,
             self.print_wake.clone(),
         );
+        let gossip: ExtraMetrics = Arc::new(|text, _| capsule_mesh::log_budget::render(text));
         self.hub
-            .router(status, None)
+            .router(status, Some(gossip))
             .merge(commands)
             // The hub lives as long as a router serving it: its publisher stops when it drops.
             .layer(axum::Extension(self.hub.clone()))
@@ -480,6 +481,7 @@ pub(crate) fn follower_parts(
     ];
     let extra: ExtraMetrics = Arc::new(move |text, json| {
         replica_metrics.render(text);
+        capsule_mesh::log_budget::render(text);
         json.insert(
             "replica".into(),
             serde_json::to_value(replica_metrics.to_json()).expect("serialises"),
@@ -493,10 +495,10 @@ pub(crate) fn follower_parts(
     tasks.push(tokio::spawn(outbox.clone().run()));
     let mutations: MutationHandler = {
         let outbox = outbox.clone();
-        Arc::new(move |batch: MutationBatch| {
+        Arc::new(move |batch: MutationBatch, client: String| {
             let o = outbox.clone();
             Box::pin(async move {
-                o.submit(batch)
+                o.submit(batch, client)
                     .await
                     .map(|s| s.response)
                     .map_err(forward_error)

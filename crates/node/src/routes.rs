@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -210,15 +210,19 @@ async fn outbox_discard(
               (status = 503, body = ErrorBody)))]
 async fn send_to_kitchen(
     State(s): State<CommandState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = s.store.clone();
     let (batch, mutations) =
         tokio::task::spawn_blocking(move || store.plan_send_to_kitchen(&id)).await??;
-    let answer = (s.mutations)(MutationBatch {
-        mutations,
-        source: None,
-    })
+    let answer = (s.mutations)(
+        MutationBatch {
+            mutations,
+            source: None,
+        },
+        peer.ip().to_string(),
+    )
     .await?;
     // One ticket per station; a retried send prints nothing twice (the job ids name the
     // round). A printer problem never fails the send: the round is in the kitchen's screens.
@@ -570,10 +574,14 @@ async fn take_z(
         Ok(p) => p,
         Err(taken) => return Ok((StatusCode::OK, Json(taken)).into_response()),
     };
-    (s.mutations)(MutationBatch {
-        mutations: vec![m],
-        source: None,
-    })
+    // Taken on the hub only, where writes queue per source, not per client.
+    (s.mutations)(
+        MutationBatch {
+            mutations: vec![m],
+            source: None,
+        },
+        String::new(),
+    )
     .await?;
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }

@@ -59,6 +59,14 @@ pub struct Column {
     /// Build an SQLite index on this column (for lookups the core does, such as jobs by batch).
     #[serde(default)]
     pub index: bool,
+    /// A value a write gives may not be another row's (refused 409 naming the column); a
+    /// value the core fills in itself is not checked. Needs `index = true`.
+    #[serde(default)]
+    pub unique: bool,
+    /// The entity table whose row this column names by id: a write naming a row that does
+    /// not exist is refused (424 while it may still be on its way, 409 once deleted).
+    #[serde(default)]
+    pub references: Option<String>,
     #[serde(default)]
     pub default: Option<toml::Value>,
     /// Smallest accepted value of an integer or money column (required on writable ones).
@@ -158,6 +166,8 @@ impl TableDef {
                 ("max_len", c.max_len.map(|v| json!(v))),
                 ("values", (!c.values.is_empty()).then(|| json!(c.values))),
                 ("default", c.default.as_ref().map(|_| c.default_json())),
+                ("unique", c.unique.then_some(json!(true))),
+                ("references", c.references.as_ref().map(|r| json!(r))),
                 ("doc", c.doc.as_ref().map(|d| json!(d))),
             ];
             for (k, v) in extra {
@@ -561,6 +571,18 @@ impl Schema {
                     )));
                 }
                 check_bounds(&name, c)?;
+                if c.unique && !c.index {
+                    return Err(invalid(format!(
+                        "column '{name}.{}' is unique, so it needs index = true",
+                        c.name
+                    )));
+                }
+                if c.references.is_some() && c.ty != ColumnType::Text {
+                    return Err(invalid(format!(
+                        "column '{name}.{}' references a row by id, so it is text",
+                        c.name
+                    )));
+                }
                 if let Some(d) = &c.default {
                     crate::validate::check_value(c, &c.default_json()).map_err(|e| {
                         invalid(format!(
@@ -620,6 +642,20 @@ impl Schema {
                     upsert_sql: String::new(),
                 },
             );
+        }
+        for t in tables.values() {
+            for c in &t.columns {
+                if let Some(r) = &c.references
+                    && !tables
+                        .get(r)
+                        .is_some_and(|rt| matches!(rt.role, TableRole::Entity { .. }))
+                {
+                    return Err(invalid(format!(
+                        "column '{}.{}' references '{r}', which is no entity's table",
+                        t.name, c.name
+                    )));
+                }
+            }
         }
         for t in tables.values_mut() {
             t.stored = stored_columns(&entities, t);

@@ -3,8 +3,10 @@
 //!
 //! [`Outbox::submit`] answers `applied` when the hub confirmed the write within
 //! [`QUICK_CONFIRM`], `queued` otherwise; either way the sale is on the till's disk. The drain
-//! ([`Outbox::run`]) sends one request at a time, oldest first, with the same mids, so a resend
-//! after a lost answer is a duplicate at the hub. A request the hub refuses (4xx) is set aside
+//! ([`Outbox::run`]) sends one request at a time with the same mids, so a resend after a lost
+//! answer is a duplicate at the hub. Each client (a device) has its own line, taken in turn
+//! (a flooding client delays a cashier's sale by one request, not by its backlog), oldest
+//! first within a line, and never ahead of an older write to the same entity. A request the hub refuses (4xx) is set aside
 //! with its reason and its entities are re-read from the hub, so the refused change leaves the
 //! screens; the queue moves on. Network trouble, 5xx and 429 keep the request at the head and
 //! retry with backoff.
@@ -84,11 +86,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Commits the write here and queues it; waits briefly for the hub's confirmation.
-    pub async fn submit(&self, batch: MutationBatch) -> Result<Submitted> {
+    /// Commits the write here and queues it in `client`'s line; waits briefly for the hub's
+    /// confirmation.
+    pub async fn submit(&self, batch: MutationBatch, client: String) -> Result<Submitted> {
         let mut outcomes = self.outcomes.subscribe();
         let (s, prefix) = (self.store.clone(), self.prefix.clone());
-        let local = blocking(move || s.apply_local(&batch, &prefix)).await?;
+        let local = blocking(move || s.apply_local_for(&batch, &prefix, &client)).await?;
         for c in &local.capsules {
             (self.ui)(LocalChange::Changed(c.clone()));
         }
@@ -102,7 +105,8 @@ impl Outbox {
             });
         };
         self.wake.notify_one();
-        // Offline, or behind older queued writes: the answer cannot come quickly.
+        // Offline, or behind older queued writes of the same client: the answer cannot come
+        // quickly.
         let quick = if self.reachable.load(Ordering::Relaxed) && !local.behind {
             QUICK_CONFIRM
         } else {
@@ -148,14 +152,16 @@ impl Outbox {
         }
     }
 
-    /// Drains the outbox to the hub for as long as the node runs.
+    /// Drains the outbox to the hub for as long as the node runs, clients taking turns.
     pub async fn run(self: Arc<Self>) {
         let source = self.store.node_id().to_string();
         let mut backoff = Duration::from_millis(100);
+        // The client whose request went last: the next one comes from the client after it.
+        let mut turn = String::new();
         loop {
             let s = self.store.clone();
-            let src = source.clone();
-            let next = match blocking(move || s.outbox_next(&src)).await {
+            let (src, after) = (source.clone(), turn.clone());
+            let next = match blocking(move || s.outbox_next_fair(&src, &after)).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -169,6 +175,7 @@ impl Outbox {
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                 continue;
             };
+            turn = req.client.clone();
             let used = self.hub.peek();
             match self.send(&req.batch).await {
                 Ok(answer) => {
@@ -187,6 +194,13 @@ impl Outbox {
                     let _ = self
                         .outcomes
                         .send((req.request, Outcome::Confirmed(answer.results)));
+                }
+                // Taken ahead of older writes (another client's turn), it may need one of them
+                // (an order on a shift opened just before): it waits for its next turn, the
+                // queue moves on at once.
+                Err(ReplicaError::Hub { status: 424, .. }) if !req.oldest => {
+                    self.reachable.store(true, Ordering::Relaxed);
+                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
                 }
                 // The parent of a row is not at the hub yet (after a failover its write may be
                 // on its way from another node): retried like an unreachable hub, for a while.

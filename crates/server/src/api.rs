@@ -30,9 +30,11 @@ pub use capsule_protocol::defaults::MAX_IDS_PER_PULL;
 use capsule_protocol::defaults::{MAX_IDS_PER_REQUEST, MAX_PULL_BODY, MAX_PULL_WANTS};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// What a node does with `POST /api/mutations`.
-pub type MutationHandler =
-    Arc<dyn Fn(MutationBatch) -> BoxFuture<Result<MutationResponse, ApiError>> + Send + Sync>;
+/// What a node does with `POST /api/mutations`, given the batch and the client that sent it
+/// (its IP address: a till queues each client's writes in a line of its own).
+pub type MutationHandler = Arc<
+    dyn Fn(MutationBatch, String) -> BoxFuture<Result<MutationResponse, ApiError>> + Send + Sync,
+>;
 /// What a node reports at `GET /api/status`.
 pub type StatusHandler = Arc<dyn Fn() -> NodeStatus + Send + Sync>;
 /// Node-specific metrics appended to `/metrics` (Prometheus text) and `/api/metrics` (JSON).
@@ -177,7 +179,8 @@ fn count_body_bytes(res: Response, metrics: Arc<crate::metrics::NodeMetrics>) ->
 /// The hub's mutation handling: queue for the one writer (fair per source), which applies
 /// authoritatively and wakes the publisher.
 pub fn hub_mutations(writer: WriteQueue) -> MutationHandler {
-    Arc::new(move |batch: MutationBatch| {
+    // The hub's writer takes sources in turn (tills name themselves in the batch).
+    Arc::new(move |batch: MutationBatch, _client: String| {
         let writer = writer.clone();
         Box::pin(async move {
             let applied = writer.submit(batch).await?;
@@ -210,9 +213,11 @@ async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not JSON", body = ErrorBody),
         (status = 424, description = "a child row whose parent does not exist", body = ErrorBody),
+        (status = 429, description = "a till: this client has as many writes waiting for the hub as it may", body = ErrorBody),
         (status = 503, description = "this node cannot write now (not the hub, or the hub is out of reach)", body = ErrorBody)))]
 async fn mutations(
     State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: Result<Json<MutationBatch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(batch) = body.map_err(|e| json_refusal("mutation request", &e))?;
@@ -220,7 +225,7 @@ async fn mutations(
     m.mutation_requests.inc();
     m.mutations.add(batch.mutations.len() as u64);
     let started = std::time::Instant::now();
-    let out = (s.mutations)(batch).await;
+    let out = (s.mutations)(batch, peer.ip().to_string()).await;
     m.mutation_latency.observe(started.elapsed());
     let out = out?;
     // A till that committed the write but has no word from the hub yet says so: 202.

@@ -34,6 +34,7 @@ impl From<StoreError> for ApiError {
             StoreError::MissingParent(_) => StatusCode::FAILED_DEPENDENCY,
             StoreError::NotHub(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Gone(_) => StatusCode::GONE,
+            StoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::Storage(_) => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -48,10 +48,12 @@ DROP INDEX IF EXISTS _shift_share_by_shift;
 
 pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
     conn.execute_batch(SYSTEM_TABLES)?;
-    conn.execute_batch(crate::outbox::DDL)?;
+    crate::outbox::create(conn)?;
     conn.execute_batch(crate::rules::DDL)?;
     conn.execute_batch(crate::handover::DDL)?;
     conn.execute_batch(crate::shadow::DDL)?;
+    // Shadows a build before the trigger left behind.
+    crate::shadow::forget_settled(conn)?;
     conn.execute_batch(crate::print_queue::DDL)?;
     for t in schema.tables_parent_first() {
         let cols = sql_columns(t);

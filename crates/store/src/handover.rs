@@ -493,6 +493,7 @@ impl Store {
                 &uuid::Uuid::new_v4().to_string(),
                 target,
                 Some(start + k as i64),
+                crate::outbox::OWN_CLIENT,
             )?;
         }
         tx.execute("DELETE FROM _journal_aside", [])?;

@@ -20,6 +20,8 @@ mod history;
 mod merge;
 mod outbox;
 #[cfg(test)]
+mod outbox_fair_tests;
+#[cfg(test)]
 mod outbox_tests;
 mod pipeline;
 mod print_queue;
@@ -47,7 +49,7 @@ pub use backup::backup_file;
 pub use handover::{Claim, Clock, MAX_TERM, VERSIONS_PER_TERM};
 pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};
 pub use merge::MergeOutcome;
-pub use outbox::{LocalApplied, OutboxRequest};
+pub use outbox::{LocalApplied, MAX_WAITING_PER_CLIENT, OutboxRequest};
 pub use pipeline::{Applied, ApplyMode, LoggedCapsule, PreparedBatch};
 pub use print_queue::{
     Enqueued, MAX_WAITING_PER_PRINTER, NewPrintJob, PRINT_JOB_EXPIRES_MS, PrintDue, PrintJob,
@@ -85,6 +87,9 @@ pub enum StoreError {
     /// The asked-for history is no longer (or not yet) kept here (HTTP 410).
     #[error("{0}")]
     Gone(String),
+    /// The sender has as much waiting as it may have; it tries again later (HTTP 429).
+    #[error("{0}")]
+    Busy(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -114,6 +119,19 @@ pub mod meta {
     pub const JOURNAL_VERSION: &str = "journal_version";
 }
 
+/// Adds the SQLite steps `conn` runs to `steps`, in hundreds.
+#[cfg(test)]
+fn count_steps(conn: &Connection, steps: &Arc<std::sync::atomic::AtomicU64>) {
+    let steps = steps.clone();
+    conn.progress_handler(
+        100,
+        Some(move || {
+            steps.fetch_add(100, std::sync::atomic::Ordering::Relaxed);
+            false
+        }),
+    );
+}
+
 /// How many read connections are kept open for reuse.
 const READ_POOL_SIZE: usize = 4;
 
@@ -135,6 +153,13 @@ pub struct Store {
     lease: Mutex<Option<handover::Lease>>,
     clock: handover::Clock,
     fail_next_claim: std::sync::atomic::AtomicBool,
+    /// SQLite virtual-machine steps run on this store's connections (tests: what a path
+    /// costs, counted rather than timed).
+    #[cfg(test)]
+    pub(crate) vm_steps: Arc<std::sync::atomic::AtomicU64>,
+    /// A smaller outbox line per client than the real one (tests reach it in a few writes).
+    #[cfg(test)]
+    pub(crate) test_waiting_cap: Mutex<Option<i64>>,
     /// The node's own check of each write (the printer addresses its network allows), run
     /// wherever a write is taken: at the hub, in a till's local commit, in a claim's adoption.
     write_check: std::sync::RwLock<Option<WriteCheck>>,
@@ -364,7 +389,15 @@ impl Store {
             checkpoint::WRITER_BACKSTOP_PAGES,
         )?;
         let checkpointer = checkpoint::Checkpointer::start(&path)?;
+        #[cfg(test)]
+        let vm_steps = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        #[cfg(test)]
+        count_steps(&conn, &vm_steps);
         Ok(Store {
+            #[cfg(test)]
+            vm_steps,
+            #[cfg(test)]
+            test_waiting_cap: Mutex::new(None),
             _checkpointer: checkpointer,
             schema,
             path,
@@ -417,6 +450,8 @@ impl Store {
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(10))?;
+                #[cfg(test)]
+                count_steps(&c, &self.vm_steps);
                 c
             }
         };

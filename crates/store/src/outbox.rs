@@ -24,7 +24,7 @@ use crate::pipeline::{Changes, apply_row, finalize, target_entity};
 use crate::sql::{self, text};
 use crate::{Result, Store, StoreError, derive, meta};
 
-pub(crate) const DDL: &str = "
+const DDL: &str = "
 CREATE TABLE IF NOT EXISTS _outbox (
     pos INTEGER PRIMARY KEY AUTOINCREMENT,
     mid TEXT NOT NULL UNIQUE,
@@ -38,13 +38,82 @@ CREATE TABLE IF NOT EXISTS _outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'pending',
     hub_seq INTEGER,
-    error TEXT
+    error TEXT,
+    client TEXT NOT NULL DEFAULT ''
 );
+";
+
+/// Indexes, the per-client count and the triggers that keep it, after `client` exists (a
+/// store made before it gets the column first). Every read the drain makes per request goes
+/// through one of these, so its cost does not grow with the backlog.
+const DDL_AFTER_CLIENT: &str = "
 CREATE INDEX IF NOT EXISTS _outbox_request ON _outbox(request);
-CREATE INDEX IF NOT EXISTS _outbox_entity ON _outbox(entity, entity_id);
+-- An entity's entries in queue order: what a merge re-applies, what must go before a write.
+CREATE INDEX IF NOT EXISTS _outbox_entity_pos ON _outbox(entity, entity_id, pos);
+DROP INDEX IF EXISTS _outbox_entity;
 -- The refused entries, oldest first, without walking a backlog of pending ones.
 CREATE INDEX IF NOT EXISTS _outbox_rejected ON _outbox(pos) WHERE state = 'rejected';
+-- The waiting ones: oldest of all, and oldest of one client.
+CREATE INDEX IF NOT EXISTS _outbox_pending ON _outbox(pos) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS _outbox_pending_client ON _outbox(client, pos) WHERE state = 'pending';
+-- Confirmed, waiting to be seen back in the stream.
+CREATE INDEX IF NOT EXISTS _outbox_sent ON _outbox(hub_seq) WHERE state = 'sent';
+-- Entries waiting for the hub per client: the drain takes clients in turn, and a client with
+-- MAX_WAITING_PER_CLIENT is refused more. Kept by triggers, so every path that queues, sends,
+-- refuses, retries or drops an entry keeps it right.
+CREATE TABLE IF NOT EXISTS _outbox_waiting (client TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS _outbox_waiting_insert AFTER INSERT ON _outbox
+WHEN new.state = 'pending' BEGIN
+    INSERT INTO _outbox_waiting(client, n) VALUES (new.client, 1)
+        ON CONFLICT(client) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS _outbox_waiting_delete AFTER DELETE ON _outbox
+WHEN old.state = 'pending' BEGIN
+    UPDATE _outbox_waiting SET n = n - 1 WHERE client = old.client;
+    DELETE FROM _outbox_waiting WHERE client = old.client AND n <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS _outbox_waiting_update AFTER UPDATE OF state, client ON _outbox
+WHEN (old.state = 'pending') != (new.state = 'pending') OR old.client != new.client BEGIN
+    UPDATE _outbox_waiting SET n = n - 1 WHERE client = old.client AND old.state = 'pending';
+    DELETE FROM _outbox_waiting WHERE client = old.client AND n <= 0;
+    INSERT INTO _outbox_waiting(client, n) SELECT new.client, 1 WHERE new.state = 'pending'
+        ON CONFLICT(client) DO UPDATE SET n = n + 1;
+END;
 ";
+
+/// Creates the outbox (or brings one an older build made up to date).
+pub(crate) fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch(DDL)?;
+    let has_client: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('_outbox') WHERE name = 'client')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_client {
+        conn.execute_batch("ALTER TABLE _outbox ADD COLUMN client TEXT NOT NULL DEFAULT ''")?;
+    }
+    let counted: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = '_outbox_waiting')",
+        [],
+        |r| r.get(0),
+    )?;
+    conn.execute_batch(DDL_AFTER_CLIENT)?;
+    if !counted {
+        conn.execute_batch(
+            "INSERT INTO _outbox_waiting(client, n)
+             SELECT client, COUNT(*) FROM _outbox WHERE state = 'pending' GROUP BY client",
+        )?;
+    }
+    Ok(())
+}
+
+/// Mutations one client (a device, by its address) may have waiting for the hub at a till;
+/// more are refused (429) until some have gone through. A cashier ringing a busy day with
+/// the hub gone queues a few thousand.
+pub const MAX_WAITING_PER_CLIENT: i64 = 50_000;
+
+/// The client a till's own writes are queued under (its own screens, the tests' writes).
+pub const OWN_CLIENT: &str = "";
 
 /// Source named in the capsules a till's local writes show its own screens.
 const LOCAL_SOURCE: &str = "local";
@@ -67,6 +136,10 @@ pub struct OutboxRequest {
     pub batch: MutationBatch,
     /// When its oldest entry was queued (ms since epoch).
     pub queued_at: i64,
+    /// The client whose line it waited in.
+    pub client: String,
+    /// Nothing queued waits longer: a parent it needs cannot still be waiting here.
+    pub oldest: bool,
 }
 
 impl Store {
@@ -74,13 +147,25 @@ impl Store {
     /// order opened here without a number gets a provisional one (`{prefix}-{n}`), which the
     /// hub keeps beside the real number it assigns.
     pub fn apply_local(&self, batch: &MutationBatch, prefix: &str) -> Result<LocalApplied> {
+        self.apply_local_for(batch, prefix, OWN_CLIENT)
+    }
+
+    /// [`Store::apply_local`] for a write `client` sent (a device, named by its address): its
+    /// entries wait in that client's line, taken in turn with the others', and a client with
+    /// [`MAX_WAITING_PER_CLIENT`] waiting is refused more (Busy).
+    pub fn apply_local_for(
+        &self,
+        batch: &MutationBatch,
+        prefix: &str,
+        client: &str,
+    ) -> Result<LocalApplied> {
         let mut batch = batch.clone();
         self.check_request(&mut batch)?;
         let mut conn = self.writer();
         // The cashier's sale exists only here until the hub has it: this commit is fsynced
         // whatever the replica's usual durability (power lost after the answer loses nothing).
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let out = self.apply_local_in(&mut conn, batch, prefix);
+        let out = self.apply_local_in(&mut conn, batch, prefix, client);
         if self.durability == crate::Durability::Replica && !self.is_authority() {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
@@ -92,13 +177,20 @@ impl Store {
         conn: &mut Connection,
         mut batch: MutationBatch,
         prefix: &str,
+        client: &str,
     ) -> Result<LocalApplied> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let request = uuid::Uuid::new_v4().to_string();
+        let waiting: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(n), 0) FROM _outbox_waiting WHERE client = ?1")?
+            .query_row([client], |r| r.get(0))?;
+        if waiting >= self.waiting_per_client() {
+            return Err(StoreError::Busy(format!(
+                "{waiting} writes from this device are waiting for the hub, the most one device may queue; try again when some have gone through"
+            )));
+        }
         let mut out = LocalApplied {
-            behind: tx
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM _outbox WHERE state = 'pending')")?
-                .query_row([], |r| r.get(0))?,
+            behind: waiting > 0,
             ..LocalApplied::default()
         };
         let mut changes = Changes::default();
@@ -141,7 +233,7 @@ impl Store {
                 other => other,
             })?;
             changes.absorb(one);
-            enqueue(&tx, m, &request, target)?;
+            enqueue_at(&tx, m, &request, target, None, client)?;
             out.results.push(MutationResult {
                 mid: m.mid.clone(),
                 status: MutationStatus::Applied,
@@ -158,9 +250,70 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes one client may have waiting here before more are refused.
+    fn waiting_per_client(&self) -> i64 {
+        #[cfg(test)]
+        if let Some(n) = *self.test_waiting_cap.lock().unwrap() {
+            return n;
+        }
+        MAX_WAITING_PER_CLIENT
+    }
+
     /// The oldest request still waiting for the hub, as one batch (all-or-nothing there too).
     pub fn outbox_next(&self, source: &str) -> Result<Option<OutboxRequest>> {
         self.with_reader(|c| next_request(c, source))
+    }
+
+    /// The next request to send with clients taking turns: the oldest request of the first
+    /// client after `after` (by name, wrapping round) with writes waiting, so a client with
+    /// thousands queued delays another's sale by one request, not by its backlog. A request
+    /// that would overtake an older waiting write to one of its entities (from another
+    /// client) is not taken: the oldest request of all goes instead, so each entity's writes
+    /// reach the hub in the order they were made.
+    pub fn outbox_next_fair(&self, source: &str, after: &str) -> Result<Option<OutboxRequest>> {
+        self.with_reader(|c| {
+            let tx = c.transaction()?;
+            let first = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Option<String>> {
+                Ok(tx.prepare_cached(sql)?.query_row(p, |r| r.get(0)).optional()?)
+            };
+            let client = match first(
+                "SELECT client FROM _outbox_waiting WHERE n > 0 AND client > ?1 ORDER BY client LIMIT 1",
+                &[&after],
+            )? {
+                Some(c) => Some(c),
+                None => first(
+                    "SELECT client FROM _outbox_waiting WHERE n > 0 ORDER BY client LIMIT 1",
+                    &[],
+                )?,
+            };
+            let Some(client) = client else {
+                return next_request(&tx, source);
+            };
+            let head: Option<(String, i64)> = tx
+                .prepare_cached(
+                    "SELECT request, pos FROM _outbox WHERE client = ?1 AND state = 'pending'
+                     ORDER BY pos LIMIT 1",
+                )?
+                .query_row([&client], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((request, pos)) = head else {
+                return next_request(&tx, source);
+            };
+            let overtakes: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM _outbox a JOIN _outbox b
+                         ON b.entity = a.entity AND b.entity_id = a.entity_id AND b.pos < ?2
+                     WHERE a.request = ?1 AND b.request != ?1 AND b.state = 'pending')",
+                )?
+                .query_row(params![request, pos], |r| r.get(0))?;
+            if overtakes {
+                return next_request(&tx, source);
+            }
+            let oldest: Option<i64> = tx
+                .prepare_cached("SELECT MIN(pos) FROM _outbox WHERE state = 'pending'")?
+                .query_row([], |r| r.get(0))?;
+            request_batch(&tx, request, source, client, oldest == Some(pos)).map(Some)
+        })
     }
 
     /// The hub confirmed a request: its entries wait for the stream to bring them back.
@@ -324,21 +477,29 @@ impl Store {
 /// The oldest request still waiting for the hub, read on `c` (inside a caller's transaction
 /// when the caller is taking requests out as it goes).
 pub(crate) fn next_request(c: &Connection, source: &str) -> Result<Option<OutboxRequest>> {
-    let request: Option<String> = c
-        .query_row(
-            "SELECT request FROM _outbox WHERE state = 'pending' ORDER BY pos LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+    let head: Option<(String, String)> = c
+        .prepare_cached(
+            "SELECT request, client FROM _outbox WHERE state = 'pending' ORDER BY pos LIMIT 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(request) = request else {
-        return Ok(None);
-    };
-    let queued_at: i64 = c.query_row(
-        "SELECT MIN(queued_at) FROM _outbox WHERE request = ?1",
-        [&request],
-        |r| r.get(0),
-    )?;
+    match head {
+        Some((request, client)) => request_batch(c, request, source, client, true).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A queued request's waiting entries as the batch sent to the hub.
+fn request_batch(
+    c: &Connection,
+    request: String,
+    source: &str,
+    client: String,
+    oldest: bool,
+) -> Result<OutboxRequest> {
+    let queued_at: i64 = c
+        .prepare_cached("SELECT MIN(queued_at) FROM _outbox WHERE request = ?1")?
+        .query_row([&request], |r| r.get(0))?;
     let mut stmt = c.prepare_cached(
         "SELECT mutation FROM _outbox WHERE request = ?1 AND state = 'pending' ORDER BY pos",
     )?;
@@ -350,14 +511,16 @@ pub(crate) fn next_request(c: &Connection, source: &str) -> Result<Option<Outbox
                 .map_err(|e| StoreError::Corrupt(format!("outbox entry: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(OutboxRequest {
+    Ok(OutboxRequest {
         queued_at,
         request,
+        client,
+        oldest,
         batch: MutationBatch {
             mutations,
             source: Some(source.to_string()),
         },
-    }))
+    })
 }
 
 /// Sets a request aside with the hub's reason, on `conn` (the caller's transaction).
@@ -369,27 +532,19 @@ pub(crate) fn mark_rejected(conn: &Connection, request: &str, error: &str) -> Re
     Ok(())
 }
 
-/// Queues one mutation under `request`, waiting for the hub, behind everything queued.
-pub(crate) fn enqueue(
-    conn: &Connection,
-    m: &Mutation,
-    request: &str,
-    target: Option<(String, String)>,
-) -> Result<()> {
-    enqueue_at(conn, m, request, target, None)
-}
-
-/// Queues one mutation at queue position `pos` (None: the next one at the end).
+/// Queues one mutation under `request` in `client`'s line, at queue position `pos` (None:
+/// the next one at the end).
 pub(crate) fn enqueue_at(
     conn: &Connection,
     m: &Mutation,
     request: &str,
     target: Option<(String, String)>,
     pos: Option<i64>,
+    client: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at, pos)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO _outbox(mid, request, tbl, action, mutation, entity, entity_id, queued_at, pos, client)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         m.mid,
@@ -400,7 +555,8 @@ pub(crate) fn enqueue_at(
         target.as_ref().map(|t| t.0.clone()),
         target.as_ref().map(|t| t.1.clone()),
         now_ms(),
-        pos
+        pos,
+        client
     ])?;
     Ok(())
 }
@@ -427,13 +583,13 @@ pub(crate) fn prune(conn: &Connection) -> Result<()> {
         .query_map([merged], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<std::result::Result<_, _>>()?;
     for (mid, seq) in done {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
-            params![mid, seq, now_ms()],
-        )?;
-        conn.execute("DELETE FROM _outbox WHERE mid = ?1", [&mid])?;
+        )?
+        .execute(params![mid, seq, now_ms()])?;
+        conn.prepare_cached("DELETE FROM _outbox WHERE mid = ?1")?
+            .execute([&mid])?;
     }
-    crate::shadow::forget_settled(conn)?;
     Ok(())
 }
 
@@ -448,22 +604,31 @@ pub(crate) fn reapply_pending(
     if entities.is_empty() {
         return Ok(Vec::new());
     }
+    // Each entity's entries through its index, then all of them in queue order: the cost is
+    // what these entities have queued, not the whole backlog.
     let mut stmt = conn.prepare_cached(
-        "SELECT mutation, entity, entity_id, hub_seq FROM _outbox WHERE state != 'rejected' ORDER BY pos",
+        "SELECT pos, mutation, hub_seq FROM _outbox
+         WHERE entity = ?1 AND entity_id = ?2 AND state != 'rejected'",
     )?;
-    type Queued = (String, Option<String>, Option<String>, Option<i64>);
-    let queued: Vec<Queued> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<std::result::Result<_, _>>()?;
-    let mut changes = Changes::default();
-    for (text, entity, id, hub_seq) in queued {
-        let (Some(entity), Some(id)) = (entity, id) else {
-            continue;
-        };
-        let key = (entity, id);
-        if !entities.contains(&key) {
-            continue;
+    /// Queue position, the mutation, its entity, the hub version it was confirmed at.
+    type Queued = (i64, String, (String, String), Option<i64>);
+    let mut queued: Vec<Queued> = Vec::new();
+    for (entity, id) in entities {
+        let rows = stmt.query_map(params![entity, id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                (entity.clone(), id.clone()),
+                r.get(2)?,
+            ))
+        })?;
+        for row in rows {
+            queued.push(row?);
         }
+    }
+    queued.sort_by_key(|q| q.0);
+    let mut changes = Changes::default();
+    for (_, text, key, hub_seq) in queued {
         // Rows pulled at a hub version at or past the entry's already hold it, and perhaps a
         // later change on top that re-applying would hide.
         if let Some(seq) = hub_seq

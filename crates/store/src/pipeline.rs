@@ -574,6 +574,9 @@ pub(crate) fn apply_row(
         settled.as_ref().unwrap_or(&m.row),
         m.action,
     )?;
+    if m.action != Action::Delete {
+        check_given_values(conn, schema, t, &id, &m.row, existing.as_ref())?;
+    }
     // The hub stamps each child row it writes with the version of the write (already the
     // current version): pullers that hold the part get only rows changed since.
     let stamp = match (hub, &t.role) {
@@ -684,6 +687,75 @@ pub(crate) fn apply_row(
             Ok(false)
         }
     }
+}
+
+/// Values a write gives that must agree with other rows: a `unique` column's value is not
+/// another row's (two orders #101), a `references` column names a row that exists (an order
+/// on a shift nobody opened). Checked on every path that writes a row from a request (the
+/// hub's, a till's local write, an adopted one); a value the core fills in is not checked.
+fn check_given_values(
+    conn: &Connection,
+    schema: &Schema,
+    t: &TableDef,
+    id: &str,
+    given: &Row,
+    old: Option<&Row>,
+) -> Result<()> {
+    for c in &t.columns {
+        let Some(value) = given.get(&c.name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        if old.is_some_and(|o| o.get(&c.name) == Some(value)) {
+            continue;
+        }
+        if c.unique {
+            let holder: Option<String> = conn
+                .prepare_cached(&format!(
+                    "SELECT id FROM {} WHERE {} = ?1 AND id != ?2 LIMIT 1",
+                    q(&t.name),
+                    q(&c.name)
+                ))?
+                .query_row(params![sql::to_sql(Some(c.ty), value), id], |r| r.get(0))
+                .optional()?;
+            if let Some(holder) = holder {
+                return Err(StoreError::Conflict(format!(
+                    "{}.{} {value} is already {} '{holder}''s",
+                    t.name, c.name, t.name
+                )));
+            }
+        }
+        if let Some(target) = &c.references {
+            let named = value.as_str().unwrap_or_default();
+            let exists: bool = conn
+                .prepare_cached(&format!(
+                    "SELECT EXISTS(SELECT 1 FROM {} WHERE id = ?1)",
+                    q(target)
+                ))?
+                .query_row([named], |r| r.get(0))?;
+            if !exists {
+                let message = format!(
+                    "{}.{} names {target} '{named}', which does not exist",
+                    t.name, c.name
+                );
+                let entity = match &schema.tables[target].role {
+                    TableRole::Entity { entity } => entity.as_str(),
+                    TableRole::Child { entity, .. } => entity.as_str(),
+                };
+                let deleted: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS(SELECT 1 FROM _gone WHERE entity = ?1 AND id = ?2)",
+                    )?
+                    .query_row(params![entity, named], |r| r.get(0))?;
+                // As with a missing parent: deleted is final, never seen may be on its way.
+                return Err(if deleted {
+                    StoreError::Conflict(message)
+                } else {
+                    StoreError::MissingParent(message)
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A child row must point at a parent that exists, or it would never reach any till, and a

