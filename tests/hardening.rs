@@ -133,6 +133,7 @@ fn an_order_numbered_at_the_top_of_the_range_does_not_stop_numbering() {
     hub.kill9();
     let hub = Node::hub(&hub_dir);
     let till = Node::till(&dir.path().join("till"), &hub);
+    assert_converges(&hub, &[&till]);
     let b = new_id();
     till.apply(&[(
         "order_header",

@@ -11,6 +11,7 @@
 //! screens; the queue moves on. Network trouble, 5xx and 429 keep the request at the head and
 //! retry with backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use capsule_protocol::{
     BatchPull, ErrorBody, MutationBatch, MutationResponse, MutationResult, MutationStatus,
 };
-use capsule_store::Store;
+use capsule_store::{OutboxRequest, Store};
 use tokio::sync::{Notify, broadcast};
 
 use crate::follow::blocking;
@@ -47,6 +48,16 @@ pub struct Submitted {
     /// Every mid confirmed by the hub (or a repeat of a known one).
     pub confirmed: bool,
     pub response: MutationResponse,
+}
+
+/// Mutations one send to the hub carries at most (a round of requests, clients in turn): a
+/// backlog drains in few hub commits, and a cashier's sale behind a flood waits for one send
+/// of this size, not one per flooding client.
+const SEND_MUTATIONS: usize = 64;
+
+/// A refusal that retrying the same request will not change (not a timeout, not "busy").
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 425 | 429)
 }
 
 /// How long a write whose parent row the hub lacks is retried before it is set aside.
@@ -152,16 +163,21 @@ impl Outbox {
         }
     }
 
-    /// Drains the outbox to the hub for as long as the node runs, clients taking turns.
+    /// Drains the outbox to the hub for as long as the node runs: each send carries a round
+    /// of requests, clients in turn ([`Store::outbox_next_fair`]), in one hub request.
     pub async fn run(self: Arc<Self>) {
         let source = self.store.node_id().to_string();
         let mut backoff = Duration::from_millis(100);
-        // The client whose request went last: the next one comes from the client after it.
+        // The client whose request went last: the next send starts with the client after it.
         let mut turn = String::new();
+        // The hub refused a combined send: its first request goes alone next, to find out
+        // which request it refuses (each is all or nothing on its own).
+        let mut alone = false;
         loop {
             let s = self.store.clone();
             let (src, after) = (source.clone(), turn.clone());
-            let next = match blocking(move || s.outbox_next_fair(&src, &after)).await {
+            let most = if alone { 0 } else { SEND_MUTATIONS };
+            let reqs = match blocking(move || s.outbox_next_fair(&src, &after, most)).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -169,84 +185,129 @@ impl Outbox {
                     continue;
                 }
             };
-            let Some(req) = next else {
+            let Some(last) = reqs.last() else {
                 // Nothing queued: sleep until a write arrives (or look again now and then, in
                 // case a retry was asked for through another path).
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                 continue;
             };
-            turn = req.client.clone();
+            turn = last.client.clone();
             let used = self.hub.peek();
-            match self.send(&req.batch).await {
+            let batch = MutationBatch {
+                mutations: reqs
+                    .iter()
+                    .flat_map(|r| r.batch.mutations.iter().cloned())
+                    .collect(),
+                source: Some(source.clone()),
+            };
+            alone = false;
+            match self.send(&batch).await {
                 Ok(answer) => {
                     self.reachable.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    let (s, r, results) = (
-                        self.store.clone(),
-                        req.request.clone(),
-                        answer.results.clone(),
-                    );
-                    match blocking(move || s.outbox_confirmed(&r, &results)).await {
-                        // Taken only in part: the hub's version replaces the till's own.
-                        Ok(partial) => self.reread(partial).await,
-                        Err(e) => tracing::error!(error = %e, "cannot record a confirmation"),
-                    }
-                    let _ = self
-                        .outcomes
-                        .send((req.request, Outcome::Confirmed(answer.results)));
+                    self.confirmed(reqs, answer).await;
                 }
-                // Taken ahead of older writes (another client's turn), it may need one of them
-                // (an order on a shift opened just before): it waits for its next turn, the
-                // queue moves on at once.
-                Err(ReplicaError::Hub { status: 424, .. }) if !req.oldest => {
-                    self.reachable.store(true, Ordering::Relaxed);
-                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
-                }
-                // The parent of a row is not at the hub yet (after a failover its write may be
-                // on its way from another node): retried like an unreachable hub, for a while.
-                Err(ReplicaError::Hub {
-                    status: 424,
-                    message,
-                }) if capsule_protocol::now_ms() - req.queued_at < MISSING_PARENT_WAIT_MS => {
-                    self.reachable.store(true, Ordering::Relaxed);
-                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
-                    let (s, r) = (self.store.clone(), req.request.clone());
-                    let _ = blocking(move || s.outbox_attempt_failed(&r, &message)).await;
-                    let _ = tokio::time::timeout(backoff, self.wake.notified()).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(ReplicaError::Hub { status, message })
-                    if (400..500).contains(&status) && !matches!(status, 408 | 425 | 429) =>
+                // Refused together: the first request goes alone next.
+                Err(ReplicaError::Hub { status, .. })
+                    if reqs.len() > 1 && refused_for_good(status) =>
                 {
                     self.reachable.store(true, Ordering::Relaxed);
-                    backoff = Duration::from_millis(100);
-                    tracing::warn!(status, %message, "the hub refused a queued write; set aside");
-                    self.set_aside(&req.request, status, &message).await;
-                    let _ = self
-                        .outcomes
-                        .send((req.request, Outcome::Rejected { status, message }));
+                    alone = true;
                 }
                 Err(e) => {
-                    self.reachable.store(false, Ordering::Relaxed);
-                    let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
-                    let (s, r, msg) = (self.store.clone(), req.request.clone(), e.to_string());
-                    let _ = blocking(move || s.outbox_attempt_failed(&r, &msg)).await;
-                    tracing::debug!(error = %e, "hub not reachable for the outbox; retrying");
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                    let wait = backoff + Duration::from_millis(jitter);
-                    // A new hub is worth trying at once, not after the backoff.
-                    let mut moved = self.hub.clone();
-                    if moved.get() != used {
-                        backoff = Duration::from_millis(100);
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.wake.notified() => {}
-                        _ = moved.changed() => backoff = Duration::from_millis(100),
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let req = reqs.into_iter().next().expect("a send has a request");
+                    self.failed(req, e, used, &mut backoff).await;
                 }
+            }
+        }
+    }
+
+    /// Records the hub's answer to a send, request by request, and tells each waiting submit.
+    async fn confirmed(&self, reqs: Vec<OutboxRequest>, answer: MutationResponse) {
+        let by_mid: HashMap<&str, &MutationResult> =
+            answer.results.iter().map(|r| (r.mid.as_str(), r)).collect();
+        let answers: Vec<(String, Vec<MutationResult>)> = reqs
+            .iter()
+            .map(|req| {
+                let results = req
+                    .batch
+                    .mutations
+                    .iter()
+                    .filter_map(|m| by_mid.get(m.mid.as_str()).map(|r| (*r).clone()))
+                    .collect();
+                (req.request.clone(), results)
+            })
+            .collect();
+        let (s, all) = (self.store.clone(), answers.clone());
+        match blocking(move || s.outbox_confirmed_all(&all)).await {
+            // Taken only in part: the hub's version replaces the till's own.
+            Ok(partial) => self.reread(partial).await,
+            Err(e) => tracing::error!(error = %e, "cannot record a confirmation"),
+        }
+        for (request, results) in answers {
+            let _ = self.outcomes.send((request, Outcome::Confirmed(results)));
+        }
+    }
+
+    /// A request sent alone was not taken: set aside, retried at its next turn, or retried
+    /// after a backoff, as the reason says.
+    async fn failed(
+        &self,
+        req: OutboxRequest,
+        e: ReplicaError,
+        used: Option<String>,
+        backoff: &mut Duration,
+    ) {
+        match e {
+            // Taken ahead of older writes (another client's turn), it may need one of them
+            // (an order on a shift opened just before): it waits for its next turn, the
+            // queue moves on at once.
+            ReplicaError::Hub { status: 424, .. } if !req.oldest => {
+                self.reachable.store(true, Ordering::Relaxed);
+                let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
+            }
+            // The parent of a row is not at the hub yet (after a failover its write may be
+            // on its way from another node): retried like an unreachable hub, for a while.
+            ReplicaError::Hub {
+                status: 424,
+                message,
+            } if capsule_protocol::now_ms() - req.queued_at < MISSING_PARENT_WAIT_MS => {
+                self.reachable.store(true, Ordering::Relaxed);
+                let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
+                let (s, r) = (self.store.clone(), req.request.clone());
+                let _ = blocking(move || s.outbox_attempt_failed(&r, &message)).await;
+                let _ = tokio::time::timeout(*backoff, self.wake.notified()).await;
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            }
+            ReplicaError::Hub { status, message } if refused_for_good(status) => {
+                self.reachable.store(true, Ordering::Relaxed);
+                *backoff = Duration::from_millis(100);
+                tracing::warn!(status, %message, "the hub refused a queued write; set aside");
+                self.set_aside(&req.request, status, &message).await;
+                let _ = self
+                    .outcomes
+                    .send((req.request, Outcome::Rejected { status, message }));
+            }
+            e => {
+                self.reachable.store(false, Ordering::Relaxed);
+                let _ = self.outcomes.send((req.request.clone(), Outcome::Deferred));
+                let (s, r, msg) = (self.store.clone(), req.request.clone(), e.to_string());
+                let _ = blocking(move || s.outbox_attempt_failed(&r, &msg)).await;
+                tracing::debug!(error = %e, "hub not reachable for the outbox; retrying");
+                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+                let wait = *backoff + Duration::from_millis(jitter);
+                // A new hub is worth trying at once, not after the backoff.
+                let mut moved = self.hub.clone();
+                if moved.get() != used {
+                    *backoff = Duration::from_millis(100);
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake.notified() => {}
+                    _ = moved.changed() => *backoff = Duration::from_millis(100),
+                }
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -52,7 +52,8 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
     conn.execute_batch(crate::rules::DDL)?;
     conn.execute_batch(crate::handover::DDL)?;
     conn.execute_batch(crate::shadow::DDL)?;
-    // Shadows a build before the trigger left behind.
+    // Shadows a build before the trigger left behind (looked for first: a store opened
+    // read-only to be refused must not be written).
     crate::shadow::forget_settled(conn)?;
     conn.execute_batch(crate::print_queue::DDL)?;
     for t in schema.tables_parent_first() {

@@ -264,55 +264,77 @@ impl Store {
         self.with_reader(|c| next_request(c, source))
     }
 
-    /// The next request to send with clients taking turns: the oldest request of the first
-    /// client after `after` (by name, wrapping round) with writes waiting, so a client with
-    /// thousands queued delays another's sale by one request, not by its backlog. A request
-    /// that would overtake an older waiting write to one of its entities (from another
-    /// client) is not taken: the oldest request of all goes instead, so each entity's writes
-    /// reach the hub in the order they were made.
-    pub fn outbox_next_fair(&self, source: &str, after: &str) -> Result<Option<OutboxRequest>> {
+    /// The next requests to send, one round at a time with clients taking turns: from the
+    /// first client after `after` (by name, wrapping round), each client with writes waiting
+    /// gives its oldest request not yet taken, round after round, up to `max_mutations` (at
+    /// least one request). A client with thousands queued thus delays another's sale by a
+    /// share of one send, not by its backlog. A request that would overtake an older waiting
+    /// write of another client to one of its entities is not taken: the send ends before it,
+    /// and when it would be the first, the oldest request of all goes alone, so each entity's
+    /// writes reach the hub in the order they were made. Empty: nothing waits.
+    pub fn outbox_next_fair(
+        &self,
+        source: &str,
+        after: &str,
+        max_mutations: usize,
+    ) -> Result<Vec<OutboxRequest>> {
         self.with_reader(|c| {
             let tx = c.transaction()?;
-            let first = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<Option<String>> {
-                Ok(tx.prepare_cached(sql)?.query_row(p, |r| r.get(0)).optional()?)
-            };
-            let client = match first(
-                "SELECT client FROM _outbox_waiting WHERE n > 0 AND client > ?1 ORDER BY client LIMIT 1",
-                &[&after],
-            )? {
-                Some(c) => Some(c),
-                None => first(
-                    "SELECT client FROM _outbox_waiting WHERE n > 0 ORDER BY client LIMIT 1",
-                    &[],
-                )?,
-            };
-            let Some(client) = client else {
-                return next_request(&tx, source);
-            };
-            let head: Option<(String, i64)> = tx
-                .prepare_cached(
-                    "SELECT request, pos FROM _outbox WHERE client = ?1 AND state = 'pending'
-                     ORDER BY pos LIMIT 1",
-                )?
-                .query_row([&client], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((request, pos)) = head else {
-                return next_request(&tx, source);
-            };
-            let overtakes: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS(SELECT 1 FROM _outbox a JOIN _outbox b
-                         ON b.entity = a.entity AND b.entity_id = a.entity_id AND b.pos < ?2
-                     WHERE a.request = ?1 AND b.request != ?1 AND b.state = 'pending')",
-                )?
-                .query_row(params![request, pos], |r| r.get(0))?;
-            if overtakes {
-                return next_request(&tx, source);
-            }
+            let clients: Vec<String> = tx
+                .prepare_cached("SELECT client FROM _outbox_waiting WHERE n > 0 ORDER BY client")?
+                .query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let split = clients.iter().position(|c| c.as_str() > after).unwrap_or(0);
+            // Each client in turn, with the queue position it has been taken up to.
+            let mut turns: Vec<(String, i64)> = clients[split..]
+                .iter()
+                .chain(&clients[..split])
+                .map(|c| (c.clone(), 0))
+                .collect();
             let oldest: Option<i64> = tx
                 .prepare_cached("SELECT MIN(pos) FROM _outbox WHERE state = 'pending'")?
                 .query_row([], |r| r.get(0))?;
-            request_batch(&tx, request, source, client, oldest == Some(pos)).map(Some)
+            let mut out: Vec<OutboxRequest> = Vec::new();
+            let mut total = 0;
+            'rounds: while !turns.is_empty() {
+                let mut k = 0;
+                while k < turns.len() {
+                    let (client, taken) = turns[k].clone();
+                    let next: Option<(String, i64)> = tx
+                        .prepare_cached(
+                            "SELECT request, pos FROM _outbox
+                             WHERE client = ?1 AND state = 'pending' AND pos > ?2
+                             ORDER BY pos LIMIT 1",
+                        )?
+                        .query_row(params![client, taken], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let Some((request, pos)) = next else {
+                        turns.remove(k);
+                        continue;
+                    };
+                    if overtakes(&tx, &request, pos)? {
+                        if out.is_empty() {
+                            return Ok(next_request(&tx, source)?.into_iter().collect());
+                        }
+                        break 'rounds;
+                    }
+                    let req = request_batch(&tx, request, source, client, oldest == Some(pos))?;
+                    let n = req.batch.mutations.len();
+                    if !out.is_empty() && total + n > max_mutations {
+                        break 'rounds;
+                    }
+                    turns[k].1 = tx
+                        .prepare_cached("SELECT MAX(pos) FROM _outbox WHERE request = ?1")?
+                        .query_row([&req.request], |r| r.get(0))?;
+                    total += n;
+                    out.push(req);
+                    k += 1;
+                }
+            }
+            if out.is_empty() {
+                return Ok(next_request(&tx, source)?.into_iter().collect());
+            }
+            Ok(out)
         })
     }
 
@@ -326,27 +348,37 @@ impl Store {
         request: &str,
         results: &[MutationResult],
     ) -> Result<Vec<(String, String)>> {
+        self.outbox_confirmed_all(&[(request.to_string(), results.to_vec())])
+    }
+
+    /// [`Store::outbox_confirmed`] for the requests of one send, in one transaction.
+    pub fn outbox_confirmed_all(
+        &self,
+        answers: &[(String, Vec<MutationResult>)],
+    ) -> Result<Vec<(String, String)>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
         let mut reread = Vec::new();
-        for r in results {
-            tx.prepare_cached(
-                "UPDATE _outbox SET state = 'sent', hub_seq = ?2, attempts = attempts + 1, error = NULL
-                 WHERE mid = ?1 AND request = ?3",
-            )?
-            .execute(params![r.mid, r.seq, request])?;
-            if r.partial || r.status == MutationStatus::Duplicate {
+        for (request, results) in answers {
+            for r in results {
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
+                    "UPDATE _outbox SET state = 'sent', hub_seq = ?2, attempts = attempts + 1, error = NULL
+                     WHERE mid = ?1 AND request = ?3",
                 )?
-                .execute(params![r.mid, r.seq, now_ms()])?;
-                let target: Option<(String, String)> = tx
-                    .prepare_cached(
-                        "SELECT entity, entity_id FROM _outbox WHERE mid = ?1 AND entity IS NOT NULL",
+                .execute(params![r.mid, r.seq, request])?;
+                if r.partial || r.status == MutationStatus::Duplicate {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO _mutation(mid, seq, applied_at) VALUES (?1, ?2, ?3)",
                     )?
-                    .query_row([&r.mid], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                reread.extend(target);
+                    .execute(params![r.mid, r.seq, now_ms()])?;
+                    let target: Option<(String, String)> = tx
+                        .prepare_cached(
+                            "SELECT entity, entity_id FROM _outbox WHERE mid = ?1 AND entity IS NOT NULL",
+                        )?
+                        .query_row([&r.mid], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    reread.extend(target);
+                }
             }
         }
         prune(&tx)?;
@@ -487,6 +519,17 @@ pub(crate) fn next_request(c: &Connection, source: &str) -> Result<Option<Outbox
         Some((request, client)) => request_batch(c, request, source, client, true).map(Some),
         None => Ok(None),
     }
+}
+
+/// Whether `request` (first queued at `pos`) would reach the hub before an older waiting
+/// write of another client to one of its entities (its own client's older ones go first).
+fn overtakes(c: &Connection, request: &str, pos: i64) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM _outbox a JOIN _outbox b
+             ON b.entity = a.entity AND b.entity_id = a.entity_id AND b.pos < ?2
+         WHERE a.request = ?1 AND b.client != a.client AND b.state = 'pending')",
+    )?
+    .query_row(params![request, pos], |r| r.get(0))?)
 }
 
 /// A queued request's waiting entries as the batch sent to the hub.

@@ -33,7 +33,12 @@ impl Shop {
     /// record the answer, then pull the entity back from the hub, merge it and move the
     /// stream position. Returns the client whose request went, None when nothing waits.
     fn drain_fair(&self, after: &str) -> Option<String> {
-        let req = self.till.outbox_next_fair("till-a", after).unwrap()?;
+        let req = self
+            .till
+            .outbox_next_fair("till-a", after, 0)
+            .unwrap()
+            .into_iter()
+            .next()?;
         let applied = self
             .hub
             .apply(
@@ -82,6 +87,35 @@ fn a_flooding_client_delays_another_clients_sale_by_one_request_not_by_its_backl
 }
 
 #[test]
+fn one_send_carries_a_round_of_every_clients_oldest_requests() {
+    let s = shop();
+    setup(&s);
+    for i in 0..10 {
+        for client in ["10.0.0.5", "10.0.0.6", "127.0.0.1"] {
+            s.till
+                .apply_local_for(&order(&format!("{client}-{i}")), "A", client)
+                .unwrap();
+        }
+    }
+    // Two mutations a request: 64 mutations are 32 requests, clients in turn from the one
+    // after the last served.
+    let send = s.till.outbox_next_fair("till-a", "10.0.0.5", 64).unwrap();
+    let clients: Vec<&str> = send.iter().map(|r| r.client.as_str()).collect();
+    assert_eq!(send.len(), 30, "every waiting request fits: {clients:?}");
+    assert_eq!(
+        &clients[..4],
+        ["10.0.0.6", "127.0.0.1", "10.0.0.5", "10.0.0.6"]
+    );
+    let firsts: Vec<&str> = send[..3]
+        .iter()
+        .map(|r| r.batch.mutations[0].row["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(firsts, ["10.0.0.6-0", "127.0.0.1-0", "10.0.0.5-0"]);
+    let small = s.till.outbox_next_fair("till-a", "", 7).unwrap();
+    assert_eq!(small.len(), 3, "a send stops at its size");
+}
+
+#[test]
 fn a_write_never_overtakes_an_older_write_of_another_client_to_the_same_order() {
     let s = shop();
     setup(&s);
@@ -124,7 +158,9 @@ fn a_write_never_overtakes_an_older_write_of_another_client_to_the_same_order() 
     // second line, so the oldest request goes instead.
     let first = s.drain_fair("").unwrap();
     assert_eq!(first, "10.0.0.7");
-    let next = s.till.outbox_next_fair("till-a", &first).unwrap().unwrap();
+    let next = s.till.outbox_next_fair("till-a", &first, 64).unwrap();
+    assert_eq!(next.len(), 1, "nothing goes along with the older line");
+    let next = &next[0];
     assert_eq!(
         next.client, "10.0.0.7",
         "the older line goes before the payment"

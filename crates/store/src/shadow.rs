@@ -102,6 +102,15 @@ pub(crate) fn refresh(
 /// Forgets the shadows of entities no outbox entry touches any more (once, at open; after
 /// that the `_outbox_settles_shadow` trigger does it entry by entry).
 pub(crate) fn forget_settled(conn: &Connection) -> Result<()> {
+    let settled: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM _shadow WHERE NOT EXISTS
+           (SELECT 1 FROM _outbox o WHERE o.entity = _shadow.entity AND o.entity_id = _shadow.id))",
+        [],
+        |r| r.get(0),
+    )?;
+    if !settled {
+        return Ok(());
+    }
     conn.prepare_cached(
         "DELETE FROM _shadow WHERE NOT EXISTS
            (SELECT 1 FROM _outbox o WHERE o.entity = _shadow.entity AND o.entity_id = _shadow.id)",
