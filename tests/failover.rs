@@ -211,11 +211,19 @@ fn a_till_switched_on_before_the_managers_pc_sells_without_claiming_an_empty_sho
     let shop = Shop::new(2);
     let till = shop.start(1, "Till 1", &["--till-letter", "A"]);
     let order = new_id();
-    let (code, answer) = till.mutate(&[(
-        "order_header",
-        "insert",
-        json!({"id": order, "shift_id": "morning", "opened_at": T}),
-    )]);
+    // The cashier opens the morning shift and rings up the first sale, both on this till.
+    let (code, answer) = till.mutate(&[
+        (
+            "pos_shift",
+            "save",
+            json!({"id": "morning", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+        ),
+        (
+            "order_header",
+            "insert",
+            json!({"id": order, "shift_id": "morning", "opened_at": T}),
+        ),
+    ]);
     assert_eq!(
         code, 202,
         "no hub yet: the sale is queued, not refused: {answer}"
