@@ -717,7 +717,10 @@ fn garbage_sent_to_the_gossip_port_is_counted_not_logged_line_by_line() {
     let data = dir.path().join("node");
     let log = dir.path().join("node.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
-    cmd.args(["--role", "auto", "--name", "Manager PC", "--no-mdns"])
+    // The manager's PC (priority above a till's) starts the shop at once; a fresh till
+    // would wait 30 s for one.
+    cmd.args(["--role", "auto", "--name", "Manager PC", "--priority", "10"])
+        .arg("--no-mdns")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(&data);
     let node = Node::from_command_logging(
