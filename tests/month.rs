@@ -90,6 +90,7 @@ fn a_month_of_nights_with_the_managers_pc_off_reopens_loses_and_refuses_nothing(
                 "save",
                 json!({"id": shift, "node_id": "till-1", "cashier": "Mona", "opened_at": T}),
             )]);
+            wait_to_hold(&[&till1, &till2], "shift", &shift);
         }
         // Service.
         for k in 0..4 {

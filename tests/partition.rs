@@ -227,6 +227,7 @@ fn both_sides_of_a_partition_sell_and_every_sale_lands_once_after_it_heals() {
         "save",
         json!({"id": shift, "node_id": "till-1", "cashier": "Mona", "opened_at": T}),
     )]);
+    wait_to_hold(&[&till, &cut], "shift", &shift);
     let mut sold = vec![sale(&till, &shift)];
     wait_until(Duration::from_secs(20), "the first sale everywhere", || {
         status(&till)["pending"] == 0 && count(&cut.db(), "order_header") == 1

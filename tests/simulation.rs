@@ -145,6 +145,10 @@ struct Sim {
     counted: Vec<ZTaken>,
     /// Zs taken that no other node holds yet: (number, to_v, what they counted).
     z_pending: Vec<ZTaken>,
+    /// Numbers of Zs overtaken by a hub elected from older data. Such a Z's record, replayed
+    /// into a lineage that has taken a Z of that number since, is set aside for the manager
+    /// (two printed Zs #n: neither is rewritten), the one refusal the shop may end with.
+    overtaken: HashSet<i64>,
     log: Vec<String>,
     /// Two armed hubs in one group at the end of the last round.
     clashed: bool,
@@ -206,6 +210,7 @@ impl Sim {
             payments: 0,
             counted: Vec::new(),
             z_pending: Vec::new(),
+            overtaken: HashSet::new(),
             log: vec![format!("seed {seed}")],
             clashed: false,
             woke_now: None,
@@ -515,15 +520,18 @@ impl Sim {
                     true
                 }
                 // A hub fenced (or not yet sure it is still hub) refuses: the cashier sees an
-                // error, not an acknowledgement. A closed day refuses too.
-                Err(StoreError::NotHub(_) | StoreError::Conflict(_)) => false,
+                // error, not an acknowledgement. A closed day refuses too, and so does a node
+                // that has not received the shift yet (its screen would not offer it).
+                Err(
+                    StoreError::NotHub(_) | StoreError::Conflict(_) | StoreError::MissingParent(_),
+                ) => false,
                 Err(e) => panic!("{what} at hub {} failed: {e}", self.nodes[i].name),
             }
         } else {
             let prefix = self.nodes[i].name.to_uppercase();
             match s.apply_local(batch, &prefix) {
                 Ok(_) => true,
-                Err(StoreError::Conflict(_)) => false,
+                Err(StoreError::Conflict(_) | StoreError::MissingParent(_)) => false,
                 Err(e) => panic!("{what} at {} failed: {e}", self.nodes[i].name),
             }
         }
@@ -720,6 +728,7 @@ impl Sim {
                 if holds(&s, z.0, z.1) {
                     kept.push(z);
                 } else {
+                    self.overtaken.insert(z.0);
                     self.log.push(format!(
                         "[{}] Z #{} overtaken by {}'s claim from older data",
                         self.tick_no, z.0, self.nodes[i].name
@@ -1216,12 +1225,22 @@ fn check(sim: &Sim, seed: u64, start_term: i64) {
             .unwrap()
             .into_iter()
             .filter(|e| e.state == "rejected")
+            .filter(|e| {
+                // An overtaken Z's record whose number the winner has taken since.
+                !(e.table == "z_report"
+                    && hub.table_rows("z_report").unwrap().iter().any(|z| {
+                        let n = z["number"].as_i64().unwrap_or(0);
+                        sim.overtaken.contains(&n)
+                            && e.error.as_deref().is_some_and(|why| {
+                                why.contains(&format!("'z-{n:06}' is immutable"))
+                            })
+                    }))
+            })
             .map(|e| format!("{} {} {}: {:?}", e.table, e.action, e.mid, e.error))
             .collect();
-        assert_eq!(
-            (pending, rejected),
-            (0, 0),
-            "{} drained, none refused: {refused:?}; {}",
+        assert!(
+            pending == 0 && refused.is_empty(),
+            "{} drained, none refused ({pending} pending, {rejected} set aside): {refused:?}; {}",
             sim.nodes[i].name,
             context()
         );
@@ -1342,10 +1361,11 @@ fn a_shop_under_partitions_crashes_freezes_and_nightly_restarts_loses_and_reopen
 /// on a till's screen and published by its claim; 222 and 243, a Z overtaken by a hub elected
 /// from older data; 556, a queued write's base from another history read as newer than the new
 /// hub's payment; 573, a write made over the till's own waiting write taken as having seen the
-/// hub's payment.
+/// hub's payment; 131, an overtaken Z's record replayed into a lineage that had taken its own
+/// Z of that number (set aside for the manager, neither Z rewritten).
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
-    for seed in [79, 81, 222, 243, 556, 573] {
+    for seed in [79, 81, 131, 222, 243, 556, 573] {
         run(seed);
     }
 }

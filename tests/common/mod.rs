@@ -405,3 +405,17 @@ pub fn assert_nothing_refused(node: &Node) {
         node.get("/api/outbox").1
     );
 }
+
+/// Waits until every node in `nodes` holds entity `entity` `id` (a cashier can pick a shift
+/// only once their till's screen shows it).
+pub fn wait_to_hold(nodes: &[&Node], entity: &str, id: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("every node to hold {entity} {id}"),
+        || {
+            nodes
+                .iter()
+                .all(|n| n.get(&format!("/api/entities/{entity}/{id}")).0 == 200)
+        },
+    );
+}

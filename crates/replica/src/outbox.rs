@@ -51,8 +51,9 @@ pub struct Submitted {
 }
 
 /// Mutations one send to the hub carries at most (a round of requests, clients in turn): a
-/// backlog drains in few hub commits, and a cashier's sale behind a flood waits for one send
-/// of this size, not one per flooding client.
+/// backlog drains in few hub commits. A send that carries a client's last waiting write (a
+/// cashier's sale) ends with that round, so the sale waits for a round of the others, not for
+/// a send of this size per flooding client.
 const SEND_MUTATIONS: usize = 64;
 
 /// A refusal that retrying the same request will not change (not a timeout, not "busy").

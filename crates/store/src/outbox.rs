@@ -271,7 +271,10 @@ impl Store {
     /// share of one send, not by its backlog. A request that would overtake an older waiting
     /// write of another client to one of its entities is not taken: the send ends before it,
     /// and when it would be the first, the oldest request of all goes alone, so each entity's
-    /// writes reach the hub in the order they were made. Empty: nothing waits.
+    /// writes reach the hub in the order they were made. The send ends with the round in
+    /// which a client's line empties: that client is most likely a cashier waiting for the
+    /// answer to the one sale it sent, so it waits for a round, not for a full send of others'
+    /// backlog. Empty: nothing waits.
     pub fn outbox_next_fair(
         &self,
         source: &str,
@@ -296,7 +299,8 @@ impl Store {
                 .query_row([], |r| r.get(0))?;
             let mut out: Vec<OutboxRequest> = Vec::new();
             let mut total = 0;
-            'rounds: while !turns.is_empty() {
+            let mut last_round = false;
+            'rounds: while !turns.is_empty() && !last_round {
                 let mut k = 0;
                 while k < turns.len() {
                     let (client, taken) = turns[k].clone();
@@ -326,6 +330,13 @@ impl Store {
                     turns[k].1 = tx
                         .prepare_cached("SELECT MAX(pos) FROM _outbox WHERE request = ?1")?
                         .query_row([&req.request], |r| r.get(0))?;
+                    let more: bool = tx
+                        .prepare_cached(
+                            "SELECT EXISTS(SELECT 1 FROM _outbox
+                             WHERE client = ?1 AND state = 'pending' AND pos > ?2)",
+                        )?
+                        .query_row(params![req.client, turns[k].1], |r| r.get(0))?;
+                    last_round |= !more;
                     total += n;
                     out.push(req);
                     k += 1;

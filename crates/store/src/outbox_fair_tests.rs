@@ -116,6 +116,32 @@ fn one_send_carries_a_round_of_every_clients_oldest_requests() {
 }
 
 #[test]
+fn a_send_ends_with_the_round_that_carries_a_cashiers_only_sale() {
+    let flooded = |cashier: bool| {
+        let s = shop();
+        setup(&s);
+        for i in 0..40 {
+            for client in ["10.0.0.5", "10.0.0.6"] {
+                s.till
+                    .apply_local_for(&order(&format!("{client}-{i}")), "A", client)
+                    .unwrap();
+            }
+        }
+        if cashier {
+            s.till
+                .apply_local_for(&order("sale"), "A", "10.0.0.9")
+                .unwrap();
+        }
+        let send = s.till.outbox_next_fair("till-a", "", 64).unwrap();
+        send.iter().map(|r| r.client.clone()).collect::<Vec<_>>()
+    };
+    // Two devices flood the till: a send carries their backlog in rounds, 32 requests.
+    assert_eq!(flooded(false).len(), 32);
+    // A cashier's one sale waits for one round of theirs, not for 32 requests.
+    assert_eq!(flooded(true), ["10.0.0.5", "10.0.0.6", "10.0.0.9"]);
+}
+
+#[test]
 fn a_write_never_overtakes_an_older_write_of_another_client_to_the_same_order() {
     let s = shop();
     setup(&s);
