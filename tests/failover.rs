@@ -7,6 +7,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use capsule_protocol::Schema;
+use capsule_store::{Durability, KEEP_DAYS, Store};
 use common::*;
 use serde_json::json;
 
@@ -120,6 +124,7 @@ fn a_frozen_hub_is_replaced_within_3_s_and_steps_down_when_it_wakes() {
         "save",
         json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
     )]);
+    wait_to_hold(&[&till1, &till2], "shift", &shift);
     sale(&till1, &shift, &first);
     wait_until(Duration::from_secs(10), "the first sale to drain", || {
         drained(&till1)
@@ -177,6 +182,7 @@ fn the_managers_pc_back_after_a_crash_takes_the_hub_back_once_caught_up() {
         "save",
         json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
     )]);
+    wait_to_hold(&[&till], "shift", &shift);
     let mut sold = vec![new_id()];
     sale(&till, &shift, &sold[0]);
     wait_until(Duration::from_secs(10), "the sale to drain", || {
@@ -256,16 +262,53 @@ fn a_till_switched_on_before_the_managers_pc_sells_without_claiming_an_empty_sho
 /// and the shop has a hub throughout.
 #[test]
 fn the_managers_pc_restarted_after_a_z_report_reopens_nothing() {
-    restart_after_z(true);
+    restart_after_z(true, false);
 }
 
 /// The same without the demo: the shop's own sales, paid, counted by Z #1.
 #[test]
 fn the_managers_pc_restarted_after_a_z_report_reopens_nothing_without_the_demo() {
-    restart_after_z(false);
+    restart_after_z(false, false);
 }
 
-fn restart_after_z(demo: bool) {
+/// The same a week and more after the Z: both nodes pruned the closed day's journal,
+/// tombstones and mutation ids (what their daily schedule does), then the manager's PC dies,
+/// the till takes over and sells, and the manager's PC takes the hub back.
+#[test]
+fn after_a_week_of_pruning_a_hub_change_still_reopens_loses_and_doubles_nothing() {
+    restart_after_z(false, true);
+}
+
+/// Both nodes stopped, their stores pruned as of a week and a day from now, started again.
+fn prune_both(
+    shop: &Shop,
+    manager: Node,
+    till: Node,
+    manager_args: &[&str],
+    till_args: &[&str],
+) -> (Node, Node) {
+    let dbs = [
+        (manager.db(), Durability::Full),
+        (till.db(), Durability::Replica),
+    ];
+    manager.kill9();
+    till.kill9();
+    for (db, durability) in dbs {
+        let store = Store::open_with(&db, Arc::new(Schema::builtin()), durability).unwrap();
+        let later = capsule_protocol::now_ms() + (KEEP_DAYS + 1) * 24 * 3600 * 1000;
+        let pruned = store.prune_history(later).unwrap();
+        assert!(
+            pruned.journal > 0 && pruned.mutation_ids > 0,
+            "{db:?}: nothing to prune ({pruned:?})"
+        );
+    }
+    let manager = shop.start(0, "Manager PC", manager_args);
+    let till = shop.start(1, "Till 1", till_args);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(40));
+    (manager, till)
+}
+
+fn restart_after_z(demo: bool, pruned: bool) {
     let shop = Shop::new(2);
     let backups = shop.dir.path().join("backups");
     let backups = backups.to_str().unwrap();
@@ -281,19 +324,17 @@ fn restart_after_z(demo: bool) {
         manager_args.push("--demo");
     }
     let manager = shop.start(0, "Manager PC", &manager_args);
-    let till = shop.start(
-        1,
-        "Till 1",
-        &["--priority", "1", "--handback-quiet-ms", "300"],
-    );
+    let till_args = ["--priority", "1", "--handback-quiet-ms", "300"];
+    let till = shop.start(1, "Till 1", &till_args);
     wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    let shift = new_id();
     if !demo {
-        let shift = new_id();
         manager.apply(&[(
             "pos_shift",
             "save",
             json!({"id": shift, "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
         )]);
+        wait_to_hold(&[&till], "shift", &shift);
         for k in 0..4 {
             let order = new_id();
             sale(&till, &shift, &order);
@@ -338,6 +379,11 @@ fn restart_after_z(demo: bool) {
             .as_array()
             .is_some_and(|r| r.len() == 1)
     });
+    let (manager, till) = if pruned {
+        prune_both(&shop, manager, till, &manager_args, &till_args)
+    } else {
+        (manager, till)
+    };
 
     manager.kill9();
     let killed = Instant::now();
@@ -349,6 +395,12 @@ fn restart_after_z(demo: bool) {
         "no hub for {:?} after the kill",
         killed.elapsed()
     );
+    // The till sells as hub: after pruning, a write the manager's PC must take back.
+    let mut sold_after = Vec::new();
+    if pruned {
+        sold_after.push(new_id());
+        sale(&till, &shift, &sold_after[0]);
+    }
     let manager = shop.start(0, "Manager PC", &manager_args);
     // A hub at every moment from here on: the till until the handback, then the manager's PC
     // (a status answer lost to a busy machine is not a missing hub: two in a row are).
@@ -368,7 +420,9 @@ fn restart_after_z(demo: bool) {
         assert_nothing_refused(node);
         let s = status(node);
         assert!(
-            s["term"].as_i64().unwrap() <= 3,
+            // Claims: the first start, the till's takeover, the handback (and the restart
+            // after pruning).
+            s["term"].as_i64().unwrap() <= 3 + i64::from(pruned),
             "terms burned by a hub change: {s}"
         );
         assert_eq!(
@@ -378,10 +432,25 @@ fn restart_after_z(demo: bool) {
             node.url
         );
     }
+    let on_manager: Vec<String> = orders(&manager)
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(String::from))
+        .collect();
+    for o in &sold_after {
+        assert!(
+            on_manager.contains(o),
+            "the sale made on the till as hub is lost"
+        );
+    }
     let x = manager.get("/api/reports/x").1;
     assert_eq!(
         (x["open_orders"].as_i64(), x["orders"].as_i64()),
-        (z["open_orders"].as_i64(), Some(0)),
+        (
+            z["open_orders"]
+                .as_i64()
+                .map(|n| n + sold_after.len() as i64),
+            Some(0)
+        ),
         "the X after the restart: the open orders Z #1 left, nothing newly finished: {x}"
     );
     assert_converges(&manager, &[&till]);
