@@ -788,16 +788,47 @@ pub fn plan(
     out
 }
 
-/// Merges a pull; returns the ids whose child delta did not fit (to pull whole).
+/// Entities merged per transaction: the till's own writes (a cashier's sale) wait for one
+/// such merge at most, not for a whole pull of a busy hub's changes (up to 200 entities).
+/// Each entity's parts merge on their own versions, so a pull merged in pieces ends the same.
+const MERGE_CHUNK: usize = 32;
+
+/// Merges a pull, [`MERGE_CHUNK`] entities per transaction; returns the ids whose child delta
+/// did not fit (to pull whole).
 async fn merge(ctx: &Ctx<'_>, pull: BatchPull) -> Result<Vec<String>> {
-    let s = ctx.store.clone();
-    let started = Instant::now();
-    let outcome = inline(move || s.merge_pulled(&pull)).await?;
-    ctx.metrics.merge_latency.observe(started.elapsed());
-    for c in outcome.changed {
-        (ctx.ui)(LocalChange::Changed(c));
+    let BatchPull {
+        entity,
+        parts,
+        mut items,
+        missing,
+    } = pull;
+    let mut incomplete = Vec::new();
+    let mut missing = Some(missing);
+    while !items.is_empty() || missing.is_some() {
+        let rest = items.split_off(MERGE_CHUNK.min(items.len()));
+        let piece = std::mem::replace(&mut items, rest);
+        let last = items.is_empty();
+        let chunk = BatchPull {
+            entity: entity.clone(),
+            parts: parts.clone(),
+            items: piece,
+            // Deletes go with the last piece.
+            missing: if last {
+                missing.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        };
+        let s = ctx.store.clone();
+        let started = Instant::now();
+        let outcome = inline(move || s.merge_pulled(&chunk)).await?;
+        ctx.metrics.merge_latency.observe(started.elapsed());
+        for c in outcome.changed {
+            (ctx.ui)(LocalChange::Changed(c));
+        }
+        incomplete.extend(outcome.incomplete);
     }
-    Ok(outcome.incomplete)
+    Ok(incomplete)
 }
 
 async fn apply_burst(ctx: &Ctx<'_>, capsules: Vec<Capsule>) -> Result<()> {
