@@ -11,6 +11,10 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use capsule_protocol::Schema;
+use capsule_store::{Durability, KEEP_DAYS, Store};
 use common::*;
 use serde_json::{Value, json};
 
@@ -197,6 +201,46 @@ fn sale(node: &Node, shift: &str) -> String {
 
 #[test]
 fn both_sides_of_a_partition_sell_and_every_sale_lands_once_after_it_heals() {
+    partition(false);
+}
+
+/// The same a week and more after a Z: every node pruned the closed day's journal, tombstones
+/// and mutation ids (what their daily schedule does) before the network splits.
+#[test]
+fn after_a_week_of_pruning_both_sides_of_a_partition_sell_and_every_sale_lands_once() {
+    partition(true);
+}
+
+/// The nodes stopped, their stores pruned as of a week and a day from now, started again.
+fn prune_all(net: &Net, dir: &std::path::Path, nodes: [Node; 3]) -> [Node; 3] {
+    let names = ["Manager PC", "Till 1", "Till 2"];
+    let dirs = ["m", "t1", "t2"];
+    for (k, node) in nodes.into_iter().enumerate() {
+        let db = node.db();
+        node.kill9();
+        let durability = if k == 0 {
+            Durability::Full
+        } else {
+            Durability::Replica
+        };
+        let store = Store::open_with(&db, Arc::new(Schema::builtin()), durability).unwrap();
+        let later = capsule_protocol::now_ms() + (KEEP_DAYS + 1) * 24 * 3600 * 1000;
+        let pruned = store.prune_history(later).unwrap();
+        assert!(pruned.journal > 0, "{db:?}: nothing to prune ({pruned:?})");
+    }
+    let start = |k: usize, extra: &[&str]| net.spawn(k, &dir.join(dirs[k]), names[k], extra);
+    [
+        start(0, &["--priority", "10"]),
+        start(1, &[]),
+        start(2, &[]),
+    ]
+}
+
+/// One network at a time: the namespaces, the bridge and the addresses are named per process.
+static ONE_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn partition(pruned: bool) {
+    let _network = ONE_NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(why) = unavailable() {
         eprintln!("SKIPPED: a real partition needs network namespaces: {why}");
         return;
@@ -211,16 +255,20 @@ fn both_sides_of_a_partition_sell_and_every_sale_lands_once_after_it_heals() {
     );
     let till = net.spawn(1, &dir.path().join("t1"), "Till 1", &[]);
     let cut = net.spawn(2, &dir.path().join("t2"), "Till 2", &[]);
-    wait_until(
-        Duration::from_secs(30),
-        "the manager to be hub for all",
-        || {
-            status(&manager)["role"] == "hub"
-                && [&till, &cut].iter().all(|t| {
-                    status(t)["hub_url"] == manager.url.as_str() && status(t)["state"] == "online"
-                })
-        },
-    );
+    let all_follow = |manager: &Node, till: &Node, cut: &Node| {
+        wait_until(
+            Duration::from_secs(30),
+            "the manager to be hub for all",
+            || {
+                status(manager)["role"] == "hub"
+                    && [till, cut].iter().all(|t| {
+                        status(t)["hub_url"] == manager.url.as_str()
+                            && status(t)["state"] == "online"
+                    })
+            },
+        );
+    };
+    all_follow(&manager, &till, &cut);
     let shift = new_id();
     manager.apply(&[(
         "pos_shift",
@@ -232,6 +280,22 @@ fn both_sides_of_a_partition_sell_and_every_sale_lands_once_after_it_heals() {
     wait_until(Duration::from_secs(20), "the first sale everywhere", || {
         status(&till)["pending"] == 0 && count(&cut.db(), "order_header") == 1
     });
+    let (manager, till, cut) = if pruned {
+        let (code, z) = manager.post_raw("/api/reports/z", r#"{"taken_by":"Manager","number":1}"#);
+        assert!(code == 200 || code == 201, "Z #1: {code} {z}");
+        wait_until(Duration::from_secs(20), "every node to hold the Z", || {
+            [&till, &cut].iter().all(|n| {
+                n.get("/api/reports/z").1["reports"]
+                    .as_array()
+                    .is_some_and(|r| r.len() == 1)
+            })
+        });
+        let [manager, till, cut] = prune_all(&net, dir.path(), [manager, till, cut]);
+        all_follow(&manager, &till, &cut);
+        (manager, till, cut)
+    } else {
+        (manager, till, cut)
+    };
 
     net.isolate(2, true);
     let cut_at = Instant::now();
