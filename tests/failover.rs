@@ -7,10 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use capsule_protocol::Schema;
-use capsule_store::{Durability, KEEP_DAYS, Store};
+use capsule_store::Durability;
 use common::*;
 use serde_json::json;
 
@@ -294,13 +291,8 @@ fn prune_both(
     manager.kill9();
     till.kill9();
     for (db, durability) in dbs {
-        let store = Store::open_with(&db, Arc::new(Schema::builtin()), durability).unwrap();
-        let later = capsule_protocol::now_ms() + (KEEP_DAYS + 1) * 24 * 3600 * 1000;
-        let pruned = store.prune_history(later).unwrap();
-        assert!(
-            pruned.journal > 0 && pruned.mutation_ids > 0,
-            "{db:?}: nothing to prune ({pruned:?})"
-        );
+        let pruned = prune_a_week_later(&db, durability);
+        assert!(pruned.mutation_ids > 0, "{db:?}: no mutation ids pruned");
     }
     let manager = shop.start(0, "Manager PC", manager_args);
     let till = shop.start(1, "Till 1", till_args);

@@ -11,10 +11,7 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use capsule_protocol::Schema;
-use capsule_store::{Durability, KEEP_DAYS, Store};
+use capsule_store::Durability;
 use common::*;
 use serde_json::{Value, json};
 
@@ -223,10 +220,7 @@ fn prune_all(net: &Net, dir: &std::path::Path, nodes: [Node; 3]) -> [Node; 3] {
         } else {
             Durability::Replica
         };
-        let store = Store::open_with(&db, Arc::new(Schema::builtin()), durability).unwrap();
-        let later = capsule_protocol::now_ms() + (KEEP_DAYS + 1) * 24 * 3600 * 1000;
-        let pruned = store.prune_history(later).unwrap();
-        assert!(pruned.journal > 0, "{db:?}: nothing to prune ({pruned:?})");
+        prune_a_week_later(&db, durability);
     }
     let start = |k: usize, extra: &[&str]| net.spawn(k, &dir.join(dirs[k]), names[k], extra);
     [

@@ -419,3 +419,17 @@ pub fn wait_to_hold(nodes: &[&Node], entity: &str, id: &str) {
         },
     );
 }
+
+/// Prunes the store at `db` (its node stopped) as of a week and a day from now: the closed
+/// day's journal, tombstones and mutation ids go, as the node's daily schedule drops them.
+pub fn prune_a_week_later(
+    db: &Path,
+    durability: capsule_store::Durability,
+) -> capsule_store::Pruned {
+    let schema = std::sync::Arc::new(capsule_protocol::Schema::builtin());
+    let store = capsule_store::Store::open_with(db, schema, durability).unwrap();
+    let later = capsule_protocol::now_ms() + (capsule_store::KEEP_DAYS + 1) * 24 * 3600 * 1000;
+    let pruned = store.prune_history(later).unwrap();
+    assert!(pruned.journal > 0, "{db:?}: nothing to prune ({pruned:?})");
+    pruned
+}
