@@ -334,9 +334,29 @@ pub struct Snapshot {
     pub node_id: String,
     pub seq: i64,
     pub v: i64,
+    /// Which rows it carries: `full` (every row; also what a hub too old to say meant),
+    /// `light`, `day` or `screens`. A node that loads anything but `full` copies the rest of
+    /// the history in pages (`GET /api/backfill`) before it may lead.
+    #[serde(default = "full_scope")]
+    pub scope: String,
     /// Table name -> rows, each with its `id`, columns and version columns.
     #[schema(value_type = Object)]
     pub tables: BTreeMap<String, Vec<Row>>,
+}
+
+fn full_scope() -> String {
+    "full".into()
+}
+
+/// `GET /api/backfill?entity=&after=&limit=` answer: the next page of an entity's rows in id
+/// order, every part, for a node copying the shop's history after a day snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackfillPage {
+    #[serde(flatten)]
+    pub pull: BatchPull,
+    /// The `after` of the next page; absent after the entity's last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Body of every 4xx/5xx answer.

@@ -9,7 +9,7 @@
 use capsule_protocol::{
     Action, Capsule, ChangedSince, JournalEntry, JournalPage, Mutation, MutationBatch, now_ms,
 };
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::pipeline::target_entity;
@@ -99,6 +99,15 @@ pub(crate) fn note_gone(conn: &Connection, entity: &str, id: &str, v: i64) -> Re
     )?
     .execute(params![entity, id, v])?;
     Ok(())
+}
+
+/// The version at which `entity` `id` was deleted here, if it was (and its tombstone is
+/// still kept).
+pub(crate) fn gone_at(conn: &Connection, entity: &str, id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT v FROM _gone WHERE entity = ?1 AND id = ?2")?
+        .query_row(params![entity, id], |r| r.get(0))
+        .optional()?)
 }
 
 pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
@@ -197,11 +206,18 @@ impl Store {
     /// step fails, nothing of the claim remains (no term used, no write adopted).
     ///
     /// Refused while this node's journal is not whole ([`Store::claim_ready`]): a hub that
-    /// lacks the mids of writes its data holds would apply their replays a second time.
+    /// lacks the mids of writes its data holds would apply their replays a second time; and
+    /// while its history is still being copied ([`Store::history_complete`]).
     pub fn claim_hub(&self, seen: i64) -> Result<Claim> {
         if !self.claim_ready()? {
             return Err(StoreError::Conflict(
                 "this node's journal is still being copied from the hub; it cannot lead yet".into(),
+            ));
+        }
+        if !self.history_complete()? {
+            return Err(StoreError::Conflict(
+                "this node is still copying the shop's history from the hub; it cannot lead yet"
+                    .into(),
             ));
         }
         let mut conn = self.writer();

@@ -6,6 +6,9 @@
 //! nothing about HTTP or WebSockets; its API is blocking, so async callers use
 //! `spawn_blocking`.
 
+mod backfill;
+#[cfg(test)]
+mod backfill_tests;
 mod backup;
 mod checkpoint;
 mod commands;
@@ -45,6 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use capsule_protocol::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use backfill::{BackfillAt, MAX_BACKFILL_PAGE};
 pub use backup::backup_file;
 pub use handover::{Claim, Clock, MAX_TERM, VERSIONS_PER_TERM};
 pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};

@@ -35,16 +35,36 @@ impl Store {
     }
 
     fn merge_pulled_with(&self, pull: &BatchPull, force: bool) -> Result<MergeOutcome> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = self.merge_in(&tx, pull, force)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// A batch pull merged inside the caller's transaction: every merge (a followed capsule,
+    /// a refused write re-read, a page of history) passes here, so each rule holds on all of
+    /// them. An entity deleted here at or after the version an answer carries (its tombstone)
+    /// is never brought back by that answer, however late it arrives.
+    pub(crate) fn merge_in(
+        &self,
+        tx: &Connection,
+        pull: &BatchPull,
+        force: bool,
+    ) -> Result<MergeOutcome> {
         let e = self
             .schema
             .entity(&pull.entity)
             .ok_or_else(|| StoreError::Invalid(format!("unknown entity '{}'", pull.entity)))?;
         let t = &self.schema.tables[&e.table];
-        let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = MergeOutcome::default();
         for item in &pull.items {
-            let local = select_by_id(&tx, t, &item.id)?;
+            if crate::handover::gone_at(tx, &e.name, &item.id)?.is_some_and(|gone| gone >= item.v)
+            {
+                out.stale += 1;
+                continue;
+            }
+            let local = select_by_id(tx, t, &item.id)?;
             let mut row = local.clone().unwrap_or_else(|| {
                 let mut r = Row::new();
                 r.insert(ID_FIELD.into(), Value::String(item.id.clone()));
@@ -88,7 +108,7 @@ impl Store {
                                 ))
                             })?;
                         let live = item.live.get(name).map(Vec::as_slice);
-                        if !merge_children(&tx, self, table, parent_field, &item.id, rows, live)? {
+                        if !merge_children(tx, self, table, parent_field, &item.id, rows, live)? {
                             // The delta assumed rows this replica lacks: keep the part's old
                             // version and ask for all of it.
                             out.incomplete.push(item.id.clone());
@@ -110,12 +130,12 @@ impl Store {
                 .max()
                 .unwrap_or(0);
             row.insert("_v".into(), Value::from(top));
-            upsert_row(&tx, t, &row)?;
+            upsert_row(tx, t, &row)?;
             out.changed
                 .push(local_capsule(&e.name, &item.id, merged, top, false));
         }
         for id in &pull.missing {
-            if delete_entity(&tx, self, &e.name, id)? {
+            if delete_entity(tx, self, &e.name, id)? {
                 out.changed
                     .push(local_capsule(&e.name, id, vec![], 0, true));
             }
@@ -127,7 +147,7 @@ impl Store {
             .iter()
             .map(|c| (c.entity.clone(), c.id.clone()))
             .collect();
-        crate::shadow::refresh(&tx, self, &merged)?;
+        crate::shadow::refresh(tx, self, &merged)?;
         let touched = out
             .changed
             .iter()
@@ -135,8 +155,7 @@ impl Store {
             .map(|c| (c.entity.clone(), c.id.clone()))
             .collect();
         out.changed
-            .extend(crate::outbox::reapply_pending(&tx, self, &touched)?);
-        tx.commit()?;
+            .extend(crate::outbox::reapply_pending(tx, self, &touched)?);
         Ok(out)
     }
 
@@ -184,7 +203,7 @@ impl Store {
                 self.snapshot_row(&tx, &t.name, row)?;
             }
         }
-        self.snapshot_finish(&tx, &snap.node_id, snap.seq, snap.v)?;
+        self.snapshot_finish(&tx, &snap.node_id, snap.seq, snap.v, snap.scope == "full")?;
         tx.commit()?;
         Ok(())
     }
@@ -232,15 +251,18 @@ impl Store {
         upsert_row(tx, t, row)
     }
 
-    /// A snapshot's last phase, after every row: its position, the journal set aside, the
-    /// node's own queued writes applied again over the new data.
+    /// A snapshot's last phase, after every row: its position, whether it held every row
+    /// (`whole`; otherwise the history is copied in pages from the start), the journal set
+    /// aside, the node's own queued writes applied again over the new data.
     pub(crate) fn snapshot_finish(
         &self,
         tx: &Connection,
         node_id: &str,
         seq: i64,
         v: i64,
+        whole: bool,
     ) -> Result<()> {
+        crate::backfill::restart(tx, self, whole)?;
         sql::set_meta(tx, meta::STREAM_SEQ, &seq.to_string())?;
         sql::set_meta(tx, meta::VERSION, &v.to_string())?;
         sql::set_meta(tx, meta::MERGED_VERSION, &v.to_string())?;

@@ -38,7 +38,7 @@ fn apply(store: &Store, muts: Vec<Mutation>) -> Vec<MutationStatus> {
 
 /// `days` closed days of `per_day` paid orders each (and one order opened and deleted),
 /// each closed by a Z report. Returns every mutation written, as sent.
-fn closed_days(store: &Store, days: usize, per_day: usize) -> Vec<Mutation> {
+pub(crate) fn closed_days(store: &Store, days: usize, per_day: usize) -> Vec<Mutation> {
     let at = "2026-11-24T12:00:00.000Z";
     let mut all = Vec::new();
     let mut no = 0;

@@ -209,7 +209,12 @@ impl Store {
             let v = crate::sql::meta_i64(&tx, meta::VERSION)?;
             out.write_all(b"{\"node_id\":").map_err(io)?;
             serde_json::to_writer(&mut out, &self.node_id).map_err(|e| io(e.into()))?;
-            write!(out, ",\"seq\":{seq},\"v\":{v},\"tables\":{{").map_err(io)?;
+            write!(
+                out,
+                ",\"seq\":{seq},\"v\":{v},\"scope\":\"{}\",\"tables\":{{",
+                scope.name()
+            )
+            .map_err(io)?;
             for (i, t) in self.schema.tables_parent_first().into_iter().enumerate() {
                 let filter = crate::scope::condition(&self.schema, t, scope);
                 if i > 0 {
@@ -244,6 +249,7 @@ impl Store {
                 node_id: self.node_id.clone(),
                 seq,
                 v,
+                scope: scope.name().into(),
                 tables,
             })
         })

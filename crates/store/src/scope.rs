@@ -16,6 +16,23 @@ pub enum Scope {
     /// day's newest finished orders with their kitchen work and shifts, the newest Z report,
     /// and every row of the shop's configuration (menu, settings, printers).
     Screens,
+    /// What a node that will hold every row opens with before its history is copied in
+    /// pages ([`Store::backfill_page`](crate::Store)): open business, every order the newest
+    /// Z has not counted (the whole current day, so its X report is whole at once) with their
+    /// kitchen work and shifts, the newest Z report and the configuration.
+    Day,
+}
+
+impl Scope {
+    /// The name a snapshot document carries (`scope`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Light => "light",
+            Scope::Screens => "screens",
+            Scope::Day => "day",
+        }
+    }
 }
 
 /// At most this many finished orders of the current day are on the screens (the newest, with
@@ -69,7 +86,10 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
         "SELECT id FROM order_header WHERE {}",
         crate::sql::light_condition(order).unwrap_or_else(|| "0".to_string())
     );
-    let working_orders = format!("{open_orders} UNION {}", recent_orders());
+    let working_orders = match scope {
+        Scope::Day => format!("{open_orders} UNION {}", day_orders()),
+        _ => format!("{open_orders} UNION {}", recent_orders()),
+    };
     match (e.name.as_str(), scope) {
         ("order", Scope::Light) => format!("id IN ({open_ids})"),
         ("order", _) => format!("id IN ({working_orders})"),
@@ -88,6 +108,10 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
             "id IN ({open_ids} UNION SELECT shift_id FROM order_header WHERE id IN ({}))",
             recent_orders()
         ),
+        ("shift", Scope::Day) => format!(
+            "id IN ({open_ids} UNION SELECT shift_id FROM order_header WHERE id IN ({}))",
+            day_orders()
+        ),
         _ => format!("id IN ({open_ids})"),
     }
 }
@@ -104,4 +128,10 @@ fn recent_orders() -> String {
         "SELECT id FROM (SELECT id FROM order_header WHERE finished_v > {DAY_STARTS_AFTER_V} \
          ORDER BY finished_v DESC LIMIT {SCREEN_FINISHED_ORDERS})"
     )
+}
+
+/// Every order the newest Z report has not counted (the current day, however busy), through
+/// the index on `finished_v`.
+fn day_orders() -> String {
+    format!("SELECT id FROM order_header WHERE finished_v > {DAY_STARTS_AFTER_V}")
 }

@@ -17,6 +17,8 @@ struct Header {
     node_id: Option<String>,
     seq: Option<i64>,
     v: Option<i64>,
+    /// Absent from a hub too old to say: it always sent every row asked for.
+    scope: Option<String>,
 }
 
 struct Loader<'a> {
@@ -56,6 +58,7 @@ impl<'de> Visitor<'de> for &mut Loader<'_> {
                 "node_id" => self.header.node_id = Some(map.next_value()?),
                 "seq" => self.header.seq = Some(map.next_value()?),
                 "v" => self.header.v = Some(map.next_value()?),
+                "scope" => self.header.scope = Some(map.next_value()?),
                 "tables" => {
                     let (Some(node_id), Some(v)) = (self.header.node_id.clone(), self.header.v)
                     else {
@@ -188,7 +191,8 @@ impl Store {
             ));
         };
         tracing::debug!(rows = loader.rows, "snapshot loaded as it was read");
-        self.snapshot_finish(&tx, &node_id, seq, v)?;
+        let whole = loader.header.scope.as_deref().is_none_or(|s| s == "full");
+        self.snapshot_finish(&tx, &node_id, seq, v, whole)?;
         tx.commit()?;
         Ok((seq, v))
     }
