@@ -447,3 +447,71 @@ fn restart_after_z(demo: bool, pruned: bool) {
     );
     assert_converges(&manager, &[&till]);
 }
+
+/// A till added to a shop with history opens with the day, copies the past behind it, and
+/// may lead only once it holds all of it: the manager's PC keeps the hub (and does not hand it
+/// to the new till, though the new till is preferred) until then.
+#[test]
+fn a_till_joining_a_shop_with_history_sells_at_once_and_leads_only_once_it_holds_the_history() {
+    let shop = Shop::new(3);
+    let quiet = ["--handback-quiet-ms", "300"];
+    let manager = shop.start(
+        0,
+        "Manager PC",
+        &[&["--priority", "10"][..], &quiet].concat(),
+    );
+    let till = shop.start(1, "Till 1", &[&["--priority", "5"][..], &quiet].concat());
+    wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    // Last week: a rush, counted by a Z.
+    run_rush(150, 23, &[&manager], |_| {});
+    let (code, z) = manager.post_raw("/api/reports/z", r#"{"taken_by":"Manager"}"#);
+    assert!(code == 200 || code == 201, "Z: {code} {z}");
+    let past = orders(&manager).len();
+    // Today: a shift open on the manager's PC.
+    let shift = new_id();
+    manager.apply(&[(
+        "pos_shift",
+        "save",
+        json!({"id": shift, "node_id": "till-c", "cashier": "Mona", "opened_at": T}),
+    )]);
+
+    // The new till copies its history one entity per page: that takes a while.
+    let new_till = shop.start(
+        2,
+        "Till 2",
+        &[&["--priority", "50", "--history-page", "1"][..], &quiet].concat(),
+    );
+    wait_until(Duration::from_secs(20), "the new till to be online", || {
+        status(&new_till)["state"] == "online"
+    });
+    assert!(
+        status(&new_till)["history_copying"].is_string(),
+        "the new till was online only after copying the history"
+    );
+    // It sells at once: today's shift is on it, and its sale reaches the hub.
+    wait_to_hold(&[&new_till], "shift", &shift);
+    let sold = new_id();
+    sale(&new_till, &shift, &sold);
+    wait_to_hold(&[&manager], "order", &sold);
+    // While it copies it never leads, though the manager's PC would hand the hub to it.
+    let mut copying_polls = 0;
+    wait_until(
+        Duration::from_secs(120),
+        "the new till to hold the history",
+        || {
+            let s = status(&new_till);
+            if s["history_copying"].is_null() {
+                return true;
+            }
+            copying_polls += 1;
+            assert_ne!(s["role"], "hub", "a till without the history became hub");
+            false
+        },
+    );
+    assert!(copying_polls > 3, "the copy was too quick to watch");
+    // Then, preferred, it takes the hub, with every past order there to reprint.
+    wait_for_hub(&new_till, &[&manager, &till], Duration::from_secs(30));
+    assert_eq!(orders(&new_till).len(), past + 1);
+    assert_converges(&new_till, &[&manager, &till]);
+    assert_nothing_refused(&new_till);
+}

@@ -1,5 +1,6 @@
-//! A till newer than its hub (mid-upgrade): a hub without `POST /api/pull` is still followed,
-//! entity by entity, and the till converges.
+//! A till newer than its hub (mid-upgrade): a hub without `POST /api/pull`, day snapshots and
+//! `GET /api/backfill` is still followed (entity by entity, from a whole snapshot), and the
+//! till converges holding the whole history.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,11 +23,21 @@ const T: &str = "2026-11-25T12:00:00Z";
 struct Seen {
     batch_refused: AtomicU64,
     entity_gets: AtomicU64,
+    scoped_snapshots: AtomicU64,
 }
 
-/// What a hub from before `POST /api/pull` answers to it: 404, as for any unknown path.
-async fn as_an_older_hub(State(seen): State<Arc<Seen>>, req: Request, next: Next) -> Response {
-    if req.method() == Method::POST && req.uri().path() == "/api/pull" {
+/// What a hub from before `POST /api/pull` and the history copy answers: 404 for them, as
+/// for any unknown path, and every row for a snapshot of any `scope` (it knew only `light`).
+async fn as_an_older_hub(State(seen): State<Arc<Seen>>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == "/api/snapshot"
+        && req.uri().query().is_some_and(|q| q.contains("scope="))
+    {
+        seen.scoped_snapshots.fetch_add(1, Ordering::Relaxed);
+        *req.uri_mut() = "/api/snapshot".parse().unwrap();
+    }
+    if (req.method() == Method::POST && req.uri().path() == "/api/pull")
+        || req.uri().path() == "/api/backfill"
+    {
         seen.batch_refused.fetch_add(1, Ordering::Relaxed);
         return (
             StatusCode::NOT_FOUND,
@@ -79,6 +90,7 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
         mesh: None,
         peers: vec![],
         hub_change: None,
+        history_copying: None,
     });
     let seen = Arc::new(Seen::default());
     let router = hub
@@ -158,5 +170,8 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
     .await;
     assert!(seen.entity_gets.load(Ordering::Relaxed) > gets);
     assert_eq!(seen.batch_refused.load(Ordering::Relaxed), 1);
+    // It asked for the day and got everything: nothing is left to copy, it may lead.
+    assert_eq!(seen.scoped_snapshots.load(Ordering::Relaxed), 1);
+    assert!(till.history_complete().unwrap());
     following.abort();
 }

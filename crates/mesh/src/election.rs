@@ -116,7 +116,10 @@ pub fn decide(me: &Member, live: &[Member], situation: Situation) -> Verdict {
     }
     if let Some(h) = top_hub {
         // A handover to this node: claim once everything the hub wrote is here.
-        if h.handover_to.as_deref() == Some(me.node_id.as_str()) && me.fresh >= h.fresh {
+        if h.handover_to.as_deref() == Some(me.node_id.as_str())
+            && me.eligible
+            && me.fresh >= h.fresh
+        {
             return Verdict::Claim { seen };
         }
         return Verdict::Follow(h.clone());

@@ -86,6 +86,8 @@ pub struct SelfUpdate {
     pub handover_to: Option<Option<String>>,
     /// As hub: what it took over (`Some(None)` clears it).
     pub prev: Option<Option<(String, i64)>>,
+    /// May lead now (a hub-eligible node that holds the shop's whole history).
+    pub eligible: Option<bool>,
 }
 
 impl Mesh {
@@ -156,6 +158,9 @@ impl Mesh {
         let me = cc.self_node_state();
         if let Some(v) = u.fresh {
             me.set(key::FRESH, v);
+        }
+        if let Some(v) = u.eligible {
+            me.set(key::ELIGIBLE, v.to_string());
         }
         if let Some(v) = u.term {
             me.set(key::TERM, v);

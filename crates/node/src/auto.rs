@@ -83,7 +83,7 @@ pub(crate) async fn start(
                 .unwrap_or_else(|| crate::node::default_prefix(store.node_id())),
             listen: addr,
             url,
-            eligible,
+            eligible: eligible && store.history_complete()?,
             priority: if eligible { config.priority } else { 0 },
             peers: config.peers.iter().map(|p| peer_addr(p)).collect(),
             mdns: config.mdns,
@@ -416,6 +416,7 @@ fn status_handler(
             mesh: Some(v.role.into()),
             peers: v.peers.clone(),
             hub_change: v.hub_change.clone(),
+            history_copying: store.backfill_at().ok().flatten().map(|at| at.entity),
         }
     })
 }

@@ -80,6 +80,10 @@ pub struct Args {
     /// Till: keep only open business (light snapshots) instead of a full replica.
     #[arg(long)]
     pub light: bool,
+    /// Till that holds every row: entities per page when it copies the shop's history behind
+    /// its first (day) snapshot. Smaller pages hold the till's own writes back less.
+    #[arg(long, default_value_t = capsule_replica::HISTORY_PAGE, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub history_page: u16,
     /// Till: at most one pull per entity per this many ms.
     #[arg(long, default_value_t = capsule_protocol::defaults::PULL_WINDOW.as_millis() as u64)]
     pub pull_window_ms: u64,
@@ -252,6 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ping_every: Duration::from_millis(args.ping_ms.max(1)),
     };
     config.light = args.light;
+    config.history_page = args.history_page as usize;
     config.pull_window = Duration::from_millis(args.pull_window_ms);
     config.silence_timeout = Duration::from_millis(args.silence_ms.max(1));
     config.provisional_prefix = args.till_letter;

@@ -94,6 +94,8 @@ pub struct Control {
     no_claim_until: Option<Instant>,
     told_fresh: i64,
     told_term: i64,
+    /// Whether the mesh was last told this node may lead (None: not told yet).
+    told_eligible: Option<bool>,
 }
 
 impl Control {
@@ -113,6 +115,7 @@ impl Control {
             no_claim_until: None,
             told_fresh: -1,
             told_term: -1,
+            told_eligible: None,
         }
     }
 
@@ -148,6 +151,20 @@ impl Control {
                 ..SelfUpdate::default()
             }));
         }
+        // A node still copying the shop's history may not lead, and says so, so the others
+        // neither wait for it nor hand the hub over to it.
+        let may_lead = self.config.eligible && store.history_complete()?;
+        if self.told_eligible != Some(may_lead) {
+            self.told_eligible = Some(may_lead);
+            out.push(Effect::Gossip(SelfUpdate {
+                eligible: Some(may_lead),
+                ..SelfUpdate::default()
+            }));
+        }
+        let me = &Member {
+            eligible: me.eligible && may_lead,
+            ..me.clone()
+        };
         let situation = Situation {
             settled: self.settled(store, now)?,
             quiet: self.quiet(hub_seq, now),
@@ -528,6 +545,46 @@ mod tests {
             prev_term: 0,
             handover_to: None,
         }
+    }
+
+    /// Loads a snapshot of `scope` from an empty hub into `n`'s store, as a joining node does.
+    fn load_from_a_hub(n: &Node, scope: capsule_store::Scope) {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Store::open(dir.path().join("hub.sqlite3"), Arc::new(Schema::builtin())).unwrap();
+        let mut doc = Vec::new();
+        hub.write_snapshot(scope, &mut doc).unwrap();
+        n.store.load_snapshot_from(&doc[..]).unwrap();
+    }
+
+    #[test]
+    fn a_node_still_copying_the_history_neither_claims_nor_lets_others_wait_for_it() {
+        let mut n = node(10);
+        load_from_a_hub(&n, capsule_store::Scope::Day);
+        let effects = n.run(0, 20_000, 0, &[]);
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::ServeHub(_))),
+            "a node without the shop's history became hub"
+        );
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Gossip(u) if u.eligible == Some(false))),
+            "the others were not told it may not lead"
+        );
+        // Not even when the hub hands over to it.
+        let mut hub = other_hub(3);
+        hub.handover_to = Some(n.store.node_id().to_string());
+        let effects = n.run(20_100, 25_000, 0, &[hub]);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::ServeHub(_))));
+        // With its history whole it may lead again.
+        load_from_a_hub(&n, capsule_store::Scope::Full);
+        let effects = n.run(25_100, 40_000, 0, &[]);
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Gossip(u) if u.eligible == Some(true)))
+        );
+        assert!(effects.iter().any(|e| matches!(e, Effect::ServeHub(_))));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub publisher: PublisherConfig,
     /// Till: light snapshots (open business only) instead of full ones.
     pub light: bool,
+    /// Entities per page when copying the shop's history behind a day snapshot.
+    pub history_page: usize,
     /// Till: at most one pull per entity per this window.
     pub pull_window: std::time::Duration,
     /// Till: how long without a word from the hub before the link counts as dead.
@@ -92,6 +94,7 @@ impl NodeConfig {
             schema: Arc::new(Schema::builtin()),
             publisher: PublisherConfig::default(),
             light: false,
+            history_page: capsule_replica::HISTORY_PAGE as usize,
             pull_window: capsule_protocol::defaults::PULL_WINDOW,
             silence_timeout: capsule_protocol::defaults::SILENCE,
             backup: None,
@@ -247,6 +250,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     mesh: None,
                     peers: Vec::new(),
                     hub_change: None,
+                    history_copying: None,
                 });
                 with_ui(parts.router(&store, status), config.ui_dir.as_deref())
             }
@@ -270,6 +274,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 );
                 let node_id = store.node_id().to_string();
                 let status_store = store.clone();
+                let light = config.light;
                 let status: StatusHandler = Arc::new(move || {
                     let l = link.get();
                     let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
@@ -289,6 +294,11 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                         mesh: None,
                         peers: Vec::new(),
                         hub_change: None,
+                        // A light till keeps open business by choice: nothing to copy.
+                        history_copying: (!light)
+                            .then(|| status_store.backfill_at().ok().flatten())
+                            .flatten()
+                            .map(|at| at.entity),
                     }
                 });
                 let router = parts.router(&store, status);
@@ -458,6 +468,7 @@ pub(crate) fn follower_parts(
     };
     let mut follow = FollowConfig::new(String::new(), store.node_id());
     follow.light = config.light;
+    follow.history_page = config.history_page;
     follow.pull_window = config.pull_window;
     follow.silence_timeout = config.silence_timeout;
     follow.keep_mids = keep_mids;

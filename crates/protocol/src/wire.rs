@@ -403,6 +403,10 @@ pub struct NodeStatus {
     /// Why the hub last changed, while that is recent (for the UI's banner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_change: Option<HubChange>,
+    /// While this node copies the shop's history behind its day snapshot: the entity it is
+    /// at (it sells meanwhile, but may not lead). Absent when it holds what it should.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_copying: Option<String>,
 }
 
 /// Which term a hub serves and what it took over: a follower whose data came from the hub and

@@ -38,6 +38,8 @@ pub struct FollowConfig {
     pub node_id: String,
     /// Take light snapshots (open business only) instead of full ones.
     pub light: bool,
+    /// Entities per page when copying the shop's history behind a day snapshot.
+    pub history_page: usize,
     /// At most one pull per entity per window, however fast capsules come.
     pub pull_window: Duration,
     pub min_backoff: Duration,
@@ -62,6 +64,7 @@ impl FollowConfig {
             hub_url: hub_url.into().trim_end_matches('/').to_string(),
             node_id: node_id.into(),
             light: false,
+            history_page: crate::HISTORY_PAGE as usize,
             pull_window: capsule_protocol::defaults::PULL_WINDOW,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
@@ -74,16 +77,19 @@ impl FollowConfig {
 }
 
 /// Everything a following till shares with its session loop.
-struct Ctx<'a> {
-    store: &'a Arc<Store>,
-    config: &'a FollowConfig,
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a Arc<Store>,
+    pub(crate) config: &'a FollowConfig,
     link: &'a Link,
     ui: &'a OnChange,
     http: &'a reqwest::Client,
-    metrics: &'a ReplicaMetrics,
+    pub(crate) metrics: &'a ReplicaMetrics,
     /// Set once the hub turned out to have no `POST /api/pull` (older than this till): the
     /// rest of the session pulls entity by entity without asking again.
     old_hub: std::sync::atomic::AtomicBool,
+    /// Told when the session has settled on the hub's data (after its first catch-up and
+    /// after every snapshot): the history copy may take its next page from this hub.
+    pub(crate) settled: tokio::sync::Notify,
 }
 
 /// Keeps `store` following the hub `target` points at, for ever: reconnects with capped,
@@ -119,13 +125,16 @@ pub async fn follow(
             http: &http,
             metrics: &metrics,
             old_hub: std::sync::atomic::AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         };
         metrics.reconnects.inc();
         let force_snapshot = stuck.1 >= STUCK_SESSIONS;
         let mut moved = target.clone();
+        // The history copy runs beside the session, from the same hub, and stops with it.
         let outcome = tokio::select! {
             r = session(&ctx, force_snapshot) => Some(r),
             _ = moved.changed() => None,
+            never = crate::backfill::copy_history(&ctx) => match never {},
         };
         match outcome {
             // The hub moved: follow the new one now, not after a backoff.
@@ -187,20 +196,26 @@ async fn inline<T: Send + 'static>(
 }
 
 /// Replaces local data with a snapshot and copies the hub's journal up to it; returns the
-/// stream position it is consistent at.
-async fn take_snapshot(ctx: &Ctx<'_>) -> Result<i64> {
-    let url = format!(
-        "{}/api/snapshot{}",
-        ctx.config.hub_url,
-        if ctx.config.light { "?light=1" } else { "" }
-    );
+/// stream position it is consistent at. A node joining with nothing (`first_join`) that will
+/// hold every row takes the day only and copies the history behind it
+/// ([`crate::backfill::copy_history`]): it is selling in a second, not after the whole
+/// history; a node that already holds data takes every row at once, so it never stops
+/// holding its history.
+async fn take_snapshot(ctx: &Ctx<'_>, first_join: bool) -> Result<i64> {
+    let scope = match (ctx.config.light, first_join) {
+        (true, _) => "?light=1",
+        (false, true) => "?scope=day",
+        (false, false) => "",
+    };
+    let url = format!("{}/api/snapshot{scope}", ctx.config.hub_url);
     let (seq, v) = load_streamed(ctx, &url).await?;
     // The journal before anything else: until it is here this node cannot lead, and what it
     // held before the snapshot waits to be compared with it.
     fetch_journal(ctx, v).await?;
     ctx.metrics.snapshots.inc();
     (ctx.ui)(LocalChange::Reset);
-    tracing::info!(seq, light = ctx.config.light, "loaded snapshot from hub");
+    ctx.settled.notify_one();
+    tracing::info!(seq, scope, "loaded snapshot from hub");
     Ok(seq)
 }
 
@@ -301,8 +316,14 @@ impl std::io::Read for ChunkReader {
 /// One connection's life. Returns Ok when the hub asked us to resynchronise.
 async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     let s = ctx.store.clone();
-    let (local_seq, (local_hub, local_term)) =
-        blocking(move || Ok((s.meta_i64(meta::STREAM_SEQ)?, s.followed_hub()?))).await?;
+    let (local_seq, (local_hub, local_term), held) = blocking(move || {
+        Ok((
+            s.meta_i64(meta::STREAM_SEQ)?,
+            s.followed_hub()?,
+            s.freshness()?,
+        ))
+    })
+    .await?;
     // Resume from where we were: the hub replays what we missed from its change log (if it
     // is the hub and term that position was counted in).
     let mut url = format!(
@@ -361,7 +382,7 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     }
     if local_hub.is_none() || force_snapshot {
         // New here, or following got stuck: start from a snapshot.
-        applied = take_snapshot(ctx).await?;
+        applied = take_snapshot(ctx, local_hub.is_none() && held == 0).await?;
         record_hub(ctx, &hub_id, lineage.term).await?;
     } else if !same_hub {
         // A failover. This till's data is a prefix of the new hub's when the new hub took
@@ -376,10 +397,11 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
         applied = if prefix {
             catch_up(ctx, fresh, hub_seq).await?
         } else {
-            take_snapshot(ctx).await?
+            take_snapshot(ctx, false).await?
         };
         record_hub(ctx, &hub_id, lineage.term).await?;
     }
+    ctx.settled.notify_one();
     ctx.link.set_seq(applied);
     ctx.metrics.set_seq(applied);
     if applied >= hub_seq {
@@ -446,7 +468,7 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
                         );
                         rows.clear();
                         capsules.clear();
-                        last = take_snapshot(ctx).await?;
+                        last = take_snapshot(ctx, false).await?;
                     }
                     _ => {}
                 }
@@ -466,7 +488,7 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
                     None => {
                         rows.clear();
                         capsules.clear();
-                        last = take_snapshot(ctx).await?;
+                        last = take_snapshot(ctx, false).await?;
                         if seq < last {
                             continue;
                         }
@@ -520,7 +542,7 @@ async fn catch_up(ctx: &Ctx<'_>, mut since: i64, seq: i64) -> Result<i64> {
         let url = format!("{}/api/changed?since_v={since}", ctx.config.hub_url);
         let changed: ChangedSince = match get_json(ctx, &url).await {
             Ok(c) => c,
-            Err(ReplicaError::Hub { status: 410, .. }) => return take_snapshot(ctx).await,
+            Err(ReplicaError::Hub { status: 410, .. }) => return take_snapshot(ctx, false).await,
             Err(e) => return Err(e),
         };
         top = top.max(changed.v);
@@ -1027,7 +1049,10 @@ fn query_list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// GET with retries and backoff; a 4xx answer is not retried.
-async fn get_json<T: serde::de::DeserializeOwned>(ctx: &Ctx<'_>, url: &str) -> Result<T> {
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx<'_>,
+    url: &str,
+) -> Result<T> {
     send_json(ctx, url, None).await
 }
 

@@ -5,12 +5,14 @@
 //! are newer than what is here (one batch request per entity) and merge them. [`Outbox`]
 //! commits the till's own writes locally first and drains them to the hub in order.
 
+mod backfill;
 mod follow;
 mod link;
 pub mod metrics;
 mod outbox;
 mod report;
 
+pub use backfill::HISTORY_PAGE;
 pub use follow::{FollowConfig, follow};
 pub use link::{Link, LinkState};
 pub use metrics::ReplicaMetrics;

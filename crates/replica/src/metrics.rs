@@ -27,6 +27,8 @@ pub struct ReplicaMetrics {
     /// Entities pulled whole because a child delta did not fit the copy here.
     pub full_repulls: Counter,
     pub reconnects: Counter,
+    /// Pages of the shop's history copied after a day snapshot.
+    pub history_pages: Counter,
     pub last_seq: AtomicI64,
     pub hub_seq: AtomicI64,
 }
@@ -49,6 +51,7 @@ pub struct ReplicaMetricsJson {
     pub gap_repairs: u64,
     pub full_repulls: u64,
     pub reconnects: u64,
+    pub history_pages: u64,
     pub last_seq: i64,
     pub hub_seq: i64,
     pub lag: i64,
@@ -75,6 +78,7 @@ impl ReplicaMetrics {
             gap_repairs: self.gap_repairs.get(),
             full_repulls: self.full_repulls.get(),
             reconnects: self.reconnects.get(),
+            history_pages: self.history_pages.get(),
             last_seq: last,
             hub_seq: hub,
             lag: (hub - last).max(0),
@@ -102,6 +106,12 @@ impl ReplicaMetrics {
             "capsule_replica_ws_rows_bytes_received_total",
             "bytes of legacy full-row frames received",
             self.ws_rows_bytes_received.get(),
+        );
+        c(
+            out,
+            "capsule_replica_history_pages_total",
+            "pages of the shop's history copied after a day snapshot",
+            self.history_pages.get(),
         );
         c(
             out,

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_protocol::{
-    BatchPull, ChangedSince, Changes, EntityParts, ErrorBody, JournalPage, Mode, MutationBatch,
-    MutationResponse, NodeStatus, PullAnswer, PullRequest, Snapshot,
+    BackfillPage, BatchPull, ChangedSince, Changes, EntityParts, ErrorBody, JournalPage, Mode,
+    MutationBatch, MutationResponse, NodeStatus, PullAnswer, PullRequest, Snapshot,
 };
 use capsule_store::{Scope, Store, StoreError};
 use serde_json::{Value, json};
@@ -73,6 +73,7 @@ const COMPRESS_ABOVE: u16 = 256;
         pull_batch,
         table_rows,
         snapshot,
+        backfill,
         working_set,
         changed,
         journal,
@@ -95,6 +96,7 @@ const COMPRESS_ABOVE: u16 = 256;
         PullRequest,
         PullAnswer,
         Snapshot,
+        BackfillPage,
         Changes,
         SetMode,
         NodeReport,
@@ -123,6 +125,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/tables/{table}", get(table_rows))
         .route("/api/snapshot", get(snapshot))
+        .route("/api/backfill", get(backfill))
         .route("/api/working-set", get(working_set))
         .route("/api/changes", get(changes))
         .route("/api/changed", get(changed))
@@ -462,25 +465,77 @@ pub fn limit_param(
 pub const DEFAULT_TABLE_PAGE: usize = 1000;
 pub const MAX_TABLE_PAGE: usize = 5000;
 
-/// `GET /api/snapshot[?light=1]`: encoded here, off the async threads, so its size and build
-/// time can be measured.
+/// `GET /api/snapshot[?light=1|?scope=day]`: encoded here, off the async threads, so its size
+/// and build time can be measured.
 #[utoipa::path(get, path = "/api/snapshot", tag = "sync",
-    params(("light" = Option<String>, Query, description = "1: only open business")),
+    params(
+        ("light" = Option<String>, Query, description = "1: only open business"),
+        ("scope" = Option<String>, Query, description = "full (default), light, or day: open business and the whole current day (a node that will hold every row opens with it, then copies the history from /api/backfill)")
+    ),
     responses((status = 200, body = Snapshot), (status = 400, body = ErrorBody)))]
 async fn snapshot(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let scope = match q.get("light").map(String::as_str) {
-        None | Some("0" | "false") => Scope::Full,
-        Some("1" | "true") => Scope::Light,
+    let light = match q.get("light").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "'light' must be 1, true, 0 or false, got '{other}'"
             )));
         }
     };
+    let scope = match (q.get("scope").map(String::as_str), light) {
+        (None, false) | (Some("full"), false) => Scope::Full,
+        (None | Some("light"), true) | (Some("light"), false) => Scope::Light,
+        (Some("day"), false) => Scope::Day,
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(format!(
+                "'scope' must be full, light or day (and not given with light=1), got '{other}'"
+            )));
+        }
+    };
     streamed_snapshot(s, scope).await
+}
+
+/// Entities one `GET /api/backfill` page holds unless asked otherwise.
+pub const DEFAULT_BACKFILL_PAGE: usize = 200;
+
+/// `GET /api/backfill?entity=&after=&limit=`: the next page of an entity's rows in id order,
+/// every part, for a node copying the shop's history after a day snapshot. Each page is one
+/// short read through the primary key: the same cost at a million orders as at ten.
+#[utoipa::path(get, path = "/api/backfill", tag = "sync",
+    params(
+        ("entity" = String, Query, description = "an entity of the schema"),
+        ("after" = Option<String>, Query, description = "the previous page's 'next'"),
+        ("limit" = Option<usize>, Query, description = "entities per page, 1 to 500 (200)")
+    ),
+    responses((status = 200, body = BackfillPage), (status = 400, body = ErrorBody)))]
+async fn backfill(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let entity = q
+        .get("entity")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("query parameter 'entity' is required"))?;
+    if s.store.schema().entity(&entity).is_none() {
+        return Err(ApiError::bad_request(format!("unknown entity '{entity}'")));
+    }
+    let limit = limit_param(&q, DEFAULT_BACKFILL_PAGE, capsule_store::MAX_BACKFILL_PAGE)?;
+    let after = q.get("after").cloned();
+    if let Some(a) = &after
+        && !capsule_protocol::validate::is_valid_id(a)
+    {
+        return Err(ApiError::bad_request(
+            "'after' is an entity id (a previous page's 'next')",
+        ));
+    }
+    let store = s.store.clone();
+    let page = crate::short_blocking(move || store.backfill_page(&entity, after.as_deref(), limit))
+        .await??;
+    Ok(Json(page).into_response())
 }
 
 /// `GET /api/working-set`: what the screens show (open business, the current day's newest

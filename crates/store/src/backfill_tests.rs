@@ -46,8 +46,16 @@ fn hub_with_history(days: usize) -> (tempfile::TempDir, Store) {
     apply(
         &hub,
         vec![
-            m("pos_shift", Action::Insert, json!({"id": "today", "node_id": "till-a", "cashier": "Mona", "opened_at": AT})),
-            m("order_header", Action::Insert, json!({"id": "open1", "shift_id": "today", "opened_at": AT})),
+            m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": "today", "node_id": "till-a", "cashier": "Mona", "opened_at": AT}),
+            ),
+            m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "open1", "shift_id": "today", "opened_at": AT}),
+            ),
         ],
     );
     (d, hub)
@@ -119,7 +127,11 @@ fn a_page_read_before_an_order_was_deleted_does_not_bring_it_back() {
     // After the node's snapshot the hub opens an order (its capsule not yet followed here).
     apply(
         &hub,
-        vec![m("order_header", Action::Insert, json!({"id": "late", "shift_id": "today", "opened_at": AT}))],
+        vec![m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "late", "shift_id": "today", "opened_at": AT}),
+        )],
     );
     let at = copy_until(&hub, &node, "order");
     let page = hub
@@ -158,7 +170,11 @@ fn a_page_read_before_a_change_keeps_the_change() {
         .unwrap();
     apply(
         &hub,
-        vec![m("order_header", Action::Merge, json!({"id": "open1", "table_label": "T9"}))],
+        vec![m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "open1", "table_label": "T9"}),
+        )],
     );
     let change = hub
         .pull_many("order", &["open1".to_string()], None)

@@ -59,8 +59,7 @@ impl Store {
         let t = &self.schema.tables[&e.table];
         let mut out = MergeOutcome::default();
         for item in &pull.items {
-            if crate::handover::gone_at(tx, &e.name, &item.id)?.is_some_and(|gone| gone >= item.v)
-            {
+            if crate::handover::gone_at(tx, &e.name, &item.id)?.is_some_and(|gone| gone >= item.v) {
                 out.stale += 1;
                 continue;
             }

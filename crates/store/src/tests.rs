@@ -780,7 +780,11 @@ fn the_working_set_reads_through_indexes() {
     let (_d, store) = open_temp();
     // Every table that grows with the shop's history is reached by index lookups in the
     // light and screen scopes: "SCAN <table>" would read a year of orders per screen.
-    for scope in [crate::Scope::Light, crate::Scope::Screens, crate::Scope::Day] {
+    for scope in [
+        crate::Scope::Light,
+        crate::Scope::Screens,
+        crate::Scope::Day,
+    ] {
         for t in store.schema.tables_parent_first() {
             let plan = query_plan(&store, &t.name, scope);
             let configuration = [
