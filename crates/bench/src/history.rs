@@ -33,9 +33,12 @@ pub struct HistoryRow {
     /// A till joining (the light snapshot): bytes and ms.
     pub join_bytes: usize,
     pub join_ms: f64,
-    /// A real till process joining (`--role till`, fresh data): until it says "online", and
-    /// its peak memory once it has also served every screen; and the same with `--light`.
+    /// A real till process joining (`--role till`, fresh data): until it says "online" (it
+    /// sells from then on), until it holds the whole history (copied in pages behind its day
+    /// snapshot), and its peak memory once it has also served every screen; and the same
+    /// with `--light` (which copies no history).
     pub till_join_ms: f64,
+    pub till_history_ms: f64,
     pub till_join_rss_mib: f64,
     pub light_till_join_ms: f64,
     pub light_till_join_rss_mib: f64,
@@ -123,7 +126,9 @@ fn copy_days(db: &Path, copies: usize) -> anyhow::Result<()> {
             "CREATE TEMP TABLE \"base_{table}\" AS SELECT * FROM \"{table}\";"
         ))?;
         let cols = crate::snapshot::table_columns(&tx, table)?;
-        for k in 1..=copies {
+        // Oldest first, as a shop writes them: ids and opening times grow at the end of
+        // every table and index.
+        for k in (1..=copies).rev() {
             crate::snapshot::insert_copy(&tx, table, &cols, &format!("\"base_{table}\""), k, true)?;
         }
         tx.execute_batch(&format!("DROP TABLE \"base_{table}\";"))?;
@@ -219,9 +224,10 @@ async fn send_to_kitchen(http: &reqwest::Client, hub: &str, n: usize) -> anyhow:
     Ok(median(ms))
 }
 
-/// Starts a till following `hub` on fresh data; returns ms until it is online and its peak
-/// resident memory after it has also served every screen to a browser.
-async fn till_joins(tilld: &Path, hub: &str, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
+/// Starts a till following `hub` on fresh data; returns ms until it is online, ms until it
+/// holds what it keeps of the history, and its peak resident memory after it has also served
+/// every screen to a browser.
+async fn till_joins(tilld: &Path, hub: &str, extra: &[&str]) -> anyhow::Result<(f64, f64, f64)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("till");
     std::fs::create_dir_all(&data)?;
@@ -247,10 +253,23 @@ async fn till_joins(tilld: &Path, hub: &str, extra: &[&str]) -> anyhow::Result<(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let ms = t.elapsed().as_secs_f64() * 1000.0;
+    loop {
+        if let Ok(s) = crate::run::get_json(&http, &format!("{}/api/status", till.url)).await
+            && s["history_copying"].is_null()
+        {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed().as_secs() < 3600,
+            "the till did not copy the history in an hour"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let history_ms = t.elapsed().as_secs_f64() * 1000.0;
     // Then the till serves its own screens (as the desktop app's do): its memory after that.
     let url = till.url.clone();
     let _ = tokio::task::spawn_blocking(move || screens_in_browser(&url)).await?;
-    Ok((ms, till.peak_rss_mib()))
+    Ok((ms, history_ms, till.peak_rss_mib()))
 }
 
 async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<HistoryRow> {
@@ -272,8 +291,9 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
     let join = crate::snapshot::timed_get(&hub.url, "/api/snapshot?light=1").await?;
     let old = crate::snapshot::timed_get(&hub.url, "/api/snapshot").await?;
     let send = send_to_kitchen(&http, &hub.url, 15).await?;
-    let (till_join_ms, till_join_rss_mib) = till_joins(tilld, &hub.url, &[]).await?;
-    let (light_till_join_ms, light_till_join_rss_mib) =
+    let (till_join_ms, till_history_ms, till_join_rss_mib) =
+        till_joins(tilld, &hub.url, &[]).await?;
+    let (light_till_join_ms, _, light_till_join_rss_mib) =
         till_joins(tilld, &hub.url, &["--light"]).await?;
     let mut x = Vec::new();
     let mut zl = Vec::new();
@@ -317,6 +337,7 @@ async fn measure_one(tilld: &Path, orders: usize, seed: u64) -> anyhow::Result<H
         join_bytes: join.bytes,
         join_ms: join.ms,
         till_join_ms,
+        till_history_ms,
         till_join_rss_mib,
         light_till_join_ms,
         light_till_join_rss_mib,
@@ -346,7 +367,7 @@ impl History {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| history (orders) | screen data now | screen ms | screen data before (whole tables) | before ms | light snapshot | ms | till joins (full): s, peak MiB after its screens | light till joins: s, peak MiB after its screens | send to kitchen ms | X ms | Z list ms | search median / max ms | hub peak RSS MiB | disk per order | built in s |"
+            "| history (orders) | screen data now | screen ms | screen data before (whole tables) | before ms | light snapshot | ms | till joins (full): online s / whole history s, peak MiB after its screens | light till joins: s, peak MiB after its screens | send to kitchen ms | X ms | Z list ms | search median / max ms | hub peak RSS MiB | disk per order | built in s |"
         );
         let _ = writeln!(
             out,
@@ -355,7 +376,7 @@ impl History {
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.1} s, {:.0} | {:.2} s, {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.1} KB | {:.0} |",
+                "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {:.2} s / {:.1} s, {:.0} | {:.2} s, {:.0} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {:.1} KB | {:.0} |",
                 r.orders,
                 kb(r.screen_bytes),
                 r.screen_ms,
@@ -364,6 +385,7 @@ impl History {
                 kb(r.join_bytes),
                 r.join_ms,
                 r.till_join_ms / 1000.0,
+                r.till_history_ms / 1000.0,
                 r.till_join_rss_mib,
                 r.light_till_join_ms / 1000.0,
                 r.light_till_join_rss_mib,

@@ -95,7 +95,7 @@ pub(crate) fn build_day(path: &Path, orders: usize, seed: u64) -> anyhow::Result
 /// How many times the pipeline-written part of the day is repeated.
 const COPIES: usize = 10;
 
-/// Copies every synced row `copies` times with fresh ids (`<id>-<k>`, references renamed
+/// Copies every synced row `copies` times with fresh ids (`z<k>…`, references renamed
 /// alike), as finished business: orders closed, jobs ready, rounds served. Derived values
 /// are carried over, so the copies are as large as real rows.
 fn copy_as_history(db: &Path, copies: usize) -> anyhow::Result<()> {
@@ -109,7 +109,7 @@ fn copy_as_history(db: &Path, copies: usize) -> anyhow::Result<()> {
     {
         let cols = table_columns(&tx, table)?;
         for k in 1..=copies {
-            let source = format!("\"{table}\" WHERE id NOT LIKE '%-%-%-%-%-%'");
+            let source = format!("\"{table}\" WHERE id NOT LIKE 'z%'");
             insert_copy(&tx, table, &cols, &source, k, false)?;
         }
     }
@@ -128,8 +128,20 @@ pub(crate) fn table_columns(
         .collect::<Result<_, _>>()?)
 }
 
+/// The highest copy number a 3-digit base-36 prefix holds.
+pub(crate) const LAST_COPY: usize = 36 * 36 * 36 - 1;
+
+/// What copy `k`'s ids start with instead of their first 4 characters: `z` and `k` in base 36
+/// (3 digits), so copies sort after every real id and after the copies before them.
+fn copy_prefix(k: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    assert!(k <= LAST_COPY, "copy {k} has no 3-digit number");
+    let d = |n: usize| DIGITS[n % 36] as char;
+    format!("z{}{}{}", d(k / 1296), d(k / 36), d(k))
+}
+
 /// Inserts into `table` copy number `k` of the rows `SELECT * FROM {source}` reads, as
-/// finished business: ids and references renamed `<id>-<k>`, orders closed, jobs ready,
+/// finished business: ids and references renamed (`copy_prefix`), orders closed, jobs ready,
 /// rounds served, derived values carried over. With `days_earlier`, orders open `k` days
 /// earlier and card references are made unique (a past day's, for the order search).
 pub(crate) fn insert_copy(
@@ -150,9 +162,21 @@ pub(crate) fn insert_copy(
         .iter()
         .map(|c| {
             if renamed.contains(&c.as_str()) {
-                format!("CASE WHEN \"{c}\" IS NULL THEN NULL ELSE \"{c}\" || '-{k}' END")
+                // Each copy's ids sort after every row before it, as a real shop's UUIDv7
+                // ids do (a day's rows go at the end of each table and its key index); a
+                // suffix would put every copy among the original's rows, a pattern no shop
+                // writes, which leaves half-empty pages behind.
+                // (Same length as a real id, and in the same order within the copy: its first
+                // 4 characters, the top bits of a timestamp that change every 49 days, give
+                // way to `z` and the copy's number in base 36.)
+                format!(
+                    "CASE WHEN \"{c}\" IS NULL THEN NULL ELSE '{}' || substr(\"{c}\", 5) END",
+                    // Earlier days (written first) get the smaller numbers.
+                    copy_prefix(if days_earlier { LAST_COPY - k } else { k })
+                )
             } else if days_earlier && c == "reference" {
-                format!("\"id\" || '-{k}'")
+                // (a card payment's: a cash one has none)
+                format!("CASE WHEN \"reference\" IS NULL THEN NULL ELSE \"id\" || '-{k}' END")
             } else if days_earlier && c == "opened_at" {
                 format!("strftime('%Y-%m-%dT%H:%M:%fZ', \"opened_at\", '-{k} days')")
             } else if let Some((_, status)) = finished

@@ -134,8 +134,14 @@ pub fn queue_kitchen(
     let mut out = Queued::default();
     let batch = Value::Object(store.pull("batch", batch_id, Some("header"))?.payload);
     let printers = printers(store)?;
-    // Through the batch_id index: a send costs its own jobs, not the kitchen's history.
-    let jobs: Vec<Row> = store.rows_where("job_order_header", "batch_id", batch_id)?;
+    // Through its order's jobs (the order_id index): a send costs its own order's few jobs,
+    // not the kitchen's history.
+    let order_id = batch["order_id"].as_str().unwrap_or_default().to_string();
+    let jobs: Vec<Row> = store
+        .rows_where("job_order_header", "order_id", &order_id)?
+        .into_iter()
+        .filter(|j| s(j, "batch_id").as_deref() == Some(batch_id))
+        .collect();
     for job in jobs {
         let station = s(&job, "station").unwrap_or_default();
         let kitchen = |p: &&Row| p.get("role").and_then(Value::as_str) == Some("kitchen");

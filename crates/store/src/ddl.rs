@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS _shift_share (
 -- it): an index here cost every new order a B-tree insert (a page in its commit) for a read
 -- made only when a shift itself is written or a node becomes hub.
 DROP INDEX IF EXISTS _shift_share_by_shift;
+-- A round's jobs are found among its order's (job_order_header.order_id); this index cost 140
+-- bytes an order for nothing else.
+DROP INDEX IF EXISTS idx_job_order_header_batch_id;
 ";
 
 pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {

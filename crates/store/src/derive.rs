@@ -830,6 +830,11 @@ fn recompute_job(
     Ok(text(&job, "batch_id").map(str::to_string))
 }
 
+/// A round's jobs, through its order's (the order_id index): a round's jobs are among its
+/// order's few, so this costs the same after a year of rounds.
+pub(crate) const JOBS_OF_ROUND: &str =
+    "SELECT status, station FROM job_order_header WHERE order_id = ?1 AND batch_id = ?2";
+
 fn recompute_batch(
     conn: &Connection,
     schema: &Schema,
@@ -839,10 +844,12 @@ fn recompute_batch(
     let Some(batch) = select_by_id(conn, &schema.tables["job_order_batch"], id)? else {
         return Ok(());
     };
-    let mut stmt =
-        conn.prepare_cached("SELECT status, station FROM job_order_header WHERE batch_id = ?1")?;
+    let mut stmt = conn.prepare_cached(JOBS_OF_ROUND)?;
     let jobs: Vec<(Option<String>, Option<String>)> = stmt
-        .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(
+            params![text(&batch, "order_id").unwrap_or_default(), id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
         .collect::<Result<_, _>>()?;
     let total = jobs.len() as i64;
     let ready = jobs

@@ -776,6 +776,25 @@ fn query_plan(store: &Store, table: &str, scope: crate::Scope) -> String {
 }
 
 #[test]
+fn a_rounds_jobs_are_found_through_their_orders_index() {
+    let (_d, store) = open_temp();
+    let plan: Vec<String> = store
+        .with_reader(|c| {
+            Ok(c.prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::derive::JOBS_OF_ROUND
+            ))?
+            .query_map(["o1", "b1"], |r| r.get::<_, String>(3))?
+            .collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    assert_eq!(
+        plan,
+        ["SEARCH job_order_header USING INDEX idx_job_order_header_order_id (order_id=?)"]
+    );
+}
+
+#[test]
 fn the_working_set_reads_through_indexes() {
     let (_d, store) = open_temp();
     // Every table that grows with the shop's history is reached by index lookups in the
