@@ -762,3 +762,42 @@ fn garbage_sent_to_the_gossip_port_is_counted_not_logged_line_by_line() {
     let shift = new_id();
     open_order(&node, &shift, &new_id(), 7);
 }
+
+/// Each device makes its own key at its first start and keeps it: the same device id after a
+/// restart (and after SIGKILL), another one on another device, the key readable by the node's
+/// user only and never in its log.
+#[test]
+fn a_device_keeps_its_own_identity_and_its_key_stays_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let hub = Node::hub(&data);
+    let id = status(&hub)["device_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 52, "{id}");
+    hub.kill9();
+    // Started again at debug level, its log kept: the id is there, the key is not.
+    let log_path = dir.path().join("hub-again.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tilld"));
+    cmd.args(["--role", "hub", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "debug");
+    let again = Node::from_command_logging(
+        cmd,
+        &data,
+        Stdio::from(std::fs::File::create(&log_path).unwrap()),
+    );
+    assert_eq!(status(&again)["device_id"], id.as_str());
+    let till = Node::till(&dir.path().join("till"), &again);
+    assert_ne!(status(&till)["device_id"], id.as_str());
+    let key = data.join("device.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let secret: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains(&id), "the log names the device");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "a line of the key is in the log");
+    }
+    assert!(!log.contains(&secret[..32]));
+}

@@ -91,6 +91,7 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
         peers: vec![],
         hub_change: None,
         history_copying: None,
+        device_id: None,
     });
     let seen = Arc::new(Seen::default());
     let router = hub

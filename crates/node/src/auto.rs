@@ -68,6 +68,7 @@ pub(crate) async fn start(
     config: &NodeConfig,
     addr: SocketAddr,
     self_url: &str,
+    device_id: &str,
 ) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let eligible = config.role == Role::Auto;
     let url = config
@@ -107,7 +108,13 @@ pub(crate) async fn start(
         ..View::default()
     }));
     let link = Link::default();
-    let status = status_handler(store.clone(), view.clone(), link.clone(), config.priority);
+    let status = status_handler(
+        store.clone(),
+        view.clone(),
+        link.clone(),
+        config.priority,
+        device_id.to_string(),
+    );
     let (target_tx, target) = HubTarget::channel();
     let control = Control::new(
         ControlConfig {
@@ -391,6 +398,7 @@ fn status_handler(
     view: Arc<Mutex<View>>,
     link: Link,
     priority: i64,
+    device_id: String,
 ) -> StatusHandler {
     Arc::new(move || {
         let v = view.lock().unwrap_or_else(|p| p.into_inner());
@@ -417,6 +425,7 @@ fn status_handler(
             peers: v.peers.clone(),
             hub_change: v.hub_change.clone(),
             history_copying: store.backfill_at().ok().flatten().map(|at| at.entity),
+            device_id: Some(device_id.clone()),
         }
     })
 }

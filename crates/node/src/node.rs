@@ -193,6 +193,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         Role::Till | Role::Screen | Role::Auto => Durability::Replica,
     };
     let store = open_store(&config, durability).await?;
+    let identity = load_identity(&config).await?;
+    let device_id = identity.device_id().to_string();
+    tracing::info!(device = %device_id, "this device's identity");
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -220,7 +223,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     ];
     let router = if elected {
         store.set_authority(false);
-        let (router, tasks) = crate::auto::start(store.clone(), &config, addr, &self_url).await?;
+        let (router, tasks) =
+            crate::auto::start(store.clone(), &config, addr, &self_url, &device_id).await?;
         background.extend(tasks);
         router
     } else {
@@ -232,6 +236,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let stream = parts.hub.stream.clone();
                 let node_id = store.node_id().to_string();
                 let backup_state = parts.backup.clone();
+                let device_id = device_id.clone();
                 let status: StatusHandler = Arc::new(move || NodeStatus {
                     node_id: node_id.clone(),
                     role: "hub".into(),
@@ -251,6 +256,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     peers: Vec::new(),
                     hub_change: None,
                     history_copying: None,
+                    device_id: Some(device_id.clone()),
                 });
                 with_ui(parts.router(&store, status), config.ui_dir.as_deref())
             }
@@ -275,6 +281,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let node_id = store.node_id().to_string();
                 let status_store = store.clone();
                 let light = config.light;
+                let device_id = device_id.clone();
                 let status: StatusHandler = Arc::new(move || {
                     let l = link.get();
                     let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
@@ -299,6 +306,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                             .then(|| status_store.backfill_at().ok().flatten())
                             .flatten()
                             .map(|at| at.entity),
+                        device_id: Some(device_id.clone()),
                     }
                 });
                 let router = parts.router(&store, status);
@@ -330,6 +338,14 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         server,
         background,
     })
+}
+
+/// This device's key and certificate, made in the data directory at its first start.
+async fn load_identity(config: &NodeConfig) -> anyhow::Result<capsule_trust::Identity> {
+    let dir = config.data_dir.clone();
+    tokio::task::spawn_blocking(move || capsule_trust::Identity::load_or_create(&dir))
+        .await?
+        .context("cannot make or read this device's identity")
 }
 
 pub(crate) async fn open_store(

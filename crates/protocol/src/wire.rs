@@ -407,6 +407,10 @@ pub struct NodeStatus {
     /// at (it sells meanwhile, but may not lead). Absent when it holds what it should.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_copying: Option<String>,
+    /// This device's id: the SHA-256 of its public key, base32 (what pairing and the roster
+    /// will name it by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 /// Which term a hub serves and what it took over: a follower whose data came from the hub and
