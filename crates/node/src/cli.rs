@@ -161,6 +161,28 @@ pub struct BackupArgs {
     pub to: PathBuf,
 }
 
+/// `tilld pair`: joins this device to a shop with the code a paired device shows.
+#[derive(Debug, Parser)]
+#[command(name = "tilld pair")]
+pub struct PairArgs {
+    /// The 6 digits shown under "Add a device" on a paired device.
+    #[arg(long)]
+    pub code: String,
+    /// That device's address (http://HOST:PORT).
+    #[arg(long)]
+    pub peer: String,
+    /// This device's data directory (its identity is made there if it has none yet).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The name staff know this device by.
+    #[arg(long, default_value = "New device")]
+    pub name: String,
+    /// What this device will be: hub-eligible (the manager's PC, a till that may lead), till
+    /// or screen.
+    #[arg(long, default_value = "hub-eligible", value_parser = ["hub-eligible", "till", "screen"])]
+    pub role: String,
+}
+
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise; for every binary that runs a node.
 /// What the gossip library logs goes through its budget ([`capsule_mesh::log_budget`]).
 pub fn init_logging() {
@@ -189,6 +211,24 @@ pub fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("tilld backup: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pair") {
+        let args = PairArgs::parse_from(std::env::args_os().skip(1));
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+        return match runtime.block_on(crate::pairing::join(args)) {
+            Ok(host) => {
+                println!("paired with {} ({})", host.name, host.device_id.short());
+                ExitCode::SUCCESS
+            }
+            Err(crate::pairing::JoinError::Refused(why)) => {
+                eprintln!("tilld pair: {why}");
+                ExitCode::from(3)
+            }
+            Err(crate::pairing::JoinError::Failed(e)) => {
+                eprintln!("tilld pair: {e:#}");
                 ExitCode::from(2)
             }
         };

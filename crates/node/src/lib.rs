@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod demo;
 pub mod node;
+pub mod pairing;
 pub mod printer_net;
 pub mod printing;
 mod routes;

@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub handback_quiet: std::time::Duration,
     /// Wakes this node's print sender when a job is queued.
     pub print_wake: Arc<tokio::sync::Notify>,
+    /// This node's side of pairing (its identity is set at start).
+    pub pairing: Arc<crate::pairing::Pairing>,
     /// Printer addresses a manager allowed off the shop's LAN (`--allow-printer`).
     pub allowed_printers: Vec<String>,
 }
@@ -109,6 +111,7 @@ impl NodeConfig {
             advertise: None,
             handback_quiet: std::time::Duration::from_secs(10),
             print_wake: Arc::new(tokio::sync::Notify::new()),
+            pairing: Arc::default(),
             allowed_printers: Vec::new(),
         }
     }
@@ -193,9 +196,21 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         Role::Till | Role::Screen | Role::Auto => Durability::Replica,
     };
     let store = open_store(&config, durability).await?;
-    let identity = load_identity(&config).await?;
+    let identity = Arc::new(load_identity(&config).await?);
     let device_id = identity.device_id().to_string();
     tracing::info!(device = %device_id, "this device's identity");
+    config.pairing.set_identity(
+        identity.clone(),
+        config
+            .name
+            .clone()
+            .unwrap_or_else(|| default_prefix(store.node_id())),
+        match config.role {
+            Role::Hub | Role::Auto => "hub-eligible",
+            Role::Till => "till",
+            Role::Screen => "screen",
+        },
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -368,6 +383,7 @@ pub(crate) struct HubParts {
     pub hub: Arc<Hub>,
     pub backup: Option<Arc<std::sync::Mutex<BackupStatus>>>,
     pub print_wake: Arc<tokio::sync::Notify>,
+    pub pairing: Arc<crate::pairing::Pairing>,
 }
 
 impl HubParts {
@@ -378,7 +394,12 @@ impl HubParts {
             self.hub.mutations(),
             None,
             self.print_wake.clone(),
-        );
+        )
+        .merge(crate::pairing::router(
+            self.pairing.clone(),
+            store.clone(),
+            self.hub.mutations(),
+        ));
         let gossip: ExtraMetrics = Arc::new(|text, _| capsule_mesh::log_budget::render(text));
         self.hub
             .router(status, Some(gossip))
@@ -426,6 +447,7 @@ pub(crate) async fn hub_parts(
         hub: Arc::new(hub),
         backup,
         print_wake: config.print_wake.clone(),
+        pairing: config.pairing.clone(),
     })
 }
 
@@ -437,6 +459,7 @@ pub(crate) struct FollowerParts {
     pub extra: ExtraMetrics,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub print_wake: Arc<tokio::sync::Notify>,
+    pub pairing: Arc<crate::pairing::Pairing>,
 }
 
 impl FollowerParts {
@@ -447,7 +470,12 @@ impl FollowerParts {
             self.mutations.clone(),
             Some(self.outbox.clone()),
             self.print_wake.clone(),
-        );
+        )
+        .merge(crate::pairing::router(
+            self.pairing.clone(),
+            store.clone(),
+            self.mutations.clone(),
+        ));
         api::router(ApiState {
             store: store.clone(),
             stream: self.ui_stream.clone(),
@@ -539,6 +567,7 @@ pub(crate) fn follower_parts(
         extra,
         tasks,
         print_wake: config.print_wake.clone(),
+        pairing: config.pairing.clone(),
     }
 }
 

@@ -234,12 +234,18 @@ impl Offer {
         &self.host
     }
 
+    /// When the code was shown (it is valid [`CODE_VALID`] from then).
+    pub fn shown_at(&self) -> Instant {
+        self.shown_at
+    }
+
     /// Tries left before the code closes.
     pub fn tries_left(&self) -> u32 {
         MAX_TRIES.saturating_sub(self.tries)
     }
 
-    fn usable(&self, now: Instant) -> Result<(), PairError> {
+    /// Whether the code can still be tried at `now`, and why not.
+    pub fn usable(&self, now: Instant) -> Result<(), PairError> {
         if self.used {
             Err(PairError::Used)
         } else if now.duration_since(self.shown_at) > CODE_VALID {

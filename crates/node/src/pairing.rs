@@ -1,0 +1,340 @@
+//! Pairing over HTTP: a paired node shows a 6-digit code ("Add a device"), a new device runs the
+//! exchange of `capsule_trust::pairing` against it (`tilld pair`), and the host writes both
+//! devices into the shop's roster (the synced `device` entity) through its own write path.
+//! Until the roster is enforced (TLS, gossip, the route guard) these routes are open like the
+//! rest of the API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use capsule_protocol::{Action, Mutation, MutationBatch};
+use capsule_server::{ApiError, MutationHandler};
+use capsule_store::Store;
+use capsule_trust::pairing::{
+    CODE_VALID, Details, HostPending, HostReply, JoinFinish, JoinHello, Joiner, Offer, PairError,
+};
+use capsule_trust::{DeviceId, Identity};
+use serde_json::{Value, json};
+
+/// This node's side of pairing: its identity (set at start) and the code it shows, if any.
+#[derive(Default)]
+pub struct Pairing {
+    me: OnceLock<Me>,
+    offer: Mutex<Option<Offer>>,
+    /// Exchanges between their hello and their finish, by the joiner's device id.
+    pending: Mutex<HashMap<DeviceId, HostPending>>,
+}
+
+struct Me {
+    identity: Arc<Identity>,
+    name: String,
+    role: &'static str,
+}
+
+impl std::fmt::Debug for Pairing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pairing").finish_non_exhaustive()
+    }
+}
+
+impl Pairing {
+    /// Called once at start, with the identity the node loaded.
+    pub fn set_identity(&self, identity: Arc<Identity>, name: String, role: &'static str) {
+        let _ = self.me.set(Me {
+            identity,
+            name,
+            role,
+        });
+    }
+
+    fn me(&self) -> Result<&Me, ApiError> {
+        self.me.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node is still starting",
+            )
+        })
+    }
+
+    fn details(&self) -> Result<Details, ApiError> {
+        let me = self.me()?;
+        Ok(Details {
+            device_id: me.identity.device_id().clone(),
+            name: me.name.clone(),
+            role: me.role.to_string(),
+            cert: me.identity.cert_pem().as_bytes().to_vec(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct PairState {
+    pairing: Arc<Pairing>,
+    store: Arc<Store>,
+    mutations: MutationHandler,
+}
+
+pub fn router(pairing: Arc<Pairing>, store: Arc<Store>, mutations: MutationHandler) -> Router {
+    Router::new()
+        .route("/api/pair", get(open_code))
+        .route("/api/pair/offer", post(offer))
+        .route("/api/pair/hello", post(hello))
+        .route("/api/pair/finish", post(finish))
+        .with_state(PairState {
+            pairing,
+            store,
+            mutations,
+        })
+}
+
+fn refused(e: PairError) -> ApiError {
+    let status = match e {
+        PairError::Expired | PairError::Used | PairError::TooManyTries => StatusCode::GONE,
+        PairError::WrongCode | PairError::Tampered => StatusCode::FORBIDDEN,
+        PairError::WrongSession | PairError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn seconds_left(offer: &Offer, now: Instant) -> u64 {
+    CODE_VALID
+        .saturating_sub(now.duration_since(offer.shown_at()))
+        .as_secs()
+}
+
+/// `POST /api/pair/offer` ("Add a device"): a new code, replacing any open one.
+async fn offer(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
+    let me = s.pairing.me()?;
+    let now = Instant::now();
+    let offer = Offer::new(me.identity.device_id().clone(), now);
+    let answer = json!({
+        "code": offer.code(),
+        "session": offer.session(),
+        "device_id": offer.host().to_string(),
+        "expires_in_s": seconds_left(&offer, now),
+        "tries_left": offer.tries_left(),
+    });
+    s.pairing
+        .pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    *s.pairing.offer.lock().unwrap_or_else(|p| p.into_inner()) = Some(offer);
+    Ok(Json(answer))
+}
+
+/// `GET /api/pair`: what a joining device needs before it starts (never the code).
+async fn open_code(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
+    let now = Instant::now();
+    let guard = s.pairing.offer.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_ref() {
+        Some(o) => match o.usable(now) {
+            Ok(()) => Ok(Json(json!({
+                "session": o.session(),
+                "device_id": o.host().to_string(),
+                "expires_in_s": seconds_left(o, now),
+            }))),
+            Err(why) => Err(refused(why)),
+        },
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no pairing code is open here: choose \"Add a device\" on a paired device first",
+        )),
+    }
+}
+
+/// `POST /api/pair/hello`: step 2 of the exchange (uses one of the code's tries).
+async fn hello(
+    State(s): State<PairState>,
+    Json(hello): Json<JoinHello>,
+) -> Result<Json<HostReply>, ApiError> {
+    let mut guard = s.pairing.offer.lock().unwrap_or_else(|p| p.into_inner());
+    let offer = guard
+        .as_mut()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no pairing code is open here"))?;
+    let (reply, pending) = offer.answer(&hello, Instant::now()).map_err(refused)?;
+    s.pairing
+        .pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(hello.joiner.clone(), pending);
+    Ok(Json(reply))
+}
+
+#[derive(serde::Deserialize)]
+struct FinishBody {
+    joiner: DeviceId,
+    finish: JoinFinish,
+}
+
+/// `POST /api/pair/finish`: step 4. On success both devices are written into the roster
+/// (this one too, the first time: the shop's first node starts the roster).
+async fn finish(
+    State(s): State<PairState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Json(body): Json<FinishBody>,
+) -> Result<Json<Value>, ApiError> {
+    let pending = s
+        .pairing
+        .pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&body.joiner)
+        .ok_or_else(|| ApiError::bad_request("no pairing under way for this device"))?;
+    let host = s.pairing.details()?;
+    let (joiner, sealed) = {
+        let mut guard = s.pairing.offer.lock().unwrap_or_else(|p| p.into_inner());
+        let offer = guard
+            .as_mut()
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no pairing code is open here"))?;
+        offer
+            .finish(pending, &body.finish, &host, Instant::now())
+            .map_err(refused)?
+    };
+    let joiner_role = match joiner.role.as_str() {
+        r @ ("hub-eligible" | "till" | "screen") => r.to_string(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "a device's role is hub-eligible, till or screen, not '{other}'"
+            )));
+        }
+    };
+    let store = s.store.clone();
+    let host_id = host.device_id.to_string();
+    let known = tokio::task::spawn_blocking(move || store.pull("device", &host_id, None).is_ok())
+        .await
+        .unwrap_or(false);
+    let now = capsule_protocol::now_rfc3339();
+    let mut mutations = Vec::new();
+    if !known {
+        mutations.push(roster_row(&host, &host.role, &now, None));
+    }
+    mutations.push(roster_row(
+        &joiner,
+        &joiner_role,
+        &now,
+        Some(host.device_id.to_string()),
+    ));
+    (s.mutations)(
+        MutationBatch {
+            mutations,
+            source: None,
+        },
+        peer.ip().to_string(),
+    )
+    .await?;
+    tracing::info!(device = %joiner.device_id, name = %joiner.name, "paired a device");
+    Ok(Json(json!({ "sealed": sealed })))
+}
+
+fn roster_row(d: &Details, role: &str, at: &str, by: Option<String>) -> Mutation {
+    let mut row = serde_json::Map::new();
+    row.insert("id".into(), json!(d.device_id.to_string()));
+    row.insert("name".into(), json!(d.name));
+    row.insert("role".into(), json!(role));
+    row.insert("cert".into(), json!(String::from_utf8_lossy(&d.cert)));
+    row.insert("paired_at".into(), json!(at));
+    if let Some(by) = by {
+        row.insert("paired_by".into(), json!(by));
+    }
+    Mutation {
+        mid: uuid::Uuid::now_v7().to_string(),
+        table: "device".into(),
+        action: Action::Save,
+        row,
+        base: None,
+    }
+}
+
+/// Why `tilld pair` did not pair.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The code or the other device said no (wrong code, expired, used, too many tries).
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for JoinError {
+    fn from(e: anyhow::Error) -> JoinError {
+        JoinError::Failed(e)
+    }
+}
+
+/// `tilld pair`: the joining side of the exchange against the device at `args.peer`; returns
+/// that device's details once both sides confirmed the code.
+pub async fn join(args: crate::cli::PairArgs) -> Result<Details, JoinError> {
+    let code = args.code.trim().to_string();
+    if code.len() != capsule_trust::pairing::CODE_DIGITS
+        || !code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(JoinError::Refused("the code is 6 digits".into()));
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let identity = Identity::load_or_create(&args.data).context("this device's identity")?;
+    let peer = args.peer.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("an HTTP client")?;
+    let open: Value = answer(http.get(format!("{peer}/api/pair")).send().await).await?;
+    let session = open["session"].as_str().unwrap_or_default().to_string();
+    let host = DeviceId::try_from(open["device_id"].as_str().unwrap_or_default().to_string())
+        .map_err(|e| JoinError::Failed(anyhow::anyhow!("{peer} named no device: {e}")))?;
+    let me = identity.device_id().clone();
+    let (joiner, hello) = Joiner::start(&code, &session, &host, &me);
+    let reply: HostReply = answer(
+        http.post(format!("{peer}/api/pair/hello"))
+            .json(&hello)
+            .send()
+            .await,
+    )
+    .await?;
+    let mine = Details {
+        device_id: me.clone(),
+        name: args.name.clone(),
+        role: args.role.clone(),
+        cert: identity.cert_pem().as_bytes().to_vec(),
+    };
+    let (waiting, finish) = joiner
+        .on_reply(&reply, &mine)
+        .map_err(|e| JoinError::Refused(e.to_string()))?;
+    let sealed: Value = answer(
+        http.post(format!("{peer}/api/pair/finish"))
+            .json(&json!({ "joiner": me, "finish": finish }))
+            .send()
+            .await,
+    )
+    .await?;
+    let sealed: Vec<u8> = serde_json::from_value(sealed["sealed"].clone())
+        .map_err(|e| JoinError::Failed(anyhow::anyhow!("an answer without its details: {e}")))?;
+    waiting
+        .open(&sealed)
+        .map_err(|e| JoinError::Refused(e.to_string()))
+}
+
+/// A JSON answer, or why not: a 4xx is the other device refusing (its `error` said).
+async fn answer<T: serde::de::DeserializeOwned>(
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<T, JoinError> {
+    let resp = sent.map_err(|e| JoinError::Failed(anyhow::anyhow!("cannot reach it: {e}")))?;
+    let status = resp.status();
+    if status.is_client_error() {
+        let body: Value = resp.json().await.unwrap_or_default();
+        return Err(JoinError::Refused(
+            body["error"].as_str().unwrap_or("refused").to_string(),
+        ));
+    }
+    if !status.is_success() {
+        return Err(JoinError::Failed(anyhow::anyhow!("it answered {status}")));
+    }
+    resp.json()
+        .await
+        .map_err(|e| JoinError::Failed(anyhow::anyhow!("an answer that cannot be read: {e}")))
+}

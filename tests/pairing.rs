@@ -1,0 +1,102 @@
+//! Pairing a device with the code another shows, with real `tilld` processes: the right code
+//! pairs once and puts both devices in the shop's roster; a wrong one pairs nobody and writes
+//! nothing; five tries close the code.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn pair(hub: &Node, code: &str, data: &Path, name: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tilld"))
+        .args([
+            "pair", "--code", code, "--peer", &hub.url, "--name", name, "--role", "till",
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("tilld pair runs")
+}
+
+fn roster(hub: &Node) -> Vec<serde_json::Value> {
+    hub.get("/api/tables/device").1["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn new_code(hub: &Node) -> String {
+    let (status, offer) = hub.post_raw("/api/pair/offer", "{}");
+    assert_eq!(status, 200, "{offer}");
+    offer["code"].as_str().unwrap().to_string()
+}
+
+/// A code that is not `code`.
+fn other_than(code: &str, k: u32) -> String {
+    let n: u32 = code.parse().unwrap();
+    format!("{:06}", (n + 1 + k) % 1_000_000)
+}
+
+#[test]
+fn the_right_code_pairs_a_device_once_and_both_are_in_the_roster() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let hub_id = status(&hub)["device_id"].as_str().unwrap().to_string();
+    let till_data = dir.path().join("till");
+
+    let code = new_code(&hub);
+    let wrong = pair(&hub, &other_than(&code, 0), &till_data, "Till 2");
+    assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not match"));
+    assert!(roster(&hub).is_empty(), "a wrong code wrote the roster");
+
+    let right = pair(&hub, &code, &till_data, "Till 2");
+    assert!(right.status.success(), "{right:?}");
+    assert!(String::from_utf8_lossy(&right.stdout).contains("paired with"));
+    let rows = roster(&hub);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let till_row = rows.iter().find(|r| r["id"] != hub_id.as_str()).unwrap();
+    assert_eq!(till_row["name"], "Till 2");
+    assert_eq!(till_row["role"], "till");
+    assert_eq!(till_row["paired_by"], hub_id.as_str());
+    assert!(
+        till_row["cert"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    // The device id the roster holds is the one the till runs with later.
+    let till = Node::till(&till_data, &hub);
+    assert_eq!(status(&till)["device_id"], till_row["id"]);
+
+    // Single use.
+    let again = pair(&hub, &code, &dir.path().join("other"), "Till 3");
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    assert_eq!(roster(&hub).len(), 2);
+}
+
+#[test]
+fn five_wrong_codes_close_the_code_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let code = new_code(&hub);
+    let guest = dir.path().join("guest");
+    for k in 0..5 {
+        let out = pair(&hub, &other_than(&code, k), &guest, "Guest phone");
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+    }
+    let late = pair(&hub, &code, &guest, "Guest phone");
+    assert_eq!(late.status.code(), Some(3), "{late:?}");
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("too many"),
+        "{late:?}"
+    );
+    assert!(roster(&hub).is_empty());
+    // Nothing is open to try any more; a new code is needed, and then works.
+    assert_eq!(hub.get("/api/pair").0, 410);
+    let fresh = new_code(&hub);
+    assert!(pair(&hub, &fresh, &guest, "Till 4").status.success());
+    assert_eq!(roster(&hub).len(), 2);
+}
