@@ -100,3 +100,72 @@ fn five_wrong_codes_close_the_code_for_good() {
     assert!(pair(&hub, &fresh, &guest, "Till 4").status.success());
     assert_eq!(roster(&hub).len(), 2);
 }
+
+/// A guest with `curl` cannot write the roster: a row must be a whole save, name its own key,
+/// and carry the signature of a live hub-eligible member (or its own, for the first device only).
+#[test]
+fn the_roster_takes_only_rows_signed_by_a_member_that_may_change_it() {
+    use capsule_trust::{Identity, roster};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let hub_id = status(&hub)["device_id"].clone();
+    let till_data = dir.path().join("till");
+    assert!(
+        pair(&hub, &new_code(&hub), &till_data, "Till 2")
+            .status
+            .success()
+    );
+    assert_eq!(roster(&hub).len(), 2);
+    let till = Identity::load_or_create(&till_data).unwrap();
+    let guest = Identity::load_or_create(&dir.path().join("guest")).unwrap();
+    let row = |of: &Identity, role: &str| {
+        let mut r = serde_json::Map::new();
+        r.insert("id".into(), of.device_id().to_string().into());
+        r.insert("name".into(), "Guest laptop".into());
+        r.insert("role".into(), role.into());
+        r.insert("cert".into(), of.cert_pem().into());
+        r.insert(
+            "public_key".into(),
+            roster::encode(&of.public_key_der()).into(),
+        );
+        r.insert("paired_at".into(), "2026-12-07T12:00:00.000Z".into());
+        r
+    };
+    let write = |action: &str, r: &serde_json::Map<String, serde_json::Value>| {
+        hub.mutate(&[("device", action, serde_json::Value::Object(r.clone()))])
+    };
+    // Signed by itself, though the roster is started.
+    let mut own = row(&guest, "hub-eligible");
+    roster::sign_row(&guest, &mut own);
+    let (code, answer) = write("save", &own);
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.to_string().contains("first device"), "{answer}");
+    // Signed by a till: a till may not add devices.
+    let mut by_till = row(&guest, "hub-eligible");
+    roster::sign_row(&till, &mut by_till);
+    let (code, answer) = write("save", &by_till);
+    assert_eq!(code, 400, "{answer}");
+    // A till promoting itself, its row re-signed by itself.
+    let mut promoted = row(&till, "hub-eligible");
+    roster::sign_row(&till, &mut promoted);
+    assert_eq!(write("save", &promoted).0, 400);
+    // A forged signature and a bare merge.
+    let mut forged = row(&guest, "till");
+    roster::sign_row(&guest, &mut forged);
+    forged.insert("signed_by".into(), hub_id.clone());
+    assert_eq!(write("save", &forged).0, 400);
+    let till_id = till.device_id().to_string();
+    let (code, _) = hub.mutate(&[(
+        "device",
+        "merge",
+        serde_json::json!({"id": till_id, "revoked_at": "2026-12-07T12:00:00.000Z"}),
+    )]);
+    assert_eq!(code, 400);
+    let rows = roster(&hub);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["revoked_at"].is_null()));
+    assert!(
+        rows.iter()
+            .any(|r| r["id"] == till_id.as_str() && r["role"] == "till")
+    );
+}

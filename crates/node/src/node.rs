@@ -223,10 +223,20 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     });
     // A printer written with an address off the shop's LAN is refused at once (a 400 with
     // the reason); a name is checked again after it resolves, before every job.
+    // A roster write is checked against the roster (its signature and signer).
     let written = printer_policy.clone();
-    store.set_write_check(Arc::new(move |m| match m.row.get("address") {
-        Some(serde_json::Value::String(a)) if m.table == "printer" => written.check_written(a),
-        _ => Ok(()),
+    let roster = Arc::downgrade(&store);
+    store.set_write_check(Arc::new(move |m| {
+        match m.row.get("address") {
+            Some(serde_json::Value::String(a)) if m.table == "printer" => {
+                written.check_written(a)?
+            }
+            _ => {}
+        }
+        match roster.upgrade() {
+            Some(store) => crate::pairing::check_roster_write(&store, m),
+            None => Ok(()),
+        }
     }));
     let mut background = vec![
         tokio::spawn(crate::printing::run_sender(

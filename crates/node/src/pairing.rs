@@ -19,7 +19,7 @@ use capsule_store::Store;
 use capsule_trust::pairing::{
     CODE_VALID, Details, HostPending, HostReply, JoinFinish, JoinHello, Joiner, Offer, PairError,
 };
-use capsule_trust::{DeviceId, Identity};
+use capsule_trust::{DeviceId, Identity, roster};
 use serde_json::{Value, json};
 
 /// This node's side of pairing: its identity (set at start) and the code it shows, if any.
@@ -69,6 +69,7 @@ impl Pairing {
             name: me.name.clone(),
             role: me.role.to_string(),
             cert: me.identity.cert_pem().as_bytes().to_vec(),
+            public_key: me.identity.public_key_der(),
         })
     }
 }
@@ -211,38 +212,54 @@ async fn finish(
         .await
         .unwrap_or(false);
     let now = capsule_protocol::now_rfc3339();
-    let mut mutations = Vec::new();
+    let identity = &s.pairing.me()?.identity;
+    // The host's own row first, in its own request: the joiner's row is signed by it, and is
+    // checked against the roster as it stands.
     if !known {
-        mutations.push(roster_row(&host, &host.role, &now, None));
+        let own = roster_row(identity, &host, &host.role, &now, None);
+        submit(&s, own, peer).await?;
     }
-    mutations.push(roster_row(
+    let row = roster_row(
+        identity,
         &joiner,
         &joiner_role,
         &now,
         Some(host.device_id.to_string()),
-    ));
+    );
+    submit(&s, row, peer).await?;
+    tracing::info!(device = %joiner.device_id, name = %joiner.name, "paired a device");
+    Ok(Json(json!({ "sealed": sealed })))
+}
+
+async fn submit(s: &PairState, m: Mutation, peer: std::net::SocketAddr) -> Result<(), ApiError> {
     (s.mutations)(
         MutationBatch {
-            mutations,
+            mutations: vec![m],
             source: None,
         },
         peer.ip().to_string(),
     )
     .await?;
-    tracing::info!(device = %joiner.device_id, name = %joiner.name, "paired a device");
-    Ok(Json(json!({ "sealed": sealed })))
+    Ok(())
 }
 
-fn roster_row(d: &Details, role: &str, at: &str, by: Option<String>) -> Mutation {
+/// A roster row for `d`, signed by this node.
+fn roster_row(
+    identity: &Identity,
+    d: &Details,
+    role: &str,
+    at: &str,
+    by: Option<String>,
+) -> Mutation {
     let mut row = serde_json::Map::new();
     row.insert("id".into(), json!(d.device_id.to_string()));
     row.insert("name".into(), json!(d.name));
     row.insert("role".into(), json!(role));
     row.insert("cert".into(), json!(String::from_utf8_lossy(&d.cert)));
+    row.insert("public_key".into(), json!(roster::encode(&d.public_key)));
     row.insert("paired_at".into(), json!(at));
-    if let Some(by) = by {
-        row.insert("paired_by".into(), json!(by));
-    }
+    row.insert("paired_by".into(), json!(by));
+    roster::sign_row(identity, &mut row);
     Mutation {
         mid: uuid::Uuid::now_v7().to_string(),
         table: "device".into(),
@@ -250,6 +267,48 @@ fn roster_row(d: &Details, role: &str, at: &str, by: Option<String>) -> Mutation
         row,
         base: None,
     }
+}
+
+/// The node's check of a write to the roster, on every path that takes one: a save of the
+/// whole row, its id the hash of its key, signed by a live hub-eligible member (or by itself
+/// while the roster holds no other device: the shop's first).
+pub fn check_roster_write(store: &Store, m: &Mutation) -> Result<(), String> {
+    if m.table != "device" {
+        return Ok(());
+    }
+    if !matches!(m.action, Action::Save | Action::Insert) {
+        return Err("the roster changes only by a signed save of a whole row".into());
+    }
+    let row = &m.row;
+    let own = roster::own_key(row)?;
+    let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+    let signer = row
+        .get("signed_by")
+        .and_then(Value::as_str)
+        .ok_or("a roster row names its signer")?;
+    let members = store.table_rows("device").map_err(|e| e.to_string())?;
+    let key = if signer == id {
+        if members
+            .iter()
+            .any(|r| r.get("id").and_then(Value::as_str) != Some(id))
+        {
+            return Err("only the shop's first device signs its own roster row".into());
+        }
+        own
+    } else {
+        let member = members
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(signer))
+            .ok_or("a roster row signed by a device the roster does not hold")?;
+        if member.get("revoked_at").is_some_and(|v| !v.is_null()) {
+            return Err("a roster row signed by a revoked device".into());
+        }
+        if member.get("role").and_then(Value::as_str) != Some("hub-eligible") {
+            return Err("a roster row signed by a device that may not change the roster".into());
+        }
+        roster::own_key(member)?
+    };
+    roster::verify_row(row, &key)
 }
 
 /// Why `tilld pair` did not pair.
@@ -301,6 +360,7 @@ pub async fn join(args: crate::cli::PairArgs) -> Result<Details, JoinError> {
         name: args.name.clone(),
         role: args.role.clone(),
         cert: identity.cert_pem().as_bytes().to_vec(),
+        public_key: identity.public_key_der(),
     };
     let (waiting, finish) = joiner
         .on_reply(&reply, &mine)

@@ -75,7 +75,8 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
         return "id IN (SELECT id FROM z_report ORDER BY number DESC LIMIT 1)".to_string();
     }
     let Some(open) = crate::sql::light_condition(e) else {
-        // Configuration (menu, settings, printers): bounded by the shop, not its history.
+        // Configuration (menu, settings, printers, the roster of devices): bounded by the
+        // shop, not its history.
         return "1".to_string();
     };
     let open_ids = format!("SELECT id FROM \"{}\" WHERE {open}", e.table);

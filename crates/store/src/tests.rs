@@ -812,6 +812,7 @@ fn the_working_set_reads_through_indexes() {
                 "menu_item",
                 "menu_modifier",
                 "printer",
+                "device",
             ];
             if configuration.contains(&t.name.as_str()) {
                 continue;

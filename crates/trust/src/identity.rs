@@ -111,6 +111,7 @@ impl Identity {
             path: path.display().to_string(),
             why,
         };
+        fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
         let key = match fs::read_to_string(&key_path) {
             Ok(pem) => {
                 fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600))
@@ -196,6 +197,46 @@ impl Identity {
     pub fn key_pkcs8_der(&self) -> Vec<u8> {
         self.key.serialize_der()
     }
+
+    /// The public key (SubjectPublicKeyInfo, DER): its SHA-256 is the device id.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.key.public_key_der()
+    }
+
+    /// Signs `message` with this device's key (ECDSA P-256, SHA-256, ASN.1 DER signature).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            &self.key.serialize_der(),
+            &rng,
+        )
+        .expect("the device key is a P-256 key");
+        pair.sign(&rng, message)
+            .expect("signing with a valid key")
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// A P-256 public key in SubjectPublicKeyInfo form is this 26-byte header and the 65-byte point.
+const P256_SPKI_HEADER: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// Whether `signature` is `spki_der`'s signature of `message` (false for any other key type).
+pub(crate) fn verify(spki_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    if spki_der.len() != 91 || spki_der[..26] != P256_SPKI_HEADER {
+        return false;
+    }
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        &spki_der[26..],
+    )
+    .verify(message, signature)
+    .is_ok()
 }
 
 /// Writes `bytes` to a new file at `path` readable by this user only (made under another name

@@ -6,6 +6,7 @@
 
 mod identity;
 pub mod pairing;
+pub mod roster;
 
 pub use identity::{DeviceId, Identity};
 

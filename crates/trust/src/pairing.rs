@@ -59,8 +59,11 @@ pub struct Details {
     pub name: String,
     /// `hub-eligible`, `till` or `screen`.
     pub role: String,
-    /// The device's certificate, DER.
+    /// The device's certificate.
     pub cert: Vec<u8>,
+    /// Its public key (SubjectPublicKeyInfo, DER): the device id is its hash.
+    #[serde(default)]
+    pub public_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -427,6 +430,7 @@ mod tests {
             name: name.into(),
             role: "till".into(),
             cert: vec![1, 2, 3],
+            public_key: vec![4, 5, 6],
         }
     }
 
