@@ -104,6 +104,7 @@ pub async fn follow(
     metrics: Arc<ReplicaMetrics>,
 ) {
     let http = crate::peer_client();
+    store.set_keeps_journal(config.keep_mids);
     let mut backoff = config.min_backoff;
     // Sessions that failed in a row without the stored position moving. A capsule this till
     // cannot pull or merge (say, during a schema upgrade) would otherwise be replayed and fail

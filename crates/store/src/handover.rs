@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS _journal_aside (
     v INTEGER NOT NULL,
     mutation TEXT NOT NULL
 );
+-- Entities a follower merged above its copy of the hub's journal: their rows are here, the
+-- mids of the writes that made them not yet. If the hub dies in that moment and this node
+-- takes over, a till's resend of such a write is a duplicate, not a new insert of a row that
+-- exists. Emptied as the journal copy reaches each version (a burst's worth at most).
+CREATE TABLE IF NOT EXISTS _unjournaled (
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    v INTEGER NOT NULL,
+    PRIMARY KEY (entity, id)
+) WITHOUT ROWID;
 -- No query reads mids by version; an index on it only cost every write a B-tree insert.
 DROP INDEX IF EXISTS _mutation_seq;
 -- Entities whose rows here hold local writes (or values derived from them) that no hub
@@ -108,6 +118,24 @@ pub(crate) fn gone_at(conn: &Connection, entity: &str, id: &str) -> Result<Optio
         .prepare_cached("SELECT v FROM _gone WHERE entity = ?1 AND id = ?2")?
         .query_row(params![entity, id], |r| r.get(0))
         .optional()?)
+}
+
+/// Notes that `entity` `id` was merged at version `v`, above this node's journal copy.
+pub(crate) fn note_unjournaled(conn: &Connection, entity: &str, id: &str, v: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO _unjournaled(entity, id, v) VALUES (?1, ?2, ?3)
+         ON CONFLICT(entity, id) DO UPDATE SET v = MAX(v, excluded.v)",
+    )?
+    .execute(params![entity, id, v])?;
+    Ok(())
+}
+
+/// Whether `entity` `id` was merged here without the journal entries of the writes that made
+/// it (the hub died before they were copied).
+pub(crate) fn is_unjournaled(conn: &Connection, entity: &str, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM _unjournaled WHERE entity = ?1 AND id = ?2)")?
+        .query_row(params![entity, id], |r| r.get(0))?)
 }
 
 pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
@@ -636,8 +664,20 @@ impl Store {
             top = top.max(upto);
         }
         sql::set_meta(&tx, meta::JOURNAL_VERSION, &top.to_string())?;
+        tx.execute("DELETE FROM _unjournaled WHERE v <= ?1", [top])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Set by a follower that copies its hub's journal (see `_unjournaled`).
+    pub fn set_keeps_journal(&self, keeps: bool) {
+        self.keeps_journal
+            .store(keeps, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn keeps_journal(&self) -> bool {
+        self.keeps_journal
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this node was hub when it last stopped (crashed or shut down as hub): the

@@ -437,3 +437,66 @@ fn a_hub_change_after_the_closed_days_bookkeeping_was_pruned_loses_and_reopens_n
     assert_eq!((again.orders, again.total), (z1.orders, z1.total));
     assert_eq!(s.hub.digest().unwrap(), s.till.digest().unwrap());
 }
+
+/// Found by `tests/month.rs` on a loaded machine: the hub died after the till merged another
+/// till's sale but before it copied that sale's journal entries; the till took over, and the
+/// other till's resend of the sale (its answer had been lost) was refused as "already exists".
+#[test]
+fn a_resend_after_the_hub_died_before_its_journal_was_copied_is_a_duplicate() {
+    let s = shop();
+    setup(&s);
+    s.till.set_keeps_journal(true);
+    till_copies_journal(&s);
+    let sale = batch(vec![
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+    ]);
+    let from_b = ApplyMode::Authoritative {
+        source: "till-b".into(),
+    };
+    s.hub.apply(&sale, &from_b).unwrap();
+    // Paid at the hub a moment later: the order no longer looks as its insert wrote it.
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
+    )]);
+    // The till merges the order; the hub dies before the till copies the journal.
+    s.till_pulls("order", &["o2"]);
+    s.till.claim_hub(1).unwrap();
+    let again = s
+        .till
+        .apply(&sale, &from_b)
+        .unwrap_or_else(|e| panic!("the resend of a sale the old hub took was refused: {e}"));
+    assert!(
+        again
+            .results
+            .iter()
+            .all(|r| r.status == capsule_protocol::MutationStatus::Duplicate),
+        "{:?}",
+        again.results
+    );
+    assert_eq!(
+        s.till.pull("order", "o2", None).unwrap().payload["table_label"],
+        "T5",
+        "the resend changed nothing"
+    );
+    // A new insert of a row whose writes this node holds with their mids is still refused.
+    let reinsert = batch(vec![m(
+        "order_header",
+        Action::Insert,
+        json!({"id": "o1", "shift_id": "s1", "opened_at": T, "table_label": "T9"}),
+    )]);
+    assert!(matches!(
+        s.till.apply(&reinsert, &from_b),
+        Err(StoreError::Conflict(_))
+    ));
+}

@@ -150,6 +150,9 @@ pub struct Store {
     /// Whether this store may apply writes as the hub (cleared when a hub steps down, so a
     /// write already queued behind the step-down is refused, never applied at the old term).
     authority: std::sync::atomic::AtomicBool,
+    /// A follower that copies its hub's journal (one that may become hub) notes the entities
+    /// it merges before their journal entries are here (`_unjournaled`).
+    keeps_journal: std::sync::atomic::AtomicBool,
     /// An elected hub's authority lasts only as long as its controller keeps renewing it
     /// ([`Store::hold_authority_for`]): a process or machine that stood still (SIGSTOP, a
     /// freeze, a suspend) wakes with it expired and refuses writes before anything else runs,
@@ -410,6 +413,7 @@ impl Store {
             node_id,
             durability,
             authority: std::sync::atomic::AtomicBool::new(true),
+            keeps_journal: std::sync::atomic::AtomicBool::new(false),
             lease: Mutex::new(None),
             clock: handover::system_clock(),
             fail_next_claim: std::sync::atomic::AtomicBool::new(false),

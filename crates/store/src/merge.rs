@@ -58,6 +58,11 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid(format!("unknown entity '{}'", pull.entity)))?;
         let t = &self.schema.tables[&e.table];
         let mut out = MergeOutcome::default();
+        let journal_upto = if self.keeps_journal() {
+            Some(sql::meta_i64(tx, meta::JOURNAL_VERSION)?)
+        } else {
+            None
+        };
         for item in &pull.items {
             if crate::handover::gone_at(tx, &e.name, &item.id)?.is_some_and(|gone| gone >= item.v) {
                 out.stale += 1;
@@ -130,6 +135,9 @@ impl Store {
                 .unwrap_or(0);
             row.insert("_v".into(), Value::from(top));
             upsert_row(tx, t, &row)?;
+            if journal_upto.is_some_and(|j| item.v > j) {
+                crate::handover::note_unjournaled(tx, &e.name, &item.id, item.v)?;
+            }
             out.changed
                 .push(local_capsule(&e.name, &item.id, merged, top, false));
         }
@@ -291,6 +299,7 @@ impl Store {
         )?;
         tx.execute("DELETE FROM _journal", [])?;
         sql::set_meta(tx, meta::JOURNAL_VERSION, "0")?;
+        tx.execute("DELETE FROM _unjournaled", [])?;
         crate::outbox::reapply_pending(tx, self, &everything)?;
         Ok(())
     }

@@ -306,7 +306,13 @@ impl Store {
             // An insert of a row that is here exactly as the insert would write it is that
             // insert arriving again (after a failover the row can reach the new hub before
             // its mid does): a duplicate, not a conflict.
-            if m.action == Action::Insert && inserted_already(tx, &self.schema, m)? {
+            // So is an insert into an entity this node merged as a follower without the mids
+            // of the writes that made it (its hub died before they were copied): the resend
+            // of one of those writes, however the row changed since.
+            if m.action == Action::Insert
+                && (inserted_already(tx, &self.schema, m)?
+                    || merged_without_its_mid(tx, &self.schema, m)?)
+            {
                 let now = sql::meta_i64(tx, meta::VERSION)?;
                 record_mid(tx, &m.mid, now)?;
                 crate::handover::journal(tx, m, now)?;
@@ -454,6 +460,28 @@ fn inserted_already(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<
     Ok(m.row
         .iter()
         .all(|(k, v)| stored.get(k).unwrap_or(&serde_json::Value::Null) == v))
+}
+
+/// Whether `m` inserts a row of an entity this node merged without the journal entries of
+/// the writes that made it (`_unjournaled`), the row being here.
+fn merged_without_its_mid(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<bool> {
+    let t = &schema.tables[&m.table];
+    let id = text(&m.row, ID_FIELD).unwrap_or_default();
+    if select_by_id(conn, t, id)?.is_none() {
+        return Ok(false);
+    }
+    let (entity, entity_id) = match &t.role {
+        TableRole::Entity { entity } => (entity.as_str(), id),
+        TableRole::Child {
+            entity,
+            parent_field,
+            ..
+        } => (
+            entity.as_str(),
+            text(&m.row, parent_field).unwrap_or_default(),
+        ),
+    };
+    crate::handover::is_unjournaled(conn, entity, entity_id)
 }
 
 fn record_mid(conn: &Connection, mid: &str, seq: i64) -> Result<()> {
