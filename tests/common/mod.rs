@@ -351,7 +351,9 @@ impl Shop {
     }
 }
 
-/// Waits until `hub` is hub and every one of `others` follows it, online; returns how long.
+/// Waits until `hub` is hub and every one of `others` follows it, online, holding the shop's
+/// history (a node that joined copies it behind its day snapshot, and may lead only after);
+/// returns how long.
 pub fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration {
     let start = Instant::now();
     wait_until(
@@ -362,7 +364,9 @@ pub fn wait_for_hub(hub: &Node, others: &[&Node], timeout: Duration) -> Duration
             h["role"] == "hub"
                 && others.iter().all(|o| {
                     let s = status(o);
-                    s["hub_url"] == hub.url.as_str() && s["state"] == "online"
+                    s["hub_url"] == hub.url.as_str()
+                        && s["state"] == "online"
+                        && s["history_copying"].is_null()
                 })
         },
     );
