@@ -5,23 +5,13 @@
 use capsule_protocol::{Action, Capsule, Mutation, MutationBatch};
 use serde_json::json;
 
-use crate::prune_tests::closed_days;
+use crate::prune_tests::{closed_days, m};
 use crate::testutil::open_temp;
 use crate::{ApplyMode, BackfillAt, Scope, Store};
 
 fn hub_mode() -> ApplyMode {
     ApplyMode::Authoritative {
         source: "till-a".into(),
-    }
-}
-
-fn m(table: &str, action: Action, row: serde_json::Value) -> Mutation {
-    Mutation {
-        mid: uuid::Uuid::new_v4().to_string(),
-        table: table.into(),
-        action,
-        row: row.as_object().unwrap().clone(),
-        base: None,
     }
 }
 

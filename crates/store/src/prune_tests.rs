@@ -13,7 +13,7 @@ fn hub() -> ApplyMode {
     }
 }
 
-fn m(table: &str, action: Action, row: serde_json::Value) -> Mutation {
+pub(crate) fn m(table: &str, action: Action, row: serde_json::Value) -> Mutation {
     Mutation {
         mid: uuid::Uuid::new_v4().to_string(),
         table: table.into(),
@@ -96,31 +96,7 @@ fn count(store: &Store, table: &str) -> i64 {
 
 /// Every Z report's orders and total, and the same recounted from the orders now.
 fn z_reconciled(store: &Store) -> Vec<(i64, i64, i64)> {
-    let zs = store.z_reports(None, 100).unwrap();
-    zs.iter()
-        .map(|z| {
-            let n = z["number"].as_i64().unwrap();
-            let stored = store.z_report(n).unwrap();
-            let (from, to): (i64, i64) = store
-                .with_reader(|c| {
-                    Ok(c.query_row(
-                        "SELECT from_v, to_v FROM z_report WHERE number = ?1",
-                        [n],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?)
-                })
-                .unwrap();
-            let again = store
-                .with_reader(|c| crate::report::compute(c, from, to))
-                .unwrap();
-            assert_eq!(
-                (again.orders, again.total),
-                (stored.orders, stored.total),
-                "Z #{n} no longer reconciles"
-            );
-            (n, stored.orders, stored.total)
-        })
-        .collect()
+    every_z_reconciled(store)
 }
 
 #[test]
