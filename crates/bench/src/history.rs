@@ -224,6 +224,30 @@ async fn send_to_kitchen(http: &reqwest::Client, hub: &str, n: usize) -> anyhow:
     Ok(median(ms))
 }
 
+/// Polls the node's `/api/status` at `url` until `done` says so, at most `limit_s` seconds
+/// after `since`.
+async fn wait_status(
+    http: &reqwest::Client,
+    url: &str,
+    since: Instant,
+    limit_s: u64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<()> {
+    loop {
+        if let Ok(s) = crate::run::get_json(http, url).await
+            && done(&s)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            since.elapsed().as_secs() < limit_s,
+            "the till did not {what} in {limit_s} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts a till following `hub` on fresh data; returns ms until it is online, ms until it
 /// holds what it keeps of the history, and its peak resident memory after it has also served
 /// every screen to a browser.
@@ -240,31 +264,16 @@ async fn till_joins(tilld: &Path, hub: &str, extra: &[&str]) -> anyhow::Result<(
         Some(dir),
     )?;
     let http = reqwest::Client::new();
-    loop {
-        if let Ok(s) = crate::run::get_json(&http, &format!("{}/api/status", till.url)).await
-            && s["state"] == "online"
-        {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed().as_secs() < 900,
-            "the till did not come online in 15 min"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let status = format!("{}/api/status", till.url);
+    wait_status(&http, &status, t, 900, "come online", |s| {
+        s["state"] == "online"
+    })
+    .await?;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
-    loop {
-        if let Ok(s) = crate::run::get_json(&http, &format!("{}/api/status", till.url)).await
-            && s["history_copying"].is_null()
-        {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed().as_secs() < 3600,
-            "the till did not copy the history in an hour"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_status(&http, &status, t, 3600, "copy the history", |s| {
+        s["history_copying"].is_null()
+    })
+    .await?;
     let history_ms = t.elapsed().as_secs_f64() * 1000.0;
     // Then the till serves its own screens (as the desktop app's do): its memory after that.
     let url = till.url.clone();

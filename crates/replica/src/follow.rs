@@ -9,7 +9,7 @@ use capsule_protocol::{
     BatchPull, Capsule, ChangedSince, Changes, ErrorBody, Frame, JournalPage, PullAnswer,
     PullRequest, PullWant, now_ms,
 };
-use capsule_store::{Store, meta};
+use capsule_store::{MERGE_CHUNK, Store, meta};
 use futures_util::{FutureExt, StreamExt};
 use rand::Rng;
 use tokio_tungstenite::tungstenite::Message;
@@ -810,11 +810,6 @@ pub fn plan(
     }
     out
 }
-
-/// Entities merged per transaction: the till's own writes (a cashier's sale) wait for one
-/// such merge at most, not for a whole pull of a busy hub's changes (up to 200 entities).
-/// Each entity's parts merge on their own versions, so a pull merged in pieces ends the same.
-const MERGE_CHUNK: usize = 32;
 
 /// Merges a pull, [`MERGE_CHUNK`] entities per transaction; returns the ids whose child delta
 /// did not fit (to pull whole).

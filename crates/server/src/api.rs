@@ -423,14 +423,7 @@ async fn table_rows(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let limit = limit_param(&q, DEFAULT_TABLE_PAGE, MAX_TABLE_PAGE)?;
-    let after = q.get("after").cloned();
-    if let Some(a) = &after
-        && !capsule_protocol::validate::is_valid_id(a)
-    {
-        return Err(ApiError::bad_request(
-            "'after' is a row id (a previous page's 'next')",
-        ));
-    }
+    let after = after_param(&q, "a row id")?;
     if s.store.schema().table(&table).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -458,6 +451,17 @@ pub fn limit_param(
             .ok()
             .filter(|l| (1..=max).contains(l))
             .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to {max}, got '{l}'"))),
+    }
+}
+
+/// A page's `after` query parameter (a previous page's `next`): absent, or an id (`what`
+/// names which kind in the 400).
+fn after_param(q: &HashMap<String, String>, what: &str) -> Result<Option<String>, ApiError> {
+    match q.get("after") {
+        Some(a) if !capsule_protocol::validate::is_valid_id(a) => Err(ApiError::bad_request(
+            format!("'after' is {what} (a previous page's 'next')"),
+        )),
+        a => Ok(a.cloned()),
     }
 }
 
@@ -524,14 +528,7 @@ async fn backfill(
         return Err(ApiError::bad_request(format!("unknown entity '{entity}'")));
     }
     let limit = limit_param(&q, DEFAULT_BACKFILL_PAGE, capsule_store::MAX_BACKFILL_PAGE)?;
-    let after = q.get("after").cloned();
-    if let Some(a) = &after
-        && !capsule_protocol::validate::is_valid_id(a)
-    {
-        return Err(ApiError::bad_request(
-            "'after' is an entity id (a previous page's 'next')",
-        ));
-    }
+    let after = after_param(&q, "an entity id")?;
     let store = s.store.clone();
     let page = crate::short_blocking(move || store.backfill_page(&entity, after.as_deref(), limit))
         .await??;

@@ -21,9 +21,10 @@ const GENERATION: &str = "backfill_generation";
 
 /// Most entities one `GET /api/backfill` page carries.
 pub const MAX_BACKFILL_PAGE: usize = 500;
-/// Entities merged per transaction while copying history: a cashier's own write waits for
-/// one such merge at most.
-const MERGE_CHUNK: usize = 32;
+/// Entities merged per transaction, by a follower's merges and the history copy alike: a
+/// cashier's own write waits for one such merge at most, not for a whole pull or page. Each
+/// entity's parts merge on their own versions, so a pull merged in pieces ends the same.
+pub const MERGE_CHUNK: usize = 32;
 
 /// The next page a node copying its history asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

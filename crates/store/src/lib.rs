@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use capsule_protocol::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use backfill::{BackfillAt, MAX_BACKFILL_PAGE};
+pub use backfill::{BackfillAt, MAX_BACKFILL_PAGE, MERGE_CHUNK};
 pub use backup::backup_file;
 pub use handover::{Claim, Clock, MAX_TERM, VERSIONS_PER_TERM};
 pub use history::{MAX_ORDER_PAGE, OrderHit, OrderPage, OrderQuery};

@@ -309,10 +309,7 @@ impl Store {
             // So is an insert into an entity this node merged as a follower without the mids
             // of the writes that made it (its hub died before they were copied): the resend
             // of one of those writes, however the row changed since.
-            if m.action == Action::Insert
-                && (inserted_already(tx, &self.schema, m)?
-                    || merged_without_its_mid(tx, &self.schema, m)?)
-            {
+            if m.action == Action::Insert && inserted_already(tx, &self.schema, m)? {
                 let now = sql::meta_i64(tx, meta::VERSION)?;
                 record_mid(tx, &m.mid, now)?;
                 crate::handover::journal(tx, m, now)?;
@@ -450,26 +447,22 @@ fn combine(list: &mut Vec<Capsule>, c: Capsule) {
 }
 
 /// Whether `m`'s row exists with every value `m` names (ids are made by clients, so such a
-/// row is `m`'s own).
+/// row is `m`'s own), or exists in an entity merged here without its writes' mids. One read
+/// of the row for both: every insert at the hub asks.
 fn inserted_already(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<bool> {
     let t = &schema.tables[&m.table];
     let id = text(&m.row, ID_FIELD).unwrap_or_default();
     let Some(stored) = select_by_id(conn, t, id)? else {
         return Ok(false);
     };
-    Ok(m.row
+    if m.row
         .iter()
-        .all(|(k, v)| stored.get(k).unwrap_or(&serde_json::Value::Null) == v))
-}
-
-/// Whether `m` inserts a row of an entity this node merged without the journal entries of
-/// the writes that made it (`_unjournaled`), the row being here.
-fn merged_without_its_mid(conn: &Connection, schema: &Schema, m: &Mutation) -> Result<bool> {
-    let t = &schema.tables[&m.table];
-    let id = text(&m.row, ID_FIELD).unwrap_or_default();
-    if select_by_id(conn, t, id)?.is_none() {
-        return Ok(false);
+        .all(|(k, v)| stored.get(k).unwrap_or(&serde_json::Value::Null) == v)
+    {
+        return Ok(true);
     }
+    // Changed since, but of an entity this node merged without the journal entries of the
+    // writes that made it (`_unjournaled`).
     let (entity, entity_id) = match &t.role {
         TableRole::Entity { entity } => (entity.as_str(), id),
         TableRole::Child {

@@ -87,10 +87,12 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
         "SELECT id FROM order_header WHERE {}",
         crate::sql::light_condition(order).unwrap_or_else(|| "0".to_string())
     );
-    let working_orders = match scope {
-        Scope::Day => format!("{open_orders} UNION {}", day_orders()),
-        _ => format!("{open_orders} UNION {}", recent_orders()),
+    // The finished orders this scope carries besides the open ones.
+    let finished = match scope {
+        Scope::Day => day_orders(),
+        _ => recent_orders(),
     };
+    let working_orders = format!("{open_orders} UNION {finished}");
     match (e.name.as_str(), scope) {
         ("order", Scope::Light) => format!("id IN ({open_ids})"),
         ("order", _) => format!("id IN ({working_orders})"),
@@ -105,13 +107,8 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
             "id IN (SELECT id FROM \"{}\" WHERE order_id IN ({working_orders}))",
             e.table
         ),
-        ("shift", Scope::Screens) => format!(
-            "id IN ({open_ids} UNION SELECT shift_id FROM order_header WHERE id IN ({}))",
-            recent_orders()
-        ),
-        ("shift", Scope::Day) => format!(
-            "id IN ({open_ids} UNION SELECT shift_id FROM order_header WHERE id IN ({}))",
-            day_orders()
+        ("shift", Scope::Screens | Scope::Day) => format!(
+            "id IN ({open_ids} UNION SELECT shift_id FROM order_header WHERE id IN ({finished}))"
         ),
         _ => format!("id IN ({open_ids})"),
     }
