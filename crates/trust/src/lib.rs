@@ -5,10 +5,13 @@
 //! No I/O beyond the identity's two files: the node carries the messages.
 
 mod identity;
+mod members;
 pub mod pairing;
 pub mod roster;
+pub mod tls;
 
 pub use identity::{DeviceId, Identity};
+pub use members::{Anchor, DeviceRole, Member, Roster};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {

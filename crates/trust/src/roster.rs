@@ -48,6 +48,11 @@ fn decode(text: &str, what: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("a roster row's {what} is not base64"))
 }
 
+/// A public key as the roster keeps it (base64 of the SubjectPublicKeyInfo).
+pub fn decode_key(text: &str) -> Result<Vec<u8>, String> {
+    decode(text, "public key")
+}
+
 /// Signs `row` as `identity` (sets `signed_by` and `signature`).
 pub fn sign_row(identity: &Identity, row: &mut Map<String, Value>) {
     row.insert(
