@@ -5,19 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
 fn pair(hub: &Node, code: &str, data: &Path, name: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilld"))
-        .args([
-            "pair", "--code", code, "--peer", &hub.url, "--name", name, "--role", "till",
-        ])
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("tilld pair runs")
+    pair_device(hub, code, data, name, "till")
 }
 
 fn roster(hub: &Node) -> Vec<serde_json::Value> {
@@ -25,12 +18,6 @@ fn roster(hub: &Node) -> Vec<serde_json::Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn new_code(hub: &Node) -> String {
-    let (status, offer) = hub.post_raw("/api/pair/offer", "{}");
-    assert_eq!(status, 200, "{offer}");
-    offer["code"].as_str().unwrap().to_string()
 }
 
 /// A code that is not `code`.

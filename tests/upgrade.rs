@@ -92,6 +92,8 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
         hub_change: None,
         history_copying: None,
         device_id: None,
+        paired: false,
+        link_error: None,
     });
     let seen = Arc::new(Seen::default());
     let router = hub

@@ -89,9 +89,26 @@ impl Node {
         self.data.join("node.sqlite3")
     }
 
+    /// This launch's key for the node's own screens (what a paired node asks this machine's
+    /// requests for; an unpaired node ignores it).
+    pub fn local_key(&self) -> String {
+        std::fs::read_to_string(self.data.join("local.key")).unwrap_or_default()
+    }
+
+    /// A request to this node as its own machine's screens make it.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        client()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(self.local_key())
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = client()
-            .get(format!("{}{path}", self.url))
+        let r = self
+            .request(reqwest::Method::GET, path)
             .send()
             .expect("request");
         let status = r.status().as_u16();
@@ -99,8 +116,8 @@ impl Node {
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = client()
-            .post(format!("{}{path}", self.url))
+        let r = self
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -135,8 +152,7 @@ impl Drop for Node {
 
 /// A node's `/api/status`, or null while it does not answer (killed, frozen, starting).
 pub fn status(node: &Node) -> Value {
-    client()
-        .get(format!("{}/api/status", node.url))
+    node.request(reqwest::Method::GET, "/api/status")
         .timeout(Duration::from_secs(2))
         .send()
         .ok()
@@ -436,4 +452,35 @@ pub fn prune_a_week_later(
     let pruned = store.prune_history(later).unwrap();
     assert!(pruned.journal > 0, "{db:?}: nothing to prune ({pruned:?})");
     pruned
+}
+
+/// `tilld pair` for the device at `data` with `code`, shown by `host`.
+pub fn pair_device(
+    host: &Node,
+    code: &str,
+    data: &Path,
+    name: &str,
+    role: &str,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tilld"))
+        .args([
+            "pair", "--code", code, "--peer", &host.url, "--name", name, "--role", role,
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("tilld pair runs")
+}
+
+/// A new pairing code from `host` ("Add a device").
+pub fn new_code(host: &Node) -> String {
+    let (status, offer) = host.post_raw("/api/pair/offer", "{}");
+    assert_eq!(status, 200, "{offer}");
+    offer["code"].as_str().unwrap().to_string()
+}
+
+/// Pairs the device at `data` with `host` as `role`, asserting it paired.
+pub fn pair_with(host: &Node, data: &Path, name: &str, role: &str) {
+    let out = pair_device(host, &new_code(host), data, name, role);
+    assert!(out.status.success(), "pairing {name} failed: {out:?}");
 }

@@ -69,6 +69,7 @@ pub(crate) async fn start(
     addr: SocketAddr,
     self_url: &str,
     device_id: &str,
+    roster: capsule_trust::Roster,
 ) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let eligible = config.role == Role::Auto;
     let url = config
@@ -114,6 +115,7 @@ pub(crate) async fn start(
         link.clone(),
         config.priority,
         device_id.to_string(),
+        roster,
     );
     let (target_tx, target) = HubTarget::channel();
     let control = Control::new(
@@ -399,6 +401,7 @@ fn status_handler(
     link: Link,
     priority: i64,
     device_id: String,
+    roster: capsule_trust::Roster,
 ) -> StatusHandler {
     Arc::new(move || {
         let v = view.lock().unwrap_or_else(|p| p.into_inner());
@@ -426,6 +429,8 @@ fn status_handler(
             hub_change: v.hub_change.clone(),
             history_copying: store.backfill_at().ok().flatten().map(|at| at.entity),
             device_id: Some(device_id.clone()),
+            paired: roster.is_paired(),
+            link_error: if is_hub { None } else { l.last_error },
         }
     })
 }

@@ -285,7 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.log_keep < 1 {
         anyhow::bail!("--log-keep must be at least 1");
     }
-    let mut config = NodeConfig::new(args.role, args.data, listen);
+    let mut config = NodeConfig::new(args.role, args.data.clone(), listen);
     config.hub_url = args.hub;
     config.demo = args.demo;
     config.ui_dir = ui_dir;
@@ -323,6 +323,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut node = start(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("listening on {}", node.url());
+    // The link a browser on this machine opens once (the key becomes an HttpOnly cookie); only
+    // a paired node asks for it, and only from this machine.
+    println!(
+        "this machine's screens: http://127.0.0.1:{}/?key=(in {})",
+        node.addr.port(),
+        args.data.join(crate::trust::LOCAL_KEY_FILE).display()
+    );
     tracing::info!(role = ?args.role, node_id = %node.node_id, "node started");
     tokio::select! {
         r = node.wait() => r,

@@ -13,5 +13,6 @@ pub mod pairing;
 pub mod printer_net;
 pub mod printing;
 mod routes;
+pub mod trust;
 
 pub use node::{NodeConfig, Role, RunningNode, start};

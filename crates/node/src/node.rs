@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub pairing: Arc<crate::pairing::Pairing>,
     /// Printer addresses a manager allowed off the shop's LAN (`--allow-printer`).
     pub allowed_printers: Vec<String>,
+    /// How this node reaches its peers (set at start: TLS as this device once it is paired).
+    pub client: capsule_replica::PeerClient,
 }
 
 impl NodeConfig {
@@ -113,6 +115,7 @@ impl NodeConfig {
             print_wake: Arc::new(tokio::sync::Notify::new()),
             pairing: Arc::default(),
             allowed_printers: Vec::new(),
+            client: capsule_replica::PeerClient::plain(),
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     pub node_id: String,
     pub store: Arc<Store>,
+    /// Its identity, the roster it holds and this launch's key for its own screens.
+    pub trust: crate::trust::DeviceTrust,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -187,7 +192,7 @@ async fn prune_schedule(store: Arc<Store>) {
 
 /// Opens the store, starts the role's tasks and binds the server. Prints nothing; the CLI
 /// prints the `listening on` line.
-pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let elected = matches!(config.role, Role::Auto)
         || (config.role == Role::Screen && config.hub_url.is_none());
     let durability = match config.role {
@@ -196,7 +201,9 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         Role::Till | Role::Screen | Role::Auto => Durability::Replica,
     };
     let store = open_store(&config, durability).await?;
-    let identity = Arc::new(load_identity(&config).await?);
+    let trust = crate::trust::DeviceTrust::load(&config.data_dir, &store).await?;
+    config.client = trust.peers();
+    let identity = trust.identity.clone();
     let device_id = identity.device_id().to_string();
     tracing::info!(device = %device_id, "this device's identity");
     config.pairing.set_identity(
@@ -245,11 +252,19 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             printer_policy,
         )),
         tokio::spawn(prune_schedule(store.clone())),
+        trust.keep_roster(store.clone()),
     ];
     let router = if elected {
         store.set_authority(false);
-        let (router, tasks) =
-            crate::auto::start(store.clone(), &config, addr, &self_url, &device_id).await?;
+        let (router, tasks) = crate::auto::start(
+            store.clone(),
+            &config,
+            addr,
+            &self_url,
+            &device_id,
+            trust.roster.clone(),
+        )
+        .await?;
         background.extend(tasks);
         router
     } else {
@@ -262,6 +277,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let node_id = store.node_id().to_string();
                 let backup_state = parts.backup.clone();
                 let device_id = device_id.clone();
+                let roster = trust.roster.clone();
                 let status: StatusHandler = Arc::new(move || NodeStatus {
                     node_id: node_id.clone(),
                     role: "hub".into(),
@@ -282,6 +298,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                     hub_change: None,
                     history_copying: None,
                     device_id: Some(device_id.clone()),
+                    paired: roster.is_paired(),
+                    link_error: None,
                 });
                 with_ui(parts.router(&store, status), config.ui_dir.as_deref())
             }
@@ -307,6 +325,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let status_store = store.clone();
                 let light = config.light;
                 let device_id = device_id.clone();
+                let roster = trust.roster.clone();
                 let status: StatusHandler = Arc::new(move || {
                     let l = link.get();
                     let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
@@ -332,6 +351,8 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
                             .flatten()
                             .map(|at| at.entity),
                         device_id: Some(device_id.clone()),
+                        paired: roster.is_paired(),
+                        link_error: l.last_error,
                     }
                 });
                 let router = parts.router(&store, status);
@@ -341,7 +362,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     let router = capsule_server::guard::layer(
-        router,
+        trust.guard(router),
         capsule_server::guard::Hosts::for_this_machine(&config.allowed_hosts),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -354,23 +375,17 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
             let _ = rx.await;
         },
         limits,
+        Some(trust.server_tls()),
     ));
     Ok(RunningNode {
         addr,
         node_id: store.node_id().to_string(),
         store,
+        trust,
         shutdown: Some(tx),
         server,
         background,
     })
-}
-
-/// This device's key and certificate, made in the data directory at its first start.
-async fn load_identity(config: &NodeConfig) -> anyhow::Result<capsule_trust::Identity> {
-    let dir = config.data_dir.clone();
-    tokio::task::spawn_blocking(move || capsule_trust::Identity::load_or_create(&dir))
-        .await?
-        .context("cannot make or read this device's identity")
 }
 
 pub(crate) async fn open_store(
@@ -527,6 +542,7 @@ pub(crate) fn follower_parts(
     follow.silence_timeout = config.silence_timeout;
     follow.keep_mids = keep_mids;
     follow.role = role;
+    follow.peers = config.client.clone();
     let mut tasks = vec![
         tokio::spawn(capsule_replica::follow(
             store.clone(),
@@ -542,6 +558,7 @@ pub(crate) fn follower_parts(
             role,
             link,
             replica_metrics.clone(),
+            config.client.clone(),
         )),
     ];
     let extra: ExtraMetrics = Arc::new(move |text, json| {
@@ -556,7 +573,13 @@ pub(crate) fn follower_parts(
         .provisional_prefix
         .clone()
         .unwrap_or_else(|| default_prefix(store.node_id()));
-    let outbox = Arc::new(Outbox::new(store.clone(), target, on_change, prefix));
+    let outbox = Arc::new(Outbox::new(
+        store.clone(),
+        target,
+        on_change,
+        prefix,
+        config.client.clone(),
+    ));
     tasks.push(tokio::spawn(outbox.clone().run()));
     let mutations: MutationHandler = {
         let outbox = outbox.clone();

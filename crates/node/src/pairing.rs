@@ -1,8 +1,8 @@
 //! Pairing over HTTP: a paired node shows a 6-digit code ("Add a device"), a new device runs the
 //! exchange of `capsule_trust::pairing` against it (`tilld pair`), and the host writes both
 //! devices into the shop's roster (the synced `device` entity) through its own write path.
-//! Until the roster is enforced (TLS, gossip, the route guard) these routes are open like the
-//! rest of the API.
+//! The exchange itself is public (the route table's allowlist); offering a code is for the
+//! manager's PC or this machine's own screens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -87,6 +87,8 @@ pub fn router(pairing: Arc<Pairing>, store: Arc<Store>, mutations: MutationHandl
         .route("/api/pair/offer", post(offer))
         .route("/api/pair/hello", post(hello))
         .route("/api/pair/finish", post(finish))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}/revoke", post(revoke))
         .with_state(PairState {
             pairing,
             store,
@@ -243,6 +245,67 @@ async fn submit(s: &PairState, m: Mutation, peer: std::net::SocketAddr) -> Resul
     Ok(())
 }
 
+/// `GET /api/devices`: the shop's roster (no keys or certificates: ids, names, roles, dates).
+async fn devices(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.table_rows("device")).await??;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get("id"),
+                "name": r.get("name"),
+                "role": r.get("role"),
+                "paired_at": r.get("paired_at"),
+                "paired_by": r.get("paired_by"),
+                "revoked_at": r.get("revoked_at"),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "devices": list })))
+}
+
+/// `POST /api/devices/{id}/revoke`: removes a device from the shop. The roster row is signed
+/// again by this device with `revoked_at` set; every node that takes it closes the device's
+/// connections and refuses it from then on.
+async fn revoke(
+    State(s): State<PairState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let identity = s.pairing.me()?.identity.clone();
+    if id == identity.device_id().as_str() {
+        return Err(ApiError::bad_request(
+            "a device cannot remove itself: remove it from another hub-eligible device",
+        ));
+    }
+    let store = s.store.clone();
+    let key = id.clone();
+    let mut row = tokio::task::spawn_blocking(move || store.pull("device", &key, None))
+        .await??
+        .payload;
+    row.insert("id".into(), json!(id));
+    if row.get("revoked_at").is_some_and(|v| !v.is_null()) {
+        return Ok(Json(
+            json!({ "id": id, "revoked_at": row.get("revoked_at") }),
+        ));
+    }
+    let now = capsule_protocol::now_rfc3339();
+    row.retain(|k, _| roster::SIGNED_FIELDS.contains(&k.as_str()));
+    row.insert("revoked_at".into(), json!(now));
+    roster::sign_row(&identity, &mut row);
+    let m = Mutation {
+        mid: uuid::Uuid::now_v7().to_string(),
+        table: "device".into(),
+        action: Action::Save,
+        row,
+        base: None,
+    };
+    submit(&s, m, peer).await?;
+    tracing::info!(device = %id, "removed a device from the shop");
+    Ok(Json(json!({ "id": id, "revoked_at": now })))
+}
+
 /// A roster row for `d`, signed by this node.
 fn roster_row(
     identity: &Identity,
@@ -374,9 +437,25 @@ pub async fn join(args: crate::cli::PairArgs) -> Result<Details, JoinError> {
     .await?;
     let sealed: Vec<u8> = serde_json::from_value(sealed["sealed"].clone())
         .map_err(|e| JoinError::Failed(anyhow::anyhow!("an answer without its details: {e}")))?;
-    waiting
+    let host = waiting
         .open(&sealed)
-        .map_err(|e| JoinError::Refused(e.to_string()))
+        .map_err(|e| JoinError::Refused(e.to_string()))?;
+    // Kept so this device trusts the host (and speaks TLS to it) until the roster arrives.
+    let role = capsule_trust::DeviceRole::parse(&host.role).ok_or_else(|| {
+        JoinError::Failed(anyhow::anyhow!(
+            "the host named an unknown role '{}'",
+            host.role
+        ))
+    })?;
+    capsule_trust::Anchor {
+        device_id: host.device_id.clone(),
+        name: host.name.clone(),
+        role,
+        public_key: roster::encode(&host.public_key),
+    }
+    .save(&args.data)
+    .with_context(|| format!("cannot keep the pairing in {}", args.data.display()))?;
+    Ok(host)
 }
 
 /// A JSON answer, or why not: a 4xx is the other device refusing (its `error` said).

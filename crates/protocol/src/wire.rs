@@ -411,6 +411,13 @@ pub struct NodeStatus {
     /// will name it by).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+    /// Whether this device belongs to a roster (it then talks to the shop's devices only).
+    #[serde(default)]
+    pub paired: bool,
+    /// While a follower is offline: why its last try failed (the hub unreachable, or not
+    /// admitting this device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_error: Option<String>,
 }
 
 /// Which term a hub serves and what it took over: a follower whose data came from the hub and

@@ -56,6 +56,8 @@ pub struct FollowConfig {
     /// Ask the hub for zstd-compressed frames (on by default; the benchmark turns it off to
     /// measure the old system's uncompressed push).
     pub compressed_frames: bool,
+    /// How this node reaches the hub (TLS once paired).
+    pub peers: crate::PeerClient,
 }
 
 impl FollowConfig {
@@ -71,6 +73,7 @@ impl FollowConfig {
             silence_timeout: capsule_protocol::defaults::SILENCE,
             keep_mids: false,
             role: "till",
+            peers: crate::PeerClient::plain(),
             compressed_frames: true,
         }
     }
@@ -103,7 +106,6 @@ pub async fn follow(
     ui: OnChange,
     metrics: Arc<ReplicaMetrics>,
 ) {
-    let http = crate::peer_client();
     store.set_keeps_journal(config.keep_mids);
     let mut backoff = config.min_backoff;
     // Sessions that failed in a row without the stored position moving. A capsule this till
@@ -117,7 +119,9 @@ pub async fn follow(
             continue;
         };
         let mut config = config.clone();
-        config.hub_url = url.trim_end_matches('/').to_string();
+        // Each session looks again: a node paired since the last one speaks TLS from now on.
+        config.hub_url = config.peers.base(&url);
+        let http = config.peers.http().clone();
         let ctx = Ctx {
             store: &store,
             config: &config,
@@ -345,9 +349,9 @@ async fn session(ctx: &Ctx<'_>, force_snapshot: bool) -> Result<()> {
     let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(HUB_FRAME_LIMIT))
         .max_frame_size(Some(HUB_FRAME_LIMIT));
-    let (mut ws, _) = tokio::time::timeout(
+    let mut ws = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async_with_config(url, Some(limits), false),
+        ctx.config.peers.connect_ws(&url, limits),
     )
     .await
     .map_err(|_| ReplicaError::Unreachable("connect timed out".into()))?

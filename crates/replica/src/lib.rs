@@ -6,6 +6,7 @@
 //! commits the till's own writes locally first and drains them to the hub in order.
 
 mod backfill;
+mod client;
 mod follow;
 mod link;
 pub mod metrics;
@@ -13,6 +14,7 @@ mod outbox;
 mod report;
 
 pub use backfill::HISTORY_PAGE;
+pub use client::PeerClient;
 pub use follow::{FollowConfig, follow};
 pub use link::{Link, LinkState};
 pub use metrics::ReplicaMetrics;
@@ -86,21 +88,6 @@ impl HubTarget {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// The one HTTP client a node uses to talk to its peers (pulls, the outbox, reports): one
-/// connection pool, and the one place to add pairing and encryption. Callers set a timeout
-/// per request.
-pub fn peer_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .build()
-                .expect("a plain HTTP client builds")
-        })
-        .clone()
 }
 
 /// `http://host:port` -> `ws://host:port/ws`.

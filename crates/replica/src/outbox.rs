@@ -67,7 +67,8 @@ const MISSING_PARENT_WAIT_MS: i64 = 60_000;
 pub struct Outbox {
     store: Arc<Store>,
     hub: HubTarget,
-    http: reqwest::Client,
+    /// How the hub is reached (TLS once paired).
+    peers: crate::PeerClient,
     ui: OnChange,
     /// Provisional order numbers are `{prefix}-{n}`.
     prefix: String,
@@ -79,12 +80,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(store: Arc<Store>, hub: HubTarget, ui: OnChange, prefix: String) -> Outbox {
-        let http = crate::peer_client();
+    pub fn new(
+        store: Arc<Store>,
+        hub: HubTarget,
+        ui: OnChange,
+        prefix: String,
+        peers: crate::PeerClient,
+    ) -> Outbox {
         Outbox {
             store,
             hub,
-            http,
+            peers,
             ui,
             prefix,
             wake: Notify::new(),
@@ -331,7 +337,10 @@ impl Outbox {
     async fn reread(&self, touched: Vec<(String, String)>) {
         for (entity, id) in touched {
             let Some(hub) = self.hub.peek() else { return };
-            let url = format!("{hub}/api/entities?entity={entity}&ids={id}");
+            let url = format!(
+                "{}/api/entities?entity={entity}&ids={id}",
+                self.peers.base(&hub)
+            );
             let pull: BatchPull = match self.get(&url).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -359,8 +368,9 @@ impl Outbox {
             .peek()
             .ok_or_else(|| ReplicaError::Unreachable("no hub is known yet".into()))?;
         let resp = self
-            .http
-            .post(format!("{hub}/api/mutations"))
+            .peers
+            .http()
+            .post(format!("{}/api/mutations", self.peers.base(&hub)))
             .timeout(Duration::from_secs(10))
             .json(batch)
             .send()
@@ -371,7 +381,8 @@ impl Outbox {
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
         let resp = self
-            .http
+            .peers
+            .http()
             .get(url)
             .timeout(Duration::from_secs(10))
             .send()
@@ -389,6 +400,13 @@ async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result
             .await
             .map(|b| b.error)
             .unwrap_or_else(|e| e.to_string());
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The hub does not admit this device (not paired yet, or paired since with a
+            // roster it has not got): the write's fault is none, it waits in line.
+            return Err(ReplicaError::Unreachable(format!(
+                "the hub does not admit this device: {message}"
+            )));
+        }
         return Err(ReplicaError::Hub {
             status: status.as_u16(),
             message,

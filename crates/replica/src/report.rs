@@ -17,20 +17,21 @@ pub async fn report(
     role: &'static str,
     link: Link,
     metrics: Arc<ReplicaMetrics>,
+    peers: crate::PeerClient,
 ) {
-    let http = crate::peer_client();
     let mut tick = tokio::time::interval(REPORT_EVERY);
     loop {
         tick.tick().await;
         let Some(hub) = target.peek() else { continue };
-        let url = format!("{hub}/api/nodes/report");
+        let url = format!("{}/api/nodes/report", peers.base(&hub));
         let body = NodeReport {
             node_id: node_id.clone(),
             role: role.into(),
             state: Some(link.get().state.as_str().into()),
             replica: serde_json::to_value(metrics.to_json()).ok(),
         };
-        if let Err(e) = http
+        if let Err(e) = peers
+            .http()
             .post(&url)
             .timeout(Duration::from_secs(5))
             .json(&body)

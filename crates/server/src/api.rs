@@ -938,6 +938,7 @@ async fn ws(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     slot: Option<axum::Extension<crate::serve::ConnectionSlot>>,
+    device: Option<axum::Extension<crate::peers::PeerDevice>>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| {
         ApiError::bad_request(format!(
@@ -969,7 +970,15 @@ async fn ws(
         .on_upgrade(move |socket| async move {
             // The subscriber counts against the connection limits while it is connected.
             let _slot = slot;
-            serve_ws(socket, s.stream, store, params, peer).await
+            let served = serve_ws(socket, s.stream, store, params, peer);
+            match device {
+                // A device's subscription ends the moment it leaves the roster.
+                Some(axum::Extension(mut d)) => tokio::select! {
+                    () = served => {}
+                    () = d.closed() => {}
+                },
+                None => served.await,
+            }
         }))
 }
 

@@ -7,10 +7,12 @@
 //! pull parts with `GET /api/entities`. The building blocks are public so a till can serve the
 //! same read API and a local UI stream from its replica.
 
+pub mod access;
 pub mod api;
 pub mod error;
 pub mod guard;
 pub mod metrics;
+pub mod peers;
 pub mod publisher;
 pub mod serve;
 pub mod stream;
@@ -94,4 +96,5 @@ impl Hub {
     }
 }
 
+pub use peers::{DeviceConnections, PeerDevice, PeerTls};
 pub use serve::{Limits, connection_capacity, serve};

@@ -7,8 +7,9 @@
 //! which also closes keep-alive connections that stay idle that long; a request body must
 //! arrive within [`Limits::body_timeout`]. Accept errors such as running out of file
 //! descriptors pause the loop briefly instead of spinning, and connections already admitted
-//! keep being served. Peer traffic (pairing and encryption later) goes through here, so it
-//! can be secured in one place.
+//! keep being served. A paired node's peers speak TLS 1.3 on the same port (see
+//! [`crate::peers`]): their connections carry the device they belong to, and end the moment
+//! it is revoked.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +25,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
+
+use crate::peers::{PeerDevice, PeerTls};
 
 /// Connection limits of a node's server; one place for their defaults.
 #[derive(Debug, Clone, Copy)]
@@ -141,12 +144,15 @@ async fn refuse(mut stream: TcpStream, why: String) {
     .await;
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` resolves.
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves; with `tls`, a
+/// connection that opens with a TLS handshake is served over TLS 1.3 (paired devices), the
+/// others as plain HTTP (browsers on this machine, pairing).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
+    tls: Option<PeerTls>,
 ) -> std::io::Result<()> {
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_timeout,
@@ -182,42 +188,123 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
-        let router = router.clone();
-        let mut stop = stop_rx.clone();
-        let slot = ConnectionSlot(Arc::new(slot));
+        let conn = Conn {
+            router: router.clone(),
+            peer,
+            slot: ConnectionSlot(Arc::new(slot)),
+            limits,
+            stop: stop_rx.clone(),
+        };
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let service = TowerToHyperService::new(router.map_request(
-                move |mut req: axum::http::Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req.extensions_mut().insert(slot.clone());
-                    req
-                },
-            ));
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(64 * 1024);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(DRAIN, conn).await;
-                }
+            match tls {
+                Some(tls) => conn.serve_either(stream, tls).await,
+                None => conn.serve(stream, None).await,
             }
         });
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
+}
+
+/// One admitted connection, before its protocol is known.
+struct Conn {
+    router: Router,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    limits: Limits,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Conn {
+    /// Reads the first byte (without taking it) to tell TLS from plain HTTP, then serves it.
+    async fn serve_either(self, stream: TcpStream, tls: PeerTls) {
+        let mut first = [0u8; 1];
+        let peeked =
+            tokio::time::timeout(self.limits.header_timeout, stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            return;
+        }
+        if first[0] != crate::peers::TLS_HANDSHAKE {
+            return self.serve(stream, None).await;
+        }
+        let handshake =
+            tokio::time::timeout(self.limits.header_timeout, tls.acceptor.accept(stream)).await;
+        let stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                // Not a roster member, revoked, or not TLS 1.3: nothing is served.
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => return,
+        };
+        let device = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(capsule_trust::tls::peer_device)
+            .map(|id| {
+                let closed = tls.connections.open(&id);
+                PeerDevice::new(id, closed)
+            });
+        self.serve(stream, device).await
+    }
+
+    /// Serves HTTP/1.1 (and upgrades) on `io` until it ends, the server stops, or the device
+    /// it belongs to leaves the roster.
+    async fn serve<I>(self, io: I, device: Option<PeerDevice>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            router,
+            peer,
+            slot,
+            limits,
+            mut stop,
+        } = self;
+        let on_request = device.clone();
+        let service = TowerToHyperService::new(router.map_request(
+            move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(slot.clone());
+                if let Some(d) = &on_request {
+                    req.extensions_mut().insert(d.clone());
+                }
+                req
+            },
+        ));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(64 * 1024);
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let revoked = async {
+            match device {
+                Some(mut d) => d.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN, conn).await;
+            }
+            // Dropped at once: a revoked device gets no more answers.
+            () = revoked => {}
+        }
+    }
 }
 
 /// The peer address of a request served by [`serve`].

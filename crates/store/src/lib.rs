@@ -41,6 +41,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 mod walvfs;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

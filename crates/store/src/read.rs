@@ -351,7 +351,7 @@ impl Store {
         })
     }
 
-    fn table_def(&self, table: &str) -> Result<&capsule_protocol::TableDef> {
+    pub(crate) fn table_def(&self, table: &str) -> Result<&capsule_protocol::TableDef> {
         self.schema
             .table(table)
             .ok_or_else(|| StoreError::NotFound(format!("unknown table '{table}'")))

@@ -101,7 +101,9 @@ struct State {
 impl State {
     /// The roster has arrived here once it names this device; the anchor is then not needed.
     fn synced(&self) -> bool {
-        self.me.as_ref().is_some_and(|me| self.members.contains_key(me))
+        self.me
+            .as_ref()
+            .is_some_and(|me| self.members.contains_key(me))
     }
 
     fn live(&self, id: &DeviceId) -> Option<&Member> {
@@ -217,8 +219,7 @@ impl Roster {
     /// Whether the roster names this device revoked (it then serves no one and follows no one).
     pub fn is_revoked(&self) -> bool {
         let s = self.read();
-        s.me
-            .as_ref()
+        s.me.as_ref()
             .and_then(|me| s.members.get(me))
             .is_some_and(|m| m.revoked)
     }

@@ -169,7 +169,7 @@ fn key_of(identity: &Identity) -> PrivateKeyDer<'static> {
 
 /// This node's server side: TLS 1.3 only, its own certificate, members' certificates asked for.
 pub fn server_config(identity: &Identity, roster: Roster) -> Arc<ServerConfig> {
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("ring supports TLS 1.3")
         .with_client_cert_verifier(Arc::new(RosterVerifier::new(roster)))
@@ -178,6 +178,10 @@ pub fn server_config(identity: &Identity, roster: Roster) -> Arc<ServerConfig> {
             key_of(identity),
         )
         .expect("the device certificate matches its key");
+    // No resumption: a resumed session skips the certificate check, and a device removed
+    // from the roster must not come back on a ticket from before.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Arc::new(config)
 }
 
@@ -193,6 +197,7 @@ pub fn client_config(identity: &Identity, roster: Roster) -> Arc<ClientConfig> {
             key_of(identity),
         )
         .expect("the device certificate matches its key");
+    config.resumption = rustls::client::Resumption::disabled();
     // HTTP/1.1 only: the node's server speaks nothing else.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
@@ -309,6 +314,22 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_device_removed_after_a_handshake_cannot_resume_that_session() {
+        let ((_a, hub), (_b, till)) = (identity(), identity());
+        let roster = Roster::new(hub.device_id().clone(), None);
+        roster.reload(&[row(&hub, false), row(&till, false)]);
+        let (server, client) = (
+            server_config(&hub, roster.clone()),
+            client_config(&till, roster.clone()),
+        );
+        assert!(handshake(server.clone(), client.clone()).is_ok());
+        roster.reload(&[row(&hub, false), row(&till, true)]);
+        // The same client (its session cache) and server: a resumed session would skip the
+        // certificate check.
+        assert!(handshake(server, client).is_err());
     }
 
     #[test]

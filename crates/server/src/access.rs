@@ -1,0 +1,355 @@
+//! Who may call what on a paired node: the credential a request carries and the one table that
+//! says, for every route, which callers it serves. An unpaired node (a shop from before
+//! pairing, or one not set up yet) serves everyone, as it always did; once it belongs to a
+//! roster, a request is served only if the table allows its caller:
+//!
+//! - a paired device, by the certificate it showed over TLS (a live roster member; its role
+//!   decides: a kitchen screen follows and bumps, a till sells and reports, a hub-eligible
+//!   device also manages);
+//! - this machine's own screens, by the launch key `tilld` writes to `local.key` in its data
+//!   directory (a header or an HttpOnly cookie, and from a loopback address only);
+//! - anyone, for the public routes: health, the steps of pairing, the UI's static files.
+//!
+//! No credential (or a removed device's) is a 401; a credential of the wrong role a 403 naming
+//! the role needed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use capsule_trust::{DeviceRole, Roster};
+
+use crate::error::ApiError;
+use crate::peers::PeerDevice;
+
+/// Who a route serves, from the widest to the narrowest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Anyone: health, pairing, the UI's files.
+    Public,
+    /// Any paired device (a kitchen screen too): following the hub, its own writes.
+    Device,
+    /// Tills and hub-eligible devices: selling, printing, reports, the outbox.
+    Till,
+    /// Hub-eligible devices (the manager's PC): the Z, the roster, engineering switches.
+    Manager,
+}
+
+/// The route table: method, path (`{x}` matches one segment, `{*x}` the rest) and access.
+/// Anything under `/api`, `/ws` or `/metrics` that is not here is for this machine only.
+pub const ROUTES: &[(Method, &str, Access)] = &[
+    (Method::GET, "/healthz", Access::Public),
+    (Method::GET, "/api/pair", Access::Public),
+    (Method::POST, "/api/pair/hello", Access::Public),
+    (Method::POST, "/api/pair/finish", Access::Public),
+    (Method::GET, "/ws", Access::Device),
+    (Method::GET, "/api/status", Access::Device),
+    (Method::GET, "/api/schema", Access::Device),
+    (Method::GET, "/api/openapi.json", Access::Device),
+    (Method::POST, "/api/pull", Access::Device),
+    (Method::GET, "/api/entities", Access::Device),
+    (Method::GET, "/api/entities/{entity}/{id}", Access::Device),
+    (Method::GET, "/api/snapshot", Access::Device),
+    (Method::GET, "/api/backfill", Access::Device),
+    (Method::GET, "/api/changes", Access::Device),
+    (Method::GET, "/api/changed", Access::Device),
+    (Method::GET, "/api/journal", Access::Device),
+    (Method::GET, "/api/working-set", Access::Device),
+    (Method::GET, "/api/tables/{table}", Access::Device),
+    (Method::GET, "/api/orders", Access::Device),
+    (Method::GET, "/api/print/jobs", Access::Device),
+    (Method::POST, "/api/nodes/report", Access::Device),
+    // A kitchen screen bumps kitchen work through it; what each role may write is the staff
+    // issue's permission check, in the core.
+    (Method::POST, "/api/mutations", Access::Device),
+    (
+        Method::POST,
+        "/api/orders/{id}/send-to-kitchen",
+        Access::Till,
+    ),
+    (Method::POST, "/api/orders/{id}/receipt", Access::Till),
+    (Method::POST, "/api/batches/{id}/tickets", Access::Till),
+    (Method::GET, "/api/reports/x", Access::Till),
+    (Method::POST, "/api/reports/x/print", Access::Till),
+    (Method::GET, "/api/reports/z", Access::Till),
+    (Method::GET, "/api/reports/z/{number}", Access::Till),
+    (Method::POST, "/api/reports/z/{number}/print", Access::Till),
+    (Method::GET, "/api/outbox", Access::Till),
+    (Method::POST, "/api/outbox/{mid}/retry", Access::Till),
+    (Method::POST, "/api/outbox/{mid}/discard", Access::Till),
+    (Method::POST, "/api/reports/z", Access::Manager),
+    (Method::POST, "/api/pair/offer", Access::Manager),
+    (Method::GET, "/api/devices", Access::Device),
+    (Method::POST, "/api/devices/{id}/revoke", Access::Manager),
+    (Method::GET, "/api/admin/modes", Access::Manager),
+    (Method::POST, "/api/admin/modes", Access::Manager),
+    (Method::GET, "/metrics", Access::Manager),
+    (Method::GET, "/api/metrics", Access::Manager),
+];
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut pat = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return true,
+            (Some(p), Some(_)) if p.starts_with("{*") => return true,
+            (Some(p), Some(g)) if p.starts_with('{') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(p), Some(g)) if p == g => {}
+            _ => return false,
+        }
+    }
+}
+
+/// What the table says of a request; `None`: for this machine's own screens only.
+pub fn access_of(method: &Method, path: &str) -> Option<Access> {
+    let api = path.starts_with("/api") || path.starts_with("/ws") || path == "/metrics";
+    if !api {
+        // The UI's files (and its pages' routes): public, like a shop's menu board.
+        return Some(Access::Public);
+    }
+    ROUTES
+        .iter()
+        .find(|(m, p, _)| m == method && matches(p, path))
+        .map(|(_, _, a)| *a)
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A live roster member, over TLS.
+    Device(DeviceRole),
+    /// A device that was a member when it connected and is not any more.
+    Revoked,
+    /// This machine's own screens (the launch key, from loopback).
+    Local,
+    Anonymous,
+}
+
+impl Caller {
+    fn may(&self, access: Access) -> bool {
+        match (self, access) {
+            (_, Access::Public) | (Caller::Local, _) => true,
+            (Caller::Device(_), Access::Device) => true,
+            (Caller::Device(r), Access::Till) => *r != DeviceRole::Screen,
+            (Caller::Device(r), Access::Manager) => *r == DeviceRole::HubEligible,
+            _ => false,
+        }
+    }
+}
+
+/// The key this launch of the node gave its own screens (random, 256 bits, hex).
+#[derive(Clone)]
+pub struct LocalKey(Arc<str>);
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalKey(..)")
+    }
+}
+
+/// The cookie a browser on this machine keeps the launch key in.
+pub const KEY_COOKIE: &str = "capsule_key";
+
+impl LocalKey {
+    pub fn new(key: String) -> LocalKey {
+        LocalKey(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compared in constant time: a guest cannot learn it a byte at a time.
+    fn is(&self, offered: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The key a request offers: `Authorization: Bearer`, or the cookie.
+    fn offered(headers: &HeaderMap) -> Option<&str> {
+        if let Some(bearer) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            return Some(bearer.trim());
+        }
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == KEY_COOKIE)
+            .map(|(_, v)| v)
+    }
+}
+
+/// What the access check needs: this node's roster and its launch key.
+#[derive(Clone, Debug)]
+pub struct AccessPolicy {
+    pub roster: Roster,
+    pub local_key: LocalKey,
+}
+
+impl AccessPolicy {
+    /// Who sent `req`.
+    pub fn caller(&self, req: &Request) -> Caller {
+        if let Some(d) = req.extensions().get::<PeerDevice>() {
+            return match self.roster.live(&d.id) {
+                Some(m) => Caller::Device(m.role),
+                None => Caller::Revoked,
+            };
+        }
+        let loopback = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+        match LocalKey::offered(req.headers()) {
+            Some(k) if loopback && self.local_key.is(k) => Caller::Local,
+            _ => Caller::Anonymous,
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    ApiError::new(status, message).into_response()
+}
+
+/// The middleware: serves a request only if the route table allows its caller.
+pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: Next) -> Response {
+    if !policy.roster.is_paired() {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    let access = access_of(req.method(), &path);
+    let caller = policy.caller(&req);
+    // A browser on this machine opens the link `tilld` printed (`/?key=...`) once: the key moves
+    // into an HttpOnly cookie and out of the address bar.
+    if caller != Caller::Local
+        && let Some(key) = req
+            .uri()
+            .query()
+            .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"))
+            .map(|(_, v)| v.into_owned())
+        && access == Some(Access::Public)
+    {
+        let loopback = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+        if loopback && policy.local_key.is(&key) {
+            return (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, path.clone()),
+                    (
+                        header::SET_COOKIE,
+                        format!("{KEY_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/"),
+                    ),
+                ],
+            )
+                .into_response();
+        }
+    }
+    match (access, &caller) {
+        (Some(a), c) if c.may(a) => next.run(req).await,
+        (None, Caller::Local) => next.run(req).await,
+        (_, Caller::Anonymous) => refuse(
+            StatusCode::UNAUTHORIZED,
+            "this node serves the shop's paired devices only: pair this device (\"Add a device\" on the manager's PC, then tilld pair), or open the link tilld printed on this machine".into(),
+        ),
+        // 401 like any caller without credentials: its writes wait, they are not refused.
+        (_, Caller::Revoked) => refuse(
+            StatusCode::UNAUTHORIZED,
+            "this device was removed from the shop".into(),
+        ),
+        (a, _) => refuse(
+            StatusCode::FORBIDDEN,
+            match a {
+                Some(Access::Till) => "only a till or the manager's PC may do this".into(),
+                Some(Access::Manager) => "only the manager's PC may do this".into(),
+                _ => "only this machine's own screens may do this".into(),
+            },
+        ),
+    }
+}
+
+/// Applies [`check`] to a router.
+pub fn layer(router: axum::Router, policy: AccessPolicy) -> axum::Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(policy),
+        check,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_one_segment_per_placeholder() {
+        assert!(matches(
+            "/api/entities/{entity}/{id}",
+            "/api/entities/order_header/1"
+        ));
+        assert!(!matches(
+            "/api/entities/{entity}/{id}",
+            "/api/entities/order_header"
+        ));
+        assert!(!matches("/api/entities/{entity}/{id}", "/api/entities//1"));
+        assert!(!matches("/api/reports/z", "/api/reports/z/1"));
+        assert_eq!(access_of(&Method::GET, "/till"), Some(Access::Public));
+        assert_eq!(
+            access_of(&Method::POST, "/api/reports/z"),
+            Some(Access::Manager)
+        );
+        assert_eq!(
+            access_of(&Method::GET, "/api/reports/z"),
+            Some(Access::Till)
+        );
+        assert_eq!(access_of(&Method::DELETE, "/api/reports/z"), None);
+        assert_eq!(access_of(&Method::GET, "/api/nothing"), None);
+    }
+
+    #[test]
+    fn each_role_reaches_its_routes_and_no_further() {
+        let screen = Caller::Device(DeviceRole::Screen);
+        let till = Caller::Device(DeviceRole::Till);
+        let manager = Caller::Device(DeviceRole::HubEligible);
+        for c in [&screen, &till, &manager, &Caller::Local] {
+            assert!(c.may(Access::Device), "{c:?}");
+        }
+        assert!(!screen.may(Access::Till));
+        assert!(till.may(Access::Till) && !till.may(Access::Manager));
+        assert!(manager.may(Access::Manager));
+        for c in [&Caller::Anonymous, &Caller::Revoked] {
+            assert!(c.may(Access::Public) && !c.may(Access::Device), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_launch_key_is_taken_from_a_bearer_header_or_the_cookie_only() {
+        let key = LocalKey::new("k".repeat(64));
+        let mut h = HeaderMap::new();
+        assert_eq!(LocalKey::offered(&h), None);
+        h.insert(
+            header::COOKIE,
+            format!("a=b; {KEY_COOKIE}={}", "k".repeat(64))
+                .parse()
+                .unwrap(),
+        );
+        assert!(key.is(LocalKey::offered(&h).unwrap()));
+        h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert!(!key.is(LocalKey::offered(&h).unwrap()));
+        assert!(!key.is(""));
+    }
+}
