@@ -94,6 +94,8 @@ impl Net {
             ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
             ip(&["link", "set", &peer, "netns", &ns]);
             ip(&["-n", &ns, "link", "set", &peer, "name", "eth0"]);
+            // A machine's loopback is always up; a new namespace's is not.
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
             ip(&[
                 "-n",
                 &ns,

@@ -4,11 +4,13 @@
 //! mDNS only introduces nodes; liveness is what the gossip says. Each node gossips a few keys
 //! (its URL, name, priority, freshness, term, the term it is hub of); [`election::decide`]
 //! turns one node's view into what it should be. Gossip goes over UDP on the same port number
-//! as the node's HTTP server; this module is the one place that traffic is made, so securing
-//! it later (pairing, encryption) happens here, through chitchat's `Transport`.
+//! as the node's HTTP server; this module is the one place that traffic is made. Once the node
+//! is paired, every datagram is signed with its roster key and only live members' datagrams are
+//! taken ([`secure`], chitchat's `Transport`), and only hub-eligible members may lead.
 
 pub mod election;
 pub mod log_budget;
+pub mod secure;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,12 +53,15 @@ pub struct MeshConfig {
     pub mdns: bool,
     /// A shop's nodes gossip only with nodes of the same cluster.
     pub cluster: String,
+    /// This device's key and the roster: gossip is signed once the node is paired.
+    pub trust: Option<secure::GossipTrust>,
 }
 
 /// This node's membership in the mesh.
 pub struct Mesh {
     handle: Arc<ChitchatHandle>,
     self_id: ChitchatId,
+    trust: Option<secure::GossipTrust>,
     _mdns: Option<mdns_sd::ServiceDaemon>,
 }
 
@@ -73,6 +78,8 @@ mod key {
     pub const HANDOVER_TO: &str = "handover_to";
     pub const PREV_HUB: &str = "prev_hub";
     pub const PREV_TERM: &str = "prev_term";
+    /// The node's device id (its roster key's hash).
+    pub const DEVICE: &str = "device";
 }
 
 /// Changes to what this node gossips about itself.
@@ -130,9 +137,24 @@ impl Mesh {
             (key::HANDOVER_TO.to_string(), String::new()),
             (key::PREV_HUB.to_string(), String::new()),
             (key::PREV_TERM.to_string(), "0".to_string()),
+            (
+                key::DEVICE.to_string(),
+                config
+                    .trust
+                    .as_ref()
+                    .map(|t| t.identity.device_id().to_string())
+                    .unwrap_or_default(),
+            ),
         ];
-        let handle =
-            Arc::new(chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?);
+        let handle = Arc::new(match &config.trust {
+            Some(trust) => {
+                let transport = secure::SignedUdp {
+                    trust: trust.clone(),
+                };
+                chitchat::spawn_chitchat(chitchat_config, initial, &transport).await?
+            }
+            None => chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await?,
+        });
         let mdns = if config.mdns {
             match start_mdns(&config, handle.clone()) {
                 Ok(d) => Some(d),
@@ -147,6 +169,7 @@ impl Mesh {
         Ok(Mesh {
             handle,
             self_id,
+            trust: config.trust.clone(),
             _mdns: mdns,
         })
     }
@@ -199,7 +222,9 @@ impl Mesh {
             if state.get(key::URL).is_none() {
                 continue;
             }
-            let m = member(&id, state);
+            let Some(m) = self.admitted(member(&id, state), state) else {
+                continue;
+            };
             match others.get(&m.node_id) {
                 Some((g, _)) if *g >= id.generation_id => {}
                 _ => {
@@ -234,7 +259,9 @@ impl Mesh {
             if state.get(key::URL).is_none() {
                 continue;
             }
-            let m = member(id, state);
+            let Some(m) = self.admitted(member(id, state), state) else {
+                continue;
+            };
             let is_live = live.contains(id);
             match out.get(&m.node_id) {
                 Some((g, _, _)) if *g >= id.generation_id => {}
@@ -244,6 +271,20 @@ impl Mesh {
             }
         }
         out.into_values().map(|(_, m, l)| (m, l)).collect()
+    }
+
+    /// `m` as a paired node may count it: only a live roster member, and only a hub-eligible
+    /// one may lead (a till or screen that says it may is not believed).
+    fn admitted(&self, mut m: Member, state: &chitchat::NodeState) -> Option<Member> {
+        let Some(trust) = self.trust.as_ref().filter(|t| t.roster.is_paired()) else {
+            return Some(m);
+        };
+        let device = state
+            .get(key::DEVICE)
+            .and_then(|d| capsule_trust::DeviceId::try_from(d.to_string()).ok())?;
+        let role = trust.roster.live(&device)?.role;
+        m.eligible &= role == capsule_trust::DeviceRole::HubEligible;
+        Some(m)
     }
 
     /// Gossips with `addr` now (a peer just discovered).

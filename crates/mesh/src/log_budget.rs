@@ -97,8 +97,9 @@ pub fn log_summary() {
     );
 }
 
-/// The counters as Prometheus text.
+/// The counters as Prometheus text (with the signed gossip's drops).
 pub fn render(out: &mut String) {
+    crate::secure::render(out);
     for (name, help, v) in [
         (
             "capsule_gossip_log_events_total",

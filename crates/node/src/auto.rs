@@ -69,6 +69,7 @@ pub(crate) async fn start(
     addr: SocketAddr,
     self_url: &str,
     device_id: &str,
+    identity: Arc<capsule_trust::Identity>,
     roster: capsule_trust::Roster,
 ) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let eligible = config.role == Role::Auto;
@@ -90,6 +91,10 @@ pub(crate) async fn start(
             peers: config.peers.iter().map(|p| peer_addr(p)).collect(),
             mdns: config.mdns,
             cluster: format!("capsule-pos/{}", config.shop),
+            trust: Some(capsule_mesh::secure::GossipTrust {
+                identity,
+                roster: roster.clone(),
+            }),
         },
         store.freshness()?,
         store.term()?,

@@ -262,6 +262,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             addr,
             &self_url,
             &device_id,
+            trust.identity.clone(),
             trust.roster.clone(),
         )
         .await?;

@@ -227,7 +227,7 @@ const P256_SPKI_HEADER: [u8; 26] = [
 ];
 
 /// Whether `signature` is `spki_der`'s signature of `message` (false for any other key type).
-pub(crate) fn verify(spki_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+pub fn verify(spki_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
     if spki_der.len() != 91 || spki_der[..26] != P256_SPKI_HEADER {
         return false;
     }
