@@ -259,3 +259,121 @@ fn removing_a_device_closes_its_connections_within_a_second_and_keeps_it_out() {
         400
     );
 }
+
+#[test]
+fn a_paired_shop_follows_only_its_own_devices_and_fails_over_over_tls_within_3_s() {
+    let shop = Shop::new(3);
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    wait_until(Duration::from_secs(30), "the manager's PC leads", || {
+        status(&manager)["role"] == "hub"
+    });
+    shop.pair(&manager, 1, "Till 1", "hub-eligible");
+    let till = shop.start(1, "Till 1", &["--priority", "5"]);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(30));
+    assert_eq!(status(&manager)["paired"], true);
+    assert_eq!(status(&till)["paired"], true);
+
+    // A guest's laptop on the shop's network, naming the shop, asking to lead.
+    let guest = shop.start(2, "Guest laptop", &["--priority", "1000"]);
+    let dropped = "capsule_gossip_dropped_total{reason=\"unsigned\"}";
+    wait_until(
+        Duration::from_secs(20),
+        "the guest's gossip is dropped",
+        || manager.prometheus(dropped) > 0.0 && till.prometheus(dropped) > 0.0,
+    );
+    let shift_id = new_id();
+    manager.apply(&[shift(&shift_id)]);
+    wait_to_hold(&[&till], "shift", &shift_id);
+    let order = new_id();
+    sale(&till, &shift_id, &order);
+    wait_until(
+        Duration::from_secs(20),
+        "the sale reached the manager's PC",
+        || manager.get(&format!("/api/entities/order/{order}")).0 == 200,
+    );
+    for n in [&manager, &till] {
+        let s = status(n);
+        assert_eq!(s["hub_url"], manager.url.as_str(), "{s}");
+        assert!(
+            s["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["name"] != "Guest laptop"),
+            "the guest is not even seen: {s}"
+        );
+    }
+    assert_eq!(guest.get(&format!("/api/entities/order/{order}")).0, 404);
+
+    // The manager's PC dies: the till takes over, over TLS, and the guest still leads no one.
+    let killed = Instant::now();
+    manager.kill9();
+    wait_until(Duration::from_secs(10), "the till takes over", || {
+        status(&till)["role"] == "hub"
+    });
+    let took = killed.elapsed();
+    eprintln!("failover with TLS and signed gossip: {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let after = new_id();
+    sale(&till, &shift_id, &after);
+    assert_eq!(guest.get(&format!("/api/entities/order/{after}")).0, 404);
+}
+
+#[test]
+fn garbage_forged_oversized_and_replayed_gossip_is_dropped_and_counted_with_the_shop_unharmed() {
+    let shop = Shop::new(2);
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    wait_until(Duration::from_secs(30), "the manager's PC leads", || {
+        status(&manager)["role"] == "hub"
+    });
+    shop.pair(&manager, 1, "Till 1", "till");
+    let till = shop.start(1, "Till 1", &[]);
+    wait_for_hub(&manager, &[&till], Duration::from_secs(30));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |bytes: &[u8]| {
+        udp.send_to(bytes, ("127.0.0.1", manager.port())).unwrap();
+    };
+    let count = |reason: &str| {
+        manager.prometheus(&format!(
+            "capsule_gossip_dropped_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let before: Vec<f64> = ["unsigned", "not_a_member", "bad_signature", "replayed"]
+        .iter()
+        .map(|r| count(r))
+        .collect();
+    // Garbage, and the largest datagram there is.
+    send(b"\x00\x01garbage");
+    send(&vec![0xA5; 65_507]);
+    // Signed by a device outside the roster.
+    let guest = Identity::load_or_create(&shop.dir.path().join("guest")).unwrap();
+    send(&capsule_mesh::secure::seal(&guest, 1, 1, b"hello"));
+    // The till's own key (a stolen copy): one datagram, then the same again, then altered.
+    let till_key = Identity::load_or_create(&shop.data(1)).unwrap();
+    let real = capsule_mesh::secure::seal(&till_key, 1, 1, b"hello");
+    send(&real);
+    send(&real);
+    let mut altered = real.clone();
+    altered[100] ^= 1;
+    send(&altered);
+    wait_until(
+        Duration::from_secs(10),
+        "every bad datagram counted",
+        || {
+            count("unsigned") >= before[0] + 2.0
+                && count("not_a_member") > before[1]
+                && count("bad_signature") > before[2]
+                && count("replayed") > before[3]
+        },
+    );
+    // Unharmed: the same hub, followed, selling.
+    let shift_id = new_id();
+    manager.apply(&[shift(&shift_id)]);
+    wait_to_hold(&[&till], "shift", &shift_id);
+    let order = new_id();
+    sale(&till, &shift_id, &order);
+    wait_until(Duration::from_secs(20), "the sale reached the hub", || {
+        manager.get(&format!("/api/entities/order/{order}")).0 == 200
+    });
+    assert_eq!(status(&till)["hub_url"], manager.url.as_str());
+}

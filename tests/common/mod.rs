@@ -273,6 +273,18 @@ pub fn open_order(node: &Node, shift: &str, order: &str, order_no: i64) {
 
 impl Node {
     /// A number from this node's `/api/metrics` JSON, by path (`replica.rest_requests`).
+    /// A Prometheus sample from `/metrics` (`name{labels}` as written there), 0 when absent.
+    pub fn prometheus(&self, sample: &str) -> f64 {
+        let text = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn metric(&self, path: &str) -> f64 {
         let (_, m) = self.get("/api/metrics");
         let mut v = &m;
@@ -341,6 +353,16 @@ impl Shop {
         }
     }
 
+    /// Node `i`'s data directory.
+    pub fn data(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
+    }
+
+    /// Pairs node `i` (not started yet) with `host` as `role`.
+    pub fn pair(&self, host: &Node, i: usize, name: &str, role: &str) {
+        pair_with(host, &self.data(i), name, role);
+    }
+
     /// Starts node `i` of the shop, every other node as a static peer, no mDNS.
     pub fn start(&self, i: usize, name: &str, extra: &[&str]) -> Node {
         let listen = format!("127.0.0.1:{}", self.ports[i]);
@@ -363,7 +385,7 @@ impl Shop {
             args.extend(["--peer", p.as_str()]);
         }
         args.extend(extra);
-        Node::spawn(&self.dir.path().join(format!("node-{i}")), &args)
+        Node::spawn(&self.data(i), &args)
     }
 }
 

@@ -397,7 +397,7 @@ pub fn render(out: &mut String) {
             "capsule_gossip_dropped_total",
             "counter",
             "gossip datagrams a paired node dropped, by reason",
-            &format!("reason=\"{reason}\""),
+            &format!("{{reason=\"{reason}\"}}"),
             v.load(Ordering::Relaxed) as f64,
         );
     }
