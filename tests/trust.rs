@@ -377,3 +377,72 @@ fn garbage_forged_oversized_and_replayed_gossip_is_dropped_and_counted_with_the_
     });
     assert_eq!(status(&till)["hub_url"], manager.url.as_str());
 }
+
+/// The transition rule: a shop from before pairing sells as it did; the first device the
+/// manager's PC pairs makes it a paired shop, which from then on serves paired devices only.
+/// A till not paired yet keeps selling into its queue and drains the moment it is paired.
+#[test]
+fn an_unpaired_shop_pairs_its_tills_one_by_one_while_selling_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--name", "Manager PC"],
+    );
+    let till_a = Node::till(&dir.path().join("a"), &hub);
+    let till_b = Node::till(&dir.path().join("b"), &hub);
+    let shift_id = new_id();
+    hub.apply(&[shift(&shift_id)]);
+    wait_to_hold(&[&till_a, &till_b], "shift", &shift_id);
+    let reaches_hub = |order: &str| {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{order} at the hub"),
+            || hub.get(&format!("/api/entities/order/{order}")).0 == 200,
+        );
+    };
+    let (a1, b1) = (new_id(), new_id());
+    sale(&till_a, &shift_id, &a1);
+    sale(&till_b, &shift_id, &b1);
+    reaches_hub(&a1);
+    reaches_hub(&b1);
+
+    // The manager's PC pairs till A, which is running and selling.
+    let join = |till: &Node| {
+        let body = json!({"code": new_code(&hub), "peer": hub.url}).to_string();
+        let (code, answer) = till.post_raw("/api/pair/join", &body);
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(answer["paired_with"], "Manager PC");
+    };
+    join(&till_a);
+    assert_eq!(status(&till_a)["paired"], true);
+    wait_until(Duration::from_secs(10), "the hub is a paired shop", || {
+        anonymous(&hub, &reqwest::Method::GET, "/api/snapshot").0 == 401
+    });
+    let (a2, b2) = (new_id(), new_id());
+    sale(&till_a, &shift_id, &a2);
+    sale(&till_b, &shift_id, &b2);
+    reaches_hub(&a2);
+    wait_until(
+        Duration::from_secs(20),
+        "till B is refused until it is paired",
+        || {
+            let s = status(&till_b);
+            s["pending"].as_i64() > Some(0)
+                && s["link_error"].as_str().is_some_and(|e| e.contains("401"))
+        },
+    );
+    assert_eq!(hub.get(&format!("/api/entities/order/{b2}")).0, 404);
+
+    // Till B is paired: what it sold meanwhile drains.
+    join(&till_b);
+    reaches_hub(&b2);
+    wait_until(Duration::from_secs(20), "both tills drained", || {
+        [&till_a, &till_b].iter().all(|t| status(t)["pending"] == 0)
+    });
+    for t in [&till_a, &till_b] {
+        assert_eq!(status(t)["rejected"], 0, "nothing refused");
+    }
+    assert_eq!(orders(&hub).len(), 4);
+    assert_eq!(count(&hub.db(), "order_line"), 4, "nothing doubled");
+    assert_eq!(count(&hub.db(), "order_payment"), 4);
+}

@@ -207,7 +207,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let device_id = identity.device_id().to_string();
     tracing::info!(device = %device_id, "this device's identity");
     config.pairing.set_identity(
-        identity.clone(),
+        &trust,
         config
             .name
             .clone()
@@ -217,6 +217,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             Role::Till => "till",
             Role::Screen => "screen",
         },
+        config.data_dir.clone(),
     );
     let listener = TcpListener::bind(config.listen)
         .await

@@ -35,6 +35,8 @@ struct Me {
     identity: Arc<Identity>,
     name: String,
     role: &'static str,
+    data_dir: std::path::PathBuf,
+    trust: crate::trust::DeviceTrust,
 }
 
 impl std::fmt::Debug for Pairing {
@@ -44,12 +46,20 @@ impl std::fmt::Debug for Pairing {
 }
 
 impl Pairing {
-    /// Called once at start, with the identity the node loaded.
-    pub fn set_identity(&self, identity: Arc<Identity>, name: String, role: &'static str) {
+    /// Called once at start, with the identity the node loaded and the roster it holds.
+    pub fn set_identity(
+        &self,
+        trust: &crate::trust::DeviceTrust,
+        name: String,
+        role: &'static str,
+        data_dir: std::path::PathBuf,
+    ) {
         let _ = self.me.set(Me {
-            identity,
+            identity: trust.identity.clone(),
             name,
             role,
+            data_dir,
+            trust: trust.clone(),
         });
     }
 
@@ -87,6 +97,7 @@ pub fn router(pairing: Arc<Pairing>, store: Arc<Store>, mutations: MutationHandl
         .route("/api/pair/offer", post(offer))
         .route("/api/pair/hello", post(hello))
         .route("/api/pair/finish", post(finish))
+        .route("/api/pair/join", post(join_here))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}/revoke", post(revoke))
         .with_state(PairState {
@@ -391,15 +402,64 @@ impl From<anyhow::Error> for JoinError {
 /// `tilld pair`: the joining side of the exchange against the device at `args.peer`; returns
 /// that device's details once both sides confirmed the code.
 pub async fn join(args: crate::cli::PairArgs) -> Result<Details, JoinError> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let identity = Identity::load_or_create(&args.data).context("this device's identity")?;
+    let (host, _) = join_as(&identity, &args).await?;
+    Ok(host)
+}
+
+#[derive(serde::Deserialize)]
+struct JoinBody {
+    code: String,
+    peer: String,
+}
+
+/// `POST /api/pair/join` (this machine's own screens only): pairs this running node with the
+/// code another device shows, as `tilld pair` does; from the next connection on it speaks TLS
+/// to the shop's devices (a till paired while the shop sells drains what it queued meanwhile).
+async fn join_here(
+    State(s): State<PairState>,
+    Json(body): Json<JoinBody>,
+) -> Result<Json<Value>, ApiError> {
+    let me = s.pairing.me()?;
+    let args = crate::cli::PairArgs {
+        code: body.code,
+        peer: body.peer,
+        data: me.data_dir.clone(),
+        name: me.name.clone(),
+        role: me.role.to_string(),
+    };
+    match join_as(&me.identity, &args).await {
+        Ok((host, anchor)) => {
+            let was_paired = me.trust.roster.is_paired();
+            me.trust.roster.set_anchor(anchor);
+            if !was_paired {
+                // What was open to anyone before must now show who it is.
+                me.trust.connections.close_anonymous();
+            }
+            Ok(Json(json!({
+                "paired_with": host.name,
+                "device_id": host.device_id.to_string(),
+            })))
+        }
+        Err(JoinError::Refused(why)) => Err(ApiError::new(StatusCode::FORBIDDEN, why)),
+        Err(JoinError::Failed(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{e:#}"))),
+    }
+}
+
+/// The exchange as `identity` against `args.peer`; keeps the host as this device's anchor in
+/// `args.data`.
+async fn join_as(
+    identity: &Identity,
+    args: &crate::cli::PairArgs,
+) -> Result<(Details, capsule_trust::Anchor), JoinError> {
     let code = args.code.trim().to_string();
     if code.len() != capsule_trust::pairing::CODE_DIGITS
         || !code.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(JoinError::Refused("the code is 6 digits".into()));
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let identity = Identity::load_or_create(&args.data).context("this device's identity")?;
     let peer = args.peer.trim_end_matches('/').to_string();
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -447,15 +507,16 @@ pub async fn join(args: crate::cli::PairArgs) -> Result<Details, JoinError> {
             host.role
         ))
     })?;
-    capsule_trust::Anchor {
+    let anchor = capsule_trust::Anchor {
         device_id: host.device_id.clone(),
         name: host.name.clone(),
         role,
         public_key: roster::encode(&host.public_key),
-    }
-    .save(&args.data)
-    .with_context(|| format!("cannot keep the pairing in {}", args.data.display()))?;
-    Ok(host)
+    };
+    anchor
+        .save(&args.data)
+        .with_context(|| format!("cannot keep the pairing in {}", args.data.display()))?;
+    Ok((host, anchor))
 }
 
 /// A JSON answer, or why not: a 4xx is the other device refusing (its `error` said).

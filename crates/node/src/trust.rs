@@ -63,9 +63,13 @@ impl DeviceTrust {
                 let s = store.clone();
                 match tokio::task::spawn_blocking(move || s.table_rows_committed("device")).await {
                     Ok(Ok(rows)) => {
+                        let was_paired = roster.is_paired();
                         let gone = roster.reload(&rows);
                         if !gone.is_empty() {
                             connections.close(&gone);
+                        }
+                        if !was_paired && roster.is_paired() {
+                            connections.close_anonymous();
                         }
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "cannot read the roster"),

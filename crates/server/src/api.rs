@@ -938,7 +938,7 @@ async fn ws(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     slot: Option<axum::Extension<crate::serve::ConnectionSlot>>,
-    device: Option<axum::Extension<crate::peers::PeerDevice>>,
+    closer: Option<axum::Extension<crate::peers::Closer>>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| {
         ApiError::bad_request(format!(
@@ -971,11 +971,12 @@ async fn ws(
             // The subscriber counts against the connection limits while it is connected.
             let _slot = slot;
             let served = serve_ws(socket, s.stream, store, params, peer);
-            match device {
-                // A device's subscription ends the moment it leaves the roster.
-                Some(axum::Extension(mut d)) => tokio::select! {
+            match closer {
+                // Ends the moment its device leaves the roster (or the node is paired under
+                // a subscriber that showed no device).
+                Some(axum::Extension(mut c)) => tokio::select! {
                     () = served => {}
-                    () = d.closed() => {}
+                    () = c.closed() => {}
                 },
                 None => served.await,
             }

@@ -96,5 +96,5 @@ impl Hub {
     }
 }
 
-pub use peers::{DeviceConnections, PeerDevice, PeerTls};
+pub use peers::{Closer, DeviceConnections, PeerDevice, PeerTls};
 pub use serve::{Limits, connection_capacity, serve};

@@ -28,24 +28,49 @@ impl PeerTls {
     }
 }
 
-/// The open connections of each paired device, so revoking one closes them all at once.
-#[derive(Clone, Default)]
-pub struct DeviceConnections(Arc<Mutex<HashMap<DeviceId, watch::Sender<bool>>>>);
+/// The open connections of each paired device, so removing one closes them all at once; and
+/// the connections without a device (browsers, scripts, unpaired nodes), closed together when
+/// the node becomes paired: what they were allowed before, they must ask for again.
+#[derive(Clone)]
+pub struct DeviceConnections(Arc<Inner>);
+
+struct Inner {
+    devices: Mutex<HashMap<DeviceId, watch::Sender<bool>>>,
+    anonymous: watch::Sender<u64>,
+}
+
+impl Default for DeviceConnections {
+    fn default() -> DeviceConnections {
+        DeviceConnections(Arc::new(Inner {
+            devices: Mutex::default(),
+            anonymous: watch::channel(0).0,
+        }))
+    }
+}
 
 impl DeviceConnections {
     /// A connection of `id` opened: what tells it to close.
-    pub(crate) fn open(&self, id: &DeviceId) -> watch::Receiver<bool> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn open(&self, id: &DeviceId) -> Closer {
+        let mut map = self.0.devices.lock().unwrap_or_else(|p| p.into_inner());
         // Forget devices whose connections all ended.
         map.retain(|_, tx| tx.receiver_count() > 0);
-        map.entry(id.clone())
-            .or_insert_with(|| watch::channel(false).0)
-            .subscribe()
+        Closer::Device(
+            map.entry(id.clone())
+                .or_insert_with(|| watch::channel(false).0)
+                .subscribe(),
+        )
+    }
+
+    /// A connection without a device opened.
+    pub(crate) fn open_anonymous(&self) -> Closer {
+        let rx = self.0.anonymous.subscribe();
+        let at = *rx.borrow();
+        Closer::Anonymous(rx, at)
     }
 
     /// Closes every open connection (HTTP and `/ws`) of these devices.
     pub fn close(&self, ids: &[DeviceId]) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.devices.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
             if let Some(tx) = map.remove(id) {
                 tracing::info!(device = %id, connections = tx.receiver_count(), "closing a device's connections: it left the roster");
@@ -54,10 +79,42 @@ impl DeviceConnections {
         }
     }
 
+    /// Closes every connection open without a device (the node just became paired).
+    pub fn close_anonymous(&self) {
+        tracing::info!(
+            connections = self.0.anonymous.receiver_count(),
+            "closing connections without a device: this node is paired now"
+        );
+        self.0.anonymous.send_modify(|g| *g += 1);
+    }
+
     /// Connections open per device, for status and tests.
     pub fn open_count(&self, id: &DeviceId) -> usize {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.0.devices.lock().unwrap_or_else(|p| p.into_inner());
         map.get(id).map_or(0, |tx| tx.receiver_count())
+    }
+}
+
+/// On every request: what ends its connection early (its device removed, or the node paired
+/// under a connection that showed no device).
+#[derive(Clone)]
+pub enum Closer {
+    Device(watch::Receiver<bool>),
+    Anonymous(watch::Receiver<u64>, u64),
+}
+
+impl Closer {
+    /// Resolves when the connection must end.
+    pub async fn closed(&mut self) {
+        match self {
+            Closer::Device(rx) => {
+                let _ = rx.wait_for(|c| *c).await;
+            }
+            Closer::Anonymous(rx, at) => {
+                let at = *at;
+                let _ = rx.wait_for(|g| *g != at).await;
+            }
+        }
     }
 }
 
@@ -65,18 +122,6 @@ impl DeviceConnections {
 #[derive(Clone)]
 pub struct PeerDevice {
     pub id: DeviceId,
-    closed: watch::Receiver<bool>,
-}
-
-impl PeerDevice {
-    pub(crate) fn new(id: DeviceId, closed: watch::Receiver<bool>) -> PeerDevice {
-        PeerDevice { id, closed }
-    }
-
-    /// Resolves when the device leaves the roster (revoked): its connections must end.
-    pub async fn closed(&mut self) {
-        let _ = self.closed.wait_for(|c| *c).await;
-    }
 }
 
 impl std::fmt::Debug for PeerDevice {

@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::peers::{PeerDevice, PeerTls};
+use crate::peers::{Closer, DeviceConnections, PeerDevice, PeerTls};
 
 /// Connection limits of a node's server; one place for their defaults.
 #[derive(Debug, Clone, Copy)]
@@ -199,7 +199,7 @@ pub async fn serve(
         tasks.spawn(async move {
             match tls {
                 Some(tls) => conn.serve_either(stream, tls).await,
-                None => conn.serve(stream, None).await,
+                None => conn.serve(stream, None, None).await,
             }
         });
     }
@@ -227,7 +227,8 @@ impl Conn {
             return;
         }
         if first[0] != crate::peers::TLS_HANDSHAKE {
-            return self.serve(stream, None).await;
+            let closer = tls.connections.open_anonymous();
+            return self.serve(stream, None, Some(closer)).await;
         }
         let handshake =
             tokio::time::timeout(self.limits.header_timeout, tls.acceptor.accept(stream)).await;
@@ -244,17 +245,15 @@ impl Conn {
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(capsule_trust::tls::peer_device)
-            .map(|id| {
-                let closed = tls.connections.open(&id);
-                PeerDevice::new(id, closed)
-            });
-        self.serve(stream, device).await
+            .and_then(capsule_trust::tls::peer_device);
+        let closer = opened(&tls.connections, device.as_ref());
+        self.serve(stream, device.map(|id| PeerDevice { id }), Some(closer))
+            .await
     }
 
-    /// Serves HTTP/1.1 (and upgrades) on `io` until it ends, the server stops, or the device
-    /// it belongs to leaves the roster.
-    async fn serve<I>(self, io: I, device: Option<PeerDevice>)
+    /// Serves HTTP/1.1 (and upgrades) on `io` until it ends, the server stops, or `closer`
+    /// says it must end (its device left the roster; the node became paired under it).
+    async fn serve<I>(self, io: I, device: Option<PeerDevice>, closer: Option<Closer>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -265,13 +264,16 @@ impl Conn {
             limits,
             mut stop,
         } = self;
-        let on_request = device.clone();
+        let on_request = closer.clone();
         let service = TowerToHyperService::new(router.map_request(
             move |mut req: axum::http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(slot.clone());
-                if let Some(d) = &on_request {
+                if let Some(d) = &device {
                     req.extensions_mut().insert(d.clone());
+                }
+                if let Some(c) = &on_request {
+                    req.extensions_mut().insert(c.clone());
                 }
                 req
             },
@@ -285,9 +287,13 @@ impl Conn {
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
-        let revoked = async {
-            match device {
-                Some(mut d) => d.closed().await,
+        // A removed device's connection is dropped at once, whatever it was doing; one that
+        // showed no device finishes the request under way (it may be the pairing that made
+        // the node paired) and then closes.
+        let graceful = matches!(closer, Some(Closer::Anonymous(..)));
+        let closed = async {
+            match closer {
+                Some(mut c) => c.closed().await,
                 None => std::future::pending().await,
             }
         };
@@ -301,9 +307,21 @@ impl Conn {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(DRAIN, conn).await;
             }
-            // Dropped at once: a revoked device gets no more answers.
-            () = revoked => {}
+            () = closed => {
+                if graceful {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, conn).await;
+                }
+            }
         }
+    }
+}
+
+/// What closes a connection of `device` (or of no device).
+fn opened(connections: &DeviceConnections, device: Option<&capsule_trust::DeviceId>) -> Closer {
+    match device {
+        Some(id) => connections.open(id),
+        None => connections.open_anonymous(),
     }
 }
 

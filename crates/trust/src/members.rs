@@ -195,6 +195,13 @@ impl Roster {
             .collect()
     }
 
+    /// The device this one just paired with (the node is paired from now on).
+    pub fn set_anchor(&self, anchor: Anchor) {
+        let member = anchor.member();
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        s.anchor = member.map(|m| (anchor.device_id, m));
+    }
+
     /// The live member `id` (paired, not revoked), if it is one.
     pub fn live(&self, id: &DeviceId) -> Option<Member> {
         self.read().live(id).cloned()
