@@ -27,6 +27,9 @@ struct NodeLink {
     /// `http://127.0.0.1:PORT`, also when the node listens on all interfaces.
     url: String,
     data_dir: PathBuf,
+    /// This launch's key for the node's own screens: the shell is one, over loopback, and a
+    /// paired node asks for it on every request (never shown, never on the LAN).
+    key: String,
 }
 
 struct Shell {
@@ -73,6 +76,7 @@ async fn node_request(
     let mut req = shell
         .http
         .request(method, format!("{}{}", link.url, path))
+        .bearer_auth(&link.key)
         .header("accept", "application/json");
     if let Some(body) = body {
         req = req.json(&body);
@@ -113,10 +117,21 @@ async fn node_info(shell: State<'_, Shell>) -> Result<NodeInfo, String> {
 /// Follows the node's `/ws` for the life of the app and emits every frame as `node_frame`
 /// (the frame's JSON as is). Reconnects with backoff; each connection starts with a `hello`,
 /// on which the UI reloads what it shows.
-async fn forward_frames(app: AppHandle, ws_url: String) {
+async fn forward_frames(app: AppHandle, ws_url: String, key: String) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match tokio_tungstenite::connect_async(ws_url.as_str()).await {
+        let request = ws_url.as_str().into_client_request().map(|mut r| {
+            if let Ok(v) = format!("Bearer {key}").parse() {
+                r.headers_mut().insert("authorization", v);
+            }
+            r
+        });
+        let connected = match request {
+            Ok(r) => tokio_tungstenite::connect_async(r).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok((mut ws, _)) => {
                 tracing::debug!(%ws_url, "following node frames");
                 backoff = Duration::from_millis(200);
@@ -263,12 +278,16 @@ fn run(launch: Launch) -> anyhow::Result<()> {
                         );
                         // Scripts read this line, like tilld's.
                         println!("listening on {url}");
+                        let key = node.trust.local_key.as_str().to_string();
                         let shell = handle.state::<Shell>();
                         *shell.running.lock().expect("lock") = Some(node);
-                        *shell.frames.lock().expect("lock") = Some(tauri::async_runtime::spawn(
-                            forward_frames(handle.clone(), format!("ws://127.0.0.1:{port}/ws")),
-                        ));
-                        let _ = node_tx.send(Some(Ok(NodeLink { url, data_dir })));
+                        *shell.frames.lock().expect("lock") =
+                            Some(tauri::async_runtime::spawn(forward_frames(
+                                handle.clone(),
+                                format!("ws://127.0.0.1:{port}/ws"),
+                                key.clone(),
+                            )));
+                        let _ = node_tx.send(Some(Ok(NodeLink { url, data_dir, key })));
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");
