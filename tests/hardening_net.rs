@@ -128,6 +128,33 @@ fn connections_over_the_per_address_cap_are_refused_and_others_keep_being_served
     drop(held);
 }
 
+/// Found by the month test: a connection that never sends its first byte sat outside the
+/// server's shutdown (it had not said whether it speaks TLS or HTTP yet), so a manager's PC
+/// switched off with SIGTERM took the whole 5 s drain to exit, and the shop had no hub for it.
+#[test]
+fn a_connection_that_never_speaks_does_not_hold_a_stopping_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Node::hub(&dir.path().join("hub"));
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", hub.port())).unwrap())
+        .collect();
+    // Served requests meanwhile, so the silent ones are in the server's hands.
+    assert_eq!(hub.get("/healthz").0, 200);
+    let asked = Instant::now();
+    let pid = hub.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    hub.child.wait().unwrap();
+    let took = asked.elapsed();
+    drop(silent);
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+}
+
 #[test]
 fn half_sent_headers_and_idle_connections_are_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();

@@ -131,6 +131,50 @@ fn every_route_but_the_public_ones_refuses_a_caller_without_credentials() {
     assert_eq!(wrong.status().as_u16(), 401);
 }
 
+/// The route table and the router stay in step: every documented operation has its line in the
+/// table (a route added without one would serve this machine only, and this test says so).
+#[test]
+fn every_documented_route_is_in_the_route_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let (code, doc) = hub.get("/api/openapi.json");
+    assert_eq!(code, 200);
+    let mut documented = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            assert!(
+                capsule_server::access::access_of(&m, path).is_some(),
+                "{method} {path} is documented but not in access::ROUTES"
+            );
+            documented += 1;
+        }
+    }
+    assert!(documented > 30, "{documented} operations documented");
+    // And every line of the table is a route some node serves (none left behind).
+    for (method, path, _) in ROUTES {
+        let (code, body) = {
+            let r = hub
+                .request(method.clone(), &concrete(path))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().unwrap_or(Value::Null))
+        };
+        let unknown = code == 405
+            || (code == 404
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no such endpoint")));
+        assert!(
+            !unknown,
+            "{method} {path} is in the table but served nowhere: {body}"
+        );
+    }
+}
+
 #[test]
 fn each_paired_device_reaches_the_routes_of_its_role_and_no_further() {
     let dir = tempfile::tempdir().unwrap();

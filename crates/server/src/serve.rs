@@ -220,26 +220,45 @@ struct Conn {
 impl Conn {
     /// Reads the first byte (without taking it) to tell TLS from plain HTTP, then serves it.
     async fn serve_either(self, stream: TcpStream, tls: PeerTls) {
+        // Until it has said which it speaks, a connection is not served: shutdown does not
+        // wait for it.
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
         let mut first = [0u8; 1];
-        let peeked =
-            tokio::time::timeout(self.limits.header_timeout, stream.peek(&mut first)).await;
-        if !matches!(peeked, Ok(Ok(1))) {
-            return;
-        }
-        if first[0] != crate::peers::TLS_HANDSHAKE {
-            let closer = tls.connections.open_anonymous();
-            return self.serve(stream, None, Some(closer)).await;
-        }
-        let handshake =
-            tokio::time::timeout(self.limits.header_timeout, tls.acceptor.accept(stream)).await;
-        let stream = match handshake {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                // Not a roster member, revoked, or not TLS 1.3: nothing is served.
-                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake refused");
-                return;
+        let opening = async {
+            let peeked =
+                tokio::time::timeout(self.limits.header_timeout, stream.peek(&mut first)).await;
+            if !matches!(peeked, Ok(Ok(1))) {
+                return None;
             }
-            Err(_) => return,
+            if first[0] != crate::peers::TLS_HANDSHAKE {
+                return Some(Err(stream));
+            }
+            match tokio::time::timeout(self.limits.header_timeout, tls.acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => Some(Ok(s)),
+                Ok(Err(e)) => {
+                    // Not a roster member, revoked, or not TLS 1.3: nothing is served.
+                    tracing::debug!(peer = %self.peer, error = %e, "TLS handshake refused");
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        let opened_as = tokio::select! {
+            o = opening => o,
+            () = stopped => None,
+        };
+        let stream = match opened_as {
+            None => return,
+            Some(Err(plain)) => {
+                let closer = tls.connections.open_anonymous();
+                return self.serve(plain, None, Some(closer)).await;
+            }
+            Some(Ok(s)) => s,
         };
         let device = stream
             .get_ref()
