@@ -70,6 +70,12 @@ fn a_month_of_nights_with_the_managers_pc_off_reopens_loses_and_refuses_nothing(
     let shop = Shop::new(3);
     let quiet = ["--handback-quiet-ms", "300"];
     let manager_args = ["--priority", "10", "--demo", "--handback-quiet-ms", "300"];
+    shop.provision(
+        0,
+        "Manager PC",
+        &["--priority", "10"],
+        &[(1, "Till 1"), (2, "Till 2")],
+    );
     let till1 = shop.start(1, "Till 1", &quiet);
     let mut till2 = shop.start(2, "Till 2", &quiet);
     let mut sold: Vec<String> = Vec::new();

@@ -156,3 +156,99 @@ fn the_roster_takes_only_rows_signed_by_a_member_that_may_change_it() {
             .any(|r| r["id"] == till_id.as_str() && r["role"] == "till")
     );
 }
+
+/// Two devices typing the same code at the same moment: one is paired, the other refused.
+#[test]
+fn two_devices_racing_for_one_code_pair_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let code = new_code(&hub);
+    let racers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tilld"));
+            cmd.args(["pair", "--code", &code, "--peer", &hub.url, "--name", n])
+                .arg("--data")
+                .arg(dir.path().join(n))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let outcomes: Vec<Output> = racers
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let won = outcomes.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "{outcomes:?}");
+    let lost = outcomes.iter().find(|o| !o.status.success()).unwrap();
+    assert_eq!(lost.status.code(), Some(3), "{lost:?}");
+    assert_eq!(roster(&hub).len(), 2, "the host and the one that won");
+}
+
+/// A relay between the new device and the host (a separate process): relaying as is, it only
+/// carries an exchange it cannot read, and the real device is paired; putting its own device id
+/// in place of the joiner's, it makes the key confirmation fail and nobody is paired.
+#[test]
+fn a_relaying_man_in_the_middle_cannot_pair_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::hub(&dir.path().join("hub"));
+    let relay = |attacker: Option<&str>| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/relay.py"))
+            .arg(&hub.url);
+        if let Some(a) = attacker {
+            cmd.arg(a);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the relay");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().rsplit(' ').next().unwrap().to_string();
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    let pair_via = |peer: &str, data: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tilld"))
+            .args([
+                "pair",
+                "--code",
+                &new_code(&hub),
+                "--peer",
+                peer,
+                "--name",
+                "Till 2",
+            ])
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    // The attacker's own device id in the messages.
+    let attacker = capsule_trust::Identity::load_or_create(&dir.path().join("attacker")).unwrap();
+    let (mut mitm, url) = relay(Some(attacker.device_id().as_str()));
+    let out = pair_via(&url, &dir.path().join("victim"));
+    let _ = mitm.kill();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(roster(&hub).is_empty(), "nobody paired: {:?}", roster(&hub));
+
+    // Relayed as is: the real device is paired, under its own id.
+    let (mut plain, url) = relay(None);
+    let till = dir.path().join("till");
+    let out = pair_via(&url, &till);
+    let _ = plain.kill();
+    assert!(out.status.success(), "{out:?}");
+    let till_id = capsule_trust::Identity::load_or_create(&till).unwrap();
+    let rows = roster(&hub);
+    assert!(rows.iter().any(|r| r["id"] == till_id.device_id().as_str()));
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["id"] == attacker.device_id().as_str())
+    );
+}

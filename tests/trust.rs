@@ -28,7 +28,7 @@ fn anonymous(node: &Node, method: &reqwest::Method, path: &str) -> (u16, Value) 
 fn as_device(data: &Path, hub: &Node) -> reqwest::blocking::Client {
     let me = Identity::load_or_create(data).unwrap();
     let hub_key = Identity::load_or_create(&hub.data).unwrap();
-    let roster = Roster::new(me.device_id().clone(), None);
+    let roster = Roster::new(me.device_id().clone(), vec![]);
     let row = |of: &Identity| {
         let mut r = serde_json::Map::new();
         r.insert("id".into(), of.device_id().to_string().into());
@@ -318,7 +318,7 @@ fn a_paired_shop_follows_only_its_own_devices_and_fails_over_over_tls_within_3_s
     assert_eq!(status(&till)["paired"], true);
 
     // A guest's laptop on the shop's network, naming the shop, asking to lead.
-    let guest = shop.start(2, "Guest laptop", &["--priority", "1000"]);
+    let guest = shop.start_unpaired(2, "Guest laptop", &["--priority", "1000"]);
     let dropped = "capsule_gossip_dropped_total{reason=\"unsigned\"}";
     wait_until(
         Duration::from_secs(20),

@@ -343,14 +343,89 @@ pub fn free_port() -> u16 {
 pub struct Shop {
     pub dir: tempfile::TempDir,
     pub ports: Vec<u16>,
+    /// Each node is paired before its first start (with a running node of the shop; the first
+    /// node started with none running founds the roster), so the shop runs with TLS between
+    /// its nodes, signed gossip and the route guard, as a real paired shop does.
+    pub paired: bool,
+    founder: std::sync::Mutex<Option<usize>>,
 }
 
 impl Shop {
+    /// A paired shop of `n` nodes (none started).
     pub fn new(n: usize) -> Shop {
         Shop {
             dir: tempfile::tempdir().unwrap(),
             ports: (0..n).map(|_| free_port()).collect(),
+            paired: true,
+            founder: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A shop from before pairing: every node open.
+    pub fn unpaired(n: usize) -> Shop {
+        Shop {
+            paired: false,
+            ..Shop::new(n)
+        }
+    }
+
+    /// Pairs node `i` before its first start with a running node of the shop, or makes it the
+    /// shop's founder when none runs.
+    fn pair_before_first_start(&self, i: usize, name: &str, role: &str) {
+        let mut founder = self.founder.lock().unwrap();
+        if !self.paired || *founder == Some(i) || self.data(i).join("paired-with.json").exists() {
+            return;
+        }
+        let host = (0..self.ports.len()).find(|&j| {
+            j != i
+                && client()
+                    .get(format!("http://127.0.0.1:{}/healthz", self.ports[j]))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+        });
+        let Some(j) = host else {
+            founder.get_or_insert(i);
+            return;
+        };
+        let key = std::fs::read_to_string(self.data(j).join("local.key")).unwrap();
+        let url = format!("http://127.0.0.1:{}", self.ports[j]);
+        let mut code = None;
+        wait_until(
+            Duration::from_secs(30),
+            "a pairing code from the shop",
+            || {
+                let r = client()
+                    .post(format!("{url}/api/pair/offer"))
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send();
+                code = r
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .and_then(|r| r.json::<Value>().ok())
+                    .and_then(|v| v["code"].as_str().map(str::to_string));
+                code.is_some()
+            },
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_tilld"))
+            .args([
+                "pair",
+                "--code",
+                &code.unwrap(),
+                "--peer",
+                &url,
+                "--name",
+                name,
+                "--role",
+                role,
+            ])
+            .arg("--data")
+            .arg(self.data(i))
+            .output()
+            .expect("tilld pair runs");
+        assert!(out.status.success(), "pairing {name} failed: {out:?}");
     }
 
     /// Node `i`'s data directory.
@@ -365,6 +440,37 @@ impl Shop {
 
     /// Starts node `i` of the shop, every other node as a static peer, no mDNS.
     pub fn start(&self, i: usize, name: &str, extra: &[&str]) -> Node {
+        let role = if extra.contains(&"screen") {
+            "screen"
+        } else {
+            "hub-eligible"
+        };
+        self.pair_before_first_start(i, name, role);
+        self.start_unpaired(i, name, extra)
+    }
+
+    /// Pairs the shop's devices the way a shop does it: the manager's PC (`host`) is switched on
+    /// and every other node is paired with it; then it is switched off again (SIGTERM), ready
+    /// for the test to start the shop in any order.
+    pub fn provision(
+        &self,
+        host: usize,
+        host_name: &str,
+        host_args: &[&str],
+        others: &[(usize, &str)],
+    ) {
+        let node = self.start(host, host_name, host_args);
+        for (i, name) in others {
+            self.pair_before_first_start(*i, name, "hub-eligible");
+        }
+        let pid = node.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut node = node;
+        node.child.wait().unwrap();
+    }
+
+    /// Starts node `i` as it is, paired or not (a guest's laptop naming the shop).
+    pub fn start_unpaired(&self, i: usize, name: &str, extra: &[&str]) -> Node {
         let listen = format!("127.0.0.1:{}", self.ports[i]);
         let peers: Vec<String> = self
             .ports

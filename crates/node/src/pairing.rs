@@ -72,14 +72,30 @@ impl Pairing {
         })
     }
 
+    /// What this node tells a joiner: itself, and the shop's other live devices.
     fn details(&self) -> Result<Details, ApiError> {
         let me = self.me()?;
+        let mine = me.identity.device_id();
+        let members = me
+            .trust
+            .roster
+            .live_members()
+            .into_iter()
+            .filter(|(id, _)| id != mine)
+            .map(|(id, m)| capsule_trust::Anchor {
+                device_id: id,
+                name: m.name,
+                role: m.role,
+                public_key: roster::encode(&m.public_key),
+            })
+            .collect();
         Ok(Details {
-            device_id: me.identity.device_id().clone(),
+            device_id: mine.clone(),
             name: me.name.clone(),
             role: me.role.to_string(),
             cert: me.identity.cert_pem().as_bytes().to_vec(),
             public_key: me.identity.public_key_der(),
+            members,
         })
     }
 }
@@ -345,7 +361,7 @@ fn roster_row(
 
 /// The node's check of a write to the roster, on every path that takes one: a save of the
 /// whole row, its id the hash of its key, signed by a live hub-eligible member (or by itself
-/// while the roster holds no other device: the shop's first).
+/// while every other row of the roster is its own signature: the shop's first).
 pub fn check_roster_write(store: &Store, m: &Mutation) -> Result<(), String> {
     if m.table != "device" {
         return Ok(());
@@ -362,10 +378,14 @@ pub fn check_roster_write(store: &Store, m: &Mutation) -> Result<(), String> {
         .ok_or("a roster row names its signer")?;
     let members = store.table_rows("device").map_err(|e| e.to_string())?;
     let key = if signer == id {
-        if members
-            .iter()
-            .any(|r| r.get("id").and_then(Value::as_str) != Some(id))
-        {
+        // The shop's first device: every other row of the roster descends from it (it signed
+        // them), so this row may arrive after them (its till-side commit drained to the hub
+        // after the rows it signed, or replayed in a claim's adoption).
+        let founded_by_it = members.iter().all(|r| {
+            r.get("id").and_then(Value::as_str) == Some(id)
+                || r.get("signed_by").and_then(Value::as_str) == Some(id)
+        });
+        if !founded_by_it {
             return Err("only the shop's first device signs its own roster row".into());
         }
         own
@@ -431,9 +451,9 @@ async fn join_here(
         role: me.role.to_string(),
     };
     match join_as(&me.identity, &args).await {
-        Ok((host, anchor)) => {
+        Ok((host, anchors)) => {
             let was_paired = me.trust.roster.is_paired();
-            me.trust.roster.set_anchor(anchor);
+            me.trust.roster.set_anchors(anchors);
             if !was_paired {
                 // What was open to anyone before must now show who it is.
                 me.trust.connections.close_anonymous();
@@ -453,7 +473,7 @@ async fn join_here(
 async fn join_as(
     identity: &Identity,
     args: &crate::cli::PairArgs,
-) -> Result<(Details, capsule_trust::Anchor), JoinError> {
+) -> Result<(Details, Vec<capsule_trust::Anchor>), JoinError> {
     let code = args.code.trim().to_string();
     if code.len() != capsule_trust::pairing::CODE_DIGITS
         || !code.bytes().all(|b| b.is_ascii_digit())
@@ -484,6 +504,7 @@ async fn join_as(
         role: args.role.clone(),
         cert: identity.cert_pem().as_bytes().to_vec(),
         public_key: identity.public_key_der(),
+        members: Vec::new(),
     };
     let (waiting, finish) = joiner
         .on_reply(&reply, &mine)
@@ -507,16 +528,22 @@ async fn join_as(
             host.role
         ))
     })?;
-    let anchor = capsule_trust::Anchor {
+    let mut anchors = vec![capsule_trust::Anchor {
         device_id: host.device_id.clone(),
         name: host.name.clone(),
         role,
         public_key: roster::encode(&host.public_key),
-    };
-    anchor
-        .save(&args.data)
+    }];
+    // The others the host named; never this device itself.
+    anchors.extend(
+        host.members
+            .iter()
+            .filter(|a| &a.device_id != identity.device_id())
+            .cloned(),
+    );
+    capsule_trust::Anchor::save(&anchors, &args.data)
         .with_context(|| format!("cannot keep the pairing in {}", args.data.display()))?;
-    Ok((host, anchor))
+    Ok((host, anchors))
 }
 
 /// A JSON answer, or why not: a 4xx is the other device refusing (its `error` said).
@@ -537,4 +564,73 @@ async fn answer<T: serde::de::DeserializeOwned>(
     resp.json()
         .await
         .map_err(|e| JoinError::Failed(anyhow::anyhow!("an answer that cannot be read: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(of: &Identity, by: &Identity) -> Mutation {
+        let d = Details {
+            device_id: of.device_id().clone(),
+            name: "x".into(),
+            role: "hub-eligible".into(),
+            cert: of.cert_pem().as_bytes().to_vec(),
+            public_key: of.public_key_der(),
+            members: Vec::new(),
+        };
+        let paired_by = (of.device_id() != by.device_id()).then(|| by.device_id().to_string());
+        roster_row(by, &d, "hub-eligible", "2026-12-07T12:00:00Z", paired_by)
+    }
+
+    /// Found with the failover tests run on paired shops: the shop's first device, not yet hub
+    /// when it paired a till, commits both rows locally; its own row then reaches the hub after
+    /// the till's and was refused, leaving the founder unpaired.
+    #[test]
+    fn the_founders_own_row_may_come_after_the_rows_it_signed_and_a_strangers_may_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("s.db"),
+            Arc::new(capsule_protocol::Schema::builtin()),
+        )
+        .unwrap();
+        let id = |n: &str| Identity::load_or_create(&dir.path().join(n)).unwrap();
+        let (founder, till, stranger) = (id("founder"), id("till"), id("stranger"));
+        let apply = |m: Mutation| {
+            check_roster_write(&store, &m)?;
+            store
+                .apply(
+                    &MutationBatch {
+                        mutations: vec![m],
+                        source: None,
+                    },
+                    &capsule_store::ApplyMode::Authoritative {
+                        source: "test".into(),
+                    },
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        // The till's row first (the founder's own row is still in its queue)...
+        store
+            .apply(
+                &MutationBatch {
+                    mutations: vec![row(&founder, &founder)],
+                    source: None,
+                },
+                &capsule_store::ApplyMode::Authoritative {
+                    source: "test".into(),
+                },
+            )
+            .unwrap();
+        apply(row(&till, &founder)).unwrap();
+        // ...then the founder's own row arriving again: taken.
+        apply(row(&founder, &founder)).unwrap();
+        // A stranger signing its own row into this roster: refused.
+        assert!(
+            apply(row(&stranger, &stranger))
+                .unwrap_err()
+                .contains("first device")
+        );
+    }
 }

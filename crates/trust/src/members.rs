@@ -3,8 +3,9 @@
 //! lock and a map, reloaded from the synced `device` rows whenever they change.
 //!
 //! A node is *paired* once the roster names it as a live member, or, before its first sync,
-//! once it holds an anchor: the device it paired with (`tilld pair` writes it). An unpaired
-//! node runs open, as a shop did before pairing existed; a paired one talks only to members.
+//! once it holds anchors: the device it paired with and the live devices that one named
+//! (`tilld pair` writes them). An unpaired node runs open, as a shop did before pairing
+//! existed; a paired one talks only to members.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -54,7 +55,8 @@ pub struct Member {
     pub revoked: bool,
 }
 
-/// The device a node paired with, kept until the roster itself arrives.
+/// A device a node trusts from pairing (the one it paired with, and the others that one named),
+/// kept until the roster itself arrives.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Anchor {
     pub device_id: DeviceId,
@@ -67,16 +69,18 @@ pub struct Anchor {
 const ANCHOR_FILE: &str = "paired-with.json";
 
 impl Anchor {
-    /// The anchor kept in `dir`, if this device paired there.
-    pub fn load(dir: &Path) -> Option<Anchor> {
-        let text = std::fs::read_to_string(dir.join(ANCHOR_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
+    /// The anchors kept in `dir`, if this device paired there.
+    pub fn load(dir: &Path) -> Vec<Anchor> {
+        std::fs::read_to_string(dir.join(ANCHOR_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
     }
 
-    /// Keeps the device this one paired with in `dir` (replacing any earlier one).
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    /// Keeps `anchors` in `dir` (replacing any earlier ones).
+    pub fn save(anchors: &[Anchor], dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!("{ANCHOR_FILE}.new"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(anchors)?)?;
         std::fs::rename(tmp, dir.join(ANCHOR_FILE))
     }
 
@@ -91,11 +95,18 @@ impl Anchor {
     }
 }
 
+fn anchored(anchors: Vec<Anchor>) -> HashMap<DeviceId, Member> {
+    anchors
+        .into_iter()
+        .filter_map(|a| a.member().map(|m| (a.device_id, m)))
+        .collect()
+}
+
 #[derive(Default)]
 struct State {
     me: Option<DeviceId>,
     members: HashMap<DeviceId, Member>,
-    anchor: Option<(DeviceId, Member)>,
+    anchors: HashMap<DeviceId, Member>,
 }
 
 impl State {
@@ -110,10 +121,10 @@ impl State {
         if let Some(m) = self.members.get(id) {
             return (!m.revoked).then_some(m);
         }
-        match &self.anchor {
-            Some((a, m)) if a == id && !self.synced() => Some(m),
-            _ => None,
+        if self.synced() {
+            return None;
         }
+        self.anchors.get(id)
     }
 }
 
@@ -134,14 +145,13 @@ impl std::fmt::Debug for Roster {
 }
 
 impl Roster {
-    /// The roster of device `me`, with the anchor it paired with, if any.
-    pub fn new(me: DeviceId, anchor: Option<Anchor>) -> Roster {
-        let anchor = anchor.and_then(|a| a.member().map(|m| (a.device_id, m)));
+    /// The roster of device `me`, with the anchors it paired with (none: not paired that way).
+    pub fn new(me: DeviceId, anchors: Vec<Anchor>) -> Roster {
         Roster {
             state: Arc::new(RwLock::new(State {
                 me: Some(me),
                 members: HashMap::new(),
-                anchor,
+                anchors: anchored(anchors),
             })),
         }
     }
@@ -184,7 +194,7 @@ impl Roster {
         let before: Vec<DeviceId> = s
             .members
             .keys()
-            .chain(s.anchor.iter().map(|(id, _)| id))
+            .chain(s.anchors.keys())
             .filter(|id| s.live(id).is_some())
             .cloned()
             .collect();
@@ -195,11 +205,10 @@ impl Roster {
             .collect()
     }
 
-    /// The device this one just paired with (the node is paired from now on).
-    pub fn set_anchor(&self, anchor: Anchor) {
-        let member = anchor.member();
+    /// The devices this one just paired with (the node is paired from now on).
+    pub fn set_anchors(&self, anchors: Vec<Anchor>) {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-        s.anchor = member.map(|m| (anchor.device_id, m));
+        s.anchors = anchored(anchors);
     }
 
     /// The live member `id` (paired, not revoked), if it is one.
@@ -219,7 +228,7 @@ impl Roster {
         let s = self.read();
         match &s.me {
             Some(me) if s.members.contains_key(me) => s.live(me).is_some(),
-            _ => s.anchor.is_some(),
+            _ => !s.anchors.is_empty(),
         }
     }
 
@@ -240,10 +249,13 @@ impl Roster {
             .filter(|(_, m)| !m.revoked)
             .map(|(id, m)| (id.clone(), m.clone()))
             .collect();
-        if let Some((id, m)) = &s.anchor {
-            if !s.synced() && !s.members.contains_key(id) {
-                out.push((id.clone(), m.clone()));
-            }
+        if !s.synced() {
+            out.extend(
+                s.anchors
+                    .iter()
+                    .filter(|(id, _)| !s.members.contains_key(*id))
+                    .map(|(id, m)| (id.clone(), m.clone())),
+            );
         }
         out
     }

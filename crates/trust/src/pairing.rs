@@ -64,6 +64,10 @@ pub struct Details {
     /// Its public key (SubjectPublicKeyInfo, DER): the device id is its hash.
     #[serde(default)]
     pub public_key: Vec<u8>,
+    /// From the host: the shop's other live devices as it knows them, so the joiner can reach
+    /// the hub (which may not be the host) before the roster itself arrives.
+    #[serde(default)]
+    pub members: Vec<crate::Anchor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -431,6 +435,7 @@ mod tests {
             role: "till".into(),
             cert: vec![1, 2, 3],
             public_key: vec![4, 5, 6],
+            members: vec![],
         }
     }
 

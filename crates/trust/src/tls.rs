@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn two_members_connect_and_the_server_knows_which_device_called() {
         let ((_a, hub), (_b, till)) = (identity(), identity());
-        let roster = Roster::new(hub.device_id().clone(), None);
+        let roster = Roster::new(hub.device_id().clone(), vec![]);
         roster.reload(&[row(&hub, false), row(&till, false)]);
         let seen = handshake(
             server_config(&hub, roster.clone()),
@@ -278,10 +278,10 @@ mod tests {
     #[test]
     fn a_device_outside_the_roster_is_refused_both_ways() {
         let ((_a, hub), (_b, till), (_c, guest)) = (identity(), identity(), identity());
-        let roster = Roster::new(hub.device_id().clone(), None);
+        let roster = Roster::new(hub.device_id().clone(), vec![]);
         roster.reload(&[row(&hub, false), row(&till, false)]);
         // A guest's client is refused by the hub.
-        let guests_roster = Roster::new(guest.device_id().clone(), None);
+        let guests_roster = Roster::new(guest.device_id().clone(), vec![]);
         guests_roster.reload(&[row(&hub, false), row(&guest, false)]);
         assert!(
             handshake(
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn a_revoked_device_is_refused_from_its_next_handshake() {
         let ((_a, hub), (_b, till)) = (identity(), identity());
-        let roster = Roster::new(hub.device_id().clone(), None);
+        let roster = Roster::new(hub.device_id().clone(), vec![]);
         roster.reload(&[row(&hub, false), row(&till, false)]);
         let gone = roster.reload(&[row(&hub, false), row(&till, true)]);
         assert_eq!(gone, vec![till.device_id().clone()]);
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn a_device_removed_after_a_handshake_cannot_resume_that_session() {
         let ((_a, hub), (_b, till)) = (identity(), identity());
-        let roster = Roster::new(hub.device_id().clone(), None);
+        let roster = Roster::new(hub.device_id().clone(), vec![]);
         roster.reload(&[row(&hub, false), row(&till, false)]);
         let (server, client) = (
             server_config(&hub, roster.clone()),
@@ -341,9 +341,9 @@ mod tests {
             role: crate::DeviceRole::HubEligible,
             public_key: roster::encode(&hub.public_key_der()),
         };
-        let tills = Roster::new(till.device_id().clone(), Some(anchor));
+        let tills = Roster::new(till.device_id().clone(), vec![anchor]);
         assert!(tills.is_paired());
-        let hubs = Roster::new(hub.device_id().clone(), None);
+        let hubs = Roster::new(hub.device_id().clone(), vec![]);
         hubs.reload(&[row(&hub, false), row(&till, false)]);
         assert!(
             handshake(
