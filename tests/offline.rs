@@ -23,7 +23,12 @@ fn sale(till: &Node, shift: &str) -> u16 {
     status
 }
 
+/// A till of `hub`'s shop, paired with it before its first start (the shop runs paired: TLS to
+/// the hub, the route guard on both).
 fn till_with_letter(data: &std::path::Path, hub: &Node, letter: &str) -> Node {
+    if !data.join("paired-with.json").exists() {
+        pair_with(hub, data, &format!("Till {letter}"), "till");
+    }
     Node::spawn(
         data,
         &["--role", "till", "--hub", &hub.url, "--till-letter", letter],
