@@ -71,15 +71,44 @@ fn unavailable() -> Option<String> {
 }
 
 /// A bridge and one namespace per node, removed on drop.
+/// `tilld pair` of the device at `data` with the code `host` shows.
+fn pair_at(host: &str, code: &str, data: &std::path::Path, name: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tilld"))
+        .args([
+            "pair",
+            "--code",
+            code,
+            "--peer",
+            host,
+            "--name",
+            name,
+            "--role",
+            "hub-eligible",
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pairing {name}: {out:?}");
+}
+
 struct Net {
     tag: String,
     nodes: usize,
+    operator: Operator,
+    _operator_dir: tempfile::TempDir,
 }
 
 impl Net {
     fn new(nodes: usize) -> Net {
         let tag = format!("{}", std::process::id() % 10_000);
-        let net = Net { tag, nodes };
+        let operator_dir = tempfile::tempdir().unwrap();
+        let net = Net {
+            tag,
+            nodes,
+            operator: Operator::new(operator_dir.path()),
+            _operator_dir: operator_dir,
+        };
         let br = net.bridge();
         ip(&["link", "add", &br, "type", "bridge"]);
         ip(&["addr", "add", "10.77.0.254/24", "dev", &br]);
@@ -147,7 +176,48 @@ impl Net {
         }
     }
 
+    /// Starts node `n`, paired before its first start: node 0 founds the shop's roster with the
+    /// test's own operator device (paired while node 0 is still open), every other node is
+    /// paired with node 0 through a code the operator asks for over TLS.
     fn spawn(&self, n: usize, data: &std::path::Path, name: &str, extra: &[&str]) -> Node {
+        let first_start = !data.join("node.sqlite3").exists();
+        let node0 = format!("http://{}:7700", self.addr(0));
+        if first_start && n > 0 {
+            let offer: Value = self
+                .operator
+                .client()
+                .post(format!(
+                    "{}/api/pair/offer",
+                    node0.replace("http://", "https://")
+                ))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            pair_at(&node0, offer["code"].as_str().unwrap(), data, name);
+        }
+        let mut node = self.spawn_as_is(n, data, name, extra);
+        if first_start && n == 0 {
+            let mut code = String::new();
+            wait_until(
+                Duration::from_secs(20),
+                "a code from the first node",
+                || {
+                    let (status, offer) = node.post_raw("/api/pair/offer", "{}");
+                    code = offer["code"].as_str().unwrap_or_default().to_string();
+                    status == 200
+                },
+            );
+            pair_at(&node0, &code, &self.operator.data, "Test operator");
+        }
+        self.operator.trust(data);
+        node.operator = Some(self.operator.client());
+        node
+    }
+
+    fn spawn_as_is(&self, n: usize, data: &std::path::Path, name: &str, extra: &[&str]) -> Node {
         let listen = format!("{}:7700", self.addr(n));
         let mut args: Vec<String> = vec![
             "netns".into(),

@@ -16,6 +16,9 @@ pub struct Node {
     pub child: Child,
     pub url: String,
     pub data: PathBuf,
+    /// Reach the node as a paired device over TLS (a node in another network namespace, where
+    /// this machine's launch key does not count) instead of with its launch key.
+    pub operator: Option<reqwest::blocking::Client>,
 }
 
 impl Node {
@@ -64,6 +67,7 @@ impl Node {
             child,
             url,
             data: data.to_path_buf(),
+            operator: None,
         }
     }
 
@@ -101,9 +105,15 @@ impl Node {
         method: reqwest::Method,
         path: &str,
     ) -> reqwest::blocking::RequestBuilder {
-        client()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(self.local_key())
+        match &self.operator {
+            Some(device) => device.request(
+                method,
+                format!("{}{path}", self.url.replace("http://", "https://")),
+            ),
+            None => client()
+                .request(method, format!("{}{path}", self.url))
+                .bearer_auth(self.local_key()),
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -611,4 +621,56 @@ pub fn new_code(host: &Node) -> String {
 pub fn pair_with(host: &Node, data: &Path, name: &str, role: &str) {
     let out = pair_device(host, &new_code(host), data, name, role);
     assert!(out.status.success(), "pairing {name} failed: {out:?}");
+}
+
+/// A paired device the test itself holds (hub-eligible), to reach nodes over TLS where the
+/// launch key does not count; it trusts the nodes whose data directories it is told of.
+pub struct Operator {
+    pub data: PathBuf,
+    roster: capsule_trust::Roster,
+    known: std::sync::Mutex<Vec<serde_json::Map<String, Value>>>,
+}
+
+impl Operator {
+    pub fn new(data: &Path) -> Operator {
+        let me = capsule_trust::Identity::load_or_create(data).unwrap();
+        Operator {
+            data: data.to_path_buf(),
+            roster: capsule_trust::Roster::new(me.device_id().clone(), vec![]),
+            known: std::sync::Mutex::new(vec![]),
+        }
+    }
+
+    /// Trusts the node whose data directory is `data` (and itself).
+    pub fn trust(&self, data: &Path) {
+        let row = |of: &capsule_trust::Identity| {
+            let mut r = serde_json::Map::new();
+            r.insert("id".into(), of.device_id().to_string().into());
+            r.insert("role".into(), "hub-eligible".into());
+            r.insert(
+                "public_key".into(),
+                capsule_trust::roster::encode(&of.public_key_der()).into(),
+            );
+            r
+        };
+        let mut known = self.known.lock().unwrap();
+        for d in [data, self.data.as_path()] {
+            known.push(row(&capsule_trust::Identity::load_or_create(d).unwrap()));
+        }
+        self.roster.reload(&known);
+    }
+
+    /// A TLS client as this device.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let me = capsule_trust::Identity::load_or_create(&self.data).unwrap();
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .use_preconfigured_tls(
+                capsule_trust::tls::client_config(&me, self.roster.clone())
+                    .as_ref()
+                    .clone(),
+            )
+            .build()
+            .unwrap()
+    }
 }
