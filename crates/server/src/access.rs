@@ -226,21 +226,17 @@ fn refuse(status: StatusCode, message: String) -> Response {
 
 /// The middleware: serves a request only if the route table allows its caller.
 pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: Next) -> Response {
-    if !policy.roster.is_paired() {
-        return next.run(req).await;
-    }
     let path = req.uri().path().to_string();
     let access = access_of(req.method(), &path);
-    let caller = policy.caller(&req);
     // A browser on this machine opens the link `tilld` printed (`/?key=...`) once: the key moves
-    // into an HttpOnly cookie and out of the address bar.
-    if caller != Caller::Local
+    // into an HttpOnly cookie and out of the address bar (paired or not yet: it keeps working
+    // once the node is paired).
+    if access == Some(Access::Public)
         && let Some(key) = req
             .uri()
             .query()
             .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"))
             .map(|(_, v)| v.into_owned())
-        && access == Some(Access::Public)
     {
         let loopback = req
             .extensions()
@@ -260,6 +256,10 @@ pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: 
                 .into_response();
         }
     }
+    if !policy.roster.is_paired() {
+        return next.run(req).await;
+    }
+    let caller = policy.caller(&req);
     match (access, &caller) {
         (Some(a), c) if c.may(a) => next.run(req).await,
         (None, Caller::Local) => next.run(req).await,

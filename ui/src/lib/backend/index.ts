@@ -5,6 +5,8 @@ import { newId } from '../ids';
 import type { Transport, FrameListener, LinkListener } from './transport';
 import type {
   BatchPull,
+  Device,
+  PairOffer,
   Metrics,
   Mutation,
   MutationResult,
@@ -107,6 +109,9 @@ export const api = {
       request_id: requestId,
     }),
   printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
+  devices: () => call<{ devices: Device[] }>('GET', '/api/devices'),
+  pairOffer: () => call<PairOffer>('POST', '/api/pair/offer', {}),
+  revokeDevice: (id: string) => call<unknown>('POST', `/api/devices/${encodeURIComponent(id)}/revoke`, {}),
   zReports: (before?: number) =>
     call<{ reports: ZReportSummary[]; next?: number | null }>(
       'GET',

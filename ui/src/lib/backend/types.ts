@@ -26,6 +26,30 @@ export interface NodeStatus {
   peers?: PeerStatus[];
   /** The last change of hub, for the banner. */
   hub_change?: HubChange;
+  /** This device's id (the hash of its key) and whether it belongs to a roster. */
+  device_id?: string;
+  paired?: boolean;
+  /** A follower's last failure while offline (the hub unreachable or not admitting it). */
+  link_error?: string;
+}
+
+/** A device of the shop's roster (GET /api/devices): no keys, no certificates. */
+export interface Device {
+  id: string;
+  name: string;
+  role: 'hub-eligible' | 'till' | 'screen';
+  paired_at: string | null;
+  paired_by: string | null;
+  revoked_at: string | null;
+}
+
+/** A pairing code ("Add a device"), valid `expires_in_s` seconds. */
+export interface PairOffer {
+  code: string;
+  session: string;
+  device_id: string;
+  expires_in_s: number;
+  tries_left: number;
 }
 
 export interface PeerStatus {

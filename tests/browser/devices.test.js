@@ -1,0 +1,88 @@
+// The dashboard's "Add a device" on a real hub: the code it shows pairs a real `tilld pair`, the
+// device appears, and removing it marks it removed; in English and Arabic. Once paired, the hub
+// serves this machine's screen (it opened the launch-key link) and refuses another browser.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+import { REPO, startNode, stopNode, tilldBin } from './nodes.js';
+
+const SHOTS = join(REPO, 'test-artifacts', 'screenshots');
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const T = 15000;
+const run = promisify(execFile);
+
+let hub, browser, page, tillData;
+
+async function setLang(lang) {
+  const cur = await page.evaluate(() => document.documentElement.lang);
+  if (cur !== lang) await page.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+  await page.waitForFunction((l) => document.documentElement.lang === l, lang);
+}
+
+async function shotBoth(locator, name) {
+  for (const lang of ['en', 'ar']) {
+    await setLang(lang);
+    await page.waitForTimeout(150);
+    await locator.screenshot({ path: join(SHOTS, `${name}-${lang === 'ar' ? 'ar-rtl' : 'en'}.png`) });
+  }
+  await setLang('en');
+}
+
+describe('devices', () => {
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    hub = await startNode('hub', ['--role', 'hub', '--name', 'Manager PC', '--demo']);
+    browser = await chromium.launch({ executablePath: CHROMIUM });
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    tillData = mkdtempSync(join(tmpdir(), 'capsule-paired-till-'));
+  });
+
+  after(async () => {
+    await browser?.close();
+    stopNode(hub);
+    rmSync(tillData, { recursive: true, force: true });
+  });
+
+  it('adds a device with the code it shows and removes it', async () => {
+    // This machine's own screen opens the launch-key link once: the key becomes a cookie.
+    const key = readFileSync(join(hub.data, 'local.key'), 'utf8').trim();
+    await page.goto(`${hub.url}/?key=${key}`);
+    assert.ok(!page.url().includes('key='), 'the key leaves the address bar');
+    await page.goto(`${hub.url}/#/dashboard`);
+    const card = page.getByTestId('devices');
+    await card.waitFor({ timeout: T });
+    await card.scrollIntoViewIfNeeded();
+    await card.getByTestId('add-device').click();
+    const shown = await card.getByTestId('pair-code').textContent({ timeout: T });
+    const code = shown.replace(/\s/g, '');
+    assert.match(code, /^\d{6}$/);
+    await shotBoth(card, 'devices-code');
+
+    const paired = await run(tilldBin(), [
+      'pair', '--code', code, '--peer', hub.url, '--data', tillData, '--name', 'Till 2', '--role', 'till',
+    ]);
+    assert.match(paired.stdout, /paired with Manager PC/);
+    const row = card.getByTestId('device-row').filter({ hasText: 'Till 2' });
+    await row.waitFor({ timeout: T });
+    // The code was single use: it leaves the screen once a device joined with it.
+    await card.getByTestId('pair-code-box').waitFor({ state: 'detached', timeout: T });
+
+    // The hub is a paired shop now: another browser on the network gets nothing from its API.
+    const stranger = await browser.newContext();
+    const refused = await stranger.request.get(`${hub.url}/api/status`);
+    assert.equal(refused.status(), 401);
+    await stranger.close();
+    // This screen still works (its cookie), live: the till shows up without a reload.
+    await shotBoth(card, 'devices-paired');
+
+    page.once('dialog', (d) => d.accept());
+    await row.getByTestId('remove-device').click();
+    await card.locator('[data-testid=device-row][data-removed=yes]').waitFor({ timeout: T });
+    await shotBoth(card, 'devices-removed');
+  });
+});
