@@ -28,6 +28,8 @@ pub struct Stage {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Idle {
+    /// The hub and the till paired (TLS 1.3 between them, signed gossip, the route guard).
+    pub paired: bool,
     pub writes: usize,
     /// Quiet time between writes (longer than the hub's coalescing window and the till's
     /// pull window, so every write meets idle leading edges).
@@ -80,17 +82,75 @@ async fn echo_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> 
     Ok((format!("ws://{addr}"), task))
 }
 
-pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
+/// A client that calls a node as this machine's own screens do (its launch key).
+fn local_client(data: &Path) -> anyhow::Result<(reqwest::Client, String)> {
+    let key = std::fs::read_to_string(data.join("local.key"))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.trim()).parse()?,
+    );
+    Ok((
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?,
+        key.trim().to_string(),
+    ))
+}
+
+/// Opens `url`'s `/ws` with the node's launch key.
+async fn open_ws(url: &str, key: &str) -> anyhow::Result<Ws> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ws_url(url).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
+}
+
+/// Pairs the device at `data` with `hub` (a code from its "Add a device", then `tilld pair`).
+pub(crate) async fn pair_with_hub(
+    tilld: &Path,
+    hub: &HubProcess,
+    hub_data: &Path,
+    data: &Path,
+    role: &str,
+) -> anyhow::Result<()> {
+    let (http, _) = local_client(hub_data)?;
+    let offer: Value = http
+        .post(format!("{}/api/pair/offer", hub.url))
+        .json(&json!({}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let code = offer["code"].as_str().context("a pairing code")?;
+    let out = std::process::Command::new(tilld)
+        .args(["pair", "--code", code, "--peer", &hub.url, "--role", role])
+        .arg("--data")
+        .arg(data)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "tilld pair: {out:?}");
+    Ok(())
+}
+
+pub async fn measure(tilld: &Path, writes: usize, paired: bool) -> anyhow::Result<Idle> {
     let dir = tempfile::tempdir()?;
-    let hub = HubProcess::start(tilld, &dir.path().join("hub"), &[], None)?;
+    let (hub_data, till_data) = (dir.path().join("hub"), dir.path().join("till"));
+    let hub = HubProcess::start(tilld, &hub_data, &[], None)?;
+    if paired {
+        pair_with_hub(tilld, &hub, &hub_data, &till_data, "till").await?;
+    }
     let till = HubProcess::spawn(
         tilld,
         &["--role", "till", "--hub", &hub.url],
-        &dir.path().join("till"),
+        &till_data,
         &[],
         None,
     )?;
-    let http = reqwest::Client::new();
+    let (http, hub_key) = local_client(&hub_data)?;
+    let (till_http, till_key) = local_client(&till_data)?;
     let post = |body: Value| {
         http.post(format!("{}/api/mutations", hub.url))
             .json(&body)
@@ -106,7 +166,7 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
     // The till is online once its status says so.
     let t = Instant::now();
     loop {
-        let s = get_json(&http, &format!("{}/api/status", till.url)).await?;
+        let s = get_json(&till_http, &format!("{}/api/status", till.url)).await?;
         if s["state"] == "online" {
             break;
         }
@@ -116,8 +176,8 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (mut hub_ws, _) = tokio_tungstenite::connect_async(ws_url(&hub.url)).await?;
-    let (mut till_ws, _) = tokio_tungstenite::connect_async(ws_url(&till.url)).await?;
+    let mut hub_ws = open_ws(&hub.url, &hub_key).await?;
+    let mut till_ws = open_ws(&till.url, &till_key).await?;
     let (echo_url, echo_task) = echo_server().await?;
     let (mut echo, _) = tokio_tungstenite::connect_async(&echo_url).await?;
     let gap = Duration::from_millis(300);
@@ -156,7 +216,26 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
             merged.push(ms(t_merged));
         }
     }
-    let till_metrics = get_json(&http, &format!("{}/api/metrics", till.url)).await?;
+    // A sale rung up at the till: its local commit, sent on to the hub (over TLS when paired)
+    // and answered once the hub confirmed it.
+    let mut at_till = Vec::with_capacity(writes);
+    for i in 0..writes + warmup {
+        tokio::time::sleep(gap).await;
+        let t0 = Instant::now();
+        let r = till_http
+            .post(format!("{}/api/mutations", till.url))
+            .json(&json!({"mutations": [{"mid": uuid::Uuid::new_v4().to_string(),
+            "table": "order_header", "action": "insert", "row": {"id": uuid::Uuid::new_v4().to_string(),
+            "shift_id": "idle-shift", "opened_at": "2026-11-25T12:00:00Z", "table_label": "T8"}}]}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "the hub did not confirm: {}", r.status());
+        if i >= warmup {
+            at_till.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    at_till.sort_by(f64::total_cmp);
+    let till_metrics = get_json(&till_http, &format!("{}/api/metrics", till.url)).await?;
     echo_task.abort();
     for v in [&mut answered, &mut published, &mut merged, &mut rtt] {
         v.sort_by(f64::total_cmp);
@@ -173,6 +252,7 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
         p99_ms: replica[key]["p99_ms"].as_f64().unwrap_or(0.0),
     };
     Ok(Idle {
+        paired,
         writes,
         gap_ms: gap.as_millis() as u64,
         stages: vec![
@@ -190,6 +270,10 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
                 "(the till's merge: one SQLite commit, alone)",
                 "merge_latency",
             ),
+            stage(
+                "a write at the till, confirmed by the hub (its own round)",
+                &at_till,
+            ),
         ],
         ws_rtt_p50_ms: percentile(&rtt, 0.5),
         floor_p50_ms: percentile(&answered, 0.5) + percentile(&rtt, 0.5),
@@ -202,8 +286,14 @@ pub async fn measure(tilld: &Path, writes: usize) -> anyhow::Result<Idle> {
 impl Idle {
     pub fn table(&self) -> String {
         let mut out = format!(
-            "| idle shop: {} writes, {} ms apart (times from sending the write) | p50 ms | p99 ms |\n|---|---|---|\n",
-            self.writes, self.gap_ms
+            "| idle shop{}: {} writes, {} ms apart (times from sending the write) | p50 ms | p99 ms |\n|---|---|---|\n",
+            if self.paired {
+                ", paired (TLS 1.3 hub <-> till)"
+            } else {
+                ", unpaired (plain HTTP)"
+            },
+            self.writes,
+            self.gap_ms
         );
         for s in &self.stages {
             out += &format!("| {} | {:.2} | {:.2} |\n", s.name, s.p50_ms, s.p99_ms);

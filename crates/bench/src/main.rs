@@ -133,7 +133,13 @@ fn main() -> anyhow::Result<()> {
                 "idle: {} writes one at a time, hub -> till...",
                 args.idle_writes
             );
-            Some(idle::measure(&tilld, args.idle_writes).await?)
+            Some(idle::measure(&tilld, args.idle_writes, false).await?)
+        } else {
+            None
+        };
+        let idle_paired = if args.runs(Section::Idle) {
+            eprintln!("idle: the same between a paired hub and till (TLS 1.3)...");
+            Some(idle::measure(&tilld, args.idle_writes, true).await?)
         } else {
             None
         };
@@ -172,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             args: format!("{args:?}"),
             floor,
             idle,
+            idle_paired,
             runs,
             writes,
             snapshots,

@@ -390,6 +390,8 @@ pub struct Report {
     pub args: String,
     pub floor: Floor,
     pub idle: Option<crate::idle::Idle>,
+    /// The same, between a paired hub and till.
+    pub idle_paired: Option<crate::idle::Idle>,
     pub runs: Vec<RunResult>,
     pub writes: Option<crate::writes::Writes>,
     pub snapshots: Option<crate::snapshot::Snapshots>,
@@ -435,7 +437,7 @@ impl Report {
             f.wide_commit_sqlite_vfs_p99_ms,
             f.wide_commit_p50_ms / f.wide_commit_sqlite_vfs_p50_ms,
         );
-        if let Some(i) = &self.idle {
+        for i in [&self.idle, &self.idle_paired].into_iter().flatten() {
             out.push('\n');
             out += &i.table();
         }
