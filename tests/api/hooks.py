@@ -1,8 +1,9 @@
 """Schemathesis hooks for the Capsule POS API fuzz run (loaded by scripts/api-fuzz).
 
-Adds one check to schemathesis' own: every error answer is JSON `{"error": "..."}`, and a
+Adds two checks to schemathesis' own: every error answer is JSON `{"error": "..."}`, and a
 refused request leaves the node's synced data exactly as it was (a digest of every synced
-table, read straight from the node's SQLite file before and after the call)."""
+table, read straight from the node's SQLite file before and after the call); and, in the run
+without credentials (CAPSULE_ANONYMOUS=1), every route but the public ones answers 401."""
 
 import hashlib
 import json
@@ -47,4 +48,29 @@ def errors_are_json_and_change_nothing(ctx, response, case):
     before = _before["digest"]
     if before is not None and digest() != before:
         raise AssertionError(f"a refused request ({response.status_code}) changed the stored data")
+    return None
+
+
+# What a caller without credentials may reach on a paired node (crates/server/src/access.rs),
+# besides every path outside /api, /ws and /metrics.
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/api/pair"),
+    ("POST", "/api/pair/hello"),
+    ("POST", "/api/pair/finish"),
+}
+
+
+@schemathesis.check
+def refused_without_credentials(ctx, response, case):
+    if os.environ.get("CAPSULE_ANONYMOUS") != "1":
+        return None
+    api = case.path.startswith(("/api", "/ws")) or case.path == "/metrics"
+    if not api or (case.method.upper(), case.path) in PUBLIC:
+        # The UI's files (and /healthz) are public whatever the method.
+        return None
+    if response.status_code != 401:
+        raise AssertionError(
+            f"{case.method.upper()} {case.path} answered {response.status_code} without credentials"
+        )
     return None

@@ -363,10 +363,11 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             }
         }
     };
-    let router = capsule_server::guard::layer(
-        trust.guard(router),
+    // Who is calling comes first: a caller without credentials learns nothing more than 401.
+    let router = trust.guard(capsule_server::guard::layer(
+        router,
         capsule_server::guard::Hosts::for_this_machine(&config.allowed_hosts),
-    );
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut limits = config.limits;
     limits.max_connections = capsule_server::connection_capacity(limits.max_connections);
