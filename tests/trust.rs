@@ -490,3 +490,57 @@ fn an_unpaired_shop_pairs_its_tills_one_by_one_while_selling_and_loses_nothing()
     assert_eq!(count(&hub.db(), "order_line"), 4, "nothing doubled");
     assert_eq!(count(&hub.db(), "order_payment"), 4);
 }
+
+/// A removed device that may lead (a stolen manager's laptop, say) is out of the election: its
+/// gossip is dropped, nobody sees it, and when the hub dies a remaining till takes over even
+/// though the removed one asks to lead with a higher priority.
+#[test]
+fn a_removed_device_is_dropped_from_the_gossip_and_never_followed() {
+    let shop = Shop::new(3);
+    let manager = shop.start(0, "Manager PC", &["--priority", "10"]);
+    wait_until(Duration::from_secs(30), "the manager's PC leads", || {
+        status(&manager)["role"] == "hub"
+    });
+    let till = shop.start(1, "Till 1", &["--priority", "2"]);
+    let laptop = shop.start(2, "Old laptop", &["--priority", "5"]);
+    wait_for_hub(&manager, &[&till, &laptop], Duration::from_secs(30));
+    let laptop_id = status(&laptop)["device_id"].as_str().unwrap().to_string();
+    let (code, body) = manager.post_raw(&format!("/api/devices/{laptop_id}/revoke"), "{}");
+    assert_eq!(code, 200, "{body}");
+    let not_a_member = "capsule_gossip_dropped_total{reason=\"not_a_member\"}";
+    wait_until(
+        Duration::from_secs(20),
+        "the laptop's gossip is dropped",
+        || manager.prometheus(not_a_member) > 0.0 && till.prometheus(not_a_member) > 0.0,
+    );
+    wait_until(Duration::from_secs(20), "nobody sees the laptop", || {
+        [&manager, &till].iter().all(|n| {
+            status(n)["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["name"] != "Old laptop"))
+        })
+    });
+    manager.kill9();
+    wait_until(Duration::from_secs(10), "the till takes over", || {
+        status(&till)["role"] == "hub"
+    });
+    let s = status(&till);
+    assert!(
+        s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "Old laptop"),
+        "{s}"
+    );
+    // The laptop's writes never reach the new hub either.
+    let shift_id = new_id();
+    let (_, _) = laptop.mutate(&[shift(&shift_id)]);
+    wait_until(Duration::from_secs(10), "the laptop tried", || {
+        status(&laptop)["pending"].as_i64() > Some(0) || status(&laptop)["role"] == "hub"
+    });
+    assert_eq!(
+        till.get(&format!("/api/entities/pos_shift/{shift_id}")).0,
+        404
+    );
+}
