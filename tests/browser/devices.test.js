@@ -73,9 +73,20 @@ describe('devices', () => {
     await card.getByTestId('pair-code-box').waitFor({ state: 'detached', timeout: T });
 
     // The hub is a paired shop now: another browser on the network gets nothing from its API.
-    const stranger = await browser.newContext();
+    const stranger = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const refused = await stranger.request.get(`${hub.url}/api/status`);
     assert.equal(refused.status(), 401);
+    // Its screen says so in words a manager can act on, in both languages.
+    const outsider = await stranger.newPage();
+    await outsider.goto(`${hub.url}/#/dashboard`);
+    const notice = outsider.getByTestId('not-admitted');
+    await notice.waitFor({ timeout: T });
+    assert.match(await notice.textContent(), /not paired/);
+    await outsider.screenshot({ path: join(SHOTS, 'not-paired-en.png') });
+    await outsider.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+    await outsider.waitForFunction(() => document.documentElement.lang === 'ar');
+    await outsider.waitForTimeout(150);
+    await outsider.screenshot({ path: join(SHOTS, 'not-paired-ar-rtl.png') });
     await stranger.close();
     // This screen still works (its cookie), live: the till shows up without a reload.
     await shotBoth(card, 'devices-paired');

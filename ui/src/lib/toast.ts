@@ -1,4 +1,5 @@
-import { writable } from 'svelte/store';
+import { get, writable } from 'svelte/store';
+import { notAdmitted } from './backend';
 
 export interface Toast {
   id: number;
@@ -10,6 +11,8 @@ export const toasts = writable<Toast[]>([]);
 let n = 0;
 
 export function toast(kind: Toast['kind'], text: string, ms = kind === 'error' ? 7000 : 2500): void {
+  // A screen the node does not admit says so on its own; each refused call adds nothing.
+  if (kind === 'error' && get(notAdmitted)) return;
   const id = ++n;
   toasts.update((l) => [...l.slice(-3), { id, kind, text }]);
   setTimeout(() => toasts.update((l) => l.filter((x) => x.id !== id)), ms);

@@ -1,4 +1,5 @@
 // The only module that talks to the node. Everything else imports from here.
+import { writable } from 'svelte/store';
 import { httpTransport } from './http';
 import { tauriTransport } from './tauri';
 import { newId } from '../ids';
@@ -23,6 +24,12 @@ import type {
 } from './types';
 
 export type * from './types';
+
+/**
+ * Set while the node refuses this screen (401: it serves the shop's paired devices only and
+ * this browser holds no credential); cleared by the next answer it gives.
+ */
+export const notAdmitted = writable<string | null>(null);
 
 /** An error answer from the node; `message` is the node's own `error` text. */
 export class ApiError extends Error {
@@ -66,9 +73,13 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   } catch (e) {
     throw new ApiError(0, `node unreachable: ${e instanceof Error ? e.message : String(e)}`);
   }
-  if (res.status >= 200 && res.status < 300) return res.body as T;
+  if (res.status >= 200 && res.status < 300) {
+    notAdmitted.set(null);
+    return res.body as T;
+  }
   const b = res.body as { error?: unknown } | null;
   const msg = b && typeof b.error === 'string' ? b.error : `HTTP ${res.status}`;
+  if (res.status === 401) notAdmitted.set(msg);
   throw new ApiError(res.status, msg);
 }
 
