@@ -96,4 +96,43 @@ describe('devices', () => {
     await card.locator('[data-testid=device-row][data-removed=yes]').waitFor({ timeout: T });
     await shotBoth(card, 'devices-removed');
   });
+
+  it('pairs a kitchen TV browser by a code a manager approves, scoped to kitchen work', async () => {
+    // Runs after the first test: the hub is a paired shop.
+    const tv = await browser.newContext({ viewport: { width: 1920, height: 1080 } });
+    const screen = await tv.newPage();
+    await screen.goto(`${hub.url}/#/kds`);
+    const form = screen.getByTestId('pair-screen');
+    await form.waitFor({ timeout: T });
+    await form.locator('input').fill('Grill TV');
+    await form.locator('select').selectOption('kitchen');
+    await form.locator('button[type=submit]').click();
+    const shown = (await screen.getByTestId('screen-code').textContent({ timeout: T })).replace(/\s/g, '');
+    assert.match(shown, /^\d{6}$/);
+    await screen.screenshot({ path: join(SHOTS, 'screen-asks-to-pair-en.png') });
+
+    // The manager sees the same code on the dashboard and approves it.
+    const card = page.getByTestId('devices');
+    const asking = card.getByTestId('screen-asking').filter({ hasText: `${shown.slice(0, 3)} ${shown.slice(3)}` });
+    await asking.waitFor({ timeout: T });
+    await shotBoth(card, 'devices-screen-asking');
+    await asking.getByTestId('approve-screen').click();
+
+    // The TV opens by itself on the kitchen screen.
+    await screen.getByTestId('not-admitted').waitFor({ state: 'detached', timeout: T });
+    await screen.waitForFunction(() => document.querySelector('[data-screen=kds]') !== null, null, { timeout: T });
+    await screen.screenshot({ path: join(SHOTS, 'screen-paired-kds-en.png') });
+    // Kitchen work only: it follows the shop, but takes no report and no Z.
+    assert.equal((await tv.request.get(`${hub.url}/api/status`)).status(), 200);
+    assert.equal((await tv.request.get(`${hub.url}/api/reports/x`)).status(), 403);
+    assert.equal(
+      (await tv.request.post(`${hub.url}/api/reports/z`, { data: { taken_by: 'tv', number: 1 } })).status(),
+      403,
+    );
+    // Removed by the manager: its cookie opens nothing any more.
+    await card.getByTestId('screen-row').filter({ hasText: 'Grill TV' }).getByTestId('remove-screen').click();
+    await card.getByTestId('screen-row').filter({ hasText: 'Grill TV' }).waitFor({ state: 'detached', timeout: T });
+    assert.equal((await tv.request.get(`${hub.url}/api/status`)).status(), 401);
+    await tv.close();
+  });
 });

@@ -13,6 +13,7 @@ pub mod pairing;
 pub mod printer_net;
 pub mod printing;
 mod routes;
+pub mod screens;
 pub mod trust;
 
 pub use node::{NodeConfig, Role, RunningNode, start};

@@ -25,6 +25,8 @@ pub struct DeviceTrust {
     pub roster: Roster,
     pub connections: DeviceConnections,
     pub local_key: LocalKey,
+    /// Browsers a manager paired with this node.
+    pub screens: capsule_server::sessions::Screens,
 }
 
 impl DeviceTrust {
@@ -45,6 +47,7 @@ impl DeviceTrust {
                 roster,
                 connections: DeviceConnections::default(),
                 local_key,
+                screens: capsule_server::sessions::Screens::load(Some(dir.clone())),
             })
         })
         .await?
@@ -99,6 +102,7 @@ impl DeviceTrust {
             AccessPolicy {
                 roster: self.roster.clone(),
                 local_key: self.local_key.clone(),
+                screens: self.screens.clone(),
             },
         )
     }

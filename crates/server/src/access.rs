@@ -8,6 +8,9 @@
 //!   device also manages);
 //! - this machine's own screens, by the launch key `tilld` writes to `local.key` in its data
 //!   directory (a header or an HttpOnly cookie, and from a loopback address only);
+//! - a browser a manager paired (a kitchen TV, a manager's laptop), by its cookie
+//!   ([`crate::sessions`]): a kitchen screen reaches what a screen device does, a manager's
+//!   browser what the manager's PC does;
 //! - anyone, for the public routes: health, the steps of pairing, the UI's static files.
 //!
 //! No credential (or a removed device's) is a 401; a credential of the wrong role a 403 naming
@@ -24,6 +27,7 @@ use capsule_trust::{DeviceRole, Roster};
 
 use crate::error::ApiError;
 use crate::peers::PeerDevice;
+use crate::sessions::{SCREEN_COOKIE, ScreenRole, Screens};
 
 /// Who a route serves, from the widest to the narrowest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,6 +49,21 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/api/pair", Access::Public),
     (Method::POST, "/api/pair/hello", Access::Public),
     (Method::POST, "/api/pair/finish", Access::Public),
+    // A browser asks to pair (a code it shows) and polls for the manager's answer.
+    (Method::POST, "/api/pair/screen", Access::Public),
+    (Method::GET, "/api/pair/screen/{id}", Access::Public),
+    (Method::GET, "/api/pair/screens", Access::Manager),
+    (
+        Method::POST,
+        "/api/pair/screens/{id}/approve",
+        Access::Manager,
+    ),
+    (Method::POST, "/api/pair/screens/{id}/deny", Access::Manager),
+    (
+        Method::POST,
+        "/api/pair/screens/{id}/remove",
+        Access::Manager,
+    ),
     (Method::GET, "/ws", Access::Device),
     (Method::GET, "/api/status", Access::Device),
     (Method::GET, "/api/schema", Access::Device),
@@ -126,6 +145,8 @@ pub fn access_of(method: &Method, path: &str) -> Option<Access> {
 pub enum Caller {
     /// A live roster member, over TLS.
     Device(DeviceRole),
+    /// A browser a manager paired (its cookie).
+    Browser(ScreenRole),
     /// A device that was a member when it connected and is not any more.
     Revoked,
     /// This machine's own screens (the launch key, from loopback).
@@ -140,6 +161,8 @@ impl Caller {
             (Caller::Device(_), Access::Device) => true,
             (Caller::Device(r), Access::Till) => *r != DeviceRole::Screen,
             (Caller::Device(r), Access::Manager) => *r == DeviceRole::HubEligible,
+            (Caller::Browser(_), Access::Device) => true,
+            (Caller::Browser(r), Access::Till | Access::Manager) => *r == ScreenRole::Manager,
             _ => false,
         }
     }
@@ -182,22 +205,28 @@ impl LocalKey {
         {
             return Some(bearer.trim());
         }
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == KEY_COOKIE)
-            .map(|(_, v)| v)
+        cookie(headers, KEY_COOKIE)
     }
 }
 
-/// What the access check needs: this node's roster and its launch key.
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// What the access check needs: this node's roster, its launch key and its paired browsers.
 #[derive(Clone, Debug)]
 pub struct AccessPolicy {
     pub roster: Roster,
     pub local_key: LocalKey,
+    pub screens: Screens,
 }
 
 impl AccessPolicy {
@@ -214,9 +243,12 @@ impl AccessPolicy {
             .get::<ConnectInfo<SocketAddr>>()
             .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
         match LocalKey::offered(req.headers()) {
-            Some(k) if loopback && self.local_key.is(k) => Caller::Local,
-            _ => Caller::Anonymous,
+            Some(k) if loopback && self.local_key.is(k) => return Caller::Local,
+            _ => {}
         }
+        cookie(req.headers(), SCREEN_COOKIE)
+            .and_then(|t| self.screens.role_of(t))
+            .map_or(Caller::Anonymous, Caller::Browser)
     }
 }
 
@@ -331,6 +363,9 @@ mod tests {
         assert!(!screen.may(Access::Till));
         assert!(till.may(Access::Till) && !till.may(Access::Manager));
         assert!(manager.may(Access::Manager));
+        let kitchen_tv = Caller::Browser(ScreenRole::Kitchen);
+        assert!(kitchen_tv.may(Access::Device) && !kitchen_tv.may(Access::Till));
+        assert!(Caller::Browser(ScreenRole::Manager).may(Access::Manager));
         for c in [&Caller::Anonymous, &Caller::Revoked] {
             assert!(c.may(Access::Public) && !c.may(Access::Device), "{c:?}");
         }

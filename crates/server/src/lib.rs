@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod peers;
 pub mod publisher;
 pub mod serve;
+pub mod sessions;
 pub mod stream;
 pub mod writer;
 

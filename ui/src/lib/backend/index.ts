@@ -7,6 +7,9 @@ import type { Transport, FrameListener, LinkListener } from './transport';
 import type {
   BatchPull,
   Device,
+  PairedScreen,
+  ScreenAsking,
+  ScreenRole,
   PairOffer,
   Metrics,
   Mutation,
@@ -74,7 +77,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
     throw new ApiError(0, `node unreachable: ${e instanceof Error ? e.message : String(e)}`);
   }
   if (res.status >= 200 && res.status < 300) {
-    notAdmitted.set(null);
+    // Asking to pair is public: an answer to it says nothing about being admitted.
+    if (!path.startsWith('/api/pair/screen/') && path !== '/api/pair/screen') notAdmitted.set(null);
     return res.body as T;
   }
   const b = res.body as { error?: unknown } | null;
@@ -121,6 +125,15 @@ export const api = {
     }),
   printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
   devices: () => call<{ devices: Device[] }>('GET', '/api/devices'),
+  /** A browser asks to pair: the code it shows for a manager to approve. */
+  askToPair: (name: string, role: ScreenRole) =>
+    call<{ id: string; code: string; poll: string; expires_in_s: number }>('POST', '/api/pair/screen', { name, role }),
+  /** Waiting (202), or paired (200: the node set this browser's cookie); 410 when refused. */
+  pairAnswer: (id: string, poll: string) =>
+    call<{ state: 'waiting' | 'paired' }>('GET', `/api/pair/screen/${encodeURIComponent(id)}?poll=${encodeURIComponent(poll)}`),
+  screens: () => call<{ waiting: ScreenAsking[]; screens: PairedScreen[] }>('GET', '/api/pair/screens'),
+  screenAnswer: (id: string, answer: 'approve' | 'deny' | 'remove') =>
+    call<unknown>('POST', `/api/pair/screens/${encodeURIComponent(id)}/${answer}`, {}),
   pairOffer: () => call<PairOffer>('POST', '/api/pair/offer', {}),
   revokeDevice: (id: string) => call<unknown>('POST', `/api/devices/${encodeURIComponent(id)}/revoke`, {}),
   zReports: (before?: number) =>

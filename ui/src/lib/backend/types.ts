@@ -43,6 +43,26 @@ export interface Device {
   revoked_at: string | null;
 }
 
+/** What a paired browser may do: follow and bump (a kitchen TV), or what the manager's PC does. */
+export type ScreenRole = 'kitchen' | 'manager';
+
+/** A browser asking to pair, waiting for a manager (GET /api/pair/screens). */
+export interface ScreenAsking {
+  id: string;
+  code: string;
+  name: string;
+  role: ScreenRole;
+  waiting_s: number;
+}
+
+/** A browser a manager paired. */
+export interface PairedScreen {
+  id: string;
+  name: string;
+  role: ScreenRole;
+  paired_at: string;
+}
+
 /** A pairing code ("Add a device"), valid `expires_in_s` seconds. */
 export interface PairOffer {
   code: string;
