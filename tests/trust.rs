@@ -544,3 +544,50 @@ fn a_removed_device_is_dropped_from_the_gossip_and_never_followed() {
         404
     );
 }
+
+/// Found by review: an unpaired node let anyone approve a browser (whose cookie then outlived
+/// the first pairing) or re-anchor it to another shop; and a removed device fell back to
+/// serving everyone, as an unpaired one does.
+#[test]
+fn an_unpaired_node_keeps_what_creates_trust_for_this_machine_and_a_removed_one_stays_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--name", "Manager PC"],
+    );
+    let till = Node::till(&dir.path().join("till"), &hub);
+    use reqwest::Method as M;
+    // Unpaired: reads are open as before; joining, approving and removing are not.
+    assert_eq!(anonymous(&till, &M::GET, "/api/status").0, 200);
+    for (m, path) in [
+        (M::POST, "/api/pair/join"),
+        (M::GET, "/api/pair/screens"),
+        (M::POST, "/api/pair/screens/x/approve"),
+        (M::POST, "/api/devices/x/revoke"),
+    ] {
+        assert_eq!(anonymous(&hub, &m, path).0, 401, "{m} {path}");
+    }
+    // Paired, then removed: the till answers no one but this machine.
+    let till_data = dir.path().join("till");
+    drop(till);
+    pair_with(&hub, &till_data, "Till 1", "till");
+    let till = Node::till(&till_data, &hub);
+    wait_until(Duration::from_secs(20), "the till is online", || {
+        status(&till)["state"] == "online"
+    });
+    let id = status(&till)["device_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        hub.post_raw(&format!("/api/devices/{id}/revoke"), "{}").0,
+        200
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the till knows it was removed",
+        || {
+            till.get(&format!("/api/entities/device/{id}")).1["payload"]["revoked_at"].is_string()
+                || status(&till)["state"] == "offline"
+        },
+    );
+    assert_eq!(anonymous(&till, &M::GET, "/api/snapshot").0, 401);
+    assert_eq!(anonymous(&till, &M::POST, "/api/mutations").0, 401);
+}

@@ -276,7 +276,7 @@ impl Mesh {
     /// `m` as a paired node may count it: only a live roster member, and only a hub-eligible
     /// one may lead (a till or screen that says it may is not believed).
     fn admitted(&self, mut m: Member, state: &chitchat::NodeState) -> Option<Member> {
-        let Some(trust) = self.trust.as_ref().filter(|t| t.roster.is_paired()) else {
+        let Some(trust) = self.trust.as_ref().filter(|t| t.roster.is_closed()) else {
             return Some(m);
         };
         let device = state

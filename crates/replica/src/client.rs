@@ -63,7 +63,9 @@ impl PeerClient {
     }
 
     fn secure(&self) -> Option<&Secure> {
-        self.secure.as_ref().filter(|s| s.roster.is_paired())
+        // A removed device keeps speaking TLS as itself: the shop refuses it, and it never
+        // falls back to talking to anyone as an unpaired node does.
+        self.secure.as_ref().filter(|s| s.roster.is_closed())
     }
 
     /// The HTTP client to use now.

@@ -241,7 +241,7 @@ impl AccessPolicy {
         let loopback = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+            .is_some_and(|ConnectInfo(a)| a.ip().to_canonical().is_loopback());
         match LocalKey::offered(req.headers()) {
             Some(k) if loopback && self.local_key.is(k) => return Caller::Local,
             _ => {}
@@ -273,7 +273,7 @@ pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: 
         let loopback = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+            .is_some_and(|ConnectInfo(a)| a.ip().to_canonical().is_loopback());
         if loopback && policy.local_key.is(&key) {
             return (
                 StatusCode::SEE_OTHER,
@@ -288,10 +288,19 @@ pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: 
                 .into_response();
         }
     }
-    if !policy.roster.is_paired() {
-        return next.run(req).await;
-    }
     let caller = policy.caller(&req);
+    if !policy.roster.is_closed() {
+        // An unpaired node serves everyone, as shops did before pairing; but joining a shop,
+        // approving a browser and removing a device only for this machine, so no browser
+        // approved before the first pairing outlives it. (A pairing code stays open to all
+        // until then: a device paired while the shop was open shows in Devices, to remove.)
+        let trust = path == "/api/pair/join"
+            || path.starts_with("/api/pair/screens")
+            || path.starts_with("/api/devices/");
+        if !trust || caller == Caller::Local {
+            return next.run(req).await;
+        }
+    }
     match (access, &caller) {
         (Some(a), c) if c.may(a) => next.run(req).await,
         (None, Caller::Local) => next.run(req).await,

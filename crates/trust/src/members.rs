@@ -232,6 +232,12 @@ impl Roster {
         }
     }
 
+    /// Whether this node answers only to the shop's devices: paired, or removed from the shop
+    /// (a removed device must not fall back to serving anyone as an unpaired one does).
+    pub fn is_closed(&self) -> bool {
+        self.is_paired() || self.is_revoked()
+    }
+
     /// Whether the roster names this device revoked (it then serves no one and follows no one).
     pub fn is_revoked(&self) -> bool {
         let s = self.read();

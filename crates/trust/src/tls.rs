@@ -52,13 +52,16 @@ impl RosterVerifier {
         }
     }
 
-    fn member(&self, cert: &CertificateDer<'_>) -> Result<(), Error> {
+    /// `cert` is a live member's (a server must also be one that may lead: peers call only the
+    /// hub, so a till's or a screen's key never answers as one).
+    fn member(&self, cert: &CertificateDer<'_>, server: bool) -> Result<(), Error> {
         let key = certificate_key(cert)
             .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
         match self.roster.live_key(&key) {
-            Some(_) => Ok(()),
-            // Not in the roster, or revoked: the same answer, so a prober learns nothing.
-            None => Err(Error::InvalidCertificate(
+            Some((_, m)) if !server || m.role == crate::DeviceRole::HubEligible => Ok(()),
+            // Not in the roster, revoked, or not one that may lead: the same answer, so a
+            // prober learns nothing.
+            _ => Err(Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             )),
         }
@@ -88,7 +91,7 @@ impl ServerCertVerifier for RosterVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.member(end_entity)?;
+        self.member(end_entity, true)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -136,7 +139,7 @@ impl ClientCertVerifier for RosterVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.member(end_entity)?;
+        self.member(end_entity, false)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -222,7 +225,7 @@ mod tests {
     fn row(of: &Identity, revoked: bool) -> Map<String, Value> {
         let mut r = Map::new();
         r.insert("id".into(), of.device_id().to_string().into());
-        r.insert("role".into(), "till".into());
+        r.insert("role".into(), "hub-eligible".into());
         r.insert(
             "public_key".into(),
             roster::encode(&of.public_key_der()).into(),
@@ -311,6 +314,23 @@ mod tests {
             handshake(
                 server_config(&hub, roster.clone()),
                 client_config(&till, roster)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_till_key_never_answers_as_a_hub() {
+        let ((_a, hub), (_b, till)) = (identity(), identity());
+        let mut till_row = row(&till, false);
+        till_row.insert("role".into(), "till".into());
+        let roster = Roster::new(hub.device_id().clone(), vec![]);
+        roster.reload(&[row(&hub, false), till_row]);
+        // The till as a server (a stolen till claiming to be the hub): refused.
+        assert!(
+            handshake(
+                server_config(&till, roster.clone()),
+                client_config(&hub, roster)
             )
             .is_err()
         );
