@@ -565,7 +565,7 @@ fn an_unpaired_node_keeps_what_creates_trust_for_this_machine_and_a_removed_one_
         (M::POST, "/api/pair/screens/x/approve"),
         (M::POST, "/api/devices/x/revoke"),
     ] {
-        assert_eq!(anonymous(&hub, &m, path).0, 401, "{m} {path}");
+        assert_eq!(anonymous(&hub, &m, path).0, 403, "{m} {path}");
     }
     // Paired, then removed: the till answers no one but this machine.
     let till_data = dir.path().join("till");

@@ -352,7 +352,9 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageHub.waitForFunction(() => Number(document.querySelector('[data-testid=status-seq]')?.textContent?.replace(/\D/g, '') || 0) > 0, null, { timeout: T });
     await pageHub.getByTestId('stat-open-orders').waitFor({ timeout: T });
     await pageHub.getByTestId('server-metrics').waitFor({ timeout: T });
-    await pageHub.getByTestId('pairing').filter({ hasText: /not available yet/i }).waitFor({ timeout: T });
+    // An unpaired shop says it is open to anyone on its network, and offers to add a device.
+    await pageHub.getByTestId('devices').filter({ hasText: /No device is paired yet/i }).waitFor({ timeout: T });
+    await pageHub.getByTestId('add-device').waitFor({ timeout: T });
     // the connected nodes table: the hub first, then both tills (as they report every 2 s)
     const tillIds = await Promise.all([tillA, tillB].map(async (n) => (await (await fetch(`${n.url}/api/status`)).json()).node_id));
     const rows = pageHub.getByTestId('nodes-table').getByTestId('node-row');

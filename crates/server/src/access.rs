@@ -300,6 +300,12 @@ pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: 
         if !trust || caller == Caller::Local {
             return next.run(req).await;
         }
+        // 403, not 401: the screen is admitted (the shop is open), this action is not.
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "only this machine's own screens may do this until the shop's first device is paired"
+                .into(),
+        );
     }
     match (access, &caller) {
         (Some(a), c) if c.may(a) => next.run(req).await,
