@@ -2,8 +2,6 @@
 //! the synced `device` rows (closing a revoked device's connections), the launch key of its own
 //! screens, and from them the server's TLS and access check and the client it reaches peers with.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,7 +38,7 @@ impl DeviceTrust {
             let roster = Roster::new(identity.device_id().clone(), Anchor::load(&dir));
             roster.reload(&s.table_rows_committed("device")?);
             let local_key = LocalKey::new(new_key());
-            write_private(&dir.join(LOCAL_KEY_FILE), local_key.as_str())
+            capsule_trust::write_private(&dir.join(LOCAL_KEY_FILE), local_key.as_str().as_bytes())
                 .context("cannot write this launch's key for the node's own screens")?;
             Ok(DeviceTrust {
                 identity: Arc::new(identity),
@@ -109,19 +107,5 @@ impl DeviceTrust {
 }
 
 fn new_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Replaces `path` with `text`, readable by this user only.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    std::fs::rename(&tmp, path)
+    capsule_server::sessions::random_hex(32)
 }

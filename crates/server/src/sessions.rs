@@ -4,8 +4,6 @@
 //! of the file lets no one in. Asking to pair is public and bounded; approving is a manager's.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,7 +96,8 @@ fn hash(token: &str) -> String {
         .collect()
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes as hex: tokens, secrets, ids.
+pub fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect()
@@ -127,18 +126,10 @@ impl Screens {
     }
 
     fn save(&self, screens: &[Screen]) -> std::io::Result<()> {
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
-        let tmp = file.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(screens)?)?;
-        std::fs::rename(tmp, file)
+        match &self.file {
+            Some(file) => capsule_trust::write_private(file, &serde_json::to_vec_pretty(screens)?),
+            None => Ok(()),
+        }
     }
 
     /// The role of the browser holding `token`, if it is paired.

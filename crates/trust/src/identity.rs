@@ -240,9 +240,11 @@ pub fn verify(spki_der: &[u8], message: &[u8], signature: &[u8]) -> bool {
 }
 
 /// Writes `bytes` to a new file at `path` readable by this user only (made under another name
-/// first, so a crash never leaves half a key).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("key.new");
+/// first, so a crash never leaves half a key or half a list of secrets).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)

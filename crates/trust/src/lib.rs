@@ -10,7 +10,7 @@ pub mod pairing;
 pub mod roster;
 pub mod tls;
 
-pub use identity::{DeviceId, Identity, verify as verify_signature};
+pub use identity::{DeviceId, Identity, verify as verify_signature, write_private};
 pub use members::{Anchor, DeviceRole, Member, Roster};
 
 #[derive(Debug, thiserror::Error)]
