@@ -44,14 +44,7 @@ fn frames_and_pulls(ms: &str) -> (f64, f64, f64) {
     );
     let till = Node::till(&dir.path().join("till"), &hub);
     // The history copy's pages are REST requests too: counted only once they are done.
-    wait_until(
-        Duration::from_secs(10),
-        "till online with the history",
-        || {
-            let s = till.get("/api/status").1;
-            s["state"] == "online" && s["history_copying"].is_null()
-        },
-    );
+    wait_settled(&till);
     run_rush(60, 11, &[&hub], |_| {});
     assert_converges(&hub, &[&till]);
     (
@@ -397,14 +390,7 @@ fn in_both_mode_the_rows_are_enough_and_tills_pull_nothing() {
     let till = Node::till(&dir.path().join("till"), &hub);
     // Online and done copying the history behind its day snapshot: those pages are REST
     // requests too, and on a loaded machine they were still under way (8 pulls counted).
-    wait_until(
-        Duration::from_secs(10),
-        "till online with the history",
-        || {
-            let s = till.get("/api/status").1;
-            s["state"] == "online" && s["history_copying"].is_null()
-        },
-    );
+    wait_settled(&till);
     let before = till.metric("replica.rest_requests");
     run_rush(20, 4, &[&hub], |_| {});
     assert_converges(&hub, &[&till]);

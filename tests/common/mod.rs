@@ -505,6 +505,19 @@ impl Shop {
     }
 }
 
+/// Waits until a follower is online and holds the shop's history (the history copy behind its
+/// day snapshot is done: its pages are requests too).
+pub fn wait_settled(node: &Node) {
+    wait_until(
+        Duration::from_secs(10),
+        "online with the shop's history",
+        || {
+            let s = status(node);
+            s["state"] == "online" && s["history_copying"].is_null()
+        },
+    );
+}
+
 /// Waits until `hub` is hub and every one of `others` follows it, online, holding the shop's
 /// history (a node that joined copies it behind its day snapshot, and may lead only after);
 /// returns how long.
