@@ -108,6 +108,15 @@ pub enum TableRole {
     },
 }
 
+impl TableRole {
+    /// The entity whose rows the table holds.
+    pub fn entity(&self) -> &str {
+        match self {
+            TableRole::Entity { entity } | TableRole::Child { entity, .. } => entity,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TableDef {
     pub name: String,

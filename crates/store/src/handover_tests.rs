@@ -500,3 +500,92 @@ fn a_resend_after_the_hub_died_before_its_journal_was_copied_is_a_duplicate() {
         Err(StoreError::Conflict(_))
     ));
 }
+
+/// Found by `tests/month.rs` on a loaded machine: the till that took over for the night
+/// answered the manager PC's replay of the day's last sale as a duplicate and journaled its
+/// mids at the version it stood at, which the PC (following it) had already copied past. At
+/// the morning's handback the till set its journal aside, found the PC's journal without
+/// those mids and replayed them: the sale's 9 writes refused as "already exists". A write that
+/// changes no row now takes a version of its own, announced on the stream.
+#[test]
+fn a_write_that_changed_nothing_reaches_a_follower_that_had_copied_the_journal_past_the_hub() {
+    let s = shop();
+    setup(&s);
+    s.till.set_keeps_journal(true);
+    till_copies_journal(&s);
+    let sale = batch(vec![
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+    ]);
+    let from_b = ApplyMode::Authoritative {
+        source: "till-b".into(),
+    };
+    s.hub.apply(&sale, &from_b).unwrap();
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
+    )]);
+    s.till_pulls("order", &["o2"]);
+    s.till.claim_hub(1).unwrap();
+    // The manager's PC follows the till and copies its journal up to the till's version.
+    let (_dir, pc) = empty_hub();
+    let version = |st: &Store| st.meta_i64(crate::meta::VERSION).unwrap();
+    let copy = |upto: i64| {
+        let after = pc.meta_i64(crate::meta::JOURNAL_VERSION).unwrap();
+        let page = s.till.journal_since(after, upto, 1000).unwrap();
+        pc.record_journal(&page.entries, Some(upto)).unwrap();
+    };
+    copy(version(&s.till));
+    // The old hub's replay of the sale, then the same label again: neither changes a row.
+    let again = s.till.apply(&sale, &from_b).unwrap();
+    assert!(
+        again
+            .results
+            .iter()
+            .all(|r| r.status == capsule_protocol::MutationStatus::Duplicate),
+        "{:?}",
+        again.results
+    );
+    let same = batch(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
+    )]);
+    let unchanged = s.till.apply(&same, &from_b).unwrap();
+    // Each announced on the stream at a version the PC's next copy reaches.
+    let announced: Vec<i64> = again
+        .capsules
+        .iter()
+        .chain(&unchanged.capsules)
+        .map(|c| c.capsule.v)
+        .collect();
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    copy(*announced.iter().max().unwrap());
+    let known: std::collections::HashSet<String> = pc
+        .journal_since(0, i64::MAX, 1000)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.mid)
+        .collect();
+    for w in sale.mutations.iter().chain(&same.mutations) {
+        assert!(
+            known.contains(&w.mid),
+            "the PC's journal lacks the {} write: a later replay of it is refused",
+            w.table
+        );
+    }
+    assert_eq!(
+        s.till.pull("order", "o2", None).unwrap().payload["table_label"],
+        "T5"
+    );
+}

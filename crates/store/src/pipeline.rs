@@ -310,30 +310,26 @@ impl Store {
             // of the writes that made it (its hub died before they were copied): the resend
             // of one of those writes, however the row changed since.
             if m.action == Action::Insert && inserted_already(tx, &self.schema, m)? {
-                let now = sql::meta_i64(tx, meta::VERSION)?;
-                record_mid(tx, &m.mid, now)?;
-                crate::handover::journal(tx, m, now)?;
+                let seq = next_version(tx)?;
+                announce(tx, &self.schema, m, seq, source, &mut request_capsules)?;
+                record_mid(tx, &m.mid, seq)?;
+                crate::handover::journal(tx, m, seq)?;
                 out.results.push(MutationResult {
                     mid: m.mid.clone(),
                     status: MutationStatus::Duplicate,
-                    seq: now,
+                    seq,
                     partial: false,
                 });
                 continue;
             }
-            let seq = sql::meta_i64(tx, meta::VERSION)?
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
-            sql::set_meta(tx, meta::VERSION, &seq.to_string())?;
+            let seq = next_version(tx)?;
             let mut changes = Changes::default();
             let partial = apply_row(tx, &self.schema, m, &mut changes, Some(source)).map_err(at)?;
             // A write that changed nothing (the same values again, a stale status dropped)
-            // takes no version of its own: every version the hub issues is one a capsule
-            // carries, so a follower that merged the stream holds the hub's freshness (a
-            // handover waits for exactly that).
+            // still takes a version, announced by a capsule naming no part (see `announce`).
             let seq = if changes.entities.is_empty() && changes.related.is_empty() {
-                sql::set_meta(tx, meta::VERSION, &(seq - 1).to_string())?;
-                seq - 1
+                announce(tx, &self.schema, m, seq, source, &mut request_capsules)?;
+                seq
             } else {
                 for capsule in finalize(tx, &self.schema, &changes, Some(seq), source)? {
                     combine(&mut request_capsules, capsule);
@@ -418,6 +414,57 @@ impl Store {
 
 fn not_hub() -> StoreError {
     StoreError::NotHub("this node is no longer the hub; send the write to the current hub".into())
+}
+
+/// The hub's next version, taken for one write.
+fn next_version(tx: &Connection) -> Result<i64> {
+    let seq = sql::meta_i64(tx, meta::VERSION)?
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt("version counter is exhausted".into()))?;
+    sql::set_meta(tx, meta::VERSION, &seq.to_string())?;
+    Ok(seq)
+}
+
+/// Announces version `seq` of a write that changed no row (a duplicate insert, the same
+/// values again, a stale status dropped) with a capsule naming its entity and no part.
+/// The write's mid is journaled at `seq`, and followers copy the journal by version: an entry
+/// added at a version they had already copied past would never reach them, and one of them
+/// would lead without the mid (a later replay of the write was refused as "already exists";
+/// found by tests/month.rs). Every version is also one a capsule carries, so a follower that
+/// merged the stream holds the hub's freshness and its journal copy reaches `seq`. Followers
+/// pull nothing for it (no part is newer) unless they lack the entity.
+fn announce(
+    tx: &Connection,
+    schema: &Schema,
+    m: &Mutation,
+    seq: i64,
+    source: &str,
+    list: &mut Vec<Capsule>,
+) -> Result<()> {
+    let (entity, id) = match target_entity(tx, schema, m)? {
+        Some(target) => target,
+        None => (
+            schema.tables[&m.table].role.entity().to_string(),
+            text(&m.row, ID_FIELD).unwrap_or_default().to_string(),
+        ),
+    };
+    match list.iter_mut().find(|x| x.entity == entity && x.id == id) {
+        // Already announced by this request (changed or deleted): only the version rises.
+        Some(x) => {
+            x.v = x.v.max(seq);
+            x.ts = x.ts.max(now_ms());
+        }
+        None => list.push(Capsule {
+            entity,
+            id,
+            parts: Vec::new(),
+            v: seq,
+            ts: now_ms(),
+            source: source.to_string(),
+            gone: false,
+        }),
+    }
+    Ok(())
 }
 
 /// Folds a later capsule into the request's list: same entity and id become one capsule with

@@ -102,6 +102,9 @@ describe('EntityCache.merge', () => {
     expect(c.needsPull({ entity: 'order', id: 'o1', parts: ['status', 'lines'], v: 5 })).toBe(true);
     expect(c.needsPull({ entity: 'order', id: 'o1', parts: ['totals'], v: 6 })).toBe(true);
     expect(c.needsPull({ entity: 'order', id: 'o2', parts: ['status'], v: 1 })).toBe(true);
+    // A version announced for a write that changed nothing: nothing to pull for a held order.
+    expect(c.needsPull({ entity: 'order', id: 'o1', parts: [], v: 9 })).toBe(false);
+    expect(c.needsPull({ entity: 'order', id: 'o2', parts: [], v: 9 })).toBe(true);
     expect(c.needsPull({ entity: 'order', id: 'o1', parts: ['status'], v: 9, gone: true })).toBe(false);
   });
 });

@@ -104,7 +104,8 @@ export class EntityCache {
     if (tomb !== undefined && sig.v <= tomb) return false;
     const rec = this.recs.get(sig.id);
     if (!rec) return true;
-    if (sig.parts.length === 0) return sig.v > rec.v;
+    // No part named: the hub only announces a version (a write that changed no row).
+    if (sig.parts.length === 0) return false;
     return sig.parts.some((p) => (rec.pv[p] ?? -1) < sig.v);
   }
 
