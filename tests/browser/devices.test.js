@@ -16,7 +16,7 @@ const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const T = 15000;
 const run = promisify(execFile);
 
-let hub, browser, page, tillData;
+let hub, browser, page, tillData, newTill;
 
 async function setLang(lang) {
   const cur = await page.evaluate(() => document.documentElement.lang);
@@ -45,6 +45,7 @@ describe('devices', () => {
   after(async () => {
     await browser?.close();
     stopNode(hub);
+    stopNode(newTill);
     rmSync(tillData, { recursive: true, force: true });
   });
 
@@ -134,5 +135,56 @@ describe('devices', () => {
     await card.getByTestId('screen-row').filter({ hasText: 'Grill TV' }).waitFor({ state: 'detached', timeout: T });
     assert.equal((await tv.request.get(`${hub.url}/api/status`)).status(), 401);
     await tv.close();
+  });
+
+  it('a new till joins the shop from its own screen with the code the manager PC shows', async () => {
+    // Runs after the first test: the hub is a paired shop. A till on its first run, unpaired:
+    // the hub refuses it, and its own dashboard (this machine's screen) offers to join.
+    newTill = await startNode('new-till', ['--role', 'till', '--hub', hub.url, '--name', 'Till 3']);
+    const own = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const tillPage = await own.newPage();
+    const key = readFileSync(join(newTill.data, 'local.key'), 'utf8').trim();
+    await tillPage.goto(`${newTill.url}/?key=${key}`);
+    await tillPage.goto(`${newTill.url}/#/dashboard`);
+    const form = tillPage.getByTestId('join-shop');
+    await form.waitFor({ timeout: T });
+    await form.scrollIntoViewIfNeeded();
+    for (const lang of ['en', 'ar']) {
+      const cur = await tillPage.evaluate(() => document.documentElement.lang);
+      if (cur !== lang) await tillPage.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+      await tillPage.waitForFunction((l) => document.documentElement.lang === l, lang);
+      await tillPage.waitForTimeout(150);
+      await form.screenshot({ path: join(SHOTS, `join-shop-${lang === 'ar' ? 'ar-rtl' : 'en'}.png`) });
+    }
+    await tillPage.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+    await tillPage.waitForFunction(() => document.documentElement.lang === 'en');
+
+    // The manager asks for a code.
+    const card = page.getByTestId('devices');
+    await card.getByTestId('add-device').click();
+    const code = (await card.getByTestId('pair-code').textContent({ timeout: T })).replace(/\s/g, '');
+    // Prefilled with the hub this till was pointed at.
+    assert.equal(await form.getByTestId('join-peer').inputValue(), hub.url);
+    // A mistyped code is refused in words a cashier can act on; the right one pairs.
+    const wrong = code.slice(0, 5) + String((Number(code[5]) + 1) % 10);
+    await form.getByTestId('join-code').fill(wrong);
+    await form.getByTestId('join-button').click();
+    assert.match(await form.getByTestId('join-error').textContent({ timeout: T }), /not right/);
+    await form.getByTestId('join-code').fill(`${code.slice(0, 3)} ${code.slice(3)}`);
+    await form.getByTestId('join-button').click();
+    await tillPage.getByText('Paired with Manager PC').waitFor({ timeout: T });
+    await card.getByTestId('device-row').filter({ hasText: 'Till 3' }).waitFor({ timeout: T });
+    // Joined: the form is gone, and the till follows the hub over the shop's TLS.
+    await form.waitFor({ state: 'detached', timeout: T });
+    const auth = { headers: { authorization: `Bearer ${key}` } };
+    const deadline = Date.now() + T;
+    let st;
+    for (;;) {
+      st = await (await own.request.get(`${newTill.url}/api/status`, auth)).json();
+      if (st.paired && st.state === 'online' && !st.link_error) break;
+      if (Date.now() > deadline) assert.fail(`the joined till never followed the hub: ${JSON.stringify(st)}`);
+      await tillPage.waitForTimeout(100);
+    }
+    await own.close();
   });
 });

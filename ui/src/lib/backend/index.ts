@@ -135,6 +135,9 @@ export const api = {
   screenAnswer: (id: string, answer: 'approve' | 'deny' | 'remove') =>
     call<unknown>('POST', `/api/pair/screens/${encodeURIComponent(id)}/${answer}`, {}),
   pairOffer: () => call<PairOffer>('POST', '/api/pair/offer', {}),
+  /** Pairs this machine's node with the code another device shows (this machine only). */
+  pairJoin: (code: string, peer: string) =>
+    call<{ paired_with: string; device_id: string }>('POST', '/api/pair/join', { code, peer }),
   revokeDevice: (id: string) => call<unknown>('POST', `/api/devices/${encodeURIComponent(id)}/revoke`, {}),
   zReports: (before?: number) =>
     call<{ reports: ZReportSummary[]; next?: number | null }>(
