@@ -7,7 +7,9 @@ WebKitWebDriver), then:
   2. the app as a till following a headless tilld hub: the window shows the till screen, the
      header says TILL and online; opening a shift through the UI goes node_request -> till ->
      hub, the till's /ws frames arrive in the page as `node_frame` events, and the open-orders
-     list and the menu grid appear.
+     list and the menu grid appear;
+  3. the app as a new till of a paired shop: its first screen asks for a pairing code (en and
+     ar), and the code the manager PC shows makes it the shop's till, online, with no restart.
 Measures launch-to-usable time (WebDriver new-session, which launches the app, until the
 screen is usable), saves screenshots (X display and webview) to
 test-artifacts/screenshots/desktop-*.png and checks they are not blank.
@@ -327,6 +329,62 @@ def case_till(wd, display, tmp):
             "menu_buttons": grid}
 
 
+def start_hub(tmp, name):
+    """A headless demo hub on a free port; returns (process, url, data dir)."""
+    data = os.path.join(tmp, name)
+    hub = spawn([TILLD, "--role", "hub", "--demo", "--name", "Manager PC", "--listen", "127.0.0.1:0",
+                 "--data", data],
+                stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, f"{name}.log"), "w"),
+                text=True, cwd=tmp)
+    line = hub.stdout.readline()
+    m = re.search(r"listening on (http://\S+)", line)
+    assert m, f"tilld did not print its URL: {line!r}"
+    return hub, m.group(1), data
+
+
+def pair_code(hub_url, hub_data):
+    """A pairing code from the hub, as its own dashboard's "Add a device" asks (launch key)."""
+    with open(os.path.join(hub_data, "local.key")) as f:
+        key = f.read().strip()
+    req = urllib.request.Request(hub_url + "/api/pair/offer", data=b"{}", method="POST",
+                                 headers={"authorization": f"Bearer {key}",
+                                          "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["code"]
+
+
+def case_till_joins(wd, display, tmp):
+    """A new till of a paired shop: its first screen asks for a code, and pairing there makes
+    it a till of the shop, online, without a restart."""
+    _, hub_url, hub_data = start_hub(tmp, "hub-paired")
+    # The shop is paired already: a first device joined it from the command line.
+    code = pair_code(hub_url, hub_data)
+    subprocess.run([TILLD, "pair", "--code", code, "--peer", hub_url, "--data",
+                    os.path.join(tmp, "till-1"), "--name", "Till 1", "--role", "till"],
+                   check=True, capture_output=True, timeout=60)
+    t0, _ = launch(wd, ["--role", "till", "--hub", hub_url, "--data", os.path.join(tmp, "till-app-2"),
+                        "--name", "Till 2"])
+    wd.wait("the till's first screen asking for a pairing code",
+            "return !!document.querySelector('[data-testid=till-not-paired] [data-testid=join-shop]')")
+    peer = wd.js("return document.querySelector('[data-testid=join-peer]').value")
+    assert peer == hub_url, f"the hub's address is not prefilled: {peer!r}"
+    for lang in ("ar", "en"):
+        wd.click("[data-testid=lang-toggle]")
+        wd.wait(f"the page in {lang}", "return document.documentElement.lang === arguments[0] || null", lang)
+        time.sleep(0.3)
+        shoot(wd, display, f"till-not-paired-{'ar-rtl' if lang == 'ar' else 'en'}")
+    wd.type("[data-testid=join-code]", pair_code(hub_url, hub_data))
+    wd.click("[data-testid=join-button]")
+    state = wd.wait("the till screen, online, once paired",
+                    PAGE_STATE.replace("return {", "const r = {") +
+                    "return r.screen === 'till' && r.conn === 'online' && "
+                    "!document.querySelector('[data-testid=till-not-paired]') && document.querySelector("
+                    "'[data-testid=open-shift-form], [data-testid=open-orders]') ? r : null;")
+    paired = time.time() - t0
+    shoot(wd, display, "till-paired")
+    return {"paired_online_s": paired, "role": (state["role"] or "").strip()}
+
+
 def run_case(name, fn, *args):
     t = time.time()
     wd = args[0]
@@ -410,6 +468,7 @@ def main():
                 time.sleep(0.2)
         run_case("hub-dashboard", case_hub, wd, display, tmp)
         run_case("till", case_till, wd, display, tmp)
+        run_case("till-joins", case_till_joins, wd, display, tmp)
         _ = xvfb
     finally:
         for p in reversed(procs):
@@ -421,7 +480,7 @@ def main():
     passed = sum(1 for r in results if r[1])
     failed = len(results) - passed
     for name, ok, detail in results:
-        if ok and isinstance(detail, dict):
+        if ok and isinstance(detail, dict) and "usable_s" in detail:
             log(f"{name}: launch-to-usable {detail['usable_s']:.2f}s (DOM ready and online; "
                 f"WebDriver session/app start {detail['session_s']:.2f}s; "
                 f"stable on the X display {detail['on_screen_s']:.2f}s)")

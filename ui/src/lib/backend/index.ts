@@ -69,6 +69,12 @@ export function transportKind(): 'http' | 'tauri' {
   return t().kind;
 }
 
+/** Whether this page is this machine's own screen (the desktop app, or a browser on loopback):
+ * a node refuses joining a shop to any other machine. */
+export function onThisMachine(): boolean {
+  return t().kind === 'tauri' || ['127.0.0.1', 'localhost', '[::1]'].includes(location.hostname);
+}
+
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res;
   try {
