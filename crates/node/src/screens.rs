@@ -2,11 +2,11 @@
 //! code, a manager approves that code on the dashboard, and the browser's next poll sets its
 //! cookie (`capsule_server::sessions` keeps only the token's hash).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use capsule_server::ApiError;
 use capsule_server::sessions::{ASK_VALID, Poll, SCREEN_COOKIE, ScreenRole, Screens};
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ struct Ask {
 /// `POST /api/pair/screen`: a browser asks to pair; it shows the code, a manager approves it.
 async fn ask(
     State(screens): State<Screens>,
+    from: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     Json(body): Json<Ask>,
 ) -> Result<Json<Value>, ApiError> {
     let name = body.name.trim();
@@ -39,7 +40,12 @@ async fn ask(
             "a screen's name is 1 to 40 characters",
         ));
     }
-    let (id, code, poll) = screens.ask(name, body.role).ok_or_else(|| {
+    // Served without peer addresses (a test's router): one address for all.
+    let from = from.map_or(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        |Extension(ConnectInfo(a))| a.ip(),
+    );
+    let (id, code, poll) = screens.ask(name, body.role, from).ok_or_else(|| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many screens are waiting for a manager; try again in a few minutes",

@@ -16,6 +16,9 @@ pub const SCREEN_COOKIE: &str = "capsule_screen";
 pub const ASK_VALID: Duration = Duration::from_secs(180);
 /// Requests waiting at once: more are refused (a guest cannot fill the manager's list).
 pub const MAX_WAITING: usize = 8;
+/// Requests waiting at once from one address: a guest's script fills two places, not the
+/// list, and the kitchen TV that asks next still gets its code.
+pub const MAX_WAITING_PER_ADDRESS: usize = 2;
 
 /// What a paired browser may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +49,7 @@ struct Asking {
     role: ScreenRole,
     poll_hash: String,
     asked: Instant,
+    from: std::net::IpAddr,
     /// Set by the manager's approval: the token, handed out once on the browser's next poll.
     approved: Option<String>,
 }
@@ -142,12 +146,19 @@ impl Screens {
             .map(|s| s.role)
     }
 
-    /// A browser asks to pair: its request id, the code it shows, and the secret it polls with.
-    /// None when too many wait already.
-    pub fn ask(&self, name: &str, role: ScreenRole) -> Option<(String, String, String)> {
+    /// A browser at `from` asks to pair: its request id, the code it shows, and the secret it
+    /// polls with. None when too many wait already, in all or from that address.
+    pub fn ask(
+        &self,
+        name: &str,
+        role: ScreenRole,
+        from: std::net::IpAddr,
+    ) -> Option<(String, String, String)> {
         let mut s = self.lock();
         s.asking.retain(|_, a| a.asked.elapsed() < ASK_VALID);
-        if s.asking.len() >= MAX_WAITING {
+        let from = from.to_canonical();
+        let here = s.asking.values().filter(|a| a.from == from).count();
+        if s.asking.len() >= MAX_WAITING || here >= MAX_WAITING_PER_ADDRESS {
             return None;
         }
         let id = random_hex(8);
@@ -161,6 +172,7 @@ impl Screens {
                 role,
                 poll_hash: hash(&poll),
                 asked: Instant::now(),
+                from,
                 approved: None,
             },
         );
@@ -265,7 +277,9 @@ mod tests {
     fn a_browser_is_paired_once_approved_and_holds_what_only_its_cookie_opens() {
         let dir = tempfile::tempdir().unwrap();
         let screens = Screens::load(Some(dir.path().to_path_buf()));
-        let (id, code, poll) = screens.ask("Kitchen TV", ScreenRole::Kitchen).unwrap();
+        let (id, code, poll) = screens
+            .ask("Kitchen TV", ScreenRole::Kitchen, guest(1))
+            .unwrap();
         assert_eq!(code.len(), 6);
         assert_eq!(screens.poll(&id, &poll), Poll::Waiting);
         assert_eq!(screens.poll(&id, "not the secret"), Poll::Gone);
@@ -288,15 +302,57 @@ mod tests {
         assert_eq!(again.role_of(&token), None);
     }
 
+    fn guest(n: u8) -> std::net::IpAddr {
+        std::net::IpAddr::from([192, 168, 1, n])
+    }
+
     #[test]
     fn a_guest_cannot_fill_the_managers_list() {
         let screens = Screens::load(None);
-        for _ in 0..MAX_WAITING {
-            assert!(screens.ask("guest", ScreenRole::Manager).is_some());
+        // One address: two places, whatever it tries.
+        for _ in 0..MAX_WAITING_PER_ADDRESS {
+            assert!(
+                screens
+                    .ask("guest", ScreenRole::Manager, guest(66))
+                    .is_some()
+            );
         }
-        assert!(screens.ask("guest", ScreenRole::Manager).is_none());
-        let (id, _, _) = (screens.waiting()[0].id.clone(), (), ());
+        assert!(
+            screens
+                .ask("guest", ScreenRole::Manager, guest(66))
+                .is_none()
+        );
+        // The same address written as IPv4-mapped IPv6 is the same guest.
+        let mapped =
+            std::net::IpAddr::V6(std::net::Ipv4Addr::new(192, 168, 1, 66).to_ipv6_mapped());
+        assert!(screens.ask("guest", ScreenRole::Manager, mapped).is_none());
+        // The kitchen TV asking next still gets its code.
+        assert!(
+            screens
+                .ask("Grill TV", ScreenRole::Kitchen, guest(20))
+                .is_some()
+        );
+        // Many addresses: the list's bound.
+        let mut n = 100;
+        while screens.waiting().len() < MAX_WAITING {
+            assert!(
+                screens
+                    .ask("guest", ScreenRole::Manager, guest(n))
+                    .is_some()
+            );
+            n += 1;
+        }
+        assert!(
+            screens
+                .ask("guest", ScreenRole::Manager, guest(n))
+                .is_none()
+        );
+        let id = screens.waiting()[0].id.clone();
         assert!(screens.deny(&id));
-        assert!(screens.ask("guest", ScreenRole::Manager).is_some());
+        assert!(
+            screens
+                .ask("guest", ScreenRole::Manager, guest(n))
+                .is_some()
+        );
     }
 }
