@@ -152,8 +152,11 @@ impl Control {
             }));
         }
         // A node still copying the shop's history may not lead, and says so, so the others
-        // neither wait for it nor hand the hub over to it.
-        let may_lead = self.config.eligible && store.history_complete()?;
+        // neither wait for it nor hand the hub over to it. Nor may one whose last claim failed,
+        // until its wait is over: the best candidate failing claim after claim (a failing disk)
+        // kept the shop without a hub while the others waited for it (simulation seed 1080).
+        let backing_off = self.no_claim_until.is_some_and(|t| now < t);
+        let may_lead = self.config.eligible && !backing_off && store.history_complete()?;
         if self.told_eligible != Some(may_lead) {
             self.told_eligible = Some(may_lead);
             out.push(Effect::Gossip(SelfUpdate {
@@ -554,6 +557,37 @@ mod tests {
         let mut doc = Vec::new();
         hub.write_snapshot(scope, &mut doc).unwrap();
         n.store.load_snapshot_from(&doc[..]).unwrap();
+    }
+
+    /// Found by simulation seed 1080: the best candidate's claims failed four times in a row
+    /// (its wait grew to 8 s) while every other node waited for it: no hub for 30 ticks.
+    #[test]
+    fn a_node_whose_claim_failed_stands_aside_until_its_wait_is_over() {
+        let mut n = node(10);
+        n.store.fail_next_claim();
+        let effects = n.run(0, 2_500, 0, &[]);
+        assert!(n.control.claim_failures() == 1, "the claim did not fail");
+        assert!(!effects.iter().any(|e| matches!(e, Effect::ServeHub(_))));
+        let told: Vec<Option<bool>> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Gossip(u) => u.eligible.map(Some),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            told.last(),
+            Some(&Some(false)),
+            "the others were not told to go on without it"
+        );
+        // Its wait over (1 s after the first failure), it may lead again, and claims.
+        let effects = n.run(2_600, 5_000, 0, &[]);
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Gossip(u) if u.eligible == Some(true)))
+        );
+        assert!(effects.iter().any(|e| matches!(e, Effect::ServeHub(_))));
     }
 
     #[test]
