@@ -591,3 +591,51 @@ fn an_unpaired_node_keeps_what_creates_trust_for_this_machine_and_a_removed_one_
     assert_eq!(anonymous(&till, &M::GET, "/api/snapshot").0, 401);
     assert_eq!(anonymous(&till, &M::POST, "/api/mutations").0, 401);
 }
+
+/// A guest's laptop on the Wi-Fi of a shop not paired yet cannot make itself the shop's first
+/// device (and lock the shop's own tills out): its self-signed roster row is refused and the
+/// shop stays as it was; the first device paired on the hub itself still founds the roster.
+#[test]
+fn a_guest_cannot_found_an_unpaired_shops_roster_from_its_laptop() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &["--role", "hub", "--name", "Manager PC"],
+    );
+    let guest = Identity::load_or_create(&dir.path().join("guest")).unwrap();
+    let mut row = serde_json::Map::new();
+    row.insert("id".into(), guest.device_id().to_string().into());
+    row.insert("name".into(), "Guest laptop".into());
+    row.insert("role".into(), "hub-eligible".into());
+    row.insert("cert".into(), guest.cert_pem().into());
+    row.insert(
+        "public_key".into(),
+        roster::encode(&guest.public_key_der()).into(),
+    );
+    row.insert("paired_at".into(), T.into());
+    row.insert("paired_by".into(), Value::Null);
+    roster::sign_row(&guest, &mut row);
+    let body =
+        json!({"mutations": [{"mid": new_id(), "table": "device", "action": "save", "row": row}]});
+    let r = client()
+        .post(format!("{}/api/mutations", hub.url))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let code = r.status().as_u16();
+    let answer: Value = r.json().unwrap_or(Value::Null);
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.to_string().contains("paired on its hub"), "{answer}");
+    assert_eq!(count(&hub.db(), "device"), 0, "the guest's row was written");
+    assert_eq!(status(&hub)["paired"], false);
+    assert_eq!(
+        anonymous(&hub, &reqwest::Method::GET, "/api/status").0,
+        200,
+        "the shop was closed to its own tills"
+    );
+    pair_with(&hub, &dir.path().join("till"), "Till 1", "till");
+    wait_until(Duration::from_secs(10), "the hub is a paired shop", || {
+        anonymous(&hub, &reqwest::Method::GET, "/api/status").0 == 401
+    });
+}

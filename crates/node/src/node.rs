@@ -234,6 +234,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     // A roster write is checked against the roster (its signature and signer).
     let written = printer_policy.clone();
     let roster = Arc::downgrade(&store);
+    let own = device_id.clone();
     store.set_write_check(Arc::new(move |m| {
         match m.row.get("address") {
             Some(serde_json::Value::String(a)) if m.table == "printer" => {
@@ -242,7 +243,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
             _ => {}
         }
         match roster.upgrade() {
-            Some(store) => crate::pairing::check_roster_write(&store, m),
+            Some(store) => crate::pairing::check_roster_write(&store, &own, m),
             None => Ok(()),
         }
     }));

@@ -141,6 +141,20 @@ fn seconds_left(offer: &Offer, now: Instant) -> u64 {
 /// `POST /api/pair/offer` ("Add a device"): a new code, replacing any open one.
 async fn offer(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
     let me = s.pairing.me()?;
+    let follows_another = s
+        .store
+        .followed_hub()?
+        .0
+        .is_some_and(|hub| hub != s.store.node_id());
+    if !me.trust.roster.is_paired() && !s.store.is_authority() && follows_another {
+        // The roster is founded where it is held first (see `check_roster_write`): the hub
+        // would refuse a roster this node founded. A node still electing may found it (its
+        // rows are applied when it claims).
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this shop has no paired device yet: add its first device on the hub (the manager's PC)",
+        ));
+    }
     let now = Instant::now();
     let offer = Offer::new(me.identity.device_id().clone(), now);
     let answer = json!({
@@ -361,8 +375,11 @@ fn roster_row(
 
 /// The node's check of a write to the roster, on every path that takes one: a save of the
 /// whole row, its id the hash of its key, signed by a live hub-eligible member (or by itself
-/// while every other row of the roster is its own signature: the shop's first).
-pub fn check_roster_write(store: &Store, m: &Mutation) -> Result<(), String> {
+/// while every other row of the roster is its own signature: the shop's first). A roster is
+/// founded only by the node that holds it (`this_device`): in a shop not paired
+/// yet nothing tells the manager's PC from a guest's laptop, so a first row signed by another
+/// machine would hand the shop to whoever sent it first.
+pub fn check_roster_write(store: &Store, this_device: &str, m: &Mutation) -> Result<(), String> {
     if m.table != "device" {
         return Ok(());
     }
@@ -377,6 +394,12 @@ pub fn check_roster_write(store: &Store, m: &Mutation) -> Result<(), String> {
         .and_then(Value::as_str)
         .ok_or("a roster row names its signer")?;
     let members = store.table_rows("device").map_err(|e| e.to_string())?;
+    if members.is_empty() && id != this_device {
+        return Err(
+            "a shop's first device is paired on its hub (\"Add a device\" on the hub's dashboard), not from another machine"
+                .into(),
+        );
+    }
     let key = if signer == id {
         // The shop's first device: every other row of the roster descends from it (it signed
         // them), so this row may arrive after them (its till-side commit drained to the hub
@@ -596,8 +619,9 @@ mod tests {
         .unwrap();
         let id = |n: &str| Identity::load_or_create(&dir.path().join(n)).unwrap();
         let (founder, till, stranger) = (id("founder"), id("till"), id("stranger"));
+        let own = founder.device_id().to_string();
         let apply = |m: Mutation| {
-            check_roster_write(&store, &m)?;
+            check_roster_write(&store, &own, &m)?;
             store
                 .apply(
                     &MutationBatch {
@@ -611,6 +635,13 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
+        // A guest founding this node's roster from its own machine: refused, nothing written.
+        assert!(
+            apply(row(&stranger, &stranger))
+                .unwrap_err()
+                .contains("paired on its hub")
+        );
+        assert!(store.table_rows("device").unwrap().is_empty());
         // The till's row first (the founder's own row is still in its queue)...
         store
             .apply(
