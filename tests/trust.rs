@@ -639,3 +639,75 @@ fn a_guest_cannot_found_an_unpaired_shops_roster_from_its_laptop() {
         anonymous(&hub, &reqwest::Method::GET, "/api/status").0 == 401
     });
 }
+
+/// A kitchen TV the manager removes stops receiving the shop's orders at once: its open `/ws`
+/// ends within a second (its cookie opened nothing new from then on anyway).
+#[test]
+fn removing_a_paired_browser_ends_its_live_stream_within_a_second() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, _, _) = paired_shop(dir.path());
+    let asked: Value = client()
+        .post(format!("{}/api/pair/screen", hub.url))
+        .header("content-type", "application/json")
+        .body(json!({"name": "Grill TV", "role": "kitchen"}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = asked["id"].as_str().unwrap();
+    let (code, body) = hub.post_raw(&format!("/api/pair/screens/{id}/approve"), "{}");
+    assert_eq!(code, 200, "{body}");
+    let answer = client()
+        .get(format!(
+            "{}/api/pair/screen/{id}?poll={}",
+            hub.url,
+            asked["poll"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    let cookie = answer
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("the approved browser's cookie")
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}/ws",
+            hub.url.replace("http", "ws")
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    let (mut ws, _) = rt
+        .block_on(tokio_tungstenite::connect_async(request))
+        .expect("the paired TV follows the shop");
+    rt.block_on(ws.next()).expect("hello").expect("a frame");
+    let screens = hub.get("/api/pair/screens").1;
+    let screen = screens["screens"][0]["id"].as_str().unwrap().to_string();
+    let removed_at = Instant::now();
+    let (code, body) = hub.post_raw(&format!("/api/pair/screens/{screen}/remove"), "{}");
+    assert_eq!(code, 200, "{body}");
+    let ended = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await
+    });
+    let took = removed_at.elapsed();
+    eprintln!("a removed browser's stream ended after {took:?}");
+    assert!(ended.is_ok(), "the removed TV's stream never ended");
+    assert!(took < Duration::from_secs(1), "ended after {took:?}");
+    let refused = client()
+        .get(format!("{}/api/status", hub.url))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(refused, 401);
+}

@@ -257,7 +257,11 @@ fn refuse(status: StatusCode, message: String) -> Response {
 }
 
 /// The middleware: serves a request only if the route table allows its caller.
-pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: Next) -> Response {
+pub async fn check(
+    State(policy): State<Arc<AccessPolicy>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path().to_string();
     let access = access_of(req.method(), &path);
     // A browser on this machine opens the link `tilld` printed (`/?key=...`) once: the key moves
@@ -289,6 +293,15 @@ pub async fn check(State(policy): State<Arc<AccessPolicy>>, req: Request, next: 
         }
     }
     let caller = policy.caller(&req);
+    if let Caller::Browser(_) = caller
+        && let Some(rx) =
+            cookie(req.headers(), SCREEN_COOKIE).and_then(|t| policy.screens.closer(t))
+    {
+        // A paired browser's `/ws` ends the moment the manager removes it (its connection
+        // otherwise ends only when the node is paired under it).
+        req.extensions_mut()
+            .insert(crate::peers::Closer::Device(rx));
+    }
     if !policy.roster.is_closed() {
         // An unpaired node serves everyone, as shops did before pairing; but joining a shop,
         // approving a browser and removing a device only for this machine, so no browser

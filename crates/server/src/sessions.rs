@@ -78,6 +78,8 @@ pub enum Poll {
 struct State {
     screens: Vec<Screen>,
     asking: HashMap<String, Asking>,
+    /// By token hash: what ends a paired browser's open `/ws` the moment it is removed.
+    closers: HashMap<String, tokio::sync::watch::Sender<bool>>,
 }
 
 /// The node's paired browsers. Cheap to clone.
@@ -119,7 +121,7 @@ impl Screens {
         Screens {
             state: Arc::new(Mutex::new(State {
                 screens,
-                asking: HashMap::new(),
+                ..State::default()
             })),
             file,
         }
@@ -254,18 +256,39 @@ impl Screens {
         self.lock().screens.clone()
     }
 
-    /// Unpairs the browser named `id`: its cookie opens nothing from now on.
+    /// What tells the connection of the browser holding `token` to end (it is removed); None
+    /// when the token pairs no browser.
+    pub fn closer(&self, token: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let h = hash(token);
+        let mut s = self.lock();
+        if !s.screens.iter().any(|x| x.hash == h) {
+            return None;
+        }
+        // Forget browsers whose connections all ended.
+        s.closers.retain(|_, tx| tx.receiver_count() > 0);
+        Some(
+            s.closers
+                .entry(h)
+                .or_insert_with(|| tokio::sync::watch::channel(false).0)
+                .subscribe(),
+        )
+    }
+
+    /// Unpairs the browser named `id`: its cookie opens nothing from now on, and its open
+    /// `/ws` ends at once. On disk first: a removal the file did not take is not made (it
+    /// would come back at the next start).
     pub fn remove(&self, id: &str) -> std::io::Result<bool> {
         let mut s = self.lock();
-        let before = s.screens.len();
-        s.screens.retain(|x| x.id != id);
-        let removed = s.screens.len() != before;
-        let screens = s.screens.clone();
-        drop(s);
-        if removed {
-            self.save(&screens)?;
+        let Some(gone) = s.screens.iter().find(|x| x.id == id).cloned() else {
+            return Ok(false);
+        };
+        let kept: Vec<Screen> = s.screens.iter().filter(|x| x.id != id).cloned().collect();
+        self.save(&kept)?;
+        s.screens = kept;
+        if let Some(tx) = s.closers.remove(&gone.hash) {
+            let _ = tx.send(true);
         }
-        Ok(removed)
+        Ok(true)
     }
 }
 
