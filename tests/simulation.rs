@@ -705,10 +705,11 @@ impl Sim {
     }
 
     /// A hub claimed by node `i` from data without a Z the shop took (its holders down, across
-    /// a partition, or kitchen screens, which never lead): when they meet, the Z's orders are replayed into this hub's lineage,
-    /// which files them in a day of its own (a limitation the README states). Such a Z is no
+    /// a partition, or kitchen screens, which never lead), or one that outranks the hub that
+    /// took it: when they meet, the Z's orders are replayed into this hub's lineage, which
+    /// files them in a day of its own (the known limit ARCHITECTURE.md states). Such a Z is no
     /// longer checked.
-    fn note_overtaken(&mut self, i: usize) {
+    fn note_overtaken(&mut self, i: usize, how: &str) {
         let holds = |store: &Store, number: i64, to_v: i64| {
             store
                 .table_rows("z_report")
@@ -730,7 +731,7 @@ impl Sim {
                 } else {
                     self.overtaken.insert(z.0);
                     self.log.push(format!(
-                        "[{}] Z #{} overtaken by {}'s claim from older data",
+                        "[{}] Z #{} overtaken by {}'s hub, {how}",
                         self.tick_no, z.0, self.nodes[i].name
                     ));
                 }
@@ -839,7 +840,7 @@ impl Sim {
             match effect {
                 Effect::Gossip(u) => self.nodes[i].gossip.apply(&u),
                 Effect::ServeHub(claim) => {
-                    self.note_overtaken(i);
+                    self.note_overtaken(i, "claimed from older data");
                     self.log.push(format!(
                         "[{}] {} claims term {}",
                         self.tick_no, self.nodes[i].name, claim.term
@@ -851,8 +852,17 @@ impl Sim {
                     self.claimed[i] = Some((self.tick_no, group));
                 }
                 Effect::Follow(hub) => {
-                    self.nodes[i].serving = None;
+                    let stepped_down = self.nodes[i].serving.take().is_some();
                     self.nodes[i].following = hub.map(|h| self.index_of(&h.node_id));
+                    // A hub that steps down for a winner whose data lacks its Zs (a hub of a
+                    // higher term that stood still while this one served the shop, seed 1216):
+                    // the same known limit as a claim from older data.
+                    if stepped_down
+                        && let Some(w) = self.nodes[i].following
+                        && self.nodes[w].store.is_some()
+                    {
+                        self.note_overtaken(w, "that outranked it");
+                    }
                 }
             }
         }
@@ -948,7 +958,9 @@ impl Sim {
         let nodes: Vec<String> = (0..NODES)
             .map(|i| {
                 let n = &self.nodes[i];
-                let s = self.store(i);
+                let Some(s) = n.store.as_ref() else {
+                    return format!("{}: down", n.name);
+                };
                 format!(
                     "{}: serving {:?} following {:?} term {} gossip hub_term {} fresh {} armed {} journal whole {} outbox {:?}",
                     n.name,
@@ -1028,7 +1040,10 @@ impl Sim {
         for (i, n) in self.nodes.iter().enumerate() {
             let c = capsule_store::rusqlite::Connection::open(&n.path).unwrap();
             let q = |sql: &str| -> Vec<String> {
-                let mut st = c.prepare(sql).unwrap();
+                // A node not started yet has no tables.
+                let Ok(mut st) = c.prepare(sql) else {
+                    return Vec::new();
+                };
                 st.query_map([format!("%{needle}%")], |r| r.get::<_, String>(0))
                     .unwrap()
                     .map(|r| r.unwrap())
@@ -1042,10 +1057,14 @@ impl Sim {
             );
             let shadow = q("SELECT substr(rows, 1, 80) FROM _shadow WHERE id LIKE ?1");
             eprintln!(
-                "[{}] n{i}{}{} rows {rows:?} outbox {outbox:?} shadow {shadow:?}",
+                "[{}] n{i}{}{} g{} f{:?} rows {rows:?} outbox {outbox:?} shadow {shadow:?}",
                 self.tick_no,
-                if n.serving.is_some() { " HUB" } else { "" },
+                n.serving
+                    .as_ref()
+                    .map_or(String::new(), |l| format!(" HUB{}", l.term)),
                 if self.alive(i) { "" } else { " DEAD" },
+                self.group[i],
+                n.following,
             );
         }
     }

@@ -35,8 +35,27 @@ impl Node {
     /// Runs `cmd` (a `tilld`, perhaps wrapped) and waits for its `listening on` line.
     pub fn from_command(cmd: Command, data: &Path) -> Node {
         let logs = match std::env::var_os("CAPSULE_TEST_LOGS") {
-            // Debugging a test: each node's log beside its data directory.
-            Some(_) => Stdio::from(std::fs::File::create(data.with_extension("log")).unwrap()),
+            // Debugging a test: each node's log, appended across its restarts, beside its data
+            // directory, or in the directory CAPSULE_TEST_LOGS names (kept after the test).
+            Some(dir) => {
+                let path = match std::path::Path::new(&dir) {
+                    d if d.is_dir() => d.join(format!(
+                        "{}-{}.log",
+                        data.parent()
+                            .and_then(|p| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        data.file_name().unwrap_or_default().to_string_lossy()
+                    )),
+                    _ => data.with_extension("log"),
+                };
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                Stdio::from(file)
+            }
             None => Stdio::null(),
         };
         Node::from_command_logging(cmd, data, logs)
