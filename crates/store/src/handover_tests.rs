@@ -589,3 +589,50 @@ fn a_write_that_changed_nothing_reaches_a_follower_that_had_copied_the_journal_p
         "T5"
     );
 }
+
+/// Found by `tests/month.rs` under load: a till still sending its queue to the node that had
+/// just handed the hub back resent a paid sale's insert there; that node, a follower again,
+/// judged it itself and refused it for good as "already exists" (the sale set aside for the
+/// manager). A follower relays another node's insert of a row it holds to the hub, which
+/// tells a resend from a new write by its mid.
+#[test]
+fn a_follower_relays_another_nodes_resent_insert_instead_of_refusing_it() {
+    let s = shop();
+    setup(&s);
+    let sale = batch(vec![
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+    ]);
+    let from_b = ApplyMode::Authoritative {
+        source: "till-b".into(),
+    };
+    s.hub.apply(&sale, &from_b).unwrap();
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o2", "status": "paid", "updated_at": "2026-11-24T12:05:00Z"}),
+    )]);
+    // The follower (this store, not the hub) holds the paid order.
+    s.till_pulls("order", &["o2"]);
+    // Till B's resend reaches it.
+    let mut resend = sale.clone();
+    resend.source = Some("till-b".into());
+    let relayed = s
+        .till
+        .apply_local_for(&resend, "A", "10.0.0.2")
+        .unwrap_or_else(|e| panic!("the follower refused another till's resend: {e}"));
+    assert!(relayed.request.is_some(), "nothing was queued for the hub");
+    assert_eq!(status(&s.till, "o2"), "paid", "the relay changed the order");
+    // The hub answers it as the duplicate it is; nothing is set aside.
+    drain_into(&s, &s.hub);
+    assert_eq!(s.till.outbox_counts().unwrap().1, 0, "set aside");
+    assert_eq!(status(&s.hub, "o2"), "paid");
+}
