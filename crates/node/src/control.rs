@@ -124,6 +124,12 @@ impl Control {
         self.claim_failures
     }
 
+    /// Whether this hub is handing the hub over (fenced, waiting for the named node to claim;
+    /// it serves again after [`HANDOVER_TIMEOUT`] if that node does not).
+    pub fn handing_over(&self) -> bool {
+        self.handover.is_some()
+    }
+
     /// Whether this node is serving as hub.
     pub fn is_hub(&self) -> bool {
         matches!(self.held, Held::Hub { .. })
