@@ -111,6 +111,10 @@ describe('devices', () => {
     const shown = (await screen.getByTestId('screen-code').textContent({ timeout: T })).replace(/\s/g, '');
     assert.match(shown, /^\d{6}$/);
     await screen.screenshot({ path: join(SHOTS, 'screen-asks-to-pair-en.png') });
+    await screen.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+    await screen.waitForFunction(() => document.documentElement.lang === 'ar');
+    await screen.waitForTimeout(150);
+    await screen.screenshot({ path: join(SHOTS, 'screen-asks-to-pair-ar-rtl.png') });
 
     // The manager sees the same code on the dashboard and approves it.
     const card = page.getByTestId('devices');
@@ -122,6 +126,10 @@ describe('devices', () => {
     // The TV opens by itself on the kitchen screen.
     await screen.getByTestId('not-admitted').waitFor({ state: 'detached', timeout: T });
     await screen.waitForFunction(() => document.querySelector('[data-screen=kds]') !== null, null, { timeout: T });
+    await screen.screenshot({ path: join(SHOTS, 'screen-paired-kds-ar-rtl.png') });
+    await screen.evaluate(() => document.querySelector('[data-testid=lang-toggle]').click());
+    await screen.waitForFunction(() => document.documentElement.lang === 'en');
+    await screen.waitForTimeout(150);
     await screen.screenshot({ path: join(SHOTS, 'screen-paired-kds-en.png') });
     // Kitchen work only: it follows the shop, but takes no report and no Z.
     assert.equal((await tv.request.get(`${hub.url}/api/status`)).status(), 200);
