@@ -42,6 +42,22 @@ fn drain_into(s: &Shop, hub: &Store) -> Vec<String> {
     tables
 }
 
+/// Another till's sale of one tea at table T2 (order o2), as it first sent it.
+fn tea_sale() -> capsule_protocol::MutationBatch {
+    batch(vec![
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+    ])
+}
+
 /// The till copies the hub's journal, as a node that may lead does.
 fn till_copies_journal(s: &Shop) {
     let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
@@ -447,18 +463,7 @@ fn a_resend_after_the_hub_died_before_its_journal_was_copied_is_a_duplicate() {
     setup(&s);
     s.till.set_keeps_journal(true);
     till_copies_journal(&s);
-    let sale = batch(vec![
-        m(
-            "order_header",
-            Action::Insert,
-            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
-        ),
-        m(
-            "order_line",
-            Action::Insert,
-            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
-        ),
-    ]);
+    let sale = tea_sale();
     let from_b = ApplyMode::Authoritative {
         source: "till-b".into(),
     };
@@ -513,18 +518,7 @@ fn a_write_that_changed_nothing_reaches_a_follower_that_had_copied_the_journal_p
     setup(&s);
     s.till.set_keeps_journal(true);
     till_copies_journal(&s);
-    let sale = batch(vec![
-        m(
-            "order_header",
-            Action::Insert,
-            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
-        ),
-        m(
-            "order_line",
-            Action::Insert,
-            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
-        ),
-    ]);
+    let sale = tea_sale();
     let from_b = ApplyMode::Authoritative {
         source: "till-b".into(),
     };
@@ -599,18 +593,7 @@ fn a_write_that_changed_nothing_reaches_a_follower_that_had_copied_the_journal_p
 fn a_follower_relays_another_nodes_resent_insert_instead_of_refusing_it() {
     let s = shop();
     setup(&s);
-    let sale = batch(vec![
-        m(
-            "order_header",
-            Action::Insert,
-            json!({"id": "o2", "shift_id": "s1", "opened_at": T, "table_label": "T2", "updated_at": T}),
-        ),
-        m(
-            "order_line",
-            Action::Insert,
-            json!({"id": "l2", "order_id": "o2", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
-        ),
-    ]);
+    let sale = tea_sale();
     let from_b = ApplyMode::Authoritative {
         source: "till-b".into(),
     };

@@ -218,12 +218,7 @@ impl Store {
                 // till still sending to the node that had just handed the hub back).
                 let target = target_entity(&tx, &self.schema, m)?;
                 enqueue_at(&tx, m, &request, target, None, client)?;
-                out.results.push(MutationResult {
-                    mid: m.mid.clone(),
-                    status: MutationStatus::Applied,
-                    seq: 0,
-                    partial: false,
-                });
+                out.results.push(queued(m));
                 out.request = Some(request.clone());
                 continue;
             }
@@ -257,12 +252,7 @@ impl Store {
             })?;
             changes.absorb(one);
             enqueue_at(&tx, m, &request, target, None, client)?;
-            out.results.push(MutationResult {
-                mid: m.mid.clone(),
-                status: MutationStatus::Applied,
-                seq: 0,
-                partial: false,
-            });
+            out.results.push(queued(m));
             out.request = Some(request.clone());
         }
         let derived = derive::propagate(&tx, &self.schema, &changes, false)?;
@@ -761,6 +751,16 @@ fn entity_version(conn: &Connection, store: &Store, entity: &str, id: &str) -> R
         .query_row([id], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
+}
+
+/// The answer for a write committed here and queued for the hub (no hub version yet).
+fn queued(m: &Mutation) -> MutationResult {
+    MutationResult {
+        mid: m.mid.clone(),
+        status: MutationStatus::Applied,
+        seq: 0,
+        partial: false,
+    }
 }
 
 /// Whether an insert's row already exists (a merge brought it, or it was never taken out).
