@@ -58,6 +58,31 @@ fn tea_sale() -> capsule_protocol::MutationBatch {
     ])
 }
 
+/// Till B's tea sale reached the hub, which then changed the order (table T5); the till (a
+/// follower keeping the journal) merged the order but not the sale's journal entries, and
+/// took over as hub. Returns the shop, the sale as B first sent it, and B as its source.
+fn till_took_over_after_b_sold() -> (Shop, capsule_protocol::MutationBatch, ApplyMode) {
+    let s = shop();
+    setup(&s);
+    s.till.set_keeps_journal(true);
+    till_copies_journal(&s);
+    let sale = tea_sale();
+    let from_b = ApplyMode::Authoritative {
+        source: "till-b".into(),
+    };
+    s.hub.apply(&sale, &from_b).unwrap();
+    // Changed at the hub a moment later: the order no longer looks as its insert wrote it.
+    s.hub_writes(vec![m(
+        "order_header",
+        Action::Merge,
+        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
+    )]);
+    // The till merges the order; the hub dies before the till copies the journal.
+    s.till_pulls("order", &["o2"]);
+    s.till.claim_hub(1).unwrap();
+    (s, sale, from_b)
+}
+
 /// The till copies the hub's journal, as a node that may lead does.
 fn till_copies_journal(s: &Shop) {
     let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
@@ -459,24 +484,7 @@ fn a_hub_change_after_the_closed_days_bookkeeping_was_pruned_loses_and_reopens_n
 /// other till's resend of the sale (its answer had been lost) was refused as "already exists".
 #[test]
 fn a_resend_after_the_hub_died_before_its_journal_was_copied_is_a_duplicate() {
-    let s = shop();
-    setup(&s);
-    s.till.set_keeps_journal(true);
-    till_copies_journal(&s);
-    let sale = tea_sale();
-    let from_b = ApplyMode::Authoritative {
-        source: "till-b".into(),
-    };
-    s.hub.apply(&sale, &from_b).unwrap();
-    // Paid at the hub a moment later: the order no longer looks as its insert wrote it.
-    s.hub_writes(vec![m(
-        "order_header",
-        Action::Merge,
-        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
-    )]);
-    // The till merges the order; the hub dies before the till copies the journal.
-    s.till_pulls("order", &["o2"]);
-    s.till.claim_hub(1).unwrap();
+    let (s, sale, from_b) = till_took_over_after_b_sold();
     let again = s
         .till
         .apply(&sale, &from_b)
@@ -514,22 +522,7 @@ fn a_resend_after_the_hub_died_before_its_journal_was_copied_is_a_duplicate() {
 /// changes no row now takes a version of its own, announced on the stream.
 #[test]
 fn a_write_that_changed_nothing_reaches_a_follower_that_had_copied_the_journal_past_the_hub() {
-    let s = shop();
-    setup(&s);
-    s.till.set_keeps_journal(true);
-    till_copies_journal(&s);
-    let sale = tea_sale();
-    let from_b = ApplyMode::Authoritative {
-        source: "till-b".into(),
-    };
-    s.hub.apply(&sale, &from_b).unwrap();
-    s.hub_writes(vec![m(
-        "order_header",
-        Action::Merge,
-        json!({"id": "o2", "table_label": "T5", "updated_at": "2026-11-24T12:05:00Z"}),
-    )]);
-    s.till_pulls("order", &["o2"]);
-    s.till.claim_hub(1).unwrap();
+    let (s, sale, from_b) = till_took_over_after_b_sold();
     // The manager's PC follows the till and copies its journal up to the till's version.
     let (_dir, pc) = empty_hub();
     let version = |st: &Store| st.meta_i64(crate::meta::VERSION).unwrap();
