@@ -238,18 +238,21 @@ impl AccessPolicy {
                 None => Caller::Revoked,
             };
         }
-        let loopback = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(a)| a.ip().to_canonical().is_loopback());
         match LocalKey::offered(req.headers()) {
-            Some(k) if loopback && self.local_key.is(k) => return Caller::Local,
+            Some(k) if from_loopback(req) && self.local_key.is(k) => return Caller::Local,
             _ => {}
         }
         cookie(req.headers(), SCREEN_COOKIE)
             .and_then(|t| self.screens.role_of(t))
             .map_or(Caller::Anonymous, Caller::Browser)
     }
+}
+
+/// Whether `req` came from this machine (an IPv4 loopback seen on a dual-stack listener too).
+fn from_loopback(req: &Request) -> bool {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(a)| a.ip().to_canonical().is_loopback())
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {
@@ -273,32 +276,30 @@ pub async fn check(
             .query()
             .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"))
             .map(|(_, v)| v.into_owned())
+        && from_loopback(&req)
+        && policy.local_key.is(&key)
     {
-        let loopback = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(a)| a.ip().to_canonical().is_loopback());
-        if loopback && policy.local_key.is(&key) {
-            return (
-                StatusCode::SEE_OTHER,
-                [
-                    (header::LOCATION, path.clone()),
-                    (
-                        header::SET_COOKIE,
-                        format!("{KEY_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/"),
-                    ),
-                ],
-            )
-                .into_response();
-        }
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, path.clone()),
+                (
+                    header::SET_COOKIE,
+                    format!("{KEY_COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/"),
+                ),
+            ],
+        )
+            .into_response();
     }
     let caller = policy.caller(&req);
     if let Caller::Browser(_) = caller
+        && path == "/ws"
         && let Some(rx) =
             cookie(req.headers(), SCREEN_COOKIE).and_then(|t| policy.screens.closer(t))
     {
         // A paired browser's `/ws` ends the moment the manager removes it (its connection
-        // otherwise ends only when the node is paired under it).
+        // otherwise ends only when the node is paired under it). Its other requests show the
+        // cookie each time, so only the stream needs telling.
         req.extensions_mut()
             .insert(crate::peers::Closer::Device(rx));
     }
