@@ -341,6 +341,7 @@ async fn revoke(
         action: Action::Save,
         row,
         base: None,
+        by: None,
     };
     submit(&s, m, peer).await?;
     tracing::info!(device = %id, "removed a device from the shop");
@@ -370,6 +371,7 @@ fn roster_row(
         action: Action::Save,
         row,
         base: None,
+        by: None,
     }
 }
 

@@ -243,6 +243,9 @@ pub struct Entity {
     pub id_field: String,
     /// Rows a light snapshot carries; None means all of them.
     pub light: Option<LightFilter>,
+    /// Served to the shop's nodes only, never to a screen (the staff PIN hashes): not in the
+    /// screens' working set, refused to a screen's pull.
+    pub secret: bool,
     /// Parts in a stable (alphabetical) order.
     pub parts: Vec<Part>,
 }
@@ -335,6 +338,8 @@ struct RawEntity {
     id_field: String,
     #[serde(default)]
     light: Option<LightFilter>,
+    #[serde(default)]
+    secret: bool,
     parts: BTreeMap<String, RawPart>,
 }
 
@@ -538,6 +543,7 @@ impl Schema {
                     table: re.table.clone(),
                     id_field: re.id_field.clone(),
                     light: re.light.clone(),
+                    secret: re.secret,
                     parts,
                 },
             );

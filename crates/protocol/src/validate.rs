@@ -290,6 +290,7 @@ mod tests {
                 action,
                 row: row.as_object().unwrap().clone(),
                 base: None,
+                by: None,
             }],
             source: None,
         }

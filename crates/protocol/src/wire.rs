@@ -176,6 +176,25 @@ pub struct Mutation {
     /// a deliberate one where last-writer-wins would be wrong: see the store's `rules`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<i64>,
+    /// Who made it ([`Actor`]): stamped by the node serving the screen, never taken from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Actor>,
+}
+
+/// Who made a write: the staff member logged in on the screen it came from and, for an action
+/// their role may not do alone, the manager who approved it there with their own PIN. The
+/// node serving the screen stamps it from the screen's staff session (whatever the screen
+/// sent is replaced); a paired device forwarding its writes vouches for it, and every node
+/// that applies the write checks the permission again (`capsule_store::permits`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// A `staff` id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff: Option<String>,
+    /// The `staff` id of the manager who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 /// Reads a JSON object into a [`Row`], refusing a key that appears twice.
@@ -218,6 +237,7 @@ impl Mutation {
             action,
             row,
             base: None,
+            by: None,
         }
     }
 }

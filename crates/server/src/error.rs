@@ -31,6 +31,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
             StoreError::MissingParent(_) => StatusCode::FAILED_DEPENDENCY,
             StoreError::NotHub(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Gone(_) => StatusCode::GONE,

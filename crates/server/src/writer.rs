@@ -234,6 +234,7 @@ mod tests {
                 .unwrap()
                 .clone(),
                 base: None,
+                by: None,
             }],
             source: Some("till-a".into()),
         }

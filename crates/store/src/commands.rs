@@ -101,6 +101,7 @@ fn mutation(scope: &str, table: &str, action: Action, row: Value) -> Mutation {
         action,
         row: row.as_object().expect("rows are objects").clone(),
         base: None,
+        by: None,
     }
 }
 

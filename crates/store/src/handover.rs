@@ -374,7 +374,8 @@ impl Store {
                         StoreError::MissingParent(_) => break,
                         StoreError::Invalid(_)
                         | StoreError::NotFound(_)
-                        | StoreError::Conflict(_) => {
+                        | StoreError::Conflict(_)
+                        | StoreError::Forbidden(_) => {
                             crate::outbox::mark_rejected(tx, &next.request, &e.to_string())?;
                         }
                         e => return Err(e),

@@ -26,6 +26,9 @@ mod outbox;
 mod outbox_fair_tests;
 #[cfg(test)]
 mod outbox_tests;
+pub mod permits;
+#[cfg(test)]
+mod permits_tests;
 mod pipeline;
 mod print_queue;
 mod prune;
@@ -92,6 +95,9 @@ pub enum StoreError {
     /// The asked-for history is no longer (or not yet) kept here (HTTP 410).
     #[error("{0}")]
     Gone(String),
+    /// The write's staff member (or their approver) lacks the permission it needs (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The sender has as much waiting as it may have; it tries again later (HTTP 429).
     #[error("{0}")]
     Busy(String),

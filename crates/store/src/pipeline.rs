@@ -301,6 +301,7 @@ impl Store {
                 StoreError::Invalid(s) => StoreError::Invalid(format!("mutation {index}: {s}")),
                 StoreError::NotFound(s) => StoreError::NotFound(format!("mutation {index}: {s}")),
                 StoreError::Conflict(s) => StoreError::Conflict(format!("mutation {index}: {s}")),
+                StoreError::Forbidden(s) => StoreError::Forbidden(format!("mutation {index}: {s}")),
                 other => other,
             };
             // An insert of a row that is here exactly as the insert would write it is that
@@ -642,6 +643,8 @@ pub(crate) fn apply_row(
         settled.as_ref().unwrap_or(&m.row),
         m.action,
     )?;
+    // Who may: on the same every path, against the row as stored.
+    crate::permits::check(conn, t, existing.as_ref(), m)?;
     if m.action != Action::Delete {
         check_given_values(conn, schema, t, &id, &m.row, existing.as_ref())?;
     }

@@ -20,6 +20,7 @@ pub(crate) fn m(table: &str, action: Action, row: serde_json::Value) -> Mutation
         action,
         row: row.as_object().unwrap().clone(),
         base: None,
+        by: None,
     }
 }
 

@@ -428,6 +428,7 @@ impl Store {
                 action: Action::Insert,
                 row,
                 base: None,
+                by: None,
             };
             Ok((r, m))
         })

@@ -71,6 +71,10 @@ fn entity_condition(schema: &Schema, e: &Entity, scope: Scope) -> String {
     if scope == Scope::Full {
         return "1".to_string();
     }
+    if e.secret && scope == Scope::Screens {
+        // A screen never holds PIN hashes: its node verifies the PIN.
+        return "0".to_string();
+    }
     if e.table == "z_report" {
         return "id IN (SELECT id FROM z_report ORDER BY number DESC LIMIT 1)".to_string();
     }

@@ -21,6 +21,7 @@ fn m(table: &str, action: Action, row: Value) -> Mutation {
         action,
         row: row.as_object().expect("object").clone(),
         base: None,
+        by: None,
     }
 }
 
@@ -815,6 +816,9 @@ fn the_working_set_reads_through_indexes() {
                 "menu_modifier",
                 "printer",
                 "device",
+                "staff",
+                "staff_pin",
+                "staff_role",
             ];
             if configuration.contains(&t.name.as_str()) {
                 continue;

@@ -1,0 +1,449 @@
+//! Who may write what: the staff roles' permissions, checked on every row a write changes.
+//!
+//! The check runs in [`crate::pipeline::apply_row`], the one place every path that writes a
+//! row passes (a write at the hub, a till's local commit offline, a queued write adopted or
+//! replayed after a hub change), so a till cannot get around it by calling an API, and a hub
+//! checks again what a till let through. It reads the write's [`Actor`] (stamped by the node
+//! that served the screen), the staff and role rows this node holds, and the row as stored.
+//!
+//! A shop with no staff rows yet runs as before staff existed: every write is allowed, and
+//! the first staff member must be an owner (so the shop is never locked out of its own
+//! settings). Once it has staff, every write needs a logged-in staff member whose role has
+//! the permission, or an approver's (a manager's PIN on the spot) — except kitchen work,
+//! which a kitchen screen moves along without a login, and the device roster, which its
+//! signatures govern.
+
+use capsule_protocol::{Action, Actor, Mutation, Row, TableDef};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::sql::{int, text};
+use crate::{Result, StoreError};
+
+/// Every permission, with what it allows (shown to the manager who edits a role).
+pub const PERMISSIONS: &[(&str, &str)] = &[
+    (
+        "order.sell",
+        "open orders, add and change lines, send them to the kitchen",
+    ),
+    ("order.pay", "take payments and close orders"),
+    (
+        "order.discount",
+        "give a discount above the shop's free discount limit",
+    ),
+    (
+        "order.void",
+        "void a line or an order after it went to the kitchen",
+    ),
+    ("order.reopen", "reopen a paid, closed or void order"),
+    ("order.refund", "change or remove a payment taken"),
+    ("shift.run", "open and close a cashier's shift"),
+    (
+        "kitchen.bump",
+        "move kitchen work along (a kitchen screen needs no login for it)",
+    ),
+    ("menu.sold_out", "mark an item sold out or back"),
+    ("menu.edit", "change the menu"),
+    ("settings.edit", "change the shop's settings and printers"),
+    ("report.z", "take the Z report (close the day)"),
+    (
+        "staff.edit",
+        "add staff, change their names, roles and PINs",
+    ),
+    (
+        "staff.roles",
+        "change what roles may do, and the owners' accounts",
+    ),
+    ("outbox.discard", "discard a write the hub refused"),
+];
+
+/// The built-in roles: id, English and Arabic names, permissions. A `staff_role` row with the
+/// same id replaces a role's permissions; the owner's are fixed.
+pub const BUILTIN_ROLES: &[(&str, &str, &str, &[&str])] = &[
+    ("owner", "Owner", "المالك", &[]),
+    (
+        "manager",
+        "Manager",
+        "المدير",
+        &[
+            "order.sell",
+            "order.pay",
+            "order.discount",
+            "order.void",
+            "order.reopen",
+            "order.refund",
+            "shift.run",
+            "kitchen.bump",
+            "menu.sold_out",
+            "menu.edit",
+            "settings.edit",
+            "report.z",
+            "staff.edit",
+            "outbox.discard",
+        ],
+    ),
+    (
+        "cashier",
+        "Cashier",
+        "أمين الصندوق",
+        &[
+            "order.sell",
+            "order.pay",
+            "shift.run",
+            "kitchen.bump",
+            "menu.sold_out",
+        ],
+    ),
+    (
+        "waiter",
+        "Waiter",
+        "النادل",
+        &["order.sell", "kitchen.bump"],
+    ),
+    (
+        "kitchen",
+        "Kitchen",
+        "المطبخ",
+        &["kitchen.bump", "menu.sold_out"],
+    ),
+];
+
+/// The role every permission belongs to.
+pub const OWNER: &str = "owner";
+
+/// What a write to each table needs, before the state of the row is looked at: `None` for a
+/// table no staff permission governs (the roster: its signatures do). Every table of the
+/// schema is named here (a test checks it), so a new table is never writable by accident.
+const TABLES: &[(&str, Option<&str>)] = &[
+    ("order_header", Some("order.sell")),
+    ("order_line", Some("order.sell")),
+    ("order_payment", Some("order.pay")),
+    ("job_order_header", Some("kitchen.bump")),
+    ("job_order_detail", Some("kitchen.bump")),
+    ("job_order_batch", Some("kitchen.bump")),
+    ("pos_shift", Some("shift.run")),
+    ("shop_settings", Some("settings.edit")),
+    ("printer", Some("settings.edit")),
+    ("menu_category", Some("menu.edit")),
+    ("menu_item", Some("menu.edit")),
+    ("menu_modifier", Some("menu.edit")),
+    ("z_report", Some("report.z")),
+    ("staff", Some("staff.edit")),
+    ("staff_pin", Some("staff.edit")),
+    ("staff_role", Some("staff.roles")),
+    ("device", None),
+];
+
+/// Order statuses an order is finished in.
+const FINISHED: &[&str] = &["paid", "closed", "void"];
+
+/// Refuses `m` (a 403 naming the permission) unless its actor may write it, given the row as
+/// stored now (`old`).
+pub(crate) fn check(
+    conn: &Connection,
+    t: &TableDef,
+    old: Option<&Row>,
+    m: &Mutation,
+) -> Result<()> {
+    let Some(&(_, base)) = TABLES.iter().find(|(name, _)| *name == t.name) else {
+        return Err(StoreError::Forbidden(format!(
+            "no staff permission covers table '{}'",
+            t.name
+        )));
+    };
+    let Some(base) = base else {
+        return Ok(());
+    };
+    if !has_staff(conn)? {
+        return first_staff_rule(t, m);
+    }
+    let needs = needed(conn, t, old, m, base)?;
+    let actor = m.by.clone().unwrap_or_default();
+    for need in needs {
+        // The kitchen screen's device decides: it bumps without anyone logged in.
+        if need == "kitchen.bump" && actor.staff.is_none() {
+            continue;
+        }
+        allowed(conn, &actor, need)?;
+    }
+    Ok(())
+}
+
+/// Whether the shop has staff (any row: a shop whose staff all left is not open to anyone).
+fn has_staff(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM staff LIMIT 1")?
+        .query_row([], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Before the shop has staff, anything goes, but its first staff member is an owner: a shop
+/// whose only account were a cashier would have no one to approve anything.
+fn first_staff_rule(t: &TableDef, m: &Mutation) -> Result<()> {
+    if t.name == "staff" && m.action != Action::Delete && text(&m.row, "role") != Some(OWNER) {
+        return Err(StoreError::Forbidden(
+            "the shop's first staff member must be its owner (role 'owner')".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The permissions `m` needs, looking at what it changes.
+fn needed(
+    conn: &Connection,
+    t: &TableDef,
+    old: Option<&Row>,
+    m: &Mutation,
+    base: &'static str,
+) -> Result<Vec<&'static str>> {
+    let new = &m.row;
+    let changes = |col: &str| {
+        new.get(col)
+            .is_some_and(|v| old.and_then(|o| o.get(col)) != Some(v))
+    };
+    let old_status = old.and_then(|o| text(o, "status"));
+    let mut needs = Vec::new();
+    match (t.name.as_str(), m.action) {
+        ("order_header", Action::Delete) | ("order_line", Action::Delete)
+            if old_status == Some("sent") || t.name == "order_header" =>
+        {
+            needs.push("order.void");
+        }
+        ("order_header", _) => {
+            match (old_status, text(new, "status")) {
+                // Out of a finished status, other than a paid order being closed.
+                (Some(before), Some(after))
+                    if FINISHED.contains(&before)
+                        && after != before
+                        && (before, after) != ("paid", "closed") =>
+                {
+                    needs.push("order.reopen");
+                }
+                (Some(before), Some("void")) if before != "void" && was_sent(conn, m, before)? => {
+                    needs.push("order.void");
+                }
+                (before, Some("paid" | "closed")) if before != text(new, "status") => {
+                    needs.push("order.pay");
+                }
+                _ => needs.push(base),
+            }
+            if changes("order_discount") && int(new, "order_discount") > 0 {
+                let value = old.map_or(0, |o| int(o, "subtotal"));
+                if over_free_limit(conn, int(new, "order_discount"), value)? {
+                    needs.push("order.discount");
+                }
+            }
+        }
+        ("order_line", _) => {
+            if text(new, "status") == Some("void") && old_status == Some("sent") {
+                needs.push("order.void");
+            } else {
+                needs.push(base);
+            }
+            if changes("discount") && int(new, "discount") > 0 {
+                let get = |c: &str| {
+                    new.get(c)
+                        .and_then(|v| v.as_i64())
+                        .or_else(|| old.map(|o| int(o, c)))
+                        .unwrap_or(0)
+                };
+                let value = get("qty")
+                    .saturating_mul(get("unit_price").saturating_add(get("modifier_price")));
+                if over_free_limit(conn, int(new, "discount"), value)? {
+                    needs.push("order.discount");
+                }
+            }
+        }
+        ("order_payment", Action::Insert) => needs.push(base),
+        ("order_payment", _) if old.is_some() => needs.push("order.refund"),
+        ("menu_item", Action::Save | Action::Merge)
+            if old.is_some()
+                && new.keys().all(|k| {
+                    matches!(k.as_str(), "id" | "available" | "updated_at") || !changes(k)
+                }) =>
+        {
+            needs.push("menu.sold_out");
+        }
+        ("staff", _) => {
+            needs.push(base);
+            let owner_row = text(new, "role") == Some(OWNER)
+                || old.and_then(|o| text(o, "role")) == Some(OWNER);
+            if owner_row {
+                needs.push("staff.roles");
+            }
+        }
+        ("staff_pin", _) => {
+            let id = text(new, "id").unwrap_or_default();
+            if m.action != Action::Delete {
+                check_pin_hash(text(new, "pin_hash"))?;
+            }
+            // A staff member changes their own PIN without a manager; an owner's PIN only
+            // an owner resets (else a manager could log in as the owner).
+            let own = m.by.as_ref().and_then(|a| a.staff.as_deref()) == Some(id);
+            if !own {
+                needs.push(base);
+            }
+            if role_of(conn, id)?.as_deref() == Some(OWNER) && !own {
+                needs.push("staff.roles");
+            }
+        }
+        ("staff_role", _) => {
+            if text(new, "id") == Some(OWNER) {
+                return Err(StoreError::Forbidden(
+                    "the owner's role may do everything and cannot be changed".into(),
+                ));
+            }
+            if let Some(list) = text(new, "permissions") {
+                for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !PERMISSIONS.iter().any(|(name, _)| *name == p) {
+                        return Err(StoreError::Invalid(format!(
+                            "unknown permission '{p}' (permissions: {})",
+                            PERMISSIONS
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+            }
+            needs.push(base);
+        }
+        _ => needs.push(base),
+    }
+    Ok(needs)
+}
+
+/// Whether an order that was `before` had gone to the kitchen: sent, or with a sent line.
+fn was_sent(conn: &Connection, m: &Mutation, before: &str) -> Result<bool> {
+    if before == "sent" {
+        return Ok(true);
+    }
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM order_line WHERE order_id = ?1 AND status = 'sent' LIMIT 1")?
+        .query_row([text(&m.row, "id").unwrap_or_default()], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether a discount of `amount` on `value` is above what the shop lets anyone give
+/// (`shop_settings.discount_limit_bp` of the value; 0: every discount needs the permission).
+fn over_free_limit(conn: &Connection, amount: i64, value: i64) -> Result<bool> {
+    let limit_bp: i64 = conn
+        .prepare_cached("SELECT discount_limit_bp FROM shop_settings WHERE id = 'shop'")?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    let free = i128::from(value.max(0)) * i128::from(limit_bp) / 10_000;
+    Ok(i128::from(amount) > free)
+}
+
+/// A PIN is stored only as an argon2id hash (a PHC string), never as the PIN itself.
+fn check_pin_hash(hash: Option<&str>) -> Result<()> {
+    match hash {
+        Some(h) if h.starts_with("$argon2id$") && h.split('$').count() == 6 => Ok(()),
+        _ => Err(StoreError::Invalid(
+            "pin_hash must be an argon2id PHC string (set a PIN through POST /api/staff/pin)"
+                .into(),
+        )),
+    }
+}
+
+/// The role of an active staff member; `None` when there is no such active staff member.
+fn role_of(conn: &Connection, staff: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT role FROM staff WHERE id = ?1 AND COALESCE(active, 1) != 0")?
+        .query_row([staff], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// Whether active staff member `staff` has `permission` through their role.
+pub fn staff_may(conn: &Connection, staff: &str, permission: &str) -> Result<bool> {
+    match role_of(conn, staff)? {
+        Some(role) => role_may(conn, &role, permission),
+        None => Ok(false),
+    }
+}
+
+/// The permissions of a role: its `staff_role` row, else its built-in defaults.
+pub fn role_permissions(conn: &Connection, role: &str) -> Result<Vec<String>> {
+    if role == OWNER {
+        return Ok(PERMISSIONS.iter().map(|(p, _)| (*p).to_string()).collect());
+    }
+    let row: Option<String> = conn
+        .prepare_cached("SELECT permissions FROM staff_role WHERE id = ?1")?
+        .query_row([role], |r| r.get(0))
+        .optional()?;
+    Ok(match row {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect(),
+        None => BUILTIN_ROLES
+            .iter()
+            .find(|(id, ..)| *id == role)
+            .map(|(_, _, _, perms)| perms.iter().map(|p| (*p).to_string()).collect())
+            .unwrap_or_default(),
+    })
+}
+
+fn role_may(conn: &Connection, role: &str, permission: &str) -> Result<bool> {
+    Ok(role_permissions(conn, role)?
+        .iter()
+        .any(|p| p == permission))
+}
+
+/// Refuses unless the actor's staff member, or the approver, has `need`.
+fn allowed(conn: &Connection, actor: &Actor, need: &str) -> Result<()> {
+    let Some(staff) = actor.staff.as_deref() else {
+        return Err(StoreError::Forbidden(format!(
+            "log in first: this needs a staff member with permission '{need}'"
+        )));
+    };
+    if role_of(conn, staff)?.is_none() {
+        return Err(StoreError::Forbidden(format!(
+            "staff member '{staff}' is not an active member of staff here (permission '{need}')"
+        )));
+    }
+    if staff_may(conn, staff, need)? {
+        return Ok(());
+    }
+    if let Some(approver) = actor.approver.as_deref()
+        && staff_may(conn, approver, need)?
+    {
+        return Ok(());
+    }
+    Err(StoreError::Forbidden(format!(
+        "permission '{need}' needed: ask a manager to approve"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_of_the_schema_says_what_writing_it_needs() {
+        let schema = capsule_protocol::Schema::builtin();
+        for name in schema.tables.keys() {
+            assert!(
+                TABLES.iter().any(|(t, _)| t == name),
+                "table '{name}' has no permission in permits::TABLES"
+            );
+        }
+        for (_, perm) in TABLES {
+            if let Some(p) = perm {
+                assert!(PERMISSIONS.iter().any(|(n, _)| n == p), "{p}");
+            }
+        }
+        for (_, _, _, perms) in BUILTIN_ROLES {
+            for p in *perms {
+                assert!(PERMISSIONS.iter().any(|(n, _)| n == p), "{p}");
+            }
+        }
+    }
+}

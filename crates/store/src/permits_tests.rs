@@ -1,0 +1,589 @@
+//! Staff permissions against real stores: every action tried by every role, at the hub and in
+//! a till's local commit (offline), with approvals and the shop before it has staff.
+
+use capsule_protocol::{Action, Actor, Mutation, MutationBatch, MutationStatus};
+use serde_json::{Value, json};
+
+use crate::outbox_tests::{Shop, batch, m, shop};
+use crate::permits::BUILTIN_ROLES;
+use crate::{ApplyMode, StoreError};
+
+const T: &str = "2026-12-07T12:00:00Z";
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0123456789abcdef0123456789abcdef0123456789a";
+
+fn by(staff: Option<&str>, approver: Option<&str>, mut muts: Vec<Mutation>) -> Vec<Mutation> {
+    for m in &mut muts {
+        m.by = Some(Actor {
+            staff: staff.map(String::from),
+            approver: approver.map(String::from),
+        });
+        if staff.is_none() && approver.is_none() {
+            m.by = None;
+        }
+    }
+    muts
+}
+
+fn hub_apply(s: &Shop, muts: Vec<Mutation>) -> Result<crate::Applied, StoreError> {
+    s.hub.apply(
+        &MutationBatch {
+            mutations: muts,
+            source: Some("till-a".into()),
+        },
+        &ApplyMode::Authoritative {
+            source: "till-a".into(),
+        },
+    )
+}
+
+/// A shop with an open order (one line still new, one sent to the kitchen), a paid order, a
+/// menu item, settings, and one member of staff per built-in role (`st-<role>`); the till holds
+/// all of it.
+fn staffed_shop() -> Shop {
+    let s = shop();
+    let setup = vec![
+        m(
+            "shop_settings",
+            Action::Save,
+            json!({"id": "shop", "name": "Capsule", "currency": "SAR"}),
+        ),
+        m(
+            "pos_shift",
+            Action::Insert,
+            json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+        ),
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o1", "shift_id": "s1", "opened_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l-new", "order_id": "o1", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l-sent", "order_id": "o1", "name_en": "Grill", "qty": 1, "unit_price": 4000, "status": "sent", "created_at": T}),
+        ),
+        m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o-paid", "shift_id": "s1", "opened_at": T}),
+        ),
+        m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l-paid", "order_id": "o-paid", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        ),
+        m(
+            "order_payment",
+            Action::Insert,
+            json!({"id": "p1", "order_id": "o-paid", "method": "cash", "amount": 500, "paid_at": T}),
+        ),
+        m(
+            "order_header",
+            Action::Merge,
+            json!({"id": "o-paid", "status": "paid"}),
+        ),
+        m(
+            "menu_category",
+            Action::Insert,
+            json!({"id": "c1", "name_en": "Drinks"}),
+        ),
+        m(
+            "menu_item",
+            Action::Insert,
+            json!({"id": "i1", "code": "D1", "name_en": "Tea", "category_id": "c1", "price": 500, "station": "bar"}),
+        ),
+    ];
+    s.hub_writes(setup);
+    // The owner first (the shop has no staff yet), then the others by the owner.
+    hub_apply(&s, vec![staff_row("owner")]).unwrap();
+    let others: Vec<Mutation> = BUILTIN_ROLES
+        .iter()
+        .filter(|(id, ..)| *id != "owner")
+        .map(|(id, ..)| staff_row(id))
+        .collect();
+    hub_apply(&s, by(Some("st-owner"), None, others)).unwrap();
+    s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
+    s
+}
+
+fn staff_row(role: &str) -> Mutation {
+    m(
+        "staff",
+        Action::Insert,
+        json!({"id": format!("st-{role}"), "name": role, "role": role}),
+    )
+}
+
+/// One thing staff do, the permissions it needs, and its writes.
+struct Case {
+    name: &'static str,
+    needs: &'static [&'static str],
+    writes: fn() -> Vec<Mutation>,
+}
+
+/// The member of staff whose own PIN the PIN case resets: they may, without the permission.
+const PIN_OF: &str = "waiter";
+
+fn merge(table: &str, row: Value) -> Vec<Mutation> {
+    vec![m(table, Action::Merge, row)]
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "open an order",
+        needs: &["order.sell"],
+        writes: || {
+            vec![m(
+                "order_header",
+                Action::Insert,
+                json!({"id": "o2", "shift_id": "s1", "opened_at": T}),
+            )]
+        },
+    },
+    Case {
+        name: "add a line",
+        needs: &["order.sell"],
+        writes: || {
+            vec![m(
+                "order_line",
+                Action::Insert,
+                json!({"id": "l2", "order_id": "o1", "name_en": "Tea", "qty": 2, "unit_price": 500, "created_at": T}),
+            )]
+        },
+    },
+    Case {
+        name: "remove a line not yet sent",
+        needs: &["order.sell"],
+        writes: || merge("order_line", json!({"id": "l-new", "status": "void"})),
+    },
+    Case {
+        name: "void a line the kitchen has",
+        needs: &["order.void"],
+        writes: || merge("order_line", json!({"id": "l-sent", "status": "void"})),
+    },
+    Case {
+        name: "void an order the kitchen has",
+        needs: &["order.void"],
+        writes: || merge("order_header", json!({"id": "o1", "status": "void"})),
+    },
+    Case {
+        name: "discount a line",
+        needs: &["order.sell", "order.discount"],
+        writes: || merge("order_line", json!({"id": "l-new", "discount": 100})),
+    },
+    Case {
+        name: "take a payment",
+        needs: &["order.pay"],
+        writes: || {
+            vec![m(
+                "order_payment",
+                Action::Insert,
+                json!({"id": "p2", "order_id": "o1", "method": "card", "amount": 1000, "paid_at": T}),
+            )]
+        },
+    },
+    Case {
+        name: "reopen a paid order",
+        needs: &["order.reopen"],
+        writes: || merge("order_header", json!({"id": "o-paid", "status": "open"})),
+    },
+    Case {
+        name: "remove a payment",
+        needs: &["order.refund"],
+        writes: || vec![m("order_payment", Action::Delete, json!({"id": "p1"}))],
+    },
+    Case {
+        name: "open a shift",
+        needs: &["shift.run"],
+        writes: || {
+            vec![m(
+                "pos_shift",
+                Action::Insert,
+                json!({"id": "s2", "node_id": "till-a", "cashier": "Ali", "opened_at": T}),
+            )]
+        },
+    },
+    Case {
+        name: "mark an item sold out",
+        needs: &["menu.sold_out"],
+        writes: || merge("menu_item", json!({"id": "i1", "available": false})),
+    },
+    Case {
+        name: "change a price",
+        needs: &["menu.edit"],
+        writes: || merge("menu_item", json!({"id": "i1", "price": 600})),
+    },
+    Case {
+        name: "change the tax rate",
+        needs: &["settings.edit"],
+        writes: || merge("shop_settings", json!({"id": "shop", "tax_rate_bp": 1000})),
+    },
+    Case {
+        name: "take a Z",
+        needs: &["report.z"],
+        writes: || {
+            vec![m(
+                "z_report",
+                Action::Insert,
+                json!({"id": "z1", "number": 1, "taken_at": T, "from_v": 0, "to_v": 1, "orders": 0, "total": 0, "body": "{}"}),
+            )]
+        },
+    },
+    Case {
+        name: "add a member of staff",
+        needs: &["staff.edit"],
+        writes: || {
+            vec![m(
+                "staff",
+                Action::Insert,
+                json!({"id": "st-new", "name": "New", "role": "waiter"}),
+            )]
+        },
+    },
+    Case {
+        name: "reset a waiter's PIN",
+        needs: &["staff.edit"],
+        writes: || {
+            vec![m(
+                "staff_pin",
+                Action::Save,
+                json!({"id": "st-waiter", "pin_hash": HASH}),
+            )]
+        },
+    },
+    Case {
+        name: "make a cashier an owner",
+        needs: &["staff.edit", "staff.roles"],
+        writes: || merge("staff", json!({"id": "st-cashier", "role": "owner"})),
+    },
+    Case {
+        name: "change what waiters may do",
+        needs: &["staff.roles"],
+        writes: || {
+            vec![m(
+                "staff_role",
+                Action::Save,
+                json!({"id": "waiter", "name_en": "Waiter", "permissions": "order.sell,order.pay"}),
+            )]
+        },
+    },
+    Case {
+        name: "bump kitchen work",
+        needs: &["kitchen.bump"],
+        writes: || {
+            vec![m(
+                "job_order_header",
+                Action::Insert,
+                json!({"id": "j1", "order_id": "o1", "batch_id": "b1", "station": "grill", "created_at": T}),
+            )]
+        },
+    },
+];
+
+/// Who tries: each built-in role's member, and nobody logged in.
+fn actors() -> Vec<Option<&'static str>> {
+    let mut out: Vec<Option<&'static str>> =
+        BUILTIN_ROLES.iter().map(|(id, ..)| Some(*id)).collect();
+    out.push(None);
+    out
+}
+
+fn role_has(role: Option<&str>, need: &str) -> bool {
+    match role {
+        Some("owner") => true,
+        Some(r) => BUILTIN_ROLES
+            .iter()
+            .find(|(id, ..)| *id == r)
+            .is_some_and(|(_, _, _, p)| p.contains(&need)),
+        // Nobody logged in: a kitchen screen's device bumps.
+        None => need == "kitchen.bump",
+    }
+}
+
+#[test]
+fn every_role_may_do_what_its_role_allows_and_nothing_else_at_the_hub_and_offline_on_a_till() {
+    let mut tried = 0;
+    for case in CASES {
+        for role in actors() {
+            let own_pin = case.name == "reset a waiter's PIN" && role == Some(PIN_OF);
+            let expect = own_pin || case.needs.iter().all(|n| role_has(role, n));
+            let staff = role.map(|r| format!("st-{r}"));
+            let writes = by(staff.as_deref(), None, (case.writes)());
+            let s = staffed_shop();
+            // At the hub (a till calling the hub's API directly) ...
+            let hub_before = s.hub.digest().unwrap();
+            let at_hub = hub_apply(&s, writes.clone());
+            // ... and in the till's own commit, with no hub in reach.
+            let till_before = s.till.digest().unwrap();
+            let at_till = s.till.apply_local(&batch(writes), "A");
+            for (place, outcome, before, store) in [
+                ("hub", at_hub.map(|_| ()), hub_before, &s.hub),
+                ("till", at_till.map(|_| ()), till_before, &s.till),
+            ] {
+                match (expect, outcome) {
+                    (true, Ok(())) => {}
+                    (false, Err(StoreError::Forbidden(why))) => {
+                        let named = case.needs.iter().any(|n| why.contains(n));
+                        assert!(named, "{} by {role:?} at the {place}: {why}", case.name);
+                        assert_eq!(
+                            store.digest().unwrap(),
+                            before,
+                            "{} by {role:?} wrote at the {place}",
+                            case.name
+                        );
+                    }
+                    (expect, got) => panic!(
+                        "{} by {role:?} at the {place}: expected allowed={expect}, got {got:?}",
+                        case.name
+                    ),
+                }
+            }
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, CASES.len() * (BUILTIN_ROLES.len() + 1));
+}
+
+#[test]
+fn a_managers_approval_lets_a_cashier_void_and_is_kept_with_the_write() {
+    let s = staffed_shop();
+    let void = || merge("order_line", json!({"id": "l-sent", "status": "void"}));
+    // A waiter's approval is no approval.
+    let e = hub_apply(&s, by(Some("st-cashier"), Some("st-waiter"), void())).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("order.void")),
+        "{e}"
+    );
+    // Offline on the till with the manager's approval: committed locally, and the write
+    // reaches the hub with the cashier and the approver, where it is checked again.
+    let local = s
+        .till
+        .apply_local(
+            &batch(by(Some("st-cashier"), Some("st-manager"), void())),
+            "A",
+        )
+        .unwrap();
+    assert_eq!(local.results[0].status, MutationStatus::Applied);
+    let queued = s.till.outbox_next("till-a").unwrap().unwrap();
+    let actor = queued.batch.mutations[0].by.clone().unwrap();
+    assert_eq!(actor.staff.as_deref(), Some("st-cashier"));
+    assert_eq!(actor.approver.as_deref(), Some("st-manager"));
+    assert!(s.drain_one());
+    let line = s.hub.pull("order", "o1", Some("lines")).unwrap().payload;
+    let voided = line["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "l-sent")
+        .unwrap();
+    assert_eq!(voided["status"], "void");
+    let page = s.hub.journal_since(0, i64::MAX, 1000).unwrap();
+    let entry = serde_json::to_string(&page).unwrap();
+    assert!(
+        entry.contains("\"approver\":\"st-manager\""),
+        "the hub's journal keeps the approver"
+    );
+}
+
+#[test]
+fn a_write_the_till_allowed_offline_is_refused_at_the_hub_when_the_role_lost_the_permission() {
+    let s = staffed_shop();
+    let sold_out = || merge("menu_item", json!({"id": "i1", "available": false}));
+    s.till
+        .apply_local(&batch(by(Some("st-cashier"), None, sold_out())), "A")
+        .unwrap();
+    // Meanwhile the owner took sold-out away from cashiers at the hub.
+    hub_apply(
+        &s,
+        by(Some("st-owner"), None, vec![m("staff_role", Action::Save, json!({"id": "cashier", "name_en": "Cashier", "permissions": "order.sell,order.pay"}))]),
+    )
+    .unwrap();
+    let before = s.hub.digest().unwrap();
+    assert!(s.drain_one());
+    assert_eq!(
+        s.hub.digest().unwrap(),
+        before,
+        "nothing written at the hub"
+    );
+    let refused: Vec<_> = s
+        .till
+        .outbox_list()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.state == "rejected")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    let why = refused[0].error.clone().unwrap_or_default();
+    assert!(why.contains("menu.sold_out"), "{why}");
+}
+
+#[test]
+fn a_shop_without_staff_sells_as_before_and_its_first_staff_member_is_an_owner() {
+    let s = shop();
+    s.hub_writes(vec![m(
+        "pos_shift",
+        Action::Insert,
+        json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
+    )]);
+    let e = hub_apply(&s, vec![staff_row("cashier")]).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("owner")),
+        "{e}"
+    );
+    hub_apply(&s, vec![staff_row("owner")]).unwrap();
+    // Now nobody logged in may sell.
+    let e = hub_apply(
+        &s,
+        vec![m(
+            "order_header",
+            Action::Insert,
+            json!({"id": "o9", "shift_id": "s1", "opened_at": T}),
+        )],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("order.sell")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_pin_is_stored_only_as_an_argon2id_hash_and_a_manager_cannot_reset_the_owners() {
+    let s = staffed_shop();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            vec![m(
+                "staff_pin",
+                Action::Save,
+                json!({"id": "st-cashier", "pin_hash": "1234"}),
+            )],
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Invalid(w) if w.contains("argon2id")),
+        "{e}"
+    );
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            vec![m(
+                "staff_pin",
+                Action::Save,
+                json!({"id": "st-owner", "pin_hash": HASH}),
+            )],
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("staff.roles")),
+        "{e}"
+    );
+    // A cashier sets their own PIN.
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            vec![m(
+                "staff_pin",
+                Action::Save,
+                json!({"id": "st-cashier", "pin_hash": HASH}),
+            )],
+        ),
+    )
+    .unwrap();
+    // The owner's role is not a row anyone writes.
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            vec![m(
+                "staff_role",
+                Action::Save,
+                json!({"id": "owner", "name_en": "Owner", "permissions": "order.sell"}),
+            )],
+        ),
+    )
+    .unwrap_err();
+    assert!(matches!(&e, StoreError::Forbidden(_)), "{e}");
+}
+
+#[test]
+fn a_small_discount_within_the_shops_limit_needs_no_manager() {
+    let s = staffed_shop();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge(
+                "shop_settings",
+                json!({"id": "shop", "discount_limit_bp": 1000}),
+            ),
+        ),
+    )
+    .unwrap();
+    // 10% of a 5.00 line is 0.50: allowed; 0.51 is not.
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            merge("order_line", json!({"id": "l-new", "discount": 50})),
+        ),
+    )
+    .unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            merge("order_line", json!({"id": "l-new", "discount": 51})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("order.discount")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_member_of_staff_who_left_can_do_nothing() {
+    let s = staffed_shop();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge("staff", json!({"id": "st-manager", "active": false})),
+        ),
+    )
+    .unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            merge("menu_item", json!({"id": "i1", "price": 700})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("not an active")),
+        "{e}"
+    );
+}
