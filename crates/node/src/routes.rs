@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use capsule_protocol::{ErrorBody, MutationBatch, Outbox as Outbox_};
 use capsule_replica::Outbox;
+use capsule_server::staff::Stamp;
 use capsule_server::{ApiError, MutationHandler};
 use capsule_store::{Report, Store};
 use serde::Deserialize;
@@ -195,8 +196,10 @@ async fn outbox_retry(
     responses((status = 200, description = "`{discarded}`", body = Object), (status = 400, body = ErrorBody)))]
 async fn outbox_discard(
     State(s): State<CommandState>,
+    stamp: Stamp,
     Path(mid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&s.store, "outbox.discard").await?;
     let store = s.store.clone();
     let n = tokio::task::spawn_blocking(move || store.outbox_discard(&mid)).await??;
     Ok(Json(json!({ "discarded": n })))
@@ -211,19 +214,18 @@ async fn outbox_discard(
 async fn send_to_kitchen(
     State(s): State<CommandState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    stamp: Stamp,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let store = s.store.clone();
     let (batch, mutations) =
         tokio::task::spawn_blocking(move || store.plan_send_to_kitchen(&id)).await??;
-    let answer = (s.mutations)(
-        MutationBatch {
-            mutations,
-            source: None,
-        },
-        peer.ip().to_string(),
-    )
-    .await?;
+    let mut request = MutationBatch {
+        mutations,
+        source: None,
+    };
+    stamp.apply(&mut request);
+    let answer = (s.mutations)(request, peer.ip().to_string()).await?;
     // One ticket per station; a retried send prints nothing twice (the job ids name the
     // round). A printer problem never fails the send: the round is in the kitchen's screens.
     let store = s.store.clone();
@@ -538,6 +540,7 @@ struct TakeZ {
               (status = 503, body = ErrorBody)))]
 async fn take_z(
     State(s): State<CommandState>,
+    stamp: Stamp,
     body: Result<Json<TakeZ>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) =
@@ -575,14 +578,12 @@ async fn take_z(
         Err(taken) => return Ok((StatusCode::OK, Json(taken)).into_response()),
     };
     // Taken on the hub only, where writes queue per source, not per client.
-    (s.mutations)(
-        MutationBatch {
-            mutations: vec![m],
-            source: None,
-        },
-        String::new(),
-    )
-    .await?;
+    let mut request = MutationBatch {
+        mutations: vec![m],
+        source: None,
+    };
+    stamp.apply(&mut request);
+    (s.mutations)(request, String::new()).await?;
     Ok((StatusCode::CREATED, Json(report)).into_response())
 }
 

@@ -25,6 +25,8 @@ pub struct DeviceTrust {
     pub local_key: LocalKey,
     /// Browsers a manager paired with this node.
     pub screens: capsule_server::sessions::Screens,
+    /// Staff logged in at this node's screens (kept while the node changes role).
+    pub staff: Arc<capsule_server::staff::StaffDesk>,
 }
 
 impl DeviceTrust {
@@ -46,6 +48,7 @@ impl DeviceTrust {
                 connections: DeviceConnections::default(),
                 local_key,
                 screens: capsule_server::sessions::Screens::load(Some(dir.clone())),
+                staff: Arc::new(capsule_server::staff::StaffDesk::from_env()),
             })
         })
         .await?
@@ -93,10 +96,10 @@ impl DeviceTrust {
         PeerClient::for_device(&self.identity, self.roster.clone())
     }
 
-    /// `router` behind the route table's access check.
+    /// `router` behind the route table's access check, with this node's staff logins.
     pub fn guard(&self, router: Router) -> Router {
         capsule_server::access::layer(
-            router,
+            router.layer(axum::Extension(self.staff.clone())),
             AccessPolicy {
                 roster: self.roster.clone(),
                 local_key: self.local_key.clone(),

@@ -84,6 +84,13 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     // A kitchen screen bumps kitchen work through it; what each role may write is the staff
     // issue's permission check, in the core.
     (Method::POST, "/api/mutations", Access::Device),
+    // Staff log in at any paired screen; what they may then do is the core's check.
+    (Method::POST, "/api/staff/login", Access::Device),
+    (Method::POST, "/api/staff/logout", Access::Device),
+    (Method::GET, "/api/staff/me", Access::Device),
+    (Method::POST, "/api/staff/approve", Access::Device),
+    (Method::POST, "/api/staff/pin", Access::Device),
+    (Method::POST, "/api/staff", Access::Device),
     (
         Method::POST,
         "/api/orders/{id}/send-to-kitchen",
@@ -292,6 +299,12 @@ pub async fn check(
             .into_response();
     }
     let caller = policy.caller(&req);
+    // What the handlers need of the caller: whose writes a batch carries (a device forwards
+    // its own staff's), and whether it may read the staff PIN hashes (a browser may not).
+    let reads_secrets = !policy.roster.is_closed() || !matches!(caller, Caller::Browser(_));
+    req.extensions_mut()
+        .insert(crate::api::ReadsSecrets(reads_secrets));
+    req.extensions_mut().insert(caller.clone());
     if let Caller::Browser(_) = caller
         && path == "/ws"
         && let Some(rx) =

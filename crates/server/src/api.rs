@@ -163,8 +163,47 @@ pub fn router(state: ApiState) -> Router {
             post(node_report).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
         )
         .route("/ws", get(ws))
+        .merge(crate::staff::router())
         .route("/api/{*rest}", axum::routing::any(unknown_api))
         .with_state(state)
+}
+
+/// Whether a request may read the secret entities (the staff PIN hashes), as the access check
+/// decided: the shop's devices may, a paired browser may not. A router without the check (an
+/// unpaired shop's, a test's) serves them.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadsSecrets(pub bool);
+
+/// Refuses a read of a secret entity (or a table of one) to a caller that may not read it.
+/// `None` for both: a read that carries every entity (a snapshot, the journal).
+fn guard_secret(
+    s: &ApiState,
+    reads: Option<axum::Extension<ReadsSecrets>>,
+    entity: Option<&str>,
+    table: Option<&str>,
+) -> Result<(), ApiError> {
+    if reads.is_none_or(|axum::Extension(ReadsSecrets(ok))| ok) {
+        return Ok(());
+    }
+    let schema = s.store.schema();
+    let secret = match (entity, table) {
+        (Some(e), _) => schema.entities.get(e).is_some_and(|e| e.secret),
+        (None, Some(t)) => schema
+            .entities
+            .values()
+            .any(|e| e.secret && schema.tables.get(t).is_some_and(|td| {
+                td.role == capsule_protocol::TableRole::Entity { entity: e.name.clone() }
+                    || matches!(&td.role, capsule_protocol::TableRole::Child { entity, .. } if *entity == e.name)
+            })),
+        (None, None) => schema.entities.values().any(|e| e.secret),
+    };
+    if secret {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the staff PINs are for the shop's devices only: a screen logs staff in through its node",
+        ));
+    }
+    Ok(())
 }
 
 fn count_body_bytes(res: Response, metrics: Arc<crate::metrics::NodeMetrics>) -> Response {
@@ -221,9 +260,11 @@ async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
 async fn mutations(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    stamp: crate::staff::Stamp,
     body: Result<Json<MutationBatch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(batch) = body.map_err(|e| json_refusal("mutation request", &e))?;
+    let Json(mut batch) = body.map_err(|e| json_refusal("mutation request", &e))?;
+    stamp.apply(&mut batch);
     let m = s.stream.metrics().clone();
     m.mutation_requests.inc();
     m.mutations.add(batch.mutations.len() as u64);
@@ -250,9 +291,11 @@ async fn mutations(
     responses((status = 200, body = EntityParts), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pull_one(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Path((entity, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    guard_secret(&s, reads, Some(&entity), None)?;
     let store = s.store.clone();
     let started = std::time::Instant::now();
     let out =
@@ -269,12 +312,14 @@ async fn pull_one(
     responses((status = 200, body = BatchPull), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn pull_many(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let entity = q
         .get("entity")
         .cloned()
         .ok_or_else(|| ApiError::bad_request("query parameter 'entity' is required"))?;
+    guard_secret(&s, reads, Some(&entity), None)?;
     let ids: Vec<String> = q
         .get("ids")
         .map(|s| {
@@ -346,6 +391,7 @@ fn check_want(ids: &[String], have: &[i64]) -> Result<(), String> {
 /// any is read, so one bad want (an unknown part) fails the whole request with its 4xx.
 async fn pull_batch(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -385,6 +431,9 @@ async fn pull_batch(
         )));
     }
     let mut total = 0usize;
+    for w in &request.pulls {
+        guard_secret(&s, reads, Some(&w.entity), None)?;
+    }
     for (i, w) in request.pulls.iter().enumerate() {
         check_want(&w.ids, &w.have)
             .map_err(|e| ApiError::bad_request(format!("pulls[{i}]: {e}")))?;
@@ -419,9 +468,11 @@ async fn pull_batch(
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn table_rows(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Path(table): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    guard_secret(&s, reads, None, Some(&table))?;
     let limit = limit_param(&q, DEFAULT_TABLE_PAGE, MAX_TABLE_PAGE)?;
     let after = after_param(&q, "a row id")?;
     if s.store.schema().table(&table).is_none() {
@@ -479,8 +530,10 @@ pub const MAX_TABLE_PAGE: usize = 5000;
     responses((status = 200, body = Snapshot), (status = 400, body = ErrorBody)))]
 async fn snapshot(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    guard_secret(&s, reads, None, None)?;
     let light = match q.get("light").map(String::as_str) {
         None | Some("0" | "false") => false,
         Some("1" | "true") => true,
@@ -518,8 +571,12 @@ pub const DEFAULT_BACKFILL_PAGE: usize = 200;
     responses((status = 200, body = BackfillPage), (status = 400, body = ErrorBody)))]
 async fn backfill(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    if let Some(e) = q.get("entity") {
+        guard_secret(&s, reads, Some(e), None)?;
+    }
     let entity = q
         .get("entity")
         .cloned()
@@ -672,8 +729,10 @@ async fn changed(
     responses((status = 200, body = JournalPage), (status = 400, body = ErrorBody)))]
 async fn journal(
     State(s): State<ApiState>,
+    reads: Option<axum::Extension<ReadsSecrets>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<capsule_protocol::JournalPage>, ApiError> {
+    guard_secret(&s, reads, None, None)?;
     let after = int_param(&q, "after")?;
     let upto = match q.get("upto") {
         Some(_) => int_param(&q, "upto")?,

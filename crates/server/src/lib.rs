@@ -16,6 +16,7 @@ pub mod peers;
 pub mod publisher;
 pub mod serve;
 pub mod sessions;
+pub mod staff;
 pub mod stream;
 pub mod writer;
 

@@ -6,9 +6,9 @@
 //! checks again what a till let through. It reads the write's [`Actor`] (stamped by the node
 //! that served the screen), the staff and role rows this node holds, and the row as stored.
 //!
-//! A shop with no staff rows yet runs as before staff existed: every write is allowed, and
-//! the first staff member must be an owner (so the shop is never locked out of its own
-//! settings). Once it has staff, every write needs a logged-in staff member whose role has
+//! A shop where nobody can log in yet (no member of staff has a PIN) runs as before staff
+//! existed: every write is allowed, and the first PIN set is an owner's (so the shop is never
+//! locked out of its own settings). From then on every write needs a logged-in member of staff whose role has
 //! the permission, or an approver's (a manager's PIN on the spot) — except kitchen work,
 //! which a kitchen screen moves along without a login, and the device roster, which its
 //! signatures govern.
@@ -154,7 +154,7 @@ pub(crate) fn check(
         return Ok(());
     };
     if !has_staff(conn)? {
-        return first_staff_rule(t, m);
+        return first_staff_rule(conn, t, m);
     }
     let needs = needed(conn, t, old, m, base)?;
     let actor = m.by.clone().unwrap_or_default();
@@ -168,21 +168,25 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// Whether the shop has staff (any row: a shop whose staff all left is not open to anyone).
+/// Whether anyone can log in here: a member of staff has a PIN (whether still active or not:
+/// a shop whose staff all left is not open to anyone).
 fn has_staff(conn: &Connection) -> Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM staff LIMIT 1")?
+        .prepare_cached("SELECT 1 FROM staff_pin LIMIT 1")?
         .query_row([], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
-/// Before the shop has staff, anything goes, but its first staff member is an owner: a shop
-/// whose only account were a cashier would have no one to approve anything.
-fn first_staff_rule(t: &TableDef, m: &Mutation) -> Result<()> {
-    if t.name == "staff" && m.action != Action::Delete && text(&m.row, "role") != Some(OWNER) {
+/// Before anyone can log in, anything goes, but the first PIN is an owner's: a shop whose
+/// only login were a cashier's would have no one to approve anything.
+fn first_staff_rule(conn: &Connection, t: &TableDef, m: &Mutation) -> Result<()> {
+    if t.name == "staff_pin"
+        && m.action != Action::Delete
+        && role_of(conn, text(&m.row, "id").unwrap_or_default())?.as_deref() != Some(OWNER)
+    {
         return Err(StoreError::Forbidden(
-            "the shop's first staff member must be its owner (role 'owner')".into(),
+            "the shop's first PIN must be its owner's (a member of staff with role 'owner')".into(),
         ));
     }
     Ok(())
@@ -420,6 +424,71 @@ fn allowed(conn: &Connection, actor: &Actor, need: &str) -> Result<()> {
     Err(StoreError::Forbidden(format!(
         "permission '{need}' needed: ask a manager to approve"
     )))
+}
+
+/// What a PIN login needs to know of a member of staff.
+#[derive(Debug, Clone)]
+pub struct StaffLogin {
+    pub id: String,
+    pub name: String,
+    pub name_ar: Option<String>,
+    pub role: String,
+    /// The argon2id hash; `None` when no PIN was set.
+    pub pin_hash: Option<String>,
+    pub permissions: Vec<String>,
+}
+
+impl crate::Store {
+    /// An active member of staff as a login sees them (`None`: no such active member).
+    pub fn staff_login(&self, id: &str) -> Result<Option<StaffLogin>> {
+        self.with_reader(|conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT s.name, s.name_ar, s.role, p.pin_hash FROM staff s \
+                     LEFT JOIN staff_pin p ON p.id = s.id \
+                     WHERE s.id = ?1 AND COALESCE(s.active, 1) != 0",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((name, name_ar, role, pin_hash)) = row else {
+                return Ok(None);
+            };
+            let permissions = role_permissions(conn, &role)?;
+            Ok(Some(StaffLogin {
+                id: id.to_string(),
+                name,
+                name_ar,
+                role,
+                pin_hash,
+                permissions,
+            }))
+        })
+    }
+
+    /// Whether this shop has staff (before it does, every screen acts without a login).
+    pub fn has_staff(&self) -> Result<bool> {
+        self.with_reader(|conn| has_staff(conn))
+    }
+
+    /// Whether `staff` may do `permission` now, or, in a shop without staff, anyone may.
+    pub fn may(&self, staff: Option<&str>, permission: &str) -> Result<bool> {
+        self.with_reader(|conn| {
+            if !has_staff(conn)? {
+                return Ok(true);
+            }
+            match staff {
+                Some(s) => staff_may(conn, s, permission),
+                None => Ok(false),
+            }
+        })
+    }
 }
 
 #[cfg(test)]

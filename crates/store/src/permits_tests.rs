@@ -100,8 +100,8 @@ fn staffed_shop() -> Shop {
         ),
     ];
     s.hub_writes(setup);
-    // The owner first (the shop has no staff yet), then the others by the owner.
-    hub_apply(&s, vec![staff_row("owner")]).unwrap();
+    // The owner and their PIN first (nobody can log in yet), then the others by the owner.
+    hub_apply(&s, vec![staff_row("owner"), pin_row("owner")]).unwrap();
     let others: Vec<Mutation> = BUILTIN_ROLES
         .iter()
         .filter(|(id, ..)| *id != "owner")
@@ -110,6 +110,14 @@ fn staffed_shop() -> Shop {
     hub_apply(&s, by(Some("st-owner"), None, others)).unwrap();
     s.till.load_snapshot(&s.hub.snapshot().unwrap()).unwrap();
     s
+}
+
+fn pin_row(role: &str) -> Mutation {
+    m(
+        "staff_pin",
+        Action::Save,
+        json!({"id": format!("st-{role}"), "pin_hash": HASH}),
+    )
 }
 
 fn staff_row(role: &str) -> Mutation {
@@ -424,29 +432,31 @@ fn a_write_the_till_allowed_offline_is_refused_at_the_hub_when_the_role_lost_the
 }
 
 #[test]
-fn a_shop_without_staff_sells_as_before_and_its_first_staff_member_is_an_owner() {
+fn a_shop_where_nobody_can_log_in_sells_as_before_and_its_first_pin_is_an_owners() {
     let s = shop();
     s.hub_writes(vec![m(
         "pos_shift",
         Action::Insert,
         json!({"id": "s1", "node_id": "till-a", "cashier": "Mona", "opened_at": T}),
     )]);
-    let e = hub_apply(&s, vec![staff_row("cashier")]).unwrap_err();
+    let sale = |id: &str| {
+        vec![m(
+            "order_header",
+            Action::Insert,
+            json!({"id": id, "shift_id": "s1", "opened_at": T}),
+        )]
+    };
+    // Staff without PINs change nothing: nobody can log in yet.
+    hub_apply(&s, vec![staff_row("cashier"), staff_row("owner")]).unwrap();
+    hub_apply(&s, sale("o8")).unwrap();
+    let e = hub_apply(&s, vec![pin_row("cashier")]).unwrap_err();
     assert!(
         matches!(&e, StoreError::Forbidden(w) if w.contains("owner")),
         "{e}"
     );
-    hub_apply(&s, vec![staff_row("owner")]).unwrap();
+    hub_apply(&s, vec![pin_row("owner")]).unwrap();
     // Now nobody logged in may sell.
-    let e = hub_apply(
-        &s,
-        vec![m(
-            "order_header",
-            Action::Insert,
-            json!({"id": "o9", "shift_id": "s1", "opened_at": T}),
-        )],
-    )
-    .unwrap_err();
+    let e = hub_apply(&s, sale("o9")).unwrap_err();
     assert!(
         matches!(&e, StoreError::Forbidden(w) if w.contains("order.sell")),
         "{e}"
