@@ -66,6 +66,7 @@ async fn node_request(
     method: String,
     path: String,
     body: Option<Value>,
+    headers: Option<std::collections::HashMap<String, String>>,
 ) -> Result<NodeResponse, String> {
     if !path.starts_with('/') || path.starts_with("//") {
         return Err(format!("path must start with a single '/': {path}"));
@@ -78,6 +79,12 @@ async fn node_request(
         .request(method, format!("{}{}", link.url, path))
         .bearer_auth(&link.key)
         .header("accept", "application/json");
+    // The staff session and a manager's approval; nothing else the page could set.
+    for (name, value) in headers.unwrap_or_default() {
+        if name.to_ascii_lowercase().starts_with("x-capsule-") {
+            req = req.header(name, value);
+        }
+    }
     if let Some(body) = body {
         req = req.json(&body);
     }

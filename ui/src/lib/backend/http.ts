@@ -6,11 +6,12 @@ export function httpTransport(): Transport {
   let bytes = 0;
   return {
     kind: 'http',
-    async request(method: string, path: string, body?: unknown): Promise<RawResponse> {
-      const init: RequestInit = { method, headers: { accept: 'application/json' } };
+    async request(method: string, path: string, body?: unknown, extra?: Record<string, string>): Promise<RawResponse> {
+      const headers: Record<string, string> = { accept: 'application/json', ...extra };
+      const init: RequestInit = { method, headers };
       if (body !== undefined) {
         init.body = JSON.stringify(body);
-        init.headers = { accept: 'application/json', 'content-type': 'application/json' };
+        headers['content-type'] = 'application/json';
       }
       const res = await fetch(path, init);
       const text = await res.text();

@@ -75,21 +75,86 @@ export function onThisMachine(): boolean {
   return t().kind === 'tauri' || ['127.0.0.1', 'localhost', '[::1]'].includes(location.hostname);
 }
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  let res;
+/** Who is logged in at this screen (its node's session), kept for the tab's life. */
+export interface StaffSession {
+  token: string;
+  staff: { id: string; name: string; name_ar?: string | null; role: string };
+  permissions: string[];
+}
+
+function storedSession(): StaffSession | null {
   try {
-    res = await t().request(method, path, body);
+    const raw = typeof sessionStorage !== 'undefined' ? sessionStorage.getItem('capsule.staff') : null;
+    return raw ? (JSON.parse(raw) as StaffSession) : null;
+  } catch {
+    return null;
+  }
+}
+
+export const staffSession = writable<StaffSession | null>(storedSession());
+let sessionToken: string | null = null;
+staffSession.subscribe((s) => {
+  sessionToken = s?.token ?? null;
+  try {
+    if (s) sessionStorage.setItem('capsule.staff', JSON.stringify(s));
+    else sessionStorage.removeItem('capsule.staff');
+  } catch {
+    /* private mode */
+  }
+});
+
+/**
+ * Asks a manager to approve `permission` on this screen (the approval dialog registers it):
+ * the approval token, or null when nobody approved.
+ */
+export type Approver = (permission: string, reason: string) => Promise<string | null>;
+let approver: Approver | null = null;
+export function setApprover(a: Approver | null): void {
+  approver = a;
+}
+
+/** The permission a node's 403 names (`permission 'order.void' needed`). */
+export function permissionNeeded(message: string): string | null {
+  return /permission '([a-z_.]+)'/.exec(message)?.[1] ?? null;
+}
+
+async function send(method: string, path: string, body: unknown, approval?: string) {
+  const headers: Record<string, string> = {};
+  if (sessionToken) headers['x-capsule-staff'] = sessionToken;
+  if (approval) headers['x-capsule-approval'] = approval;
+  try {
+    return await t().request(method, path, body, headers);
   } catch (e) {
     throw new ApiError(0, `node unreachable: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let res = await send(method, path, body);
+  const errorOf = (r: { status: number; body: unknown }) => {
+    const b = r.body as { error?: unknown } | null;
+    return b && typeof b.error === 'string' ? b.error : `HTTP ${r.status}`;
+  };
+  // A write the logged-in member of staff may not make alone: a manager approves it here, on
+  // the spot, and it is sent once more with the approval.
+  if (res.status === 403 && sessionToken && approver && !path.startsWith('/api/staff/')) {
+    const msg = errorOf(res);
+    const permission = permissionNeeded(msg);
+    if (permission) {
+      const approval = await approver(permission, msg);
+      if (approval) res = await send(method, path, body, approval);
+    }
   }
   if (res.status >= 200 && res.status < 300) {
     // Asking to pair is public: an answer to it says nothing about being admitted.
     if (!path.startsWith('/api/pair/screen/') && path !== '/api/pair/screen') notAdmitted.set(null);
     return res.body as T;
   }
-  const b = res.body as { error?: unknown } | null;
-  const msg = b && typeof b.error === 'string' ? b.error : `HTTP ${res.status}`;
-  if (res.status === 401) notAdmitted.set(msg);
+  const msg = errorOf(res);
+  // A wrong PIN or an ended staff session is not this screen being refused by the node.
+  if (res.status === 401 && !path.startsWith('/api/staff/')) notAdmitted.set(msg);
+  // The node no longer knows the session (it restarted): back to the PIN pad.
+  if (res.status === 403 && msg.includes('log in first')) staffSession.set(null);
   throw new ApiError(res.status, msg);
 }
 
@@ -161,6 +226,15 @@ export const api = {
   zReport: (n: number) => call<Report>('GET', `/api/reports/z/${n}`),
   takeZ: (takenBy: string, number: number) =>
     call<Report>('POST', '/api/reports/z', { taken_by: takenBy || null, number }),
+  staffLogin: (staff: string, pin: string) =>
+    call<Omit<StaffSession, never>>('POST', '/api/staff/login', { staff, pin }),
+  staffLogout: () => call<unknown>('POST', '/api/staff/logout', {}),
+  staffMe: () => call<{ staff: StaffSession['staff']; permissions: string[] }>('GET', '/api/staff/me'),
+  staffApprove: (staff: string, pin: string, permission: string) =>
+    call<{ approval: string; approver: StaffSession['staff'] }>('POST', '/api/staff/approve', { staff, pin, permission }),
+  addStaff: (m: { name: string; name_ar?: string | null; role: string; pin: string }) =>
+    call<{ id: string }>('POST', '/api/staff', m),
+  setPin: (staff: string, pin: string) => call<unknown>('POST', '/api/staff/pin', { staff, pin }),
   setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
     call<unknown>('POST', '/api/admin/modes', { entity, mode }),
 };

@@ -8,9 +8,9 @@ export function tauriTransport(): Transport {
   const event = import('@tauri-apps/api/event');
   return {
     kind: 'tauri',
-    async request(method: string, path: string, body?: unknown): Promise<RawResponse> {
+    async request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<RawResponse> {
       const { invoke } = await core;
-      const res = await invoke<RawResponse>('node_request', { method, path, body: body ?? null });
+      const res = await invoke<RawResponse>('node_request', { method, path, body: body ?? null, headers: headers ?? null });
       return { status: res.status, body: res.body };
     },
     subscribe(onFrame: FrameListener, onLink: LinkListener): () => void {

@@ -11,7 +11,8 @@ export type LinkListener = (up: boolean) => void;
 /** How the UI reaches its node: HTTP + WebSocket in a browser, IPC inside the Tauri shell. */
 export interface Transport {
   readonly kind: 'http' | 'tauri';
-  request(method: string, path: string, body?: unknown): Promise<RawResponse>;
+  /** `headers`: the staff session and a manager's approval (`x-capsule-*` only). */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<RawResponse>;
   /** Subscribe to the node's frame stream; returns an unsubscribe function. */
   subscribe(onFrame: FrameListener, onLink: LinkListener): () => void;
   /** Bytes of frame text received so far (for the dashboard). */

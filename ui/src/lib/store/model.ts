@@ -17,6 +17,10 @@ export interface Settings {
   tax_number: string | null;
   currency: string;
   currency_digits: number;
+  /** Idle seconds before a screen with someone logged in locks itself (0: never). */
+  lock_after_s?: number;
+  /** A discount up to this share (basis points) needs no manager. */
+  discount_limit_bp?: number;
   tax_rate_bp: number;
   service_rate_bp: number;
   receipt_header: string | null;
@@ -58,6 +62,22 @@ export interface MenuItem {
 }
 
 /** A network printer (ESC/POS on raw TCP). */
+export interface Staff {
+  id: string;
+  name: string;
+  name_ar?: string | null;
+  role: string;
+  active: boolean;
+  updated_at?: string | null;
+}
+
+export interface Role {
+  id: string;
+  name_en: string;
+  name_ar?: string | null;
+  permissions: string;
+}
+
 export interface Printer {
   id: string;
   name: string;

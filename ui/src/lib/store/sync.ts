@@ -3,11 +3,11 @@ import { writable, derived, get, type Readable } from 'svelte/store';
 import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
-import type { Batch, Category, Job, MenuItem, Order, Printer, Settings, Shift } from './model';
+import type { Batch, Category, Job, MenuItem, Order, Printer, Role, Settings, Shift, Staff } from './model';
 import { setMoneyUnit } from '../format';
 import { setModifierNames } from '../i18n';
 
-export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer'] as const;
+export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role'] as const;
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
@@ -24,6 +24,8 @@ const stores = {
   category: writable(new Map<string, EntityRec<Category>>()),
   item: writable(new Map<string, EntityRec<MenuItem>>()),
   printer: writable(new Map<string, EntityRec<Printer>>()),
+  staff: writable(new Map<string, EntityRec<Staff>>()),
+  role: writable(new Map<string, EntityRec<Role>>()),
 };
 
 export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
@@ -33,6 +35,13 @@ export const shifts: Readable<Map<string, EntityRec<Shift>>> = stores.shift;
 export const categories: Readable<Map<string, EntityRec<Category>>> = stores.category;
 export const items: Readable<Map<string, EntityRec<MenuItem>>> = stores.item;
 export const printers: Readable<Map<string, EntityRec<Printer>>> = stores.printer;
+/** The shop's staff (names and roles; their PINs stay with the nodes). */
+export const staff: Readable<Map<string, EntityRec<Staff>>> = stores.staff;
+export const roles: Readable<Map<string, EntityRec<Role>>> = stores.role;
+/** Active staff by name: who may log in at this screen. */
+export const activeStaff: Readable<Staff[]> = derived(stores.staff, (m) =>
+  [...m.values()].map((r) => r.data).filter((s) => s.active !== false).sort((a, b) => a.name.localeCompare(b.name)),
+);
 
 /** The shop settings row, null until it is loaded (a shop that has none yet). */
 export const settings: Readable<Settings | null> = derived(
