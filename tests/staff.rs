@@ -506,10 +506,44 @@ fn a_till_offline_for_a_shift_with_two_cashiers_and_a_managers_void_drains_with_
         .find(|m| m["row"]["id"] == "l-ali" && m["row"]["status"] == "void")
         .map(|m| m["by"].clone())
         .unwrap();
+    assert_eq!(void_by["staff"], "st-ali");
+    assert_eq!(void_by["approver"], "st-manager");
     assert_eq!(
-        void_by,
-        json!({"staff": "st-ali", "approver": "st-manager"})
+        void_by["device"],
+        status(&till)["node_id"],
+        "the till that served the screen"
     );
+
+    // The order's timeline on the hub, in the order it happened, with who approved the void.
+    let (code, timeline) = hub.get("/api/orders/o-ali/timeline");
+    assert_eq!(code, 200, "{timeline}");
+    let seen: Vec<(String, String, String)> = timeline["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("what"), s("staff_name"), s("approver_name"))
+        })
+        .collect();
+    let want = |w: &str, s: &str, a: &str| (w.to_string(), s.to_string(), a.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            want("order.open", "ali", ""),
+            want("line.add", "ali", ""),
+            want("line.void", "ali", "manager"),
+        ]
+    );
+    // The audit trail as a spreadsheet: a byte-order mark, the voids by the approver's name.
+    let r = hub
+        .request(reqwest::Method::GET, "/api/audit?what=line.void&format=csv")
+        .send()
+        .unwrap();
+    let csv = r.text().unwrap();
+    assert!(csv.starts_with('\u{feff}'), "{csv}");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains("line.void,ali,manager,"), "{csv}");
 }
 
 fn line_status_of(node: &Node, order: &str, line: &str) -> String {

@@ -125,6 +125,8 @@ pub fn router(
     Router::new()
         .route("/api/orders", get(find_orders))
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
+        .route("/api/orders/{id}/timeline", get(order_timeline))
+        .route("/api/audit", get(audit))
         .route("/api/orders/{id}/receipt", post(print_receipt))
         .route("/api/batches/{id}/tickets", post(reprint_tickets))
         .route("/api/print/jobs", get(print_jobs))
@@ -585,6 +587,112 @@ async fn take_z(
     stamp.apply(&mut request);
     (s.mutations)(request, String::new()).await?;
     Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// `GET /api/orders/{id}/timeline`: who opened, added, sent, voided, discounted, approved and
+/// paid, when, on which node (the writes of logged-in staff; a node that keeps the journal
+/// holds them: the hub and the nodes that may become hub).
+async fn order_timeline(
+    State(s): State<CommandState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.order_timeline(&id)).await??;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+/// `GET /api/audit?staff=&what=&from=&to=&before=&limit=&format=csv`: the audit trail,
+/// newest first, a page at a time (`next`: the `before` of the next page); CSV with a
+/// byte-order mark so a spreadsheet reads Arabic names right.
+async fn audit(
+    State(s): State<CommandState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let text = |k: &str| -> Result<Option<String>, ApiError> {
+        match q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.len() > 64 => {
+                Err(ApiError::bad_request(format!("'{k}' is at most 64 bytes")))
+            }
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    };
+    let filter = capsule_store::audit::AuditFilter {
+        staff: text("staff")?,
+        what: text("what")?,
+        from: text("from")?,
+        to: text("to")?,
+        before: match q.get("before") {
+            None => None,
+            Some(b) => Some(b.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("'before' must be a version (a whole number)")
+            })?),
+        },
+        limit: capsule_server::api::limit_param(&q, 200, 5000)?,
+    };
+    let csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format '{other}': json or csv"
+            )));
+        }
+    };
+    let limit = filter.limit;
+    let store = s.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.audit_page(&filter)).await??;
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.v))
+        .flatten();
+    if !csv {
+        return Ok(Json(json!({ "entries": entries, "next": next })).into_response());
+    }
+    let mut out = String::from("\u{feff}at,what,staff,approver,device,table,row_id,v\r\n");
+    for e in &entries {
+        let cells = [
+            e.at.clone().unwrap_or_default(),
+            e.what.clone(),
+            e.staff_name.clone().or(e.staff.clone()).unwrap_or_default(),
+            e.approver_name
+                .clone()
+                .or(e.approver.clone())
+                .unwrap_or_default(),
+            e.device.clone().unwrap_or_default(),
+            e.table.clone(),
+            e.row_id.clone(),
+            e.v.to_string(),
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// One CSV cell: quoted when it holds a separator, a quote or a line break; a cell a
+/// spreadsheet would run as a formula starts with a quote mark.
+fn csv_cell(c: &str) -> String {
+    let c = if c.starts_with(['=', '+', '-', '@']) {
+        format!("'{c}")
+    } else {
+        c.to_string()
+    };
+    if c.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c
+    }
 }
 
 #[cfg(test)]

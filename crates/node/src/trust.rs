@@ -48,7 +48,7 @@ impl DeviceTrust {
                 connections: DeviceConnections::default(),
                 local_key,
                 screens: capsule_server::sessions::Screens::load(Some(dir.clone())),
-                staff: Arc::new(capsule_server::staff::StaffDesk::from_env()),
+                staff: Arc::new(capsule_server::staff::StaffDesk::from_env(s.node_id())),
             })
         })
         .await?

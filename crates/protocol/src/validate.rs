@@ -197,6 +197,23 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
                 m.mid
             )));
         }
+        if let Some(by) = &m.by {
+            // Ids and a time, like the rows' own: a forwarded actor is data like any other.
+            for (what, id) in [
+                ("staff", &by.staff),
+                ("approver", &by.approver),
+                ("device", &by.device),
+            ] {
+                if let Some(id) = id
+                    && !is_valid_id(id)
+                {
+                    return Err(fail(format!("by.{what} is not a valid id")));
+                }
+            }
+            if let Some(at) = &by.at {
+                canonical_timestamp(at).map_err(|e| fail(format!("by.at {e}")))?;
+            }
+        }
         if m.base.is_some_and(|b| b < 0) {
             return Err(fail("base must be a hub version (0 or more)".into()));
         }

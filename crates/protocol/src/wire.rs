@@ -195,6 +195,13 @@ pub struct Actor {
     /// The `staff` id of the manager who approved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// The node that served the screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// When it was made there (RFC 3339 UTC): a till's offline write keeps the moment the
+    /// cashier made it, not the one it reached the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// Reads a JSON object into a [`Row`], refusing a key that appears twice.

@@ -97,6 +97,8 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Access::Till,
     ),
     (Method::POST, "/api/orders/{id}/receipt", Access::Till),
+    (Method::GET, "/api/orders/{id}/timeline", Access::Till),
+    (Method::GET, "/api/audit", Access::Manager),
     (Method::POST, "/api/batches/{id}/tickets", Access::Till),
     (Method::GET, "/api/reports/x", Access::Till),
     (Method::POST, "/api/reports/x/print", Access::Till),

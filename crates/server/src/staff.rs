@@ -135,6 +135,8 @@ struct Desk {
 pub struct StaffDesk {
     desk: Mutex<Desk>,
     first_lockout: Duration,
+    /// This node's id: the device a write from its screens names.
+    node_id: String,
     /// Logins and lockouts, for the metrics and the tests.
     pub wrong_pins: std::sync::atomic::AtomicU64,
     pub refused_locked: std::sync::atomic::AtomicU64,
@@ -147,10 +149,11 @@ impl std::fmt::Debug for StaffDesk {
 }
 
 impl StaffDesk {
-    pub fn new(first_lockout: Duration) -> StaffDesk {
+    pub fn new(node_id: &str, first_lockout: Duration) -> StaffDesk {
         StaffDesk {
             desk: Mutex::new(Desk::default()),
             first_lockout,
+            node_id: node_id.to_string(),
             wrong_pins: Default::default(),
             refused_locked: Default::default(),
         }
@@ -158,12 +161,12 @@ impl StaffDesk {
 
     /// The desk a node runs with: the first lockout from `CAPSULE_PIN_LOCKOUT_MS` (the tests
     /// shorten it), else [`FIRST_LOCKOUT`].
-    pub fn from_env() -> StaffDesk {
+    pub fn from_env(node_id: &str) -> StaffDesk {
         let first = std::env::var("CAPSULE_PIN_LOCKOUT_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(FIRST_LOCKOUT, Duration::from_millis);
-        StaffDesk::new(first)
+        StaffDesk::new(node_id, first)
     }
 
     fn desk(&self) -> std::sync::MutexGuard<'_, Desk> {
@@ -356,7 +359,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Stamp {
             .as_ref()
             .zip(header(&parts.headers, APPROVAL_HEADER))
             .and_then(|(d, t)| d.take_approval(t));
-        let actor = (staff.is_some() || approver.is_some()).then_some(Actor { staff, approver });
+        let device = desk.as_ref().map(|d| d.node_id.clone());
+        let actor = (staff.is_some() || approver.is_some()).then(|| Actor {
+            staff,
+            approver,
+            device,
+            at: Some(capsule_protocol::now_rfc3339()),
+        });
         Ok(Stamp {
             actor,
             relayed_by_device: matches!(caller, Some(Caller::Device(_))),
@@ -661,7 +670,7 @@ mod tests {
 
     #[test]
     fn five_wrong_pins_lock_and_each_next_lockout_is_longer() {
-        let desk = StaffDesk::new(Duration::from_secs(30));
+        let desk = StaffDesk::new("till-a", Duration::from_secs(30));
         let addr: IpAddr = "192.168.1.9".parse().unwrap();
         desk.count_staff("st-1");
         for _ in 0..4 {

@@ -54,6 +54,7 @@ pub fn create_all(conn: &Connection, schema: &Schema) -> Result<()> {
     crate::outbox::create(conn)?;
     conn.execute_batch(crate::rules::DDL)?;
     conn.execute_batch(crate::handover::DDL)?;
+    conn.execute_batch(crate::audit::DDL)?;
     conn.execute_batch(crate::shadow::DDL)?;
     // Shadows a build before the trigger left behind (looked for first: a store opened
     // read-only to be refused must not be written).

@@ -138,6 +138,8 @@ pub(crate) fn is_unjournaled(conn: &Connection, entity: &str, id: &str) -> Resul
         .query_row(params![entity, id], |r| r.get(0))?)
 }
 
+/// Journals a write (and, made by a member of staff, its audit row: the one place both are
+/// written, on the hub and on a node copying the hub's journal).
 pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
     conn.prepare_cached("INSERT OR IGNORE INTO _journal(mid, v, mutation) VALUES (?1, ?2, ?3)")?
         .execute(params![
@@ -145,7 +147,7 @@ pub(crate) fn journal(conn: &Connection, m: &Mutation, v: i64) -> Result<()> {
             v,
             serde_json::to_string(m).expect("a mutation serialises")
         ])?;
-    Ok(())
+    crate::audit::record(conn, m, v)
 }
 
 /// Where a store reads the time: the monotonic clock and the wall clock together, since on

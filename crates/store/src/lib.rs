@@ -6,6 +6,7 @@
 //! nothing about HTTP or WebSockets; its API is blocking, so async callers use
 //! `spawn_blocking`.
 
+pub mod audit;
 mod backfill;
 #[cfg(test)]
 mod backfill_tests;

@@ -17,6 +17,8 @@ fn by(staff: Option<&str>, approver: Option<&str>, mut muts: Vec<Mutation>) -> V
         m.by = Some(Actor {
             staff: staff.map(String::from),
             approver: approver.map(String::from),
+            device: Some("till-a".into()),
+            at: Some(T.into()),
         });
         if staff.is_none() && approver.is_none() {
             m.by = None;
@@ -595,5 +597,77 @@ fn a_member_of_staff_who_left_can_do_nothing() {
     assert!(
         matches!(&e, StoreError::Forbidden(w) if w.contains("not an active")),
         "{e}"
+    );
+}
+
+#[test]
+fn every_staff_write_leaves_an_audit_row_on_the_orders_timeline_that_outlives_the_journal() {
+    let s = staffed_shop();
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            vec![m(
+                "order_line",
+                Action::Insert,
+                json!({"id": "l3", "order_id": "o1", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+            )],
+        ),
+    )
+    .unwrap();
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            Some("st-manager"),
+            merge("order_line", json!({"id": "l-sent", "status": "void"})),
+        ),
+    )
+    .unwrap();
+    let timeline = s.hub.order_timeline("o1").unwrap();
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = timeline
+        .iter()
+        .map(|e| (e.what.as_str(), e.staff.as_deref(), e.approver.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("line.add", Some("st-cashier"), None),
+            ("line.void", Some("st-cashier"), Some("st-manager")),
+        ]
+    );
+    assert_eq!(timeline[1].approver_name.as_deref(), Some("manager"));
+    assert_eq!(timeline[1].device.as_deref(), Some("till-a"));
+    // A week later the journal is pruned; the audit stays.
+    let later = capsule_protocol::now_ms() + (crate::KEEP_DAYS + 1) * 24 * 3600 * 1000;
+    s.hub.prune_history(later).unwrap();
+    assert_eq!(s.hub.order_timeline("o1").unwrap(), timeline);
+    let voids = s
+        .hub
+        .audit_page(&crate::audit::AuditFilter {
+            what: Some("line.void".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(voids.len(), 1);
+    let by_manager = s
+        .hub
+        .audit_page(&crate::audit::AuditFilter {
+            staff: Some("st-owner".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        by_manager
+            .iter()
+            .all(|e| e.staff.as_deref() == Some("st-owner"))
+    );
+    assert_eq!(
+        by_manager.len(),
+        BUILTIN_ROLES.len() - 1,
+        "the owner hired the others"
     );
 }
