@@ -470,6 +470,45 @@ fn a_till_offline_for_a_shift_with_two_cashiers_and_a_managers_void_drains_with_
     );
     assert_eq!(code, 202);
 
+    // Their hours, punched on the till while it was offline: Mona 08:00-16:00 with a half
+    // hour's break, Ali 12:00-20:00.
+    let punch = |token: &str, id: &str, staff: &str, kind: &str, from: &str, to: &str| {
+        let at = |h: &str| format!("2026-12-07T{h}:00.000Z");
+        let (code, body) = write(
+            &till,
+            Some(token),
+            None,
+            &[
+                (
+                    "time_clock",
+                    "insert",
+                    json!({"id": id, "staff_id": staff, "kind": kind, "started_at": at(from)}),
+                ),
+                (
+                    "time_clock",
+                    "merge",
+                    json!({"id": id, "ended_at": at(to), "status": "closed"}),
+                ),
+            ],
+        );
+        assert_eq!(code, 202, "{body}");
+    };
+    punch(&mona, "tc-mona", "st-mona", "work", "08:00", "16:00");
+    punch(&mona, "tc-mona-break", "st-mona", "break", "12:00", "12:30");
+    punch(&ali, "tc-ali", "st-ali", "work", "12:00", "20:00");
+    // Nobody clocks someone else in without the permission.
+    let (code, _) = write(
+        &till,
+        Some(&ali),
+        None,
+        &[(
+            "time_clock",
+            "insert",
+            json!({"id": "tc-x", "staff_id": "st-mona", "started_at": T}),
+        )],
+    );
+    assert_eq!(code, 403);
+
     // The hub comes back on the same address: everything drains, nothing refused.
     let hub = Node::spawn(
         &hub_dir,
@@ -544,6 +583,47 @@ fn a_till_offline_for_a_shift_with_two_cashiers_and_a_managers_void_drains_with_
     assert!(csv.starts_with('\u{feff}'), "{csv}");
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.contains("line.void,ali,manager,"), "{csv}");
+
+    // The Z: sales and hours per member of staff, to the cent and the minute.
+    let manager = login(&hub, "st-manager");
+    let (code, z) = as_staff(
+        &hub,
+        reqwest::Method::POST,
+        "/api/reports/z",
+        Some(&manager),
+        None,
+        json!({}),
+    );
+    assert_eq!(code, 201, "{z}");
+    let row = |id: &str| {
+        z["by_staff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["staff_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {z}"))
+    };
+    assert_eq!(row("st-mona")["amount"], 1000);
+    assert_eq!(row("st-mona")["payments"], 1);
+    assert_eq!(row("st-mona")["worked_s"], 7 * 3600 + 1800);
+    assert_eq!(row("st-mona")["break_s"], 1800);
+    assert_eq!(row("st-ali")["amount"], 0);
+    assert_eq!(row("st-ali")["worked_s"], 8 * 3600);
+    let csv = hub
+        .request(reqwest::Method::GET, "/api/reports/z/1?format=csv")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        csv.contains("\"staff_hours\",\"st-mona\",\"mona\",\"\",7.50,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"staff_takings\",\"st-mona\",\"mona\",\"\",1,10.00"),
+        "{csv}"
+    );
 }
 
 fn line_status_of(node: &Node, order: &str, line: &str) -> String {

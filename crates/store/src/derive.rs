@@ -19,6 +19,7 @@ const ORDER: &str = "order";
 const SHIFT: &str = "shift";
 const JOB: &str = "job";
 const BATCH: &str = "batch";
+const CLOCK: &str = "clock";
 
 /// Batch statuses the kitchen's jobs decide; expo sets the others.
 const BATCH_FOLLOWS_JOBS: [&str; 3] = ["queued", "cooking", "ready"];
@@ -63,6 +64,7 @@ const USED: &[(&str, &[&str])] = &[
         &["status", "jobs_total", "jobs_ready", "stations", "ready_at"],
     ),
     ("z_report", &["number", "to_v"]),
+    ("time_clock", &["status", "finished_v"]),
 ];
 
 pub fn check_schema(schema: &Schema) -> Result<(), String> {
@@ -71,6 +73,7 @@ pub fn check_schema(schema: &Schema) -> Result<(), String> {
         (SHIFT, "pos_shift"),
         (JOB, "job_order_header"),
         (BATCH, "job_order_batch"),
+        (CLOCK, "time_clock"),
     ] {
         if schema.entity(entity).map(|e| e.table.as_str()) != Some(table) {
             return Err(format!(
@@ -285,8 +288,38 @@ pub fn propagate(
         for id in batches {
             recompute_batch(conn, schema, &id, &mut out)?;
         }
+        for id in written.ids_of(CLOCK) {
+            recompute_clock(conn, schema, &id, &mut out)?;
+        }
     }
     Ok(out)
+}
+
+/// A time-clock entry closed at the hub is filed in the business day of that version (its
+/// hours count in that day's Z), once: a closed entry is not edited (`permits`).
+fn recompute_clock(
+    conn: &Connection,
+    schema: &Schema,
+    id: &str,
+    changes: &mut Changes,
+) -> Result<()> {
+    let Some(row) = select_by_id(conn, &schema.tables["time_clock"], id)? else {
+        return Ok(());
+    };
+    let closed = text(&row, "status") == Some("closed");
+    let filed = row.get("finished_v").is_some_and(|v| !v.is_null());
+    if closed && !filed {
+        let v = crate::sql::meta_i64(conn, crate::meta::VERSION)?;
+        set_derived(
+            conn,
+            schema,
+            CLOCK,
+            &row,
+            vec![("finished_v", json!(v))],
+            changes,
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes the derived values that differ from `current` and marks their parts changed.

@@ -54,6 +54,8 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "change what roles may do, and the owners' accounts",
     ),
     ("outbox.discard", "discard a write the hub refused"),
+    ("clock.own", "clock in and out, and take breaks"),
+    ("clock.others", "clock other staff in and out"),
 ];
 
 /// The built-in roles: id, English and Arabic names, permissions. A `staff_role` row with the
@@ -79,6 +81,8 @@ pub const BUILTIN_ROLES: &[(&str, &str, &str, &[&str])] = &[
             "report.z",
             "staff.edit",
             "outbox.discard",
+            "clock.own",
+            "clock.others",
         ],
     ),
     (
@@ -91,19 +95,20 @@ pub const BUILTIN_ROLES: &[(&str, &str, &str, &[&str])] = &[
             "shift.run",
             "kitchen.bump",
             "menu.sold_out",
+            "clock.own",
         ],
     ),
     (
         "waiter",
         "Waiter",
         "النادل",
-        &["order.sell", "kitchen.bump"],
+        &["order.sell", "kitchen.bump", "clock.own"],
     ),
     (
         "kitchen",
         "Kitchen",
         "المطبخ",
-        &["kitchen.bump", "menu.sold_out"],
+        &["kitchen.bump", "menu.sold_out", "clock.own"],
     ),
 ];
 
@@ -127,6 +132,7 @@ const TABLES: &[(&str, Option<&str>)] = &[
     ("menu_item", Some("menu.edit")),
     ("menu_modifier", Some("menu.edit")),
     ("z_report", Some("report.z")),
+    ("time_clock", Some("clock.own")),
     ("staff", Some("staff.edit")),
     ("staff_pin", Some("staff.edit")),
     ("staff_role", Some("staff.roles")),
@@ -150,6 +156,15 @@ pub(crate) fn check(
             t.name
         )));
     };
+    if let Some((_, column)) = ACTOR_COLUMNS
+        .iter()
+        .find(|(table, column)| t.name == *table && m.row.contains_key(*column))
+    {
+        return Err(StoreError::Invalid(format!(
+            "'{}.{column}' is filled by the core from who is logged in",
+            t.name
+        )));
+    }
     let Some(base) = base else {
         return Ok(());
     };
@@ -291,6 +306,21 @@ fn needed(
                 needs.push("staff.roles");
             }
         }
+        ("time_clock", _) => {
+            if old.and_then(|o| text(o, "status")) == Some("closed") {
+                return Err(StoreError::Conflict(
+                    "a closed time entry is not changed (its hours may be in a Z report): add a new one".into(),
+                ));
+            }
+            // Someone's own time needs clock.own; another's, clock.others.
+            let whose = text(new, "staff_id").or_else(|| old.and_then(|o| text(o, "staff_id")));
+            let me = m.by.as_ref().and_then(|a| a.staff.as_deref());
+            needs.push(if whose.is_some() && whose == me {
+                base
+            } else {
+                "clock.others"
+            });
+        }
         ("staff_role", _) => {
             if text(new, "id") == Some(OWNER) {
                 return Err(StoreError::Forbidden(
@@ -316,6 +346,34 @@ fn needed(
         _ => needs.push(base),
     }
     Ok(needs)
+}
+
+/// Columns the core fills from the write's logged-in member of staff on insert (a screen
+/// cannot name someone else): who took a payment.
+const ACTOR_COLUMNS: &[(&str, &str)] = &[("order_payment", "taken_by")];
+
+/// Fills `row`'s actor columns from `m`'s staff member (on every path that inserts a row).
+pub(crate) fn stamp_actor(t: &TableDef, m: &Mutation, row: &mut Row) {
+    for (table, column) in ACTOR_COLUMNS {
+        if t.name == *table {
+            let staff = m.by.as_ref().and_then(|b| b.staff.clone());
+            row.insert(
+                (*column).to_string(),
+                staff.map_or(serde_json::Value::Null, serde_json::Value::from),
+            );
+        }
+    }
+}
+
+/// A whole-row save keeps who made the row.
+pub(crate) fn keep_actor(t: &TableDef, old: &Row, new: &mut Row) {
+    for (table, column) in ACTOR_COLUMNS {
+        if t.name == *table
+            && let Some(v) = old.get(*column)
+        {
+            new.insert((*column).to_string(), v.clone());
+        }
+    }
 }
 
 /// Whether an order that was `before` had gone to the kitchen: sent, or with a sent line.

@@ -661,6 +661,7 @@ pub(crate) fn apply_row(
         ))),
         (Action::Insert | Action::Save, None) => {
             let mut row = new_row(t, &m.row)?;
+            crate::permits::stamp_actor(t, m, &mut row);
             if hub.is_some() {
                 derive::fill_on_insert(conn, t, &mut row)?;
             }
@@ -707,6 +708,7 @@ pub(crate) fn apply_row(
                     new.insert(c.name.clone(), v.clone());
                 }
             }
+            crate::permits::keep_actor(t, &old, &mut new);
             derive::row_local(t, &mut new)?;
             for (k, v) in &old {
                 if !new.contains_key(k) {

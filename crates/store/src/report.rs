@@ -50,7 +50,22 @@ pub(crate) const USED: &[(&str, &[&str])] = &[
             "status",
         ],
     ),
-    ("order_payment", &["order_id", "method", "amount"]),
+    (
+        "order_payment",
+        &["order_id", "method", "amount", "taken_by"],
+    ),
+    (
+        "time_clock",
+        &[
+            "staff_id",
+            "kind",
+            "started_at",
+            "ended_at",
+            "status",
+            "finished_v",
+        ],
+    ),
+    ("staff", &["name", "name_ar"]),
     ("menu_category", &["name_en", "name_ar"]),
     (
         "pos_shift",
@@ -113,6 +128,26 @@ pub struct ShiftRow {
     pub difference: Option<i64>,
 }
 
+/// What one member of staff did in the report's day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct StaffRow {
+    pub staff_id: String,
+    pub name: String,
+    pub name_ar: Option<String>,
+    /// Payments they took, and their sum (minor units).
+    pub payments: i64,
+    pub amount: i64,
+    /// Seconds between clocking in and out, in entries closed in the day.
+    pub clocked_s: i64,
+    /// Seconds of breaks in the day.
+    pub break_s: i64,
+    /// Clocked time less breaks.
+    pub worked_s: i64,
+    /// Clocked in now (an open work entry).
+    pub clocked_in: bool,
+}
+
 /// An X or Z report. Money in minor units of `currency`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
@@ -155,6 +190,8 @@ pub struct Report {
     pub open_orders: i64,
     pub open_orders_amount: i64,
     pub shifts: Vec<ShiftRow>,
+    /// Per member of staff: payments taken and hours worked.
+    pub by_staff: Vec<StaffRow>,
 }
 
 fn overflow(what: &str) -> StoreError {
@@ -178,7 +215,9 @@ fn last_z(conn: &Connection) -> Result<(i64, i64)> {
         .unwrap_or((0, 1)))
 }
 
-/// Computes the report over orders finished in `(from_v, to_v]` and the open ones.
+/// Computes the report over orders finished in `(from_v, to_v]` and the open ones, in phases:
+/// the shop, the day's orders, their lines and payments, what is still open, the shifts, and
+/// the staff (sales taken, hours worked).
 pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Report> {
     let mut r = Report {
         from_v,
@@ -186,6 +225,16 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
         currency_digits: 2,
         ..Report::default()
     };
+    shop_of(conn, &mut r)?;
+    let day = day_orders(conn, &mut r, from_v, to_v)?;
+    let staff = sales_breakdown(conn, &mut r, &day.sales_ids)?;
+    open_orders(conn, &mut r)?;
+    shift_rows(conn, &mut r, &day.shift_ids)?;
+    staff_rows(conn, &mut r, staff, from_v, to_v)?;
+    Ok(r)
+}
+
+fn shop_of(conn: &Connection, r: &mut Report) -> Result<()> {
     if let Some((name, currency, digits)) = conn
         .query_row(
             "SELECT name, currency, currency_digits FROM shop_settings ORDER BY id LIMIT 1",
@@ -198,15 +247,26 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
         r.currency = currency;
         r.currency_digits = digits.unwrap_or(2);
     }
+    Ok(())
+}
 
-    // The day's orders: finished in the window. Sales are the paid and closed ones.
+/// The day's orders, by what they are: sales (their ids), voids, and their shifts.
+struct DayOrders {
+    shift_ids: std::collections::BTreeSet<String>,
+    sales_ids: Vec<String>,
+}
+
+/// The day's orders: finished in the window. Sales are the paid and closed ones.
+fn day_orders(conn: &Connection, r: &mut Report, from_v: i64, to_v: i64) -> Result<DayOrders> {
     let mut orders = conn.prepare(
         "SELECT id, status, guests, subtotal, discount_total, service_total, tax_total, total,
                 paid_total, shift_id
          FROM order_header WHERE finished_v > ?1 AND finished_v <= ?2",
     )?;
-    let mut shift_ids = std::collections::BTreeSet::new();
-    let mut sales_ids = Vec::new();
+    let mut day = DayOrders {
+        shift_ids: std::collections::BTreeSet::new(),
+        sales_ids: Vec::new(),
+    };
     let rows = orders.query_map([from_v, to_v], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -219,7 +279,7 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
         let (id, status, nums, shift) = row?;
         let [guests, subtotal, discounts, service, tax, total, paid] = nums.map(|v| v.unwrap_or(0));
         if let Some(s) = shift {
-            shift_ids.insert(s);
+            day.shift_ids.insert(s);
         }
         if status == "void" {
             r.void_orders += 1;
@@ -234,26 +294,35 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
         add(&mut r.tax, tax, "tax")?;
         add(&mut r.total, total, "total sales")?;
         add(&mut r.paid, paid, "payments")?;
-        sales_ids.push(id);
+        day.sales_ids.push(id);
     }
     r.net_sales = r
         .gross_sales
         .checked_sub(r.discounts)
         .ok_or_else(|| overflow("net sales"))?
         .max(0);
+    Ok(day)
+}
 
-    // Lines and payments of the sales orders.
+/// By item, category and payment method over the sales orders' lines and payments, and the
+/// payments each member of staff took (returned, for the staff phase).
+fn sales_breakdown(
+    conn: &Connection,
+    r: &mut Report,
+    sales_ids: &[String],
+) -> Result<BTreeMap<String, StaffRow>> {
     let mut by_item: BTreeMap<String, SalesRow> = BTreeMap::new();
     let mut by_cat: BTreeMap<String, SalesRow> = BTreeMap::new();
     let mut by_method: BTreeMap<String, MethodRow> = BTreeMap::new();
+    let mut by_staff: BTreeMap<String, StaffRow> = BTreeMap::new();
     let mut lines = conn.prepare_cached(
         "SELECT item_code, name_en, name_ar, category, qty, unit_price, modifier_price, line_total,
                 status
          FROM order_line WHERE order_id = ?1",
     )?;
-    let mut payments =
-        conn.prepare_cached("SELECT method, amount FROM order_payment WHERE order_id = ?1")?;
-    for id in &sales_ids {
+    let mut payments = conn
+        .prepare_cached("SELECT method, amount, taken_by FROM order_payment WHERE order_id = ?1")?;
+    for id in sales_ids {
         let rows = lines.query_map([id], |row| {
             Ok((
                 row.get::<_, Option<String>>(0)?,
@@ -299,10 +368,11 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
             Ok((
                 row.get::<_, Option<String>>(0)?.unwrap_or_default(),
                 row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                row.get::<_, Option<String>>(2)?,
             ))
         })?;
         for row in rows {
-            let (method, amount) = row?;
+            let (method, amount, taken_by) = row?;
             let m = by_method
                 .entry(method.clone())
                 .or_insert_with(|| MethodRow {
@@ -311,6 +381,14 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
                 });
             m.count += 1;
             add(&mut m.amount, amount, "a payment method's total")?;
+            if let Some(staff) = taken_by {
+                let s = by_staff.entry(staff.clone()).or_insert_with(|| StaffRow {
+                    staff_id: staff,
+                    ..StaffRow::default()
+                });
+                s.payments += 1;
+                add(&mut s.amount, amount, "a member of staff's takings")?;
+            }
         }
     }
     // Arabic category names from the menu, where the category still exists.
@@ -328,8 +406,11 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
     r.by_category
         .sort_by(|a, b| b.amount.cmp(&a.amount).then(a.key.cmp(&b.key)));
     r.by_method = by_method.into_values().collect();
+    Ok(by_staff)
+}
 
-    // What is still open: not in the figures, but the manager must see it.
+/// What is still open: not in the figures, but the manager must see it.
+fn open_orders(conn: &Connection, r: &mut Report) -> Result<()> {
     let (n, amount): (i64, Option<i64>) = conn.query_row(
         "SELECT COUNT(*), SUM(total) FROM order_header WHERE status IN ('open', 'sent')",
         [],
@@ -337,10 +418,17 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
     )?;
     r.open_orders = n;
     r.open_orders_amount = amount.unwrap_or(0);
+    Ok(())
+}
 
-    // Cash per shift: the day's shifts and any still open, each found by its key (the open
-    // ones through the light index), never by reading every shift the shop ever had.
-    let day_shifts = serde_json::to_string(&shift_ids).unwrap_or_else(|_| "[]".into());
+/// Cash per shift: the day's shifts and any still open, each found by its key (the open
+/// ones through the light index), never by reading every shift the shop ever had.
+fn shift_rows(
+    conn: &Connection,
+    r: &mut Report,
+    shift_ids: &std::collections::BTreeSet<String>,
+) -> Result<()> {
+    let day_shifts = serde_json::to_string(shift_ids).unwrap_or_else(|_| "[]".into());
     let mut shifts = conn.prepare_cached(
         "SELECT id, cashier, node_id, status, opened_at, closed_at, opening_float, cash_sales,
                 card_sales, expected_cash, counted_cash
@@ -379,7 +467,72 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
         };
         r.shifts.push(s);
     }
-    Ok(r)
+    Ok(())
+}
+
+/// Per member of staff: the payments they took (from the sales phase), the time they worked
+/// and took as breaks in entries closed in the window (through the `finished_v` index), and
+/// whether they are still clocked in (through the light index); names as the shop has them.
+fn staff_rows(
+    conn: &Connection,
+    r: &mut Report,
+    mut by_staff: BTreeMap<String, StaffRow>,
+    from_v: i64,
+    to_v: i64,
+) -> Result<()> {
+    let mut times = conn.prepare_cached(
+        "SELECT staff_id, kind,
+                SUM(MAX(0, CAST(ROUND((julianday(ended_at) - julianday(started_at)) * 86400) AS INTEGER)))
+         FROM time_clock WHERE finished_v > ?1 AND finished_v <= ?2 AND ended_at IS NOT NULL
+         GROUP BY staff_id, kind",
+    )?;
+    let rows = times.query_map([from_v, to_v], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            row.get::<_, Option<i64>>(2)?.unwrap_or(0),
+        ))
+    })?;
+    for row in rows {
+        let (staff, kind, secs) = row?;
+        let s = by_staff.entry(staff.clone()).or_insert_with(|| StaffRow {
+            staff_id: staff,
+            ..StaffRow::default()
+        });
+        if kind == "break" {
+            add(&mut s.break_s, secs, "break time")?;
+        } else {
+            add(&mut s.clocked_s, secs, "time worked")?;
+        }
+    }
+    let mut open = conn.prepare_cached(
+        "SELECT DISTINCT staff_id FROM time_clock WHERE status = 'open' AND kind = 'work'",
+    )?;
+    for staff in open.query_map([], |row| row.get::<_, String>(0))? {
+        let staff = staff?;
+        by_staff
+            .entry(staff.clone())
+            .or_insert_with(|| StaffRow {
+                staff_id: staff,
+                ..StaffRow::default()
+            })
+            .clocked_in = true;
+    }
+    let mut names = conn.prepare_cached("SELECT name, name_ar FROM staff WHERE id = ?1")?;
+    for s in by_staff.values_mut() {
+        s.worked_s = s.clocked_s.saturating_sub(s.break_s).max(0);
+        if let Some((name, name_ar)) = names
+            .query_row([&s.staff_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?
+        {
+            s.name = name;
+            s.name_ar = name_ar;
+        }
+    }
+    r.by_staff = by_staff.into_values().collect();
+    r.by_staff
+        .sort_by(|a, b| b.amount.cmp(&a.amount).then(a.name.cmp(&b.name)));
+    Ok(())
 }
 
 /// Deterministic id of Z report `number`: two managers taking "the next Z" at once write the
@@ -614,6 +767,27 @@ impl Report {
             if let Some(d) = s.difference {
                 line("shift_difference", &s.id, &who, "", String::new(), money(d));
             }
+        }
+        for s in &self.by_staff {
+            let ar = s.name_ar.as_deref().unwrap_or("");
+            line(
+                "staff_takings",
+                &s.staff_id,
+                &s.name,
+                ar,
+                s.payments.to_string(),
+                money(s.amount),
+            );
+            // Hours worked (breaks taken out), to the minute, as a decimal a payroll sheet sums.
+            let minutes = s.worked_s / 60;
+            line(
+                "staff_hours",
+                &s.staff_id,
+                &s.name,
+                ar,
+                format!("{}.{:02}", minutes / 60, (minutes % 60) * 100 / 60),
+                String::new(),
+            );
         }
         out
     }
