@@ -574,6 +574,8 @@ fn a_till_offline_for_a_shift_with_two_cashiers_and_a_managers_void_drains_with_
             want("line.void", "ali", "manager"),
         ]
     );
+    // The till keeps no journal: it asks the hub for the timeline.
+    assert_eq!(till.get("/api/orders/o-ali/timeline").1, timeline);
     // The audit trail as a spreadsheet: a byte-order mark, the voids by the approver's name.
     let r = hub
         .request(reqwest::Method::GET, "/api/audit?what=line.void&format=csv")

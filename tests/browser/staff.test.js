@@ -131,7 +131,25 @@ describe('staff', () => {
     // The void is on the hub with who did it and who approved it.
     const journal = await (await fetch(`${hub.url}/api/journal?after=0`)).json();
     const text = JSON.stringify(journal);
-    assert.ok(/"by":\{"staff":"st-[0-9a-f]+","approver":"st-[0-9a-f]+"\}/.test(text), 'the approver is recorded');
+    assert.ok(/"by":\{"staff":"st-[0-9a-f]+","approver":"st-[0-9a-f]+"/.test(text), 'the approver is recorded');
+
+    // The order's history: who added, sent and voided it, and who approved the void.
+    await pos.getByTestId('order-history').click();
+    const timeline = pos.getByTestId('timeline');
+    await timeline.locator('li[data-what="line.void"]').waitFor({ timeout: T }).catch(async (e) => {
+      console.error('TIMELINE:', await timeline.innerText());
+      throw e;
+    });
+    const voided = await timeline.locator('li[data-what="line.void"]').innerText();
+    assert.match(voided, /Mona/);
+    assert.match(voided, /approved by\s+Karim/);
+    await shotBoth(pos, 'staff-timeline-800x480');
+    await pos.keyboard.press('Escape');
+    await timeline.waitFor({ state: 'detached', timeout: T });
+
+    // Mona clocks in (her time counts on the Z).
+    await pos.getByTestId('clock-in').click();
+    await pos.getByTestId('clock-out').waitFor({ timeout: T });
 
     // Switch: Mona locks the till, Karim logs in.
     await pos.getByTestId('staff-lock').click();
@@ -139,6 +157,18 @@ describe('staff', () => {
     await enterPin(pad, 'Karim', '2222');
     await pos.getByTestId('staff-who').filter({ hasText: 'Karim' }).waitFor({ timeout: T });
     await shotBoth(pos, 'staff-header-800x480');
+  });
+
+  it('the audit trail on the dashboard names who voided and who approved', async () => {
+    const card = dash.getByTestId('audit');
+    await card.waitFor({ timeout: T });
+    await card.scrollIntoViewIfNeeded();
+    await card.getByTestId('audit-show').click();
+    const row = card.locator('tr[data-what="line.void"]');
+    await row.waitFor({ timeout: T });
+    assert.match(await row.innerText(), /Mona.*approved by.*Karim/s);
+    await card.scrollIntoViewIfNeeded();
+    await shotBoth(dash, 'staff-audit-1280');
   });
 
   it('wrong PINs lock the pad for a while and say so', async () => {

@@ -366,7 +366,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     };
     // Who is calling comes first: a caller without credentials learns nothing more than 401.
     // Pairing a browser is the same on every node, whatever it is at the moment.
-    let router = router.merge(crate::screens::router(trust.screens.clone()));
+    let router = router.merge(crate::screens::router(trust.screens.clone(), store.clone()));
     let router = trust.guard(capsule_server::guard::layer(
         router,
         capsule_server::guard::Hosts::for_this_machine(&config.allowed_hosts),

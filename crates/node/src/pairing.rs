@@ -139,7 +139,11 @@ fn seconds_left(offer: &Offer, now: Instant) -> u64 {
 }
 
 /// `POST /api/pair/offer` ("Add a device"): a new code, replacing any open one.
-async fn offer(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
+async fn offer(
+    State(s): State<PairState>,
+    stamp: capsule_server::staff::Stamp,
+) -> Result<Json<Value>, ApiError> {
+    stamp.require(&s.store, "settings.edit").await?;
     let me = s.pairing.me()?;
     let follows_another = s
         .store
@@ -312,8 +316,10 @@ async fn devices(State(s): State<PairState>) -> Result<Json<Value>, ApiError> {
 async fn revoke(
     State(s): State<PairState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    stamp: capsule_server::staff::Stamp,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&s.store, "settings.edit").await?;
     let identity = s.pairing.me()?.identity.clone();
     if id == identity.device_id().as_str() {
         return Err(ApiError::bad_request(

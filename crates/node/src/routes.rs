@@ -595,10 +595,24 @@ async fn take_z(
 async fn order_timeline(
     State(s): State<CommandState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    // A till that keeps no journal holds no audit: the hub answers for it (its own, possibly
+    // empty, answer only when the hub is out of reach).
+    if let Some(outbox) = &s.outbox
+        && !s.store.follower_holds_audit()
+        && capsule_protocol::validate::is_valid_id(&id)
+    {
+        match outbox.ask_hub(&format!("/api/orders/{id}/timeline")).await {
+            Ok((status, body)) => {
+                let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                return Ok((code, Json(body)).into_response());
+            }
+            Err(e) => tracing::info!(error = %e, "the hub cannot give an order's timeline"),
+        }
+    }
     let store = s.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.order_timeline(&id)).await??;
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 /// `GET /api/audit?staff=&what=&from=&to=&before=&limit=&format=csv`: the audit trail,

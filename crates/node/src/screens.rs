@@ -11,7 +11,15 @@ use capsule_server::ApiError;
 use capsule_server::sessions::{ASK_VALID, Poll, SCREEN_COOKIE, ScreenRole, Screens};
 use serde_json::{Value, json};
 
-pub fn router(screens: Screens) -> Router {
+/// What the manager's answers need: the paired browsers, and the store the staff member's
+/// permission is read from.
+#[derive(Clone)]
+struct ScreensState {
+    screens: Screens,
+    store: std::sync::Arc<capsule_store::Store>,
+}
+
+pub fn router(screens: Screens, store: std::sync::Arc<capsule_store::Store>) -> Router {
     Router::new()
         .route("/api/pair/screen", post(ask))
         .route("/api/pair/screen/{id}", get(poll))
@@ -19,7 +27,7 @@ pub fn router(screens: Screens) -> Router {
         .route("/api/pair/screens/{id}/approve", post(approve))
         .route("/api/pair/screens/{id}/deny", post(deny))
         .route("/api/pair/screens/{id}/remove", post(remove))
-        .with_state(screens)
+        .with_state(ScreensState { screens, store })
 }
 
 #[derive(serde::Deserialize)]
@@ -30,7 +38,7 @@ struct Ask {
 
 /// `POST /api/pair/screen`: a browser asks to pair; it shows the code, a manager approves it.
 async fn ask(
-    State(screens): State<Screens>,
+    State(ScreensState { screens, .. }): State<ScreensState>,
     from: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     Json(body): Json<Ask>,
 ) -> Result<Json<Value>, ApiError> {
@@ -67,7 +75,7 @@ struct PollQuery {
 /// `GET /api/pair/screen/{id}?poll=SECRET`: 202 while waiting; 200 with the cookie once
 /// approved (once); 410 when refused or expired.
 async fn poll(
-    State(screens): State<Screens>,
+    State(ScreensState { screens, .. }): State<ScreensState>,
     Path(id): Path<String>,
     Query(q): Query<PollQuery>,
 ) -> Response {
@@ -92,14 +100,16 @@ async fn poll(
 }
 
 /// `GET /api/pair/screens`: browsers waiting for an answer, and those paired.
-async fn list(State(screens): State<Screens>) -> Json<Value> {
+async fn list(State(ScreensState { screens, .. }): State<ScreensState>) -> Json<Value> {
     Json(json!({ "waiting": screens.waiting(), "screens": screens.list() }))
 }
 
 async fn approve(
-    State(screens): State<Screens>,
+    State(ScreensState { screens, store }): State<ScreensState>,
+    stamp: capsule_server::staff::Stamp,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&store, "settings.edit").await?;
     let now = capsule_protocol::now_rfc3339();
     match screens.approve(&id, &now) {
         Ok(true) => Ok(Json(json!({"approved": id}))),
@@ -115,9 +125,11 @@ async fn approve(
 }
 
 async fn deny(
-    State(screens): State<Screens>,
+    State(ScreensState { screens, store }): State<ScreensState>,
+    stamp: capsule_server::staff::Stamp,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&store, "settings.edit").await?;
     if screens.deny(&id) {
         Ok(Json(json!({"denied": id})))
     } else {
@@ -129,9 +141,11 @@ async fn deny(
 }
 
 async fn remove(
-    State(screens): State<Screens>,
+    State(ScreensState { screens, store }): State<ScreensState>,
+    stamp: capsule_server::staff::Stamp,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&store, "settings.edit").await?;
     match screens.remove(&id) {
         Ok(true) => Ok(Json(json!({"removed": id}))),
         Ok(false) => Err(ApiError::new(

@@ -104,6 +104,29 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// A read this node cannot answer from its own data (an order's timeline on a till that
+    /// keeps no journal), asked of the hub: its status and JSON answer.
+    pub async fn ask_hub(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let hub = self
+            .hub
+            .peek()
+            .ok_or_else(|| ReplicaError::Unreachable("no hub known".into()))?;
+        let resp = self
+            .peers
+            .http()
+            .get(format!("{}{path}", self.peers.base(&hub)))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| ReplicaError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .json()
+            .await
+            .map_err(|e| ReplicaError::Protocol(e.to_string()))?;
+        Ok((status, body))
+    }
+
     /// Commits the write here and queues it in `client`'s line; waits briefly for the hub's
     /// confirmation.
     pub async fn submit(&self, batch: MutationBatch, client: String) -> Result<Submitted> {

@@ -831,8 +831,10 @@ async fn get_modes(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_modes(
     State(s): State<ApiState>,
+    stamp: crate::staff::Stamp,
     body: Result<Json<SetMode>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    stamp.require(&s.store, "settings.edit").await?;
     let modes = s
         .modes
         .clone()

@@ -153,6 +153,12 @@ pub struct AuditFilter {
 }
 
 impl crate::Store {
+    /// Whether this follower holds the audit trail (it copies the hub's journal, being a node
+    /// that may become hub); a till that does not asks the hub.
+    pub fn follower_holds_audit(&self) -> bool {
+        self.keeps_journal()
+    }
+
     /// An order's timeline: every audited write to it, its lines, payments and kitchen work,
     /// in the order the hub applied them. Reads through the row index: bounded by the order.
     pub fn order_timeline(&self, order_id: &str) -> Result<Vec<AuditEntry>> {

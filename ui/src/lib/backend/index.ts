@@ -5,6 +5,7 @@ import { tauriTransport } from './tauri';
 import { newId } from '../ids';
 import type { Transport, FrameListener, LinkListener } from './transport';
 import type {
+  AuditEntry,
   BatchPull,
   Device,
   PairedScreen,
@@ -235,6 +236,16 @@ export const api = {
   addStaff: (m: { name: string; name_ar?: string | null; role: string; pin: string }) =>
     call<{ id: string }>('POST', '/api/staff', m),
   setPin: (staff: string, pin: string) => call<unknown>('POST', '/api/staff/pin', { staff, pin }),
+  orderTimeline: (orderId: string) =>
+    call<{ entries: AuditEntry[] }>('GET', `/api/orders/${encodeURIComponent(orderId)}/timeline`),
+  audit: (q: { staff?: string; what?: string; from?: string; to?: string; before?: number; limit?: number }) =>
+    call<{ entries: AuditEntry[]; next: number | null }>(
+      'GET',
+      `/api/audit?${Object.entries(q)
+        .filter(([, v]) => v !== undefined && v !== '')
+        .map(([k, v]) => `${k}=${encodeURIComponent(String(v))}`)
+        .join('&')}`,
+    ),
   setMode: (entity: string, mode: 'legacy' | 'both' | 'capsule') =>
     call<unknown>('POST', '/api/admin/modes', { entity, mode }),
 };

@@ -202,6 +202,34 @@ export interface SalesRow {
   amount: number;
 }
 
+/** One member of staff in a report's day: payments taken and time worked. */
+export interface StaffDay {
+  staff_id: string;
+  name: string;
+  name_ar: string | null;
+  payments: number;
+  amount: number;
+  clocked_s: number;
+  break_s: number;
+  worked_s: number;
+  clocked_in: boolean;
+}
+
+/** One audited write (GET /api/orders/{id}/timeline, GET /api/audit). */
+export interface AuditEntry {
+  mid: string;
+  v: number;
+  at: string | null;
+  staff: string | null;
+  approver: string | null;
+  device: string | null;
+  table: string;
+  row_id: string;
+  what: string;
+  staff_name: string | null;
+  approver_name: string | null;
+}
+
 export interface ShiftCash {
   id: string;
   cashier: string;
@@ -248,6 +276,7 @@ export interface Report {
   open_orders: number;
   open_orders_amount: number;
   shifts: ShiftCash[];
+  by_staff?: StaffDay[];
 }
 
 /** A search of past and present orders (GET /api/orders); every field given must match. */

@@ -71,6 +71,16 @@ export interface Staff {
   updated_at?: string | null;
 }
 
+export interface Clock {
+  id: string;
+  staff_id: string;
+  node_id?: string | null;
+  kind: 'work' | 'break';
+  started_at: string;
+  ended_at?: string | null;
+  status: 'open' | 'closed';
+}
+
 export interface Role {
   id: string;
   name_en: string;
