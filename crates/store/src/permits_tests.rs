@@ -684,3 +684,48 @@ fn every_staff_write_leaves_an_audit_row_on_the_orders_timeline_that_outlives_th
         "the owner hired the others"
     );
 }
+
+#[test]
+fn an_audit_page_reads_through_an_index_whatever_the_filter() {
+    let s = staffed_shop();
+    let filters = [
+        crate::audit::AuditFilter {
+            staff: Some("st-owner".into()),
+            ..Default::default()
+        },
+        crate::audit::AuditFilter {
+            what: Some("line.void".into()),
+            ..Default::default()
+        },
+        crate::audit::AuditFilter {
+            from: Some("2026-12-07T00:00:00.000Z".into()),
+            to: Some("2026-12-08T00:00:00.000Z".into()),
+            ..Default::default()
+        },
+        crate::audit::AuditFilter::default(),
+    ];
+    for f in filters {
+        let (sql, args) = crate::audit::audit_query(&f);
+        let plan = s
+            .hub
+            .with_reader(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let steps: Vec<String> = stmt
+                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        r.get::<_, String>(3)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(steps.join("; "))
+            })
+            .unwrap();
+        eprintln!("{f:?}: {plan}");
+        let narrowed = f.staff.is_some() || f.what.is_some() || f.from.is_some();
+        let top = plan.split("; ").next().unwrap_or_default().to_string();
+        if narrowed {
+            // Found through the filter's index, not by walking every row's version.
+            assert!(top.starts_with("SEARCH a USING INDEX"), "{f:?}: {plan}");
+        } else {
+            assert!(top.contains("USING INDEX _audit_v"), "{f:?}: {plan}");
+        }
+    }
+}
