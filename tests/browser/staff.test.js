@@ -93,6 +93,18 @@ describe('staff', () => {
     await dash.getByTestId('staff-row').filter({ hasText: 'Karim' }).waitFor({ timeout: T });
     await add('Mona', 'منى', 'cashier', '3333');
     await dash.getByTestId('staff-row').filter({ hasText: 'Mona' }).waitFor({ timeout: T });
+    // The owner lets waiters take payments (a role is data, like Toast's jobs).
+    const roles = dash.getByTestId('roles');
+    await roles.locator('tr[data-role=waiter]').getByRole('button').click();
+    const form = dash.getByTestId('role-form');
+    await form.locator('[data-perm="order.pay"]').check();
+    await form.getByTestId('role-save').click();
+    await form.waitFor({ state: 'detached', timeout: T });
+    const waiter = await dash.evaluate(async () => {
+      const r = await fetch('/api/staff/roles').then((x) => x.json());
+      return r.roles.find((x) => x.id === 'waiter').permissions;
+    });
+    assert.ok(waiter.includes('order.pay'), JSON.stringify(waiter));
     await dash.getByTestId('staff-card').scrollIntoViewIfNeeded();
     await shotBoth(dash, 'staff-card-1280');
   });

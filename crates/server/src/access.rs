@@ -91,6 +91,7 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/api/staff/approve", Access::Device),
     (Method::POST, "/api/staff/pin", Access::Device),
     (Method::POST, "/api/staff", Access::Device),
+    (Method::GET, "/api/staff/roles", Access::Device),
     (
         Method::POST,
         "/api/orders/{id}/send-to-kitchen",

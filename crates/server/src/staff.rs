@@ -383,6 +383,19 @@ pub fn router() -> Router<ApiState> {
         .route("/api/staff/approve", post(approve))
         .route("/api/staff/pin", post(set_pin))
         .route("/api/staff", post(add_staff))
+        .route("/api/staff/roles", get(roles))
+}
+
+/// `GET /api/staff/roles`: every permission with what it allows, and every role with its
+/// permissions (what the dashboard's role editor shows).
+async fn roles(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let roles = tokio::task::spawn_blocking(move || store.staff_roles()).await??;
+    let permissions: Vec<Value> = capsule_store::permits::PERMISSIONS
+        .iter()
+        .map(|(name, doc)| json!({"name": name, "doc": doc}))
+        .collect();
+    Ok(Json(json!({"permissions": permissions, "roles": roles})))
 }
 
 #[derive(Debug, Deserialize)]

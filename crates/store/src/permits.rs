@@ -484,6 +484,17 @@ fn allowed(conn: &Connection, actor: &Actor, need: &str) -> Result<()> {
     )))
 }
 
+/// A role as the dashboard shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoleView {
+    pub id: String,
+    pub name_en: String,
+    pub name_ar: Option<String>,
+    pub permissions: Vec<String>,
+    /// One of the built-in roles (the owner's cannot be changed).
+    pub builtin: bool,
+}
+
 /// What a PIN login needs to know of a member of staff.
 #[derive(Debug, Clone)]
 pub struct StaffLogin {
@@ -527,6 +538,44 @@ impl crate::Store {
                 pin_hash,
                 permissions,
             }))
+        })
+    }
+
+    /// Every role as it stands: the built-in ones (with a `staff_role` row's permissions where
+    /// the shop changed them) and the shop's own; `builtin` says which.
+    pub fn staff_roles(&self) -> Result<Vec<RoleView>> {
+        self.with_reader(|conn| {
+            let mut rows: Vec<(String, String, Option<String>)> = conn
+                .prepare_cached("SELECT id, name_en, name_ar FROM staff_role ORDER BY id")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::new();
+            for (id, en, ar, _) in BUILTIN_ROLES {
+                let row = rows
+                    .iter()
+                    .position(|(r, ..)| r == id)
+                    .map(|i| rows.remove(i));
+                out.push(RoleView {
+                    id: (*id).to_string(),
+                    name_en: row.as_ref().map_or((*en).to_string(), |r| r.1.clone()),
+                    name_ar: row
+                        .as_ref()
+                        .map_or(Some((*ar).to_string()), |r| r.2.clone()),
+                    permissions: role_permissions(conn, id)?,
+                    builtin: true,
+                });
+            }
+            for (id, en, ar) in rows {
+                let permissions = role_permissions(conn, &id)?;
+                out.push(RoleView {
+                    id,
+                    name_en: en,
+                    name_ar: ar,
+                    permissions,
+                    builtin: false,
+                });
+            }
+            Ok(out)
         })
     }
 

@@ -729,3 +729,61 @@ fn an_audit_page_reads_through_an_index_whatever_the_filter() {
         }
     }
 }
+
+/// A till took over as hub (the manager's PC went off) with a write queued that its cashier was
+/// allowed when they made it, but the owner had taken the permission away meanwhile (the till
+/// had merged the role): the claim's adoption judges it again and sets it aside, like the hub.
+#[test]
+fn a_till_taking_over_judges_its_queued_writes_against_the_roles_it_holds_now() {
+    let s = staffed_shop();
+    s.till
+        .apply_local(
+            &batch(by(
+                Some("st-cashier"),
+                None,
+                merge("menu_item", json!({"id": "i1", "available": false})),
+            )),
+            "A",
+        )
+        .unwrap();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            vec![m(
+                "staff_role",
+                Action::Save,
+                json!({"id": "cashier", "name_en": "Cashier", "permissions": "order.sell,order.pay"}),
+            )],
+        ),
+    )
+    .unwrap();
+    s.till_pulls("role", &["cashier"]);
+    // The hub goes off before the till's write reached it; the till, copying the journal,
+    // takes over and adopts its queue.
+    s.till.set_keeps_journal(true);
+    let journal = s.hub.journal_since(0, s.hub_version(), 1000).unwrap();
+    s.till
+        .record_journal(&journal.entries, Some(s.hub_version()))
+        .unwrap();
+    s.till.claim_hub(1).unwrap();
+    s.till.adopt_outbox().unwrap();
+    let refused: Vec<_> = s
+        .till
+        .outbox_list()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.state == "rejected")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("menu.sold_out")),
+        "{refused:?}"
+    );
+    let item = s.till.pull("item", "i1", Some("availability")).unwrap();
+    assert_eq!(item.payload["available"], true, "the item is on sale again");
+}

@@ -400,6 +400,14 @@ const en = {
   audit_staff_all: 'Staff changes',
   audit_menu_all: 'Menu changes',
   audit_settings_all: 'Settings changes',
+  roles: 'Roles',
+  role_everything: 'Everything',
+  role_edit: 'Edit',
+  role_may: 'May',
+  lock_after: 'Lock after (minutes idle)',
+  discount_limit: 'Discount without a manager (%)',
+  perm_clock_own: 'Clock in and out',
+  perm_clock_others: 'Clock others in and out',
 };
 
 export type Key = keyof typeof en;
@@ -797,6 +805,14 @@ const ar: Record<Key, string> = {
   audit_staff_all: 'تغييرات الموظفين',
   audit_menu_all: 'تغييرات القائمة',
   audit_settings_all: 'تغييرات الإعدادات',
+  roles: 'الأدوار',
+  role_everything: 'كل شيء',
+  role_edit: 'تعديل',
+  role_may: 'يحق له',
+  lock_after: 'القفل بعد (دقائق خمول)',
+  discount_limit: 'خصم دون مدير (٪)',
+  perm_clock_own: 'تسجيل الحضور والانصراف',
+  perm_clock_others: 'تسجيل حضور الآخرين وانصرافهم',
 };
 
 const stored = typeof localStorage !== 'undefined' ? localStorage.getItem('capsule.lang') : null;

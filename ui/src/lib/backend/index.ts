@@ -236,6 +236,11 @@ export const api = {
   addStaff: (m: { name: string; name_ar?: string | null; role: string; pin: string }) =>
     call<{ id: string }>('POST', '/api/staff', m),
   setPin: (staff: string, pin: string) => call<unknown>('POST', '/api/staff/pin', { staff, pin }),
+  staffRoles: () =>
+    call<{
+      permissions: { name: string; doc: string }[];
+      roles: { id: string; name_en: string; name_ar: string | null; permissions: string[]; builtin: boolean }[];
+    }>('GET', '/api/staff/roles'),
   orderTimeline: (orderId: string) =>
     call<{ entries: AuditEntry[] }>('GET', `/api/orders/${encodeURIComponent(orderId)}/timeline`),
   audit: (q: { staff?: string; what?: string; from?: string; to?: string; before?: number; limit?: number }) =>
