@@ -36,9 +36,9 @@ fn order_inserts(n: usize) -> Vec<MutationBatch> {
         .collect()
 }
 
-/// The hub's work per write on its writer thread, without the fsync (the store is opened
-/// with a replica's synchronous=NORMAL so the disk does not drown the CPU cost).
-fn hub_apply(c: &mut Criterion) {
+/// A hub store for the write benchmarks; `staffed`: the shop has staff, so every write is
+/// checked against its cashier's role and leaves an audit row.
+fn write_hub(staffed: bool) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(
         dir.path().join("hub.sqlite3"),
@@ -46,24 +46,73 @@ fn hub_apply(c: &mut Criterion) {
         Durability::Replica,
     )
     .unwrap();
-    let shift: MutationBatch = serde_json::from_value(throughput_shift_insert()).unwrap();
     let mode = ApplyMode::Authoritative {
         source: "bench".into(),
     };
+    if staffed {
+        let staff: MutationBatch = serde_json::from_value(serde_json::json!({"mutations": [
+            {"mid": uuid::Uuid::now_v7().to_string(), "table": "staff", "action": "insert",
+             "row": {"id": "st-owner", "name": "Owner", "role": "owner"}},
+            {"mid": uuid::Uuid::now_v7().to_string(), "table": "staff", "action": "insert",
+             "row": {"id": "st-mona", "name": "Mona", "role": "cashier"}},
+            {"mid": uuid::Uuid::now_v7().to_string(), "table": "staff_pin", "action": "save",
+             "row": {"id": "st-owner", "pin_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}}
+        ]}))
+        .unwrap();
+        store.apply(&staff, &mode).unwrap();
+    }
+    let mut shift: MutationBatch = serde_json::from_value(throughput_shift_insert()).unwrap();
+    as_cashier(&mut shift, staffed);
     store.apply(&shift, &mode).unwrap();
-    c.bench_function("hub apply: 32 one-order requests in one group", |b| {
-        b.iter_batched(
-            || order_inserts(32),
-            |batches| {
-                let requests: Vec<(&MutationBatch, &str)> =
-                    batches.iter().map(|b| (b, "bench")).collect();
-                for answer in store.apply_group(black_box(&requests)) {
-                    answer.unwrap();
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    (dir, store)
+}
+
+/// Stamps a request as the node serving Mona's screen would (in a staffed shop).
+fn as_cashier(batch: &mut MutationBatch, staffed: bool) {
+    if !staffed {
+        return;
+    }
+    for m in &mut batch.mutations {
+        m.by = Some(capsule_protocol::Actor {
+            staff: Some("st-mona".into()),
+            approver: None,
+            device: Some("till-a".into()),
+            at: Some("2026-12-07T12:00:00.000Z".into()),
+        });
+    }
+}
+
+/// The hub's work per write on its writer thread, without the fsync (the store is opened
+/// with a replica's synchronous=NORMAL so the disk does not drown the CPU cost): a shop
+/// without staff (the baseline) and one with staff, in the same run.
+fn hub_apply(c: &mut Criterion) {
+    for staffed in [false, true] {
+        let (_dir, store) = write_hub(staffed);
+        let name = if staffed {
+            "hub apply: 32 one-order requests in one group, staffed (permission + audit)"
+        } else {
+            "hub apply: 32 one-order requests in one group"
+        };
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut batches = order_inserts(32);
+                    for b in &mut batches {
+                        as_cashier(b, staffed);
+                    }
+                    batches
+                },
+                |batches| {
+                    let requests: Vec<(&MutationBatch, &str)> =
+                        batches.iter().map(|b| (b, "bench")).collect();
+                    for answer in store.apply_group(black_box(&requests)) {
+                        answer.unwrap();
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 fn benches(c: &mut Criterion) {
