@@ -76,6 +76,7 @@ fn as_cashier(batch: &mut MutationBatch, staffed: bool) {
         m.by = Some(capsule_protocol::Actor {
             staff: Some("st-mona".into()),
             approver: None,
+            approved: None,
             device: Some("till-a".into()),
             at: Some("2026-12-07T12:00:00.000Z".into()),
         });

@@ -620,8 +620,10 @@ async fn order_timeline(
 /// byte-order mark so a spreadsheet reads Arabic names right.
 async fn audit(
     State(s): State<CommandState>,
+    stamp: Stamp,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    stamp.require(&s.store, "staff.edit").await?;
     let text = |k: &str| -> Result<Option<String>, ApiError> {
         match q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),

@@ -210,6 +210,14 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
                     return Err(fail(format!("by.{what} is not a valid id")));
                 }
             }
+            if by.approved.as_ref().is_some_and(|p| {
+                p.len() > 64
+                    || !p
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+            }) {
+                return Err(fail("by.approved is not a permission name".into()));
+            }
             if let Some(at) = &by.at {
                 canonical_timestamp(at).map_err(|e| fail(format!("by.at {e}")))?;
             }

@@ -195,6 +195,9 @@ pub struct Actor {
     /// The `staff` id of the manager who approved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// The one permission the approver approved (an approval is for that, nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
     /// The node that served the screen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,

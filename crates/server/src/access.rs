@@ -304,7 +304,8 @@ pub async fn check(
     let caller = policy.caller(&req);
     // What the handlers need of the caller: whose writes a batch carries (a device forwards
     // its own staff's), and whether it may read the staff PIN hashes (a browser may not).
-    let reads_secrets = !policy.roster.is_closed() || !matches!(caller, Caller::Browser(_));
+    // (This machine's own screens neither: a cashier at the till's browser is not a node.)
+    let reads_secrets = !policy.roster.is_closed() || matches!(caller, Caller::Device(_));
     req.extensions_mut()
         .insert(crate::api::ReadsSecrets(reads_secrets));
     req.extensions_mut().insert(caller.clone());

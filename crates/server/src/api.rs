@@ -195,7 +195,8 @@ fn guard_secret(
                 td.role == capsule_protocol::TableRole::Entity { entity: e.name.clone() }
                     || matches!(&td.role, capsule_protocol::TableRole::Child { entity, .. } if *entity == e.name)
             })),
-        (None, None) => schema.entities.values().any(|e| e.secret),
+        // A read of everything carries secrets once there are any.
+        (None, None) => s.store.has_staff().unwrap_or(true),
     };
     if secret {
         return Err(ApiError::new(
@@ -841,6 +842,19 @@ async fn set_modes(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "rollout modes live on the hub"))?;
     let Json(req) = body.map_err(|e| json_refusal("mode change {\"entity\", \"mode\"}", &e))?;
     let mode: Mode = req.mode.parse().map_err(ApiError::bad_request)?;
+    if mode.sends_rows()
+        && s.store
+            .schema()
+            .entities
+            .get(&req.entity)
+            .is_some_and(|e| e.secret)
+    {
+        // Rows on `/ws` reach every subscriber, browsers too: never the PIN hashes.
+        return Err(ApiError::bad_request(format!(
+            "'{}' holds secrets: it is streamed as capsules only",
+            req.entity
+        )));
+    }
     let m = modes.clone();
     tokio::task::spawn_blocking(move || m.set(&req.entity, mode)).await??;
     Ok(Json(json!({ "modes": modes.all() })))

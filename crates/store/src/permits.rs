@@ -207,7 +207,25 @@ fn first_staff_rule(conn: &Connection, t: &TableDef, m: &Mutation) -> Result<()>
     Ok(())
 }
 
-/// The permissions `m` needs, looking at what it changes.
+/// The row as it will be stored: a merge over the old row, a save or insert over the table's
+/// defaults (a save that leaves out `status` puts it back to its default, and is judged so).
+fn effective(t: &TableDef, old: Option<&Row>, m: &Mutation) -> Row {
+    let mut row = match (m.action, old) {
+        (Action::Merge | Action::Delete, Some(o)) => o.clone(),
+        _ => t
+            .columns
+            .iter()
+            .filter(|c| !c.derived)
+            .map(|c| (c.name.clone(), c.default_json()))
+            .collect(),
+    };
+    for (k, v) in &m.row {
+        row.insert(k.clone(), v.clone());
+    }
+    row
+}
+
+/// The permissions `m` needs, looking at what it changes, in one phase per kind of table.
 fn needed(
     conn: &Connection,
     t: &TableDef,
@@ -215,88 +233,37 @@ fn needed(
     m: &Mutation,
     base: &'static str,
 ) -> Result<Vec<&'static str>> {
-    let new = &m.row;
-    let changes = |col: &str| {
-        new.get(col)
-            .is_some_and(|v| old.and_then(|o| o.get(col)) != Some(v))
-    };
-    let old_status = old.and_then(|o| text(o, "status"));
+    let new = effective(t, old, m);
+    let changes =
+        |col: &str| m.row.contains_key(col) && old.and_then(|o| o.get(col)) != new.get(col);
     let mut needs = Vec::new();
-    match (t.name.as_str(), m.action) {
-        ("order_header", Action::Delete) | ("order_line", Action::Delete)
-            if old_status == Some("sent") || t.name == "order_header" =>
-        {
-            needs.push("order.void");
-        }
-        ("order_header", _) => {
-            match (old_status, text(new, "status")) {
-                // Out of a finished status, other than a paid order being closed.
-                (Some(before), Some(after))
-                    if FINISHED.contains(&before)
-                        && after != before
-                        && (before, after) != ("paid", "closed") =>
-                {
-                    needs.push("order.reopen");
-                }
-                (Some(before), Some("void")) if before != "void" && was_sent(conn, m, before)? => {
-                    needs.push("order.void");
-                }
-                (before, Some("paid" | "closed")) if before != text(new, "status") => {
-                    needs.push("order.pay");
-                }
-                _ => needs.push(base),
-            }
-            if changes("order_discount") && int(new, "order_discount") > 0 {
-                let value = old.map_or(0, |o| int(o, "subtotal"));
-                if over_free_limit(conn, int(new, "order_discount"), value)? {
-                    needs.push("order.discount");
-                }
+    match t.name.as_str() {
+        "order_header" => order_needs(conn, old, m, &new, &changes, &mut needs)?,
+        "order_line" => line_needs(conn, old, m, &new, &changes, &mut needs)?,
+        "order_payment" => {
+            // A payment of a finished order changes what a closed sale took: a refund.
+            let finished = order_finished(conn, text(&new, "order_id"))?;
+            match (m.action, old) {
+                (Action::Insert, _) | (Action::Save, None) if !finished => needs.push(base),
+                _ => needs.push("order.refund"),
             }
         }
-        ("order_line", _) => {
-            if text(new, "status") == Some("void") && old_status == Some("sent") {
-                needs.push("order.void");
-            } else {
-                needs.push(base);
-            }
-            if changes("discount") && int(new, "discount") > 0 {
-                let get = |c: &str| {
-                    new.get(c)
-                        .and_then(|v| v.as_i64())
-                        .or_else(|| old.map(|o| int(o, c)))
-                        .unwrap_or(0)
-                };
-                let value = get("qty")
-                    .saturating_mul(get("unit_price").saturating_add(get("modifier_price")));
-                if over_free_limit(conn, int(new, "discount"), value)? {
-                    needs.push("order.discount");
-                }
-            }
-        }
-        ("order_payment", Action::Insert) => needs.push(base),
-        ("order_payment", _) if old.is_some() => needs.push("order.refund"),
-        ("menu_item", Action::Save | Action::Merge)
+        "menu_item"
             if old.is_some()
-                && new.keys().all(|k| {
+                && m.action == Action::Merge
+                && m.row.keys().all(|k| {
                     matches!(k.as_str(), "id" | "available" | "updated_at") || !changes(k)
                 }) =>
         {
             needs.push("menu.sold_out");
         }
-        ("staff", _) => {
-            needs.push(base);
-            let owner_row = text(new, "role") == Some(OWNER)
-                || old.and_then(|o| text(o, "role")) == Some(OWNER);
-            if owner_row {
-                needs.push("staff.roles");
-            }
-        }
-        ("staff_pin", _) => {
-            let id = text(new, "id").unwrap_or_default();
+        "staff" => staff_needs(conn, old, m, &new, &mut needs)?,
+        "staff_pin" => {
+            let id = text(&new, "id").unwrap_or_default();
             if m.action != Action::Delete {
-                check_pin_hash(text(new, "pin_hash"))?;
+                check_pin_hash(text(&new, "pin_hash"))?;
             }
-            // A staff member changes their own PIN without a manager; an owner's PIN only
+            // A member of staff changes their own PIN without a manager; an owner's PIN only
             // an owner resets (else a manager could log in as the owner).
             let own = m.by.as_ref().and_then(|a| a.staff.as_deref()) == Some(id);
             if !own {
@@ -306,46 +273,229 @@ fn needed(
                 needs.push("staff.roles");
             }
         }
-        ("time_clock", _) => {
-            if old.and_then(|o| text(o, "status")) == Some("closed") {
-                return Err(StoreError::Conflict(
-                    "a closed time entry is not changed (its hours may be in a Z report): add a new one".into(),
-                ));
-            }
-            // Someone's own time needs clock.own; another's, clock.others.
-            let whose = text(new, "staff_id").or_else(|| old.and_then(|o| text(o, "staff_id")));
-            let me = m.by.as_ref().and_then(|a| a.staff.as_deref());
-            needs.push(if whose.is_some() && whose == me {
-                base
-            } else {
-                "clock.others"
-            });
-        }
-        ("staff_role", _) => {
-            if text(new, "id") == Some(OWNER) {
+        "staff_role" => {
+            if text(&new, "id") == Some(OWNER) {
                 return Err(StoreError::Forbidden(
                     "the owner's role may do everything and cannot be changed".into(),
                 ));
             }
-            if let Some(list) = text(new, "permissions") {
-                for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    if !PERMISSIONS.iter().any(|(name, _)| *name == p) {
-                        return Err(StoreError::Invalid(format!(
-                            "unknown permission '{p}' (permissions: {})",
-                            PERMISSIONS
-                                .iter()
-                                .map(|(n, _)| *n)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )));
-                    }
+            for p in split_permissions(text(&new, "permissions").unwrap_or_default()) {
+                if !PERMISSIONS.iter().any(|(name, _)| *name == p) {
+                    return Err(StoreError::Invalid(format!(
+                        "unknown permission '{p}' (permissions: {})",
+                        PERMISSIONS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
                 }
             }
             needs.push(base);
         }
+        "time_clock" => clock_needs(old, m, &new, base, &mut needs)?,
         _ => needs.push(base),
     }
     Ok(needs)
+}
+
+fn split_permissions(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// An order: its status moves (reopen, void after the kitchen has it, pay), judged on the
+/// status it will have; a discount above the free limit.
+fn order_needs(
+    conn: &Connection,
+    old: Option<&Row>,
+    m: &Mutation,
+    new: &Row,
+    changes: &dyn Fn(&str) -> bool,
+    needs: &mut Vec<&'static str>,
+) -> Result<()> {
+    if m.action == Action::Delete {
+        needs.push("order.void");
+        return Ok(());
+    }
+    let before = old.and_then(|o| text(o, "status"));
+    let after = text(new, "status").unwrap_or("open");
+    match before {
+        // Out of a finished status, other than a paid order being closed.
+        Some(b) if FINISHED.contains(&b) && after != b && (b, after) != ("paid", "closed") => {
+            needs.push("order.reopen");
+        }
+        Some(b) if FINISHED.contains(&b) => {
+            // Still finished: what it says may change only with a reopen's permission.
+            let edits = m.row.keys().any(|k| {
+                !matches!(k.as_str(), "id" | "status" | "updated_at" | "closed_at") && changes(k)
+            });
+            needs.push(if edits { "order.reopen" } else { "order.pay" });
+        }
+        _ if after == "void" && was_sent(conn, m, before.unwrap_or("open"))? => {
+            needs.push("order.void")
+        }
+        _ if after == "paid" || after == "closed" => needs.push("order.pay"),
+        _ => needs.push("order.sell"),
+    }
+    if changes("order_discount") && int(new, "order_discount") > 0 {
+        let value = old.map_or(0, |o| int(o, "subtotal"));
+        if over_free_limit(conn, int(new, "order_discount"), value)? {
+            needs.push("order.discount");
+        }
+    }
+    Ok(())
+}
+
+/// A line: anything done to a line the kitchen has (its status back, its quantity, price or
+/// discount) is a void; a line of a finished order is a reopen; a discount above the free
+/// limit, judged on the line as it will be (a later change of quantity is judged again).
+fn line_needs(
+    conn: &Connection,
+    old: Option<&Row>,
+    m: &Mutation,
+    new: &Row,
+    changes: &dyn Fn(&str) -> bool,
+    needs: &mut Vec<&'static str>,
+) -> Result<()> {
+    if order_finished(conn, text(new, "order_id"))? {
+        needs.push("order.reopen");
+        return Ok(());
+    }
+    let was_sent_line = old.and_then(|o| text(o, "status")) == Some("sent");
+    let touched = m.action == Action::Delete
+        || m.row
+            .keys()
+            .any(|k| !matches!(k.as_str(), "id" | "note" | "batch_id") && changes(k));
+    if was_sent_line && touched {
+        needs.push("order.void");
+    } else {
+        needs.push("order.sell");
+    }
+    let priced = ["discount", "qty", "unit_price", "modifier_price"]
+        .iter()
+        .any(|c| changes(c));
+    if m.action != Action::Delete && priced && int(new, "discount") > 0 {
+        let value = int(new, "qty")
+            .saturating_mul(int(new, "unit_price").saturating_add(int(new, "modifier_price")));
+        if over_free_limit(conn, int(new, "discount"), value)? {
+            needs.push("order.discount");
+        }
+    }
+    Ok(())
+}
+
+/// Whether the order `id` is paid, closed or void.
+fn order_finished(conn: &Connection, id: Option<&str>) -> Result<bool> {
+    let Some(id) = id else { return Ok(false) };
+    let status: Option<Option<String>> = conn
+        .prepare_cached("SELECT status FROM order_header WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(status
+        .flatten()
+        .is_some_and(|s| FINISHED.contains(&s.as_str())))
+}
+
+/// A member of staff's row: staff.edit; an owner's row, or a role with more than the writer
+/// may do, staff.roles (a manager cannot make anyone, themselves included, more than a
+/// manager); the shop's last active owner stays.
+fn staff_needs(
+    conn: &Connection,
+    old: Option<&Row>,
+    m: &Mutation,
+    new: &Row,
+    needs: &mut Vec<&'static str>,
+) -> Result<()> {
+    needs.push("staff.edit");
+    let old_role = old.and_then(|o| text(o, "role"));
+    let new_role = text(new, "role");
+    if new_role == Some(OWNER) || old_role == Some(OWNER) {
+        needs.push("staff.roles");
+        let leaving = m.action == Action::Delete
+            || new_role != Some(OWNER)
+            || new.get("active") == Some(&serde_json::Value::Bool(false));
+        if old_role == Some(OWNER) && leaving && active_owners(conn)? <= 1 {
+            return Err(StoreError::Conflict(
+                "the shop's last owner stays: make someone else an owner first".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if let (Some(role), Some(writer)) = (new_role, m.by.as_ref().and_then(|a| a.staff.as_deref()))
+        && role_of(conn, writer)?.as_deref() != Some(OWNER)
+    {
+        let mine = match role_of(conn, writer)? {
+            Some(r) => role_permissions(conn, &r)?,
+            None => Vec::new(),
+        };
+        if role_permissions(conn, role)?
+            .iter()
+            .any(|p| !mine.contains(p))
+        {
+            needs.push("staff.roles");
+        }
+    }
+    Ok(())
+}
+
+fn active_owners(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM staff WHERE role = 'owner' AND COALESCE(active, 1) != 0",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// How far a punch may be from the moment the node stamped it (a till's clock and the
+/// screen's, a slow tap).
+const PUNCH_SLACK_MS: i64 = 5 * 60 * 1000;
+
+/// The time clock: someone's own entry, punched now (clock.own): started when it is made,
+/// ended when it is closed, never made already closed; anything else (another's time, a
+/// correction, a time in the past) clock.others. A closed entry is never changed.
+fn clock_needs(
+    old: Option<&Row>,
+    m: &Mutation,
+    new: &Row,
+    base: &'static str,
+    needs: &mut Vec<&'static str>,
+) -> Result<()> {
+    if old.and_then(|o| text(o, "status")) == Some("closed") {
+        return Err(StoreError::Conflict(
+            "a closed time entry is not changed (its hours may be in a Z report): add a new one"
+                .into(),
+        ));
+    }
+    let me = m.by.as_ref().and_then(|a| a.staff.as_deref());
+    let stamped = m.by.as_ref().and_then(|a| a.at.as_deref()).and_then(ms_of);
+    let now_ish = |col: &str| match (text(new, col).and_then(ms_of), stamped) {
+        (Some(t), Some(at)) => (t - at).abs() <= PUNCH_SLACK_MS,
+        _ => false,
+    };
+    let whose_now = text(new, "staff_id");
+    let whose_before = old.and_then(|o| text(o, "staff_id"));
+    let own = me.is_some() && whose_now == me && whose_before.is_none_or(|w| Some(w) == me);
+    let punched_now = match (m.action, old) {
+        (Action::Delete, _) => false,
+        (_, None) => text(new, "status") != Some("closed") && now_ish("started_at"),
+        (_, Some(_)) => {
+            !m.row.contains_key("started_at")
+                && (text(new, "status") != Some("closed") || now_ish("ended_at"))
+        }
+    };
+    needs.push(if own && punched_now {
+        base
+    } else {
+        "clock.others"
+    });
+    Ok(())
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time.
+fn ms_of(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 /// Columns the core fills from the write's logged-in member of staff on insert (a screen
@@ -401,10 +551,15 @@ fn over_free_limit(conn: &Connection, amount: i64, value: i64) -> Result<bool> {
     Ok(i128::from(amount) > free)
 }
 
+/// What every stored PIN hash starts with: argon2id at the parameters the nodes hash with.
+pub const PIN_HASH_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
 /// A PIN is stored only as an argon2id hash (a PHC string), never as the PIN itself.
 fn check_pin_hash(hash: Option<&str>) -> Result<()> {
     match hash {
-        Some(h) if h.starts_with("$argon2id$") && h.split('$').count() == 6 => Ok(()),
+        // The node's own parameters only: a writer picking its own (a gigabyte, a billion
+        // passes) would hang every login that verifies against it.
+        Some(h) if h.starts_with(PIN_HASH_PREFIX) && h.split('$').count() == 6 => Ok(()),
         _ => Err(StoreError::Invalid(
             "pin_hash must be an argon2id PHC string (set a PIN through POST /api/staff/pin)"
                 .into(),
@@ -474,7 +629,9 @@ fn allowed(conn: &Connection, actor: &Actor, need: &str) -> Result<()> {
     if staff_may(conn, staff, need)? {
         return Ok(());
     }
+    // An approval is for the permission the manager approved, nothing else.
     if let Some(approver) = actor.approver.as_deref()
+        && actor.approved.as_deref() == Some(need)
         && staff_may(conn, approver, need)?
     {
         return Ok(());

@@ -17,6 +17,8 @@ fn by(staff: Option<&str>, approver: Option<&str>, mut muts: Vec<Mutation>) -> V
         m.by = Some(Actor {
             staff: staff.map(String::from),
             approver: approver.map(String::from),
+            // The approvals these tests give are for voids (as a manager's PIN gives one).
+            approved: approver.map(|_| "order.void".to_string()),
             device: Some("till-a".into()),
             at: Some(T.into()),
         });
@@ -786,4 +788,229 @@ fn a_till_taking_over_judges_its_queued_writes_against_the_roles_it_holds_now() 
     );
     let item = s.till.pull("item", "i1", Some("availability")).unwrap();
     assert_eq!(item.payload["available"], true, "the item is on sale again");
+}
+
+/// Each hole a review found, as the cashier (or manager) who would use it.
+#[test]
+fn an_approval_covers_only_what_was_approved() {
+    let s = staffed_shop();
+    // The manager approved a discount; the cashier uses that approval to reset the manager's
+    // PIN (to log in as the manager later).
+    let mut w = by(
+        Some("st-cashier"),
+        Some("st-manager"),
+        vec![m(
+            "staff_pin",
+            Action::Save,
+            json!({"id": "st-manager", "pin_hash": HASH}),
+        )],
+    );
+    w[0].by.as_mut().unwrap().approved = Some("order.discount".into());
+    let e = hub_apply(&s, w).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("staff.edit")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_status_is_judged_as_it_will_be_stored_not_as_the_write_spells_it() {
+    let s = staffed_shop();
+    // A whole-row save of the paid order that leaves its status out would reopen it.
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            vec![m(
+                "order_header",
+                Action::Save,
+                json!({"id": "o-paid", "shift_id": "s1", "opened_at": T}),
+            )],
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("order.reopen")),
+        "{e}"
+    );
+    // A line the kitchen has, put back to new (then voided as if never sent), or cut to 0 qty.
+    for change in [
+        json!({"id": "l-sent", "status": "new"}),
+        json!({"id": "l-sent", "unit_price": 0}),
+    ] {
+        let e = hub_apply(
+            &s,
+            by(Some("st-cashier"), None, merge("order_line", change)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Forbidden(x) if x.contains("order.void")),
+            "{e}"
+        );
+    }
+    // A line of a paid order.
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            merge("order_line", json!({"id": "l-paid", "qty": 5})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("order.reopen")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_discount_within_the_limit_is_judged_again_when_the_quantity_shrinks() {
+    let s = staffed_shop();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge(
+                "shop_settings",
+                json!({"id": "shop", "discount_limit_bp": 1000}),
+            ),
+        ),
+    )
+    .unwrap();
+    // 10 teas at 5.00 with 5.00 off (10%), then 1 tea still 5.00 off.
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            merge(
+                "order_line",
+                json!({"id": "l-new", "qty": 10, "discount": 500}),
+            ),
+        ),
+    )
+    .unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            merge("order_line", json!({"id": "l-new", "qty": 1})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("order.discount")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_pin_hash_must_carry_the_nodes_own_parameters() {
+    let s = staffed_shop();
+    let heavy = "$argon2id$v=19$m=4194304,t=4294967295,p=1$c2FsdHNhbHRzYWx0$0123456789abcdef0123456789abcdef0123456789a";
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-waiter"),
+            None,
+            vec![m(
+                "staff_pin",
+                Action::Save,
+                json!({"id": "st-waiter", "pin_hash": heavy}),
+            )],
+        ),
+    )
+    .unwrap_err();
+    assert!(matches!(&e, StoreError::Invalid(_)), "{e}");
+}
+
+#[test]
+fn own_time_is_punched_now_and_never_made_up() {
+    let s = staffed_shop();
+    let punch = |row: Value| {
+        hub_apply(
+            &s,
+            by(
+                Some("st-waiter"),
+                None,
+                vec![m("time_clock", Action::Insert, row)],
+            ),
+        )
+    };
+    // Already closed, or started hours before the punch: made up.
+    for row in [
+        json!({"id": "tc1", "staff_id": "st-waiter", "started_at": T, "ended_at": T, "status": "closed"}),
+        json!({"id": "tc2", "staff_id": "st-waiter", "started_at": "2026-12-07T04:00:00Z"}),
+    ] {
+        let e = punch(row).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Forbidden(x) if x.contains("clock.others")),
+            "{e}"
+        );
+    }
+    punch(json!({"id": "tc3", "staff_id": "st-waiter", "started_at": T})).unwrap();
+    // Taking over someone else's open entry.
+    hub_apply(
+        &s,
+        by(
+            Some("st-cashier"),
+            None,
+            vec![m(
+                "time_clock",
+                Action::Insert,
+                json!({"id": "tc4", "staff_id": "st-cashier", "started_at": T}),
+            )],
+        ),
+    )
+    .unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-waiter"),
+            None,
+            merge("time_clock", json!({"id": "tc4", "staff_id": "st-waiter"})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("clock.others")),
+        "{e}"
+    );
+}
+
+#[test]
+fn nobody_is_made_more_than_their_maker_and_the_last_owner_stays() {
+    let s = staffed_shop();
+    // The owner defines a role with staff.roles; a manager may not give it to anyone.
+    hub_apply(&s, by(Some("st-owner"), None, vec![m("staff_role", Action::Save, json!({"id": "deputy", "name_en": "Deputy", "permissions": "staff.roles,staff.edit"}))])).unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            merge("staff", json!({"id": "st-manager", "role": "deputy"})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(x) if x.contains("staff.roles")),
+        "{e}"
+    );
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge("staff", json!({"id": "st-owner", "active": false})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(x) if x.contains("last owner")),
+        "{e}"
+    );
 }
