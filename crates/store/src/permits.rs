@@ -225,6 +225,16 @@ fn effective(t: &TableDef, old: Option<&Row>, m: &Mutation) -> Row {
     row
 }
 
+/// One write as the rules look at it: the row as stored (`old`), the write, the row as it
+/// will be stored (`new`), and which of the write's columns change something.
+struct Judged<'a> {
+    conn: &'a Connection,
+    old: Option<&'a Row>,
+    m: &'a Mutation,
+    new: &'a Row,
+    changes: &'a dyn Fn(&str) -> bool,
+}
+
 /// The permissions `m` needs, looking at what it changes, in one phase per kind of table.
 fn needed(
     conn: &Connection,
@@ -237,9 +247,16 @@ fn needed(
     let changes =
         |col: &str| m.row.contains_key(col) && old.and_then(|o| o.get(col)) != new.get(col);
     let mut needs = Vec::new();
+    let judged = Judged {
+        conn,
+        old,
+        m,
+        new: &new,
+        changes: &changes,
+    };
     match t.name.as_str() {
-        "order_header" => order_needs(conn, old, m, &new, &changes, &mut needs)?,
-        "order_line" => line_needs(conn, old, m, &new, &changes, &mut needs)?,
+        "order_header" => order_needs(&judged, &mut needs)?,
+        "order_line" => line_needs(&judged, &mut needs)?,
         "order_payment" => {
             // A payment of a finished order changes what a closed sale took: a refund.
             let finished = order_finished(conn, text(&new, "order_id"))?;
@@ -305,14 +322,14 @@ fn split_permissions(list: &str) -> impl Iterator<Item = &str> {
 
 /// An order: its status moves (reopen, void after the kitchen has it, pay), judged on the
 /// status it will have; a discount above the free limit.
-fn order_needs(
-    conn: &Connection,
-    old: Option<&Row>,
-    m: &Mutation,
-    new: &Row,
-    changes: &dyn Fn(&str) -> bool,
-    needs: &mut Vec<&'static str>,
-) -> Result<()> {
+fn order_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
+    let Judged {
+        conn,
+        old,
+        m,
+        new,
+        changes,
+    } = *w;
     if m.action == Action::Delete {
         needs.push("order.void");
         return Ok(());
@@ -349,14 +366,14 @@ fn order_needs(
 /// A line: anything done to a line the kitchen has (its status back, its quantity, price or
 /// discount) is a void; a line of a finished order is a reopen; a discount above the free
 /// limit, judged on the line as it will be (a later change of quantity is judged again).
-fn line_needs(
-    conn: &Connection,
-    old: Option<&Row>,
-    m: &Mutation,
-    new: &Row,
-    changes: &dyn Fn(&str) -> bool,
-    needs: &mut Vec<&'static str>,
-) -> Result<()> {
+fn line_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
+    let Judged {
+        conn,
+        old,
+        m,
+        new,
+        changes,
+    } = *w;
     if order_finished(conn, text(new, "order_id"))? {
         needs.push("order.reopen");
         return Ok(());

@@ -116,6 +116,22 @@ fn staffed_shop() -> Shop {
     s
 }
 
+/// The owner lets anyone give discounts up to `bp` of a line's or an order's value.
+fn free_discounts_up_to(s: &Shop, bp: i64) {
+    hub_apply(
+        s,
+        by(
+            Some("st-owner"),
+            None,
+            merge(
+                "shop_settings",
+                json!({"id": "shop", "discount_limit_bp": bp}),
+            ),
+        ),
+    )
+    .unwrap();
+}
+
 fn pin_row(role: &str) -> Mutation {
     m(
         "staff_pin",
@@ -551,18 +567,7 @@ fn a_pin_is_stored_only_as_an_argon2id_hash_and_a_manager_cannot_reset_the_owner
 #[test]
 fn a_small_discount_within_the_shops_limit_needs_no_manager() {
     let s = staffed_shop();
-    hub_apply(
-        &s,
-        by(
-            Some("st-owner"),
-            None,
-            merge(
-                "shop_settings",
-                json!({"id": "shop", "discount_limit_bp": 1000}),
-            ),
-        ),
-    )
-    .unwrap();
+    free_discounts_up_to(&s, 1000);
     // 10% of a 5.00 line is 0.50: allowed; 0.51 is not.
     hub_apply(
         &s,
@@ -868,18 +873,7 @@ fn a_status_is_judged_as_it_will_be_stored_not_as_the_write_spells_it() {
 #[test]
 fn a_discount_within_the_limit_is_judged_again_when_the_quantity_shrinks() {
     let s = staffed_shop();
-    hub_apply(
-        &s,
-        by(
-            Some("st-owner"),
-            None,
-            merge(
-                "shop_settings",
-                json!({"id": "shop", "discount_limit_bp": 1000}),
-            ),
-        ),
-    )
-    .unwrap();
+    free_discounts_up_to(&s, 1000);
     // 10 teas at 5.00 with 5.00 off (10%), then 1 tea still 5.00 off.
     hub_apply(
         &s,
