@@ -107,6 +107,14 @@ describe('staff', () => {
     assert.ok(waiter.includes('order.pay'), JSON.stringify(waiter));
     await dash.getByTestId('staff-card').scrollIntoViewIfNeeded();
     await shotBoth(dash, 'staff-card-1280');
+    // The shop wants a reason for every void of something the kitchen has.
+    const settings = dash.getByTestId('shop-settings');
+    await settings.getByTestId('void-reasons').fill('Wrong item\nCustomer changed mind');
+    await settings.getByRole('button').click();
+    await dash.waitForFunction(async () => {
+      const r = await fetch('/api/entities/settings/shop').then((x) => x.json());
+      return (r.payload?.void_reasons ?? '').includes('Wrong item');
+    });
   });
 
   it('a cashier logs in at a small till, a manager approves a void on the spot, staff switch', async () => {
@@ -132,6 +140,8 @@ describe('staff', () => {
     // Void the grill the kitchen has: Mona may not alone; the till asks for a manager's PIN.
     await ticket.locator('[data-line=G05]').click();
     await pos.getByTestId('line-editor').getByRole('button', { name: /void/i }).click();
+    // Why: the shop's reasons, then the manager's PIN.
+    await pos.getByTestId('reasons').locator('[data-reason="Wrong item"]').click();
     const approval = pos.getByTestId('approval');
     await approval.waitFor({ timeout: T });
     assert.equal(await approval.getAttribute('data-permission'), 'order.void');
@@ -144,6 +154,7 @@ describe('staff', () => {
     const journal = await (await fetch(`${hub.url}/api/journal?after=0`)).json();
     const text = JSON.stringify(journal);
     assert.ok(/"by":\{"staff":"st-[0-9a-f]+","approver":"st-[0-9a-f]+"/.test(text), 'the approver is recorded');
+    assert.ok(text.includes('"void_reason":"Wrong item"'), 'the reason is recorded');
 
     // The order's history: who added, sent and voided it, and who approved the void.
     await pos.getByTestId('order-history').click();

@@ -168,6 +168,7 @@ pub(crate) fn check(
     let Some(base) = base else {
         return Ok(());
     };
+    check_reasons(conn, t, old, m)?;
     if !has_staff(conn)? {
         return first_staff_rule(conn, t, m);
     }
@@ -179,6 +180,68 @@ pub(crate) fn check(
             continue;
         }
         allowed(conn, &actor, need)?;
+    }
+    Ok(())
+}
+
+/// Where the shop keeps a list of reasons, a void of something the kitchen has and a
+/// discount give one of them (in every shop, with staff or not).
+fn check_reasons(conn: &Connection, t: &TableDef, old: Option<&Row>, m: &Mutation) -> Result<()> {
+    if !matches!(t.name.as_str(), "order_header" | "order_line") || m.action == Action::Delete {
+        return Ok(());
+    }
+    let new = effective(t, old, m);
+    let before = old.and_then(|o| text(o, "status"));
+    let voided = text(&new, "status") == Some("void")
+        && before != Some("void")
+        && match t.name.as_str() {
+            "order_line" => before == Some("sent"),
+            _ => was_sent(conn, m, before.unwrap_or("open"))?,
+        };
+    let discount_col = if t.name == "order_line" {
+        "discount"
+    } else {
+        "order_discount"
+    };
+    let discounted = m.row.contains_key(discount_col)
+        && int(&new, discount_col) > 0
+        && old.and_then(|o| o.get(discount_col)) != new.get(discount_col);
+    for (asked, list_col, reason_col, what) in [
+        (voided, "void_reasons", "void_reason", "void"),
+        (
+            discounted,
+            "discount_reasons",
+            "discount_reason",
+            "discount",
+        ),
+    ] {
+        if !asked {
+            continue;
+        }
+        let list: Option<String> = conn
+            .prepare_cached(&format!(
+                "SELECT {list_col} FROM shop_settings WHERE id = 'shop'"
+            ))?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let reasons: Vec<&str> = list
+            .as_deref()
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
+        if reasons.is_empty() {
+            continue;
+        }
+        let given = text(&m.row, reason_col).map(str::trim).unwrap_or_default();
+        if !reasons.contains(&given) {
+            return Err(StoreError::Invalid(format!(
+                "a {what} needs a reason, one of: {} ('{reason_col}')",
+                reasons.join(", ")
+            )));
+        }
     }
     Ok(())
 }

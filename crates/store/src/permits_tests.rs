@@ -1008,3 +1008,79 @@ fn nobody_is_made_more_than_their_maker_and_the_last_owner_stays() {
         "{e}"
     );
 }
+
+#[test]
+fn where_the_shop_keeps_reasons_a_void_and_a_discount_give_one() {
+    let s = staffed_shop();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge(
+                "shop_settings",
+                json!({"id": "shop", "void_reasons": "Wrong item\nCustomer changed mind", "discount_reasons": "Staff meal"}),
+            ),
+        ),
+    )
+    .unwrap();
+    let void = |reason: Option<&str>| {
+        let mut row = json!({"id": "l-sent", "status": "void"});
+        if let Some(r) = reason {
+            row["void_reason"] = json!(r);
+        }
+        hub_apply(&s, by(Some("st-manager"), None, merge("order_line", row)))
+    };
+    for bad in [None, Some("Because")] {
+        let e = void(bad).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Invalid(x) if x.contains("Wrong item")),
+            "{e}"
+        );
+    }
+    void(Some("Wrong item")).unwrap();
+    let lines = s.hub.pull("order", "o1", Some("lines")).unwrap().payload;
+    let voided = lines["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "l-sent")
+        .unwrap()
+        .clone();
+    assert_eq!(voided["void_reason"], "Wrong item");
+    // A line not yet sent is removed without a reason; a discount needs one.
+    hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            merge("order_line", json!({"id": "l-new", "status": "void"})),
+        ),
+    )
+    .unwrap();
+    let e = hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            merge("order_header", json!({"id": "o1", "order_discount": 100})),
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Invalid(x) if x.contains("Staff meal")),
+        "{e}"
+    );
+    hub_apply(
+        &s,
+        by(
+            Some("st-manager"),
+            None,
+            merge(
+                "order_header",
+                json!({"id": "o1", "order_discount": 100, "discount_reason": "Staff meal"}),
+            ),
+        ),
+    )
+    .unwrap();
+}

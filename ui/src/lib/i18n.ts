@@ -408,6 +408,11 @@ const en = {
   discount_limit: 'Discount without a manager (%)',
   perm_clock_own: 'Clock in and out',
   perm_clock_others: 'Clock others in and out',
+  reason_void: 'Why is it voided?',
+  reason_discount: 'Why the discount?',
+  reason_hint: 'The shop keeps these reasons in its settings.',
+  void_reasons: 'Void reasons (one per line)',
+  discount_reasons: 'Discount reasons (one per line)',
 };
 
 export type Key = keyof typeof en;
@@ -813,6 +818,11 @@ const ar: Record<Key, string> = {
   discount_limit: 'خصم دون مدير (٪)',
   perm_clock_own: 'تسجيل الحضور والانصراف',
   perm_clock_others: 'تسجيل حضور الآخرين وانصرافهم',
+  reason_void: 'لماذا أُلغي؟',
+  reason_discount: 'لماذا الخصم؟',
+  reason_hint: 'يحدد المتجر هذه الأسباب في إعداداته.',
+  void_reasons: 'أسباب الإلغاء (سبب في كل سطر)',
+  discount_reasons: 'أسباب الخصم (سبب في كل سطر)',
 };
 
 const stored = typeof localStorage !== 'undefined' ? localStorage.getItem('capsule.lang') : null;

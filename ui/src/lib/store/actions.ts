@@ -129,7 +129,10 @@ export async function addItem(order: Order, rung: Rung): Promise<void> {
 
 export async function updateLine(
   line: OrderLine,
-  patch: Partial<Pick<OrderLine, 'qty' | 'discount' | 'modifiers' | 'modifier_price' | 'note' | 'status'>>,
+  patch: Partial<Pick<OrderLine, 'qty' | 'discount' | 'modifiers' | 'modifier_price' | 'note' | 'status'>> & {
+    void_reason?: string;
+    discount_reason?: string;
+  },
 ): Promise<void> {
   await api.mutate([{ table: 'order_line', action: 'merge', row: { id: line.id, order_id: line.order_id, ...patch } }]);
   touch('order', line.order_id, ['lines', 'totals']);

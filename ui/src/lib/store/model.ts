@@ -21,6 +21,9 @@ export interface Settings {
   lock_after_s?: number;
   /** A discount up to this share (basis points) needs no manager. */
   discount_limit_bp?: number;
+  /** Reasons a void of something the kitchen has, and a discount, must give; one per line. */
+  void_reasons?: string | null;
+  discount_reasons?: string | null;
   tax_rate_bp: number;
   service_rate_bp: number;
   receipt_header: string | null;
