@@ -800,7 +800,16 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(status, ["status", "updated_at", "closed_at", "finished_v"]);
+        assert_eq!(
+            status,
+            [
+                "status",
+                "updated_at",
+                "closed_at",
+                "finished_v",
+                "void_reason"
+            ]
+        );
         let finished = j["tables"]["order_header"]["columns"]
             .as_array()
             .unwrap()
