@@ -439,7 +439,14 @@ fn pick_parts_returns_exactly_the_parts_columns_with_versions() {
     let keys: Vec<&str> = p.payload.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["closed_at", "finished_v", "lines", "status", "updated_at"]
+        [
+            "closed_at",
+            "finished_v",
+            "lines",
+            "status",
+            "updated_at",
+            "void_reason"
+        ]
     );
     assert_eq!(p.pv.keys().collect::<Vec<_>>(), ["lines", "status"]);
     assert!(p.pv["lines"] > p.pv["status"]);
