@@ -637,21 +637,36 @@ async fn set_pin(
     if b.staff.is_empty() || b.staff.len() > 128 {
         return Err(ApiError::bad_request("staff id must be 1 to 128 bytes"));
     }
-    let pin = b.pin;
+    let pin = pin_row(&b.staff, b.pin).await?;
+    let results = submit(&s, &stamp, peer, vec![pin]).await?;
+    Ok(Json(json!({ "results": results })))
+}
+
+/// The `staff_pin` row of `staff`'s new PIN (hashed here: the PIN itself goes no further).
+async fn pin_row(staff: &str, pin: String) -> Result<Mutation, ApiError> {
     let hash = argon(move || hash_pin(&pin))
         .await?
         .map_err(ApiError::bad_request)?;
+    Ok(Mutation::new(
+        "staff_pin",
+        Action::Save,
+        json!({"id": staff, "pin_hash": hash, "updated_at": capsule_protocol::now_rfc3339()}),
+    ))
+}
+
+/// Stamps `mutations` as this screen's and writes them through the node's own write path.
+async fn submit(
+    s: &ApiState,
+    stamp: &Stamp,
+    peer: SocketAddr,
+    mutations: Vec<Mutation>,
+) -> Result<Vec<capsule_protocol::MutationResult>, ApiError> {
     let mut batch = MutationBatch {
-        mutations: vec![Mutation::new(
-            "staff_pin",
-            Action::Save,
-            json!({"id": b.staff, "pin_hash": hash, "updated_at": capsule_protocol::now_rfc3339()}),
-        )],
+        mutations,
         source: None,
     };
     stamp.apply(&mut batch);
-    let out = (s.mutations)(batch, peer.ip().to_string()).await?;
-    Ok(Json(json!({"results": out.results})))
+    Ok((s.mutations)(batch, peer.ip().to_string()).await?.results)
 }
 
 #[derive(Debug, Deserialize)]
@@ -680,29 +695,15 @@ async fn add_staff(
     stamp.require(&s.store, "staff.edit").await?;
     let id =
         b.id.unwrap_or_else(|| format!("st-{}", uuid::Uuid::now_v7().simple()));
-    let pin = b.pin;
-    let hash = argon(move || hash_pin(&pin))
-        .await?
-        .map_err(ApiError::bad_request)?;
-    let now = capsule_protocol::now_rfc3339();
-    let mut batch = MutationBatch {
-        mutations: vec![
-            Mutation::new(
-                "staff",
-                Action::Insert,
-                json!({"id": id, "name": b.name, "name_ar": b.name_ar, "role": b.role, "active": true, "updated_at": now}),
-            ),
-            Mutation::new(
-                "staff_pin",
-                Action::Save,
-                json!({"id": id, "pin_hash": hash, "updated_at": now}),
-            ),
-        ],
-        source: None,
-    };
-    stamp.apply(&mut batch);
-    let out = (s.mutations)(batch, peer.ip().to_string()).await?;
-    Ok(Json(json!({"id": id, "results": out.results})))
+    let pin = pin_row(&id, b.pin).await?;
+    let member = Mutation::new(
+        "staff",
+        Action::Insert,
+        json!({"id": id, "name": b.name, "name_ar": b.name_ar, "role": b.role, "active": true,
+               "updated_at": capsule_protocol::now_rfc3339()}),
+    );
+    let results = submit(&s, &stamp, peer, vec![member, pin]).await?;
+    Ok(Json(json!({ "id": id, "results": results })))
 }
 
 #[cfg(test)]
