@@ -84,7 +84,7 @@ fn till_took_over_after_b_sold() -> (Shop, capsule_protocol::MutationBatch, Appl
 }
 
 /// The till copies the hub's journal, as a node that may lead does.
-fn till_copies_journal(s: &Shop) {
+pub(crate) fn till_copies_journal(s: &Shop) {
     let journal = s.hub.journal_since(0, s.hub_version(), 100).unwrap();
     s.till
         .record_journal(&journal.entries, Some(s.hub_version()))

@@ -770,10 +770,7 @@ fn a_till_taking_over_judges_its_queued_writes_against_the_roles_it_holds_now() 
     // The hub goes off before the till's write reached it; the till, copying the journal,
     // takes over and adopts its queue.
     s.till.set_keeps_journal(true);
-    let journal = s.hub.journal_since(0, s.hub_version(), 1000).unwrap();
-    s.till
-        .record_journal(&journal.entries, Some(s.hub_version()))
-        .unwrap();
+    crate::handover_tests::till_copies_journal(&s);
     s.till.claim_hub(1).unwrap();
     s.till.adopt_outbox().unwrap();
     let refused: Vec<_> = s
