@@ -196,6 +196,32 @@ fn each_role_does_at_the_hubs_api_what_it_may_and_a_forged_or_missing_login_does
     assert_eq!(code, 403, "a cashier claiming to be the owner");
     assert_eq!(hub.get("/api/entities/item/i1").1["payload"]["price"], 900);
 
+    // Tea at 1.00 when the menu says 9.00, claiming the menu showed 1.00: the node prices the
+    // line from its own menu, and a price override is a manager's.
+    let sell_tea = |id: &str, price: i64| {
+        let forged = json!({"mutations": [{
+            "mid": new_id(), "table": "order_line", "action": "insert",
+            "row": {"id": id, "order_id": "o1", "item_code": "D1", "name_en": "Tea", "qty": 1, "unit_price": price, "created_at": T},
+            "by": {"staff": "st-mona", "menu_price": price}
+        }]});
+        as_staff(
+            &hub,
+            reqwest::Method::POST,
+            "/api/mutations",
+            Some(&mona),
+            None,
+            forged,
+        )
+    };
+    let (code, body) = sell_tea("l-cheap", 100);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("order.price"),
+        "{body}"
+    );
+    let (code, body) = sell_tea("l-tea", 900);
+    assert_eq!(code, 200, "at the menu's price: {body}");
+
     // Voiding a line the kitchen has: the cashier is refused, asks the manager, who approves
     // with their PIN; a waiter's PIN approves nothing.
     let void = [("order_line", "merge", json!({"id": "l1", "status": "void"}))];
@@ -394,6 +420,36 @@ fn ten_thousand_wrong_pins_are_stopped_by_the_lockout_at_a_hub_and_at_a_till() {
             code == 200
         });
     }
+    // Each node told the shop: the hub holds a lockout of the manager by itself and by the
+    // till, with the guesser's address and how many lockouts in a row.
+    wait_until(
+        Duration::from_secs(20),
+        "the lockouts reported to the hub",
+        || {
+            let rows = hub.get("/api/tables/staff_lockout").1["rows"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let of_manager: Vec<_> = rows
+                .iter()
+                .filter(|r| r["staff_id"] == "st-manager" && r["address"] == "127.0.0.1")
+                .filter(|r| r["lockouts"].as_i64().unwrap_or(0) >= 2)
+                .collect();
+            of_manager.len() == 2 && of_manager[0]["node_id"] != of_manager[1]["node_id"]
+        },
+    );
+    // A screen cannot write one itself (a false alarm, or a guesser's hidden).
+    let (code, _) = write(
+        &hub,
+        None,
+        None,
+        &[(
+            "staff_lockout",
+            "save",
+            json!({"id": "x", "node_id": "hub", "locked_at": T, "until": T}),
+        )],
+    );
+    assert_eq!(code, 403);
     // The logs name who was locked out and from where, never a PIN or a hash.
     for name in ["hub", "till"] {
         let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
@@ -436,7 +492,7 @@ fn a_till_offline_for_a_shift_with_two_cashiers_and_a_managers_void_drains_with_
                 (
                     "order_line",
                     "insert",
-                    json!({"id": line, "order_id": order, "name_en": "Tea", "qty": 2, "unit_price": 500, "status": status, "created_at": T}),
+                    json!({"id": line, "order_id": order, "item_code": "D1", "name_en": "Tea", "qty": 2, "unit_price": 500, "status": status, "created_at": T}),
                 ),
             ],
         );

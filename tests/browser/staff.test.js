@@ -205,5 +205,11 @@ describe('staff', () => {
     await enterPin(pad, 'Mona', '3333');
     await pad.getByTestId('pin-error').filter({ hasText: /30|2\d/ }).waitFor({ timeout: T });
     await shotBoth(pos, 'staff-locked-800x480');
+    // The till told the shop: the manager's dashboard lists Mona locked out at Till A.
+    const locked = dash.getByTestId('lockouts').locator('tr', { hasText: 'Mona' });
+    await locked.waitFor({ timeout: T });
+    assert.match(await locked.innerText(), /Till A.*1 in a row/s);
+    await locked.scrollIntoViewIfNeeded();
+    await shotBoth(dash, 'staff-lockouts-1280');
   });
 });

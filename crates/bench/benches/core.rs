@@ -79,6 +79,9 @@ fn as_cashier(batch: &mut MutationBatch, staffed: bool) {
             approved: None,
             device: Some("till-a".into()),
             at: Some("2026-12-07T12:00:00.000Z".into()),
+            // Rung up at the menu's prices, as the serving node stamps them.
+            menu_price: m.row.get("unit_price").and_then(|v| v.as_i64()),
+            menu_modifier_price: m.row.get("modifier_price").and_then(|v| v.as_i64()),
         });
     }
 }

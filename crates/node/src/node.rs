@@ -206,12 +206,14 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     let identity = trust.identity.clone();
     let device_id = identity.device_id().to_string();
     tracing::info!(device = %device_id, "this device's identity");
+    let node_name = config
+        .name
+        .clone()
+        .unwrap_or_else(|| default_prefix(store.node_id()));
+    trust.staff.set_node_name(&node_name);
     config.pairing.set_identity(
         &trust,
-        config
-            .name
-            .clone()
-            .unwrap_or_else(|| default_prefix(store.node_id())),
+        node_name,
         match config.role {
             Role::Hub | Role::Auto => "hub-eligible",
             Role::Till => "till",

@@ -218,6 +218,13 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
             }) {
                 return Err(fail("by.approved is not a permission name".into()));
             }
+            if [by.menu_price, by.menu_modifier_price]
+                .into_iter()
+                .flatten()
+                .any(|p| !(0..=100_000_000_000).contains(&p))
+            {
+                return Err(fail("by.menu_price is not a price".into()));
+            }
             if let Some(at) = &by.at {
                 canonical_timestamp(at).map_err(|e| fail(format!("by.at {e}")))?;
             }

@@ -205,6 +205,16 @@ pub struct Actor {
     /// cashier made it, not the one it reached the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The menu's price of the line's item (per unit, minor units) at the node that served
+    /// the screen, when the write was made: a line sold at another price is a price override.
+    /// Stamped there, not by the screen, and kept when the write is forwarded, so an honest
+    /// sale rung up offline before a price change reached the till is judged by the price the
+    /// till showed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub menu_price: Option<i64>,
+    /// The menu's price of the line's chosen modifiers (per unit), stamped beside `menu_price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub menu_modifier_price: Option<i64>,
 }
 
 /// Reads a JSON object into a [`Row`], refusing a key that appears twice.

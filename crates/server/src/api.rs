@@ -251,6 +251,7 @@ async fn status(State(s): State<ApiState>) -> Json<NodeStatus> {
         (status = 200, description = "all applied (or duplicates of applied ones)", body = MutationResponse),
         (status = 202, description = "a till: committed locally, queued for the hub", body = MutationResponse),
         (status = 400, description = "bad input: nothing written", body = ErrorBody),
+        (status = 403, description = "a permission the logged-in member of staff lacks (named), or a table only the shop's nodes write", body = ErrorBody),
         (status = 404, description = "a merge or delete of a row that does not exist", body = ErrorBody),
         (status = 409, description = "conflicts with stored data (an existing id, an immutable row, a closed day)", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
@@ -265,7 +266,9 @@ async fn mutations(
     body: Result<Json<MutationBatch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(mut batch) = body.map_err(|e| json_refusal("mutation request", &e))?;
+    stamp.refuse_node_tables(&batch)?;
     stamp.apply(&mut batch);
+    stamp.price_lines(&s.store, &mut batch).await?;
     let m = s.stream.metrics().clone();
     m.mutation_requests.inc();
     m.mutations.add(batch.mutations.len() as u64);

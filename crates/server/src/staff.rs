@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use capsule_protocol::{Action, Actor, Mutation, MutationBatch};
+use capsule_protocol::{Action, Actor, Mutation, MutationBatch, Row};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -111,18 +111,31 @@ impl Strikes {
         self.until.and_then(|u| u.checked_duration_since(now))
     }
 
-    /// A wrong PIN: the fifth in a row locks for twice the previous lockout.
-    fn wrong(&mut self, now: Instant, first: Duration) {
+    /// A wrong PIN: the fifth in a row locks for twice the previous lockout. Returns the
+    /// lockout it started, if any.
+    fn wrong(&mut self, now: Instant, first: Duration) -> Option<Started> {
         self.wrong += 1;
-        if self.wrong >= TRIES_PER_LOCKOUT {
-            let lock = first
-                .saturating_mul(1 << self.lockouts.min(16))
-                .min(LONGEST_LOCKOUT.max(first));
-            self.until = Some(now + lock);
-            self.lockouts += 1;
-            self.wrong = 0;
+        if self.wrong < TRIES_PER_LOCKOUT {
+            return None;
         }
+        let lock = first
+            .saturating_mul(1 << self.lockouts.min(16))
+            .min(LONGEST_LOCKOUT.max(first));
+        self.until = Some(now + lock);
+        self.lockouts += 1;
+        self.wrong = 0;
+        Some(Started {
+            lockouts: self.lockouts,
+            lock,
+        })
     }
+}
+
+/// A lockout that has just begun: the how-manieth in a row, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    lockouts: u32,
+    lock: Duration,
 }
 
 struct Session {
@@ -152,6 +165,8 @@ pub struct StaffDesk {
     first_lockout: Duration,
     /// This node's id: the device a write from its screens names.
     node_id: String,
+    /// The name staff know this node by, for the lockouts it reports.
+    node_name: std::sync::OnceLock<String>,
     /// Logins and lockouts, for the metrics and the tests.
     pub wrong_pins: std::sync::atomic::AtomicU64,
     pub refused_locked: std::sync::atomic::AtomicU64,
@@ -169,6 +184,7 @@ impl StaffDesk {
             desk: Mutex::new(Desk::default()),
             first_lockout,
             node_id: node_id.to_string(),
+            node_name: std::sync::OnceLock::new(),
             wrong_pins: Default::default(),
             refused_locked: Default::default(),
         }
@@ -184,6 +200,11 @@ impl StaffDesk {
         StaffDesk::new(node_id, first)
     }
 
+    /// Names this node (once) in the lockouts it reports.
+    pub fn set_node_name(&self, name: &str) {
+        let _ = self.node_name.set(name.to_string());
+    }
+
     fn desk(&self) -> std::sync::MutexGuard<'_, Desk> {
         self.desk.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -197,30 +218,36 @@ impl StaffDesk {
         a.max(s)
     }
 
-    fn record(&self, staff: &str, address: IpAddr, right: bool) {
+    fn record_right(&self, staff: &str, address: IpAddr) {
+        let mut d = self.desk();
+        d.by_staff.remove(staff);
+        d.by_address.remove(&address);
+    }
+
+    /// Counts a wrong PIN; the lockout it started (of the member of staff, else of the
+    /// address), if any.
+    fn record_wrong(&self, staff: &str, address: IpAddr) -> Option<Started> {
         let now = Instant::now();
         let mut d = self.desk();
-        if right {
-            d.by_staff.remove(staff);
-            d.by_address.remove(&address);
-            return;
-        }
         self.wrong_pins
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if d.by_address.len() >= MAX_ADDRESSES && !d.by_address.contains_key(&address) {
             // Forget addresses that are not locked out; a flood of addresses cannot grow this.
             d.by_address.retain(|_, s| s.locked(now).is_some());
         }
+        let mut started = None;
         if d.by_address.len() < MAX_ADDRESSES || d.by_address.contains_key(&address) {
-            d.by_address
+            started = d
+                .by_address
                 .entry(address)
                 .or_default()
                 .wrong(now, self.first_lockout);
         }
         // Staff ids are few (the shop's): only the ones that exist are counted.
         if let Some(s) = d.by_staff.get_mut(staff) {
-            s.wrong(now, self.first_lockout);
+            started = s.wrong(now, self.first_lockout).or(started);
         }
+        started
     }
 
     fn count_staff(&self, staff: &str) {
@@ -230,15 +257,20 @@ impl StaffDesk {
     /// One login attempt, counted as wrong before its PIN is checked (a right one is cleared
     /// after): many attempts sent at once cannot all slip past a lockout that the first few
     /// would have started. `Err`: locked out for that long (nothing counted).
-    fn begin_attempt(&self, staff: &str, address: IpAddr, known: bool) -> Result<(), Duration> {
+    /// `Ok(Some(_))`: this attempt started a lockout (the node reports it to the shop).
+    fn begin_attempt(
+        &self,
+        staff: &str,
+        address: IpAddr,
+        known: bool,
+    ) -> Result<Option<Started>, Duration> {
         if known {
             self.count_staff(staff);
         }
         if let Some(wait) = self.locked(staff, address) {
             return Err(wait);
         }
-        self.record(staff, address, false);
-        Ok(())
+        Ok(self.record_wrong(staff, address))
     }
 
     fn open_session(&self, staff: &str) -> String {
@@ -333,6 +365,55 @@ impl Stamp {
         }
     }
 
+    /// Refuses a screen's write to a table only the nodes write (the lockouts they report):
+    /// a screen could otherwise raise false alarms, or hide a guesser's.
+    pub fn refuse_node_tables(&self, batch: &MutationBatch) -> Result<(), ApiError> {
+        let ours = !(self.relayed_by_device || (self.anonymous && batch.source.is_some()));
+        match batch.mutations.iter().find(|m| m.table == "staff_lockout") {
+            Some(m) if ours => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("'{}' is written by the shop's nodes only", m.table),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stamps, beside the staff, the menu's prices of each line `batch` rings up or reprices
+    /// as this node holds the menu (what the screen showed), so the core can tell a price
+    /// override on every node the write reaches. Forwarded writes keep their own node's.
+    pub async fn price_lines(
+        &self,
+        store: &Arc<capsule_store::Store>,
+        batch: &mut MutationBatch,
+    ) -> Result<(), ApiError> {
+        let ours = !(self.relayed_by_device || (self.anonymous && batch.source.is_some()));
+        let lines: Vec<(usize, Row)> = batch
+            .mutations
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| ours && m.by.is_some() && m.table == "order_line")
+            .map(|(i, m)| (i, m.row.clone()))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let store = store.clone();
+        let priced = tokio::task::spawn_blocking(move || {
+            lines
+                .into_iter()
+                .map(|(i, row)| Ok((i, store.menu_prices(&row)?)))
+                .collect::<Result<Vec<_>, capsule_store::StoreError>>()
+        })
+        .await??;
+        for (i, (unit, modifiers)) in priced {
+            if let Some(by) = batch.mutations[i].by.as_mut() {
+                by.menu_price = unit;
+                by.menu_modifier_price = Some(modifiers);
+            }
+        }
+        Ok(())
+    }
+
     /// The logged-in member of staff, if any.
     pub fn staff(&self) -> Option<&str> {
         self.actor.as_ref().and_then(|a| a.staff.as_deref())
@@ -398,6 +479,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Stamp {
             approved,
             device,
             at: Some(capsule_protocol::now_rfc3339()),
+            ..Default::default()
         });
         Ok(Stamp {
             actor,
@@ -477,11 +559,14 @@ async fn check_login(
         .await
         .map_err(|e| ApiError::from(e).into_response())?
         .map_err(|e| ApiError::from(e).into_response())?;
-    if let Err(wait) = desk.begin_attempt(&login.staff, address, found.is_some()) {
-        desk.refused_locked
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(locked_out(wait));
-    }
+    let started = match desk.begin_attempt(&login.staff, address, found.is_some()) {
+        Ok(started) => started,
+        Err(wait) => {
+            desk.refused_locked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(locked_out(wait));
+        }
+    };
     let hash = found
         .as_ref()
         .and_then(|f| f.pin_hash.clone())
@@ -492,7 +577,10 @@ async fn check_login(
         .map_err(|e| e.into_response())?;
     let right = right && found.as_ref().is_some_and(|f| f.pin_hash.is_some());
     if right {
-        desk.record(&login.staff, address, true);
+        desk.record_right(&login.staff, address);
+    } else if let Some(started) = started {
+        let known = found.is_some().then(|| login.staff.clone());
+        report_lockout(s, desk, known, address, started);
     }
     match found {
         Some(f) if right => Ok(f),
@@ -502,6 +590,48 @@ async fn check_login(
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong PIN").into_response())
         }
     }
+}
+
+/// Tells the shop a login was locked out: a `staff_lockout` row (one per node and member of
+/// staff; ids that are nobody's share one) written through the node's own write path, so the
+/// hub's dashboard shows a guesser at any till. In the background: the refused login answers
+/// at once, and a till out of reach of the hub queues the row like any write.
+fn report_lockout(
+    s: &ApiState,
+    desk: &StaffDesk,
+    staff: Option<String>,
+    address: IpAddr,
+    started: Started,
+) {
+    let id = format!("{}:{}", desk.node_id, staff.as_deref().unwrap_or("unknown"));
+    tracing::warn!(staff = staff.as_deref().unwrap_or("unknown"), %address, lockouts = started.lockouts, seconds = started.lock.as_secs(), "PIN login locked out");
+    let batch = MutationBatch {
+        mutations: vec![Mutation {
+            mid: uuid::Uuid::now_v7().to_string(),
+            table: "staff_lockout".into(),
+            action: Action::Save,
+            row: serde_json::from_value(json!({
+                "id": id,
+                "staff_id": staff,
+                "node_id": desk.node_id,
+                "node_name": desk.node_name.get(),
+                "address": address.to_string(),
+                "lockouts": started.lockouts.min(1_000_000),
+                "locked_at": capsule_protocol::now_rfc3339(),
+                "until": capsule_protocol::rfc3339_after(started.lock),
+            }))
+            .unwrap_or_default(),
+            base: None,
+            by: None,
+        }],
+        source: None,
+    };
+    let write = s.mutations.clone();
+    tokio::spawn(async move {
+        if let Err(e) = write(batch, String::new()).await {
+            tracing::warn!("the lockout was not reported: {e:?}");
+        }
+    });
 }
 
 fn canonical(a: IpAddr) -> IpAddr {
@@ -741,10 +871,11 @@ mod tests {
         let addr: IpAddr = "192.168.1.9".parse().unwrap();
         desk.count_staff("st-1");
         for _ in 0..4 {
-            desk.record("st-1", addr, false);
+            assert!(desk.record_wrong("st-1", addr).is_none());
         }
         assert!(desk.locked("st-1", addr).is_none());
-        desk.record("st-1", addr, false);
+        let started = desk.record_wrong("st-1", addr).unwrap();
+        assert_eq!(started.lockouts, 1, "the lockout to report to the shop");
         let first = desk.locked("st-1", addr).unwrap();
         assert!(first > Duration::from_secs(29), "{first:?}");
         // Another address guessing the same member of staff is locked out too.
@@ -758,9 +889,13 @@ mod tests {
             d.by_staff.get_mut("st-1").unwrap().until = None;
             d.by_address.get_mut(&addr).unwrap().until = None;
         }
-        for _ in 0..5 {
-            desk.record("st-1", addr, false);
-        }
+        let second = (0..5)
+            .filter_map(|_| desk.record_wrong("st-1", addr))
+            .last();
+        assert_eq!(
+            second.map(|s| (s.lockouts, s.lock)),
+            Some((2, Duration::from_secs(60)))
+        );
         assert!(desk.locked("st-1", addr).unwrap() > Duration::from_secs(59));
     }
 }

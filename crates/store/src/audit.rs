@@ -97,7 +97,15 @@ pub fn what(m: &Mutation) -> String {
         "shop_settings" | "printer" => "settings",
         other => other,
     };
+    // A line sold at a price other than the menu's, as its node priced it: an override.
+    let repriced = kind == "line"
+        && m.action != Action::Delete
+        && has("unit_price")
+        && m.by.as_ref().is_some_and(|b| b.staff.is_some())
+        && m.by.as_ref().and_then(|b| b.menu_price)
+            != m.row.get("unit_price").and_then(|v| v.as_i64());
     let verb = match (m.action, kind) {
+        _ if repriced => "price",
         (Action::Insert, "order") => "open",
         (Action::Insert, "line") => "add",
         (Action::Insert, "payment") => "take",

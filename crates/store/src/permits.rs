@@ -34,6 +34,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "order.void",
         "void a line or an order after it went to the kitchen",
     ),
+    (
+        "order.price",
+        "sell at a price other than the menu's (an open price, a price override)",
+    ),
     ("order.reopen", "reopen a paid, closed or void order"),
     ("order.refund", "change or remove a payment taken"),
     ("shift.run", "open and close a cashier's shift"),
@@ -71,6 +75,7 @@ pub const BUILTIN_ROLES: &[(&str, &str, &str, &[&str])] = &[
             "order.pay",
             "order.discount",
             "order.void",
+            "order.price",
             "order.reopen",
             "order.refund",
             "shift.run",
@@ -137,6 +142,8 @@ const TABLES: &[(&str, Option<&str>)] = &[
     ("staff_pin", Some("staff.edit")),
     ("staff_role", Some("staff.roles")),
     ("device", None),
+    // Written by the node that locked a login out (a screen may not: the API refuses it).
+    ("staff_lockout", None),
 ];
 
 /// Order statuses an order is finished in.
@@ -451,6 +458,9 @@ fn line_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
     } else {
         needs.push("order.sell");
     }
+    if m.action != Action::Delete && off_the_menu(m, changes, new) {
+        needs.push("order.price");
+    }
     let priced = ["discount", "qty", "unit_price", "modifier_price"]
         .iter()
         .any(|c| changes(c));
@@ -462,6 +472,18 @@ fn line_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a line's write sets a price other than the menu's, as the node that served the
+/// screen priced it (`Actor::menu_price`): its unit price when it names the item or its price,
+/// its modifiers' price when it changes them. A line of no menu item is an open price.
+fn off_the_menu(m: &Mutation, changes: &dyn Fn(&str) -> bool, new: &Row) -> bool {
+    let actor = m.by.clone().unwrap_or_default();
+    let unit = (changes("unit_price") || changes("item_code"))
+        && actor.menu_price != Some(int(new, "unit_price"));
+    let modifiers = (changes("modifier_price") || changes("modifiers"))
+        && actor.menu_modifier_price.unwrap_or(0) != int(new, "modifier_price");
+    unit || modifiers
 }
 
 /// Whether the order `id` is paid, closed or void.
@@ -745,6 +767,57 @@ pub struct StaffLogin {
 }
 
 impl crate::Store {
+    /// The menu's prices for a line's write as this node holds the menu now: the unit price
+    /// of its item (by code; `None` for no such item) and its chosen modifiers' price. A
+    /// merge that leaves out the code or the modifiers is read with the stored line's.
+    pub fn menu_prices(&self, line: &Row) -> Result<(Option<i64>, i64)> {
+        self.with_reader(|conn| {
+            let stored: Option<(Option<String>, Option<String>)> = conn
+                .prepare_cached("SELECT item_code, modifiers FROM order_line WHERE id = ?1")?
+                .query_row([text(line, "id").unwrap_or_default()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let (stored_code, stored_mods) = stored.unwrap_or_default();
+            let code = text(line, "item_code").map(String::from).or(stored_code);
+            let mods = text(line, "modifiers").map(String::from).or(stored_mods);
+            let Some(code) = code else {
+                return Ok((None, 0));
+            };
+            // Codes are not unique: the item whose price the line has, else the first.
+            let mut items: Vec<(String, i64)> = conn
+                .prepare_cached("SELECT id, price FROM menu_item WHERE code = ?1 ORDER BY id")?
+                .query_map([&code], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let unit = line.get("unit_price").and_then(serde_json::Value::as_i64);
+            if let Some(i) = items.iter().position(|(_, p)| Some(*p) == unit) {
+                items.swap(0, i);
+            }
+            let Some((item, price)) = items.into_iter().next() else {
+                return Ok((None, 0));
+            };
+            let chosen: Vec<&str> = mods
+                .as_deref()
+                .unwrap_or_default()
+                .split(';')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect();
+            let mut modifier_price = 0i64;
+            let mut offered =
+                conn.prepare_cached("SELECT name_en, price FROM menu_modifier WHERE item_id = ?1")?;
+            for row in offered.query_map([&item], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })? {
+                let (name, p) = row?;
+                if chosen.contains(&name.as_str()) {
+                    modifier_price = modifier_price.saturating_add(p.unwrap_or(0));
+                }
+            }
+            Ok((Some(price), modifier_price))
+        })
+    }
+
     /// An active member of staff as a login sees them (`None`: no such active member).
     pub fn staff_login(&self, id: &str) -> Result<Option<StaffLogin>> {
         self.with_reader(|conn| {

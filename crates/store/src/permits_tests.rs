@@ -12,9 +12,20 @@ const T: &str = "2026-12-07T12:00:00Z";
 const HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0123456789abcdef0123456789abcdef0123456789a";
 
+/// Stamps `muts` as the node serving the screen would: the staff, the approver, and a line's
+/// menu prices (the line's own prices, as rung up from the menu, unless the write already
+/// says what the menu showed: a price override's case).
 fn by(staff: Option<&str>, approver: Option<&str>, mut muts: Vec<Mutation>) -> Vec<Mutation> {
     for m in &mut muts {
+        let shown = m.by.take().unwrap_or_default();
+        let price = |c: &str| m.row.get(c).and_then(Value::as_i64);
+        let (menu_price, menu_modifier_price) = match shown.menu_price {
+            Some(_) => (shown.menu_price, shown.menu_modifier_price),
+            None => (price("unit_price"), price("modifier_price")),
+        };
         m.by = Some(Actor {
+            menu_price,
+            menu_modifier_price,
             staff: staff.map(String::from),
             approver: approver.map(String::from),
             // The approvals these tests give are for voids (as a manager's PIN gives one).
@@ -204,6 +215,22 @@ const CASES: &[Case] = &[
         name: "discount a line",
         needs: &["order.sell", "order.discount"],
         writes: || merge("order_line", json!({"id": "l-new", "discount": 100})),
+    },
+    Case {
+        name: "sell at a price other than the menu's",
+        needs: &["order.sell", "order.price"],
+        writes: || {
+            let mut w = vec![m(
+                "order_line",
+                Action::Insert,
+                json!({"id": "l3", "order_id": "o1", "item_code": "D1", "name_en": "Tea", "qty": 1, "unit_price": 100, "created_at": T}),
+            )];
+            w[0].by = Some(Actor {
+                menu_price: Some(500),
+                ..Default::default()
+            });
+            w
+        },
     },
     Case {
         name: "take a payment",
@@ -1080,4 +1107,119 @@ fn where_the_shop_keeps_reasons_a_void_and_a_discount_give_one() {
         ),
     )
     .unwrap();
+}
+
+/// Stamps `muts` with the menu prices `store` holds, as the node serving the screen does.
+fn priced_by(store: &crate::Store, staff: &str, mut muts: Vec<Mutation>) -> Vec<Mutation> {
+    for m in &mut muts {
+        let (unit, modifiers) = store.menu_prices(&m.row).unwrap();
+        m.by = Some(Actor {
+            staff: Some(staff.into()),
+            device: Some("till-a".into()),
+            at: Some(T.into()),
+            menu_price: unit,
+            menu_modifier_price: Some(modifiers),
+            ..Default::default()
+        });
+    }
+    muts
+}
+
+#[test]
+fn a_price_other_than_the_menus_needs_a_manager_on_every_path() {
+    let s = staffed_shop();
+    let line = |id: &str, price: i64| {
+        vec![m(
+            "order_line",
+            Action::Insert,
+            json!({"id": id, "order_id": "o1", "item_code": "D1", "name_en": "Tea", "qty": 1, "unit_price": price, "created_at": T}),
+        )]
+    };
+    // At the menu's price: a cashier sells, at the hub and offline on the till.
+    hub_apply(&s, priced_by(&s.hub, "st-cashier", line("l-menu", 500))).unwrap();
+    // Tea at 1.00 instead of 5.00: refused on both paths, nothing written.
+    for (place, store) in [("hub", &s.hub), ("till", &s.till)] {
+        let before = store.digest().unwrap();
+        let cheap = priced_by(store, "st-cashier", line("l-cheap", 100));
+        let e = if place == "hub" {
+            hub_apply(&s, cheap).unwrap_err()
+        } else {
+            s.till.apply_local(&batch(cheap), "A").unwrap_err()
+        };
+        assert!(
+            matches!(&e, StoreError::Forbidden(w) if w.contains("order.price")),
+            "{place}: {e}"
+        );
+        assert_eq!(store.digest().unwrap(), before, "{place} wrote");
+    }
+    // A line with no menu item is an open price: a manager's.
+    let mut open = line("l-open", 100);
+    open[0].row.remove("item_code");
+    let e = hub_apply(&s, priced_by(&s.hub, "st-cashier", open.clone())).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("order.price")),
+        "{e}"
+    );
+    // With the manager's approval for a price, it goes, and the audit says what it was.
+    let mut approved = priced_by(&s.hub, "st-cashier", line("l-cheap", 100));
+    let actor = approved[0].by.as_mut().unwrap();
+    actor.approver = Some("st-manager".into());
+    actor.approved = Some("order.price".into());
+    hub_apply(&s, approved).unwrap();
+    let timeline = s.hub.order_timeline("o1").unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.what == "line.price" && e.approver.as_deref() == Some("st-manager")),
+        "{timeline:?}"
+    );
+    // Rung up offline at the price the till showed; the owner raised it at the hub meanwhile:
+    // the honest sale is judged by the till's price and goes through.
+    let offline = priced_by(&s.till, "st-cashier", line("l-old-price", 500));
+    s.till.apply_local(&batch(offline), "A").unwrap();
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            merge("menu_item", json!({"id": "i1", "price": 600})),
+        ),
+    )
+    .unwrap();
+    assert!(s.drain_one());
+    let lines = s.hub.pull("order", "o1", Some("lines")).unwrap().payload;
+    assert!(
+        lines["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["id"] == "l-old-price"),
+        "the till's sale at the old price reached the hub"
+    );
+    // A modifier the menu prices, left unpriced on a line: an override too.
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            vec![m(
+                "menu_modifier",
+                Action::Insert,
+                json!({"id": "mod1", "item_id": "i1", "name_en": "Extra mint", "price": 200}),
+            )],
+        ),
+    )
+    .unwrap();
+    let with_mint = |price: i64| {
+        merge(
+            "order_line",
+            json!({"id": "l-menu", "order_id": "o1", "modifiers": "Extra mint", "modifier_price": price}),
+        )
+    };
+    let e = hub_apply(&s, priced_by(&s.hub, "st-cashier", with_mint(0))).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Forbidden(w) if w.contains("order.price")),
+        "{e}"
+    );
+    hub_apply(&s, priced_by(&s.hub, "st-cashier", with_mint(200))).unwrap();
 }

@@ -74,6 +74,18 @@ export interface Staff {
   updated_at?: string | null;
 }
 
+/** Wrong PINs that locked a login out, as the node that locked it reported them. */
+export interface Lockout {
+  id: string;
+  staff_id?: string | null;
+  node_id: string;
+  node_name?: string | null;
+  address?: string | null;
+  lockouts: number;
+  locked_at: string;
+  until: string;
+}
+
 export interface Clock {
   id: string;
   staff_id: string;

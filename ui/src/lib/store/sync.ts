@@ -3,11 +3,11 @@ import { writable, derived, get, type Readable } from 'svelte/store';
 import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
-import type { Batch, Category, Clock, Job, MenuItem, Order, Printer, Role, Settings, Shift, Staff } from './model';
+import type { Batch, Category, Clock, Job, Lockout, MenuItem, Order, Printer, Role, Settings, Shift, Staff } from './model';
 import { setMoneyUnit } from '../format';
 import { setModifierNames } from '../i18n';
 
-export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock'] as const;
+export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock', 'lockout'] as const;
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
@@ -27,6 +27,7 @@ const stores = {
   staff: writable(new Map<string, EntityRec<Staff>>()),
   role: writable(new Map<string, EntityRec<Role>>()),
   clock: writable(new Map<string, EntityRec<Clock>>()),
+  lockout: writable(new Map<string, EntityRec<Lockout>>()),
 };
 
 export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
@@ -41,6 +42,8 @@ export const staff: Readable<Map<string, EntityRec<Staff>>> = stores.staff;
 export const roles: Readable<Map<string, EntityRec<Role>>> = stores.role;
 /** Open time-clock entries (who is at work, who is on a break). */
 export const clocks: Readable<Map<string, EntityRec<Clock>>> = stores.clock;
+/** The last PIN lockout each node reported per member of staff (wrong PINs guessed). */
+export const lockouts: Readable<Map<string, EntityRec<Lockout>>> = stores.lockout;
 /** Active staff by name: who may log in at this screen. */
 export const activeStaff: Readable<Staff[]> = derived(stores.staff, (m) =>
   [...m.values()].map((r) => r.data).filter((s) => s.active !== false).sort((a, b) => a.name.localeCompare(b.name)),
