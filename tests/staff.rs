@@ -770,41 +770,17 @@ fn a_paired_browser_never_gets_the_pin_hashes_and_a_till_does() {
 
 /// A browser the manager paired with `hub` (a kitchen TV): its cookie.
 fn paired_browser(hub: &Node, owner: &str) -> String {
-    let asked: Value = client()
-        .post(format!("{}/api/pair/screen", hub.url))
-        .header("content-type", "application/json")
-        .body(json!({"name": "Kitchen TV", "role": "kitchen"}).to_string())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = asked["id"].as_str().unwrap();
-    // In a shop with staff, a manager's session approves it (settings.edit).
-    let path = format!("/api/pair/screens/{id}/approve");
-    let (code, body) = as_staff(hub, reqwest::Method::POST, &path, None, None, json!({}));
-    assert_eq!(code, 403, "nobody logged in: {body}");
-    let (code, body) = as_staff(
-        hub,
-        reqwest::Method::POST,
-        &path,
-        Some(owner),
-        None,
-        json!({}),
-    );
-    assert_eq!(code, 200, "{body}");
-    let answer = client()
-        .get(format!(
-            "{}/api/pair/screen/{id}?poll={}",
-            hub.url,
-            asked["poll"].as_str().unwrap()
-        ))
-        .send()
-        .unwrap();
-    answer
-        .headers()
-        .get("set-cookie")
-        .and_then(|c| c.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .expect("the approved browser's cookie")
-        .to_string()
+    pair_browser(hub, "Kitchen TV", "kitchen", |path| {
+        // In a shop with staff, a manager's session approves it (settings.edit).
+        let (code, body) = as_staff(hub, reqwest::Method::POST, path, None, None, json!({}));
+        assert_eq!(code, 403, "nobody logged in: {body}");
+        as_staff(
+            hub,
+            reqwest::Method::POST,
+            path,
+            Some(owner),
+            None,
+            json!({}),
+        )
+    })
 }

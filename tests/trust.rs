@@ -647,32 +647,7 @@ fn removing_a_paired_browser_ends_its_live_stream_within_a_second() {
     use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let (hub, _, _) = paired_shop(dir.path());
-    let asked: Value = client()
-        .post(format!("{}/api/pair/screen", hub.url))
-        .header("content-type", "application/json")
-        .body(json!({"name": "Grill TV", "role": "kitchen"}).to_string())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = asked["id"].as_str().unwrap();
-    let (code, body) = hub.post_raw(&format!("/api/pair/screens/{id}/approve"), "{}");
-    assert_eq!(code, 200, "{body}");
-    let answer = client()
-        .get(format!(
-            "{}/api/pair/screen/{id}?poll={}",
-            hub.url,
-            asked["poll"].as_str().unwrap()
-        ))
-        .send()
-        .unwrap();
-    let cookie = answer
-        .headers()
-        .get("set-cookie")
-        .and_then(|c| c.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .expect("the approved browser's cookie")
-        .to_string();
+    let cookie = pair_browser(&hub, "Grill TV", "kitchen", |path| hub.post_raw(path, "{}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(

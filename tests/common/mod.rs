@@ -706,3 +706,40 @@ impl Operator {
             .unwrap()
     }
 }
+
+/// A browser asks `hub` to pair as a screen (`name`, `role`), `approve` approves it (given the
+/// approval route's path: a manager's session, or this machine's own key), and the browser
+/// collects its cookie: the `name=value` it sends from then on.
+pub fn pair_browser(
+    hub: &Node,
+    name: &str,
+    role: &str,
+    approve: impl FnOnce(&str) -> (u16, Value),
+) -> String {
+    let asked: Value = client()
+        .post(format!("{}/api/pair/screen", hub.url))
+        .header("content-type", "application/json")
+        .body(json!({"name": name, "role": role}).to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = asked["id"].as_str().unwrap();
+    let (code, body) = approve(&format!("/api/pair/screens/{id}/approve"));
+    assert_eq!(code, 200, "{body}");
+    let answer = client()
+        .get(format!(
+            "{}/api/pair/screen/{id}?poll={}",
+            hub.url,
+            asked["poll"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    answer
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("the approved browser's cookie")
+        .to_string()
+}
