@@ -119,6 +119,8 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
         ("printer", "insert", json!({"id": "p-grill", "name": "Grill", "role": "kitchen", "station": "grill", "address": grill.address()})),
         ("printer", "insert", json!({"id": "p-kitchen", "name": "Kitchen", "role": "kitchen", "address": kitchen.address()})),
         ("printer", "insert", json!({"id": "p-counter", "name": "Counter", "role": "receipt", "address": counter.address(), "drawer": true})),
+        // Receipts in English (the demo shop prints both languages): its labels as text.
+        ("shop_settings", "merge", json!({"id": "shop", "receipt_lang": "en"})),
     ]);
 
     // Till: an order with a grill item and a cold one, sent to the kitchen.
@@ -454,4 +456,135 @@ fn a_printer_that_is_off_holds_a_bounded_queue_and_says_so() {
     );
     // (The dashboard lists the newest 100; the queue itself is in the node's file.)
     assert_eq!(count(&hub.db(), "_print_job"), max as i64);
+}
+
+/// Decodes the QR codes printed in `job` (a phone's camera reading the paper).
+fn qr_codes(job: &[Element]) -> Vec<String> {
+    job.iter()
+        .filter_map(|e| match e {
+            Element::Raster(b) => Some(b),
+            _ => None,
+        })
+        .filter_map(|b| {
+            let mut img = rqrr::PreparedImage::prepare_from_greyscale(
+                b.width as usize,
+                b.height as usize,
+                |x, y| if b.get(x as u32, y as u32) { 0 } else { 255 },
+            );
+            let grid = img.detect_grids().into_iter().next()?;
+            grid.decode().ok().map(|(_, text)| text)
+        })
+        .collect()
+}
+
+/// A receipt in a shop in Riyadh paid at 02:44 local on 7 December (23:44 UTC the day before):
+/// the receipt prints the local day and time, its ZATCA QR code decodes to the invoice's five
+/// fields, it follows the receipt language (Arabic), and no Arabic line runs off the paper;
+/// the kitchen ticket prints the local time and the modifiers in Arabic too.
+#[test]
+fn a_receipt_in_riyadh_prints_the_local_day_and_a_zatca_qr_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = ["--allow-printer", "127.0.0.1"];
+    let hub = Node::spawn(
+        &dir.path().join("hub"),
+        &[&["--role", "hub", "--demo"][..], &allow].concat(),
+    );
+    let counter = VirtualPrinter::start();
+    let grill = VirtualPrinter::start();
+    hub.apply(&[
+        ("printer", "insert", json!({"id": "p-counter", "name": "Counter", "role": "receipt", "address": counter.address()})),
+        ("printer", "insert", json!({"id": "p-grill", "name": "Grill", "role": "kitchen", "address": grill.address()})),
+        ("shop_settings", "merge", json!({"id": "shop", "receipt_lang": "ar"})),
+    ]);
+    let settings = hub.get("/api/entities/settings/shop").1["payload"].clone();
+    assert_eq!(settings["time_zone"], "Asia/Riyadh");
+    assert_eq!(settings["country"], "SA");
+
+    let (shift, order) = (new_id(), new_id());
+    let long = "صحن مشاوي مشكلة كبير مع الأرز والسلطة والخبز والصلصات الخاصة بالمطعم";
+    let (_, grill_item) = hub.get("/api/tables/menu_item");
+    let g01 = grill_item["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "G01")
+        .cloned()
+        .unwrap();
+    let modifier = hub.get("/api/tables/menu_modifier").1["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["item_id"] == g01["id"] && m["name_ar"].is_string())
+        .cloned()
+        .expect("a grill modifier with an Arabic name");
+    hub.apply(&[
+        ("pos_shift", "insert", json!({"id": shift, "node_id": "hub", "cashier": "Mona", "opened_at": T})),
+        ("order_header", "insert", json!({"id": order, "order_no": 702, "shift_id": shift, "opened_at": T,
+                                          "tax_rate_bp": 1500, "table_label": "T9", "currency": "SAR", "opened_by": "Mona"})),
+        ("order_line", "insert", json!({"id": new_id(), "order_id": order, "item_code": "G01", "name_en": "Mixed grill platter",
+               "name_ar": long, "station": "grill", "qty": 1, "unit_price": g01["price"], "modifiers": modifier["name_en"],
+               "modifier_price": modifier["price"], "created_at": T})),
+    ]);
+    let riyadh = capsule_protocol::local_time::zone("Asia/Riyadh").unwrap();
+    let before = capsule_protocol::local_time::now_label(&riyadh);
+    let (code, sent) = hub.post_raw(&format!("/api/orders/{order}/send-to-kitchen"), "{}");
+    assert_eq!(code, 200, "{sent}");
+    let ticket = grill.wait_for(1).remove(0);
+    let after = capsule_protocol::local_time::now_label(&riyadh);
+    let t = texts(&ticket);
+    assert!(
+        t.iter().any(|l| *l == before || *l == after),
+        "the ticket's time is Riyadh's ({before}): {t:?}"
+    );
+    assert!(
+        rasters(&ticket) >= 3,
+        "the name and the modifier in Arabic: {t:?}"
+    );
+    save_png("kitchen-ticket-riyadh.png", &ticket);
+
+    // Paid at 23:44 UTC on 6 December: 02:44 on 7 December in Riyadh.
+    let (_, o) = hub.get(&format!("/api/entities/order/{order}?parts=totals"));
+    let (total, tax) = (
+        o["payload"]["total"].as_i64().unwrap(),
+        o["payload"]["tax_total"].as_i64().unwrap(),
+    );
+    hub.apply(&[
+        ("order_payment", "insert", json!({"id": new_id(), "order_id": order, "method": "card", "amount": total, "paid_at": "2026-12-06T23:44:00Z"})),
+        ("order_header", "merge", json!({"id": order, "status": "paid", "closed_at": "2026-12-06T23:44:00Z"})),
+    ]);
+    let (code, q) = hub.post_raw(&format!("/api/orders/{order}/receipt"), "{}");
+    assert_eq!(code, 200, "{q}");
+    let receipt = counter.wait_for(1).remove(0);
+    save_png("receipt-riyadh-ar.png", &receipt);
+    let t = texts(&receipt);
+    assert!(
+        t.iter().any(|l| l.contains("2026-12-07 02:44")),
+        "the local day and time: {t:?}"
+    );
+    assert!(!t.iter().any(|l| l.contains("UTC")), "{t:?}");
+    let money = |v: i64| format!("{}.{:02}", v / 100, v % 100);
+    let codes = qr_codes(&receipt);
+    assert_eq!(codes.len(), 1, "one QR code on the receipt");
+    let fields = capsule_print::parse_tlv(&codes[0]).unwrap();
+    assert_eq!(
+        fields,
+        vec![
+            (1, "Capsule Grill House".to_string()),
+            (2, "300000000000003".to_string()),
+            (3, "2026-12-06T23:44:00Z".to_string()),
+            (4, money(total)),
+            (5, money(tax)),
+        ]
+    );
+    // The long Arabic name wrapped onto lines of its own instead of running off the paper
+    // (how much of it each line holds is asserted in capsule-print's tests).
+    let lines: Vec<&capsule_print::Bitmap> = receipt
+        .iter()
+        .filter_map(|e| match e {
+            Element::Raster(b) if b.height < 100 => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert!(lines.iter().all(|b| b.width == capsule_print::PAPER_DOTS));
+    assert!(lines.len() >= 10, "{} lines as pictures", lines.len());
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capsule_print::{Align, Block, COLUMNS, columns, money};
-use capsule_print::{KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem};
+use capsule_print::{KitchenTicket, Payment, Receipt, ReceiptLang, ReceiptLine, TicketItem};
 use capsule_protocol::Row;
+use capsule_protocol::local_time::{self, TimeZone};
 use capsule_store::{Enqueued, NewPrintJob, PrintDue, Report, Store, StoreError};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -39,8 +40,87 @@ fn i(v: &Value, k: &str) -> i64 {
     v.get(k).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn now_label() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+/// The shop's settings row (empty when there is none yet).
+fn shop_row(store: &Store) -> Result<Value, StoreError> {
+    Ok(store
+        .table_rows("shop_settings")?
+        .into_iter()
+        .next()
+        .map(Value::Object)
+        .unwrap_or_default())
+}
+
+/// The shop's time zone, which every ticket and receipt prints its time in.
+fn shop_zone(shop: &Value) -> TimeZone {
+    local_time::zone_or_utc(shop["time_zone"].as_str())
+}
+
+/// Modifiers (`a; b`, by their English names) in Arabic as the item's menu names them; `None`
+/// when the menu has no Arabic for any of them.
+fn modifiers_ar(store: &Store, item_code: Option<&str>, modifiers: Option<&str>) -> Option<String> {
+    let (code, mods) = (item_code?, modifiers?.trim());
+    if mods.is_empty() {
+        return None;
+    }
+    let item = store
+        .rows_where("menu_item", "code", code)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let offered: Vec<Row> = store
+        .pull("item", &s(&item, "id")?, Some("modifiers"))
+        .ok()?
+        .payload
+        .get("modifiers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_object().cloned())
+        .collect();
+    let mut any = false;
+    let names: Vec<String> = mods
+        .split(';')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            match offered
+                .iter()
+                .find(|o| s(o, "name_en").as_deref() == Some(m))
+                .and_then(|o| s(o, "name_ar"))
+            {
+                Some(ar) => {
+                    any = true;
+                    ar
+                }
+                None => m.to_string(),
+            }
+        })
+        .collect();
+    any.then(|| names.join("؛ "))
+}
+
+/// The ZATCA phase-1 QR code's text for a paid order, for a shop in Saudi Arabia with a VAT
+/// number (`None` elsewhere).
+fn zatca(shop: &Value, order: &Value, digits: u32) -> Option<String> {
+    if shop["country"].as_str() != Some("SA") {
+        return None;
+    }
+    let vat_number = shop["tax_number"]
+        .as_str()
+        .filter(|t| !t.trim().is_empty())?;
+    // Issued when it was paid (its status time), else now.
+    let issued = order["closed_at"]
+        .as_str()
+        .or(order["updated_at"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(capsule_protocol::now_rfc3339);
+    Some(capsule_print::zatca_qr(&capsule_print::ZatcaInvoice {
+        seller: shop["name"].as_str().unwrap_or_default().to_string(),
+        vat_number: vat_number.to_string(),
+        timestamp: local_time::utc_seconds(&issued),
+        total: money(i(order, "total"), digits),
+        vat: money(i(order, "tax_total"), digits),
+    }))
 }
 
 fn order_label(order: &Value) -> String {
@@ -52,6 +132,27 @@ fn order_label(order: &Value) -> String {
             .unwrap_or("-")
             .to_string(),
     }
+}
+
+/// The item code of each of an order's lines, by line id (a kitchen ticket's items name their
+/// line, not their menu item).
+fn line_codes(
+    store: &Store,
+    order_id: &str,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let lines = store.pull("order", order_id, Some("lines"))?.payload;
+    Ok(lines
+        .get("lines")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            Some((
+                l.get("id")?.as_str()?.to_string(),
+                l.get("item_code")?.as_str()?.to_string(),
+            ))
+        })
+        .collect())
 }
 
 /// What queuing did, for the caller's answer.
@@ -134,6 +235,7 @@ pub fn queue_kitchen(
     let mut out = Queued::default();
     let batch = Value::Object(store.pull("batch", batch_id, Some("header"))?.payload);
     let printers = printers(store)?;
+    let zone = shop_zone(&shop_row(store)?);
     // Through its order's jobs (the order_id index): a send costs its own order's few jobs,
     // not the kitchen's history.
     let order_id = batch["order_id"].as_str().unwrap_or_default().to_string();
@@ -162,6 +264,7 @@ pub fn queue_kitchen(
         };
         let job_row_id = s(&job, "id").unwrap_or_default();
         let items = store.pull("job", &job_row_id, Some("items"))?.payload;
+        let codes = line_codes(store, &order_id)?;
         let id = match request {
             None => job_id(&["kitchen", batch_id, &station]),
             Some(r) => job_id(&["kitchen-reprint", batch_id, &station, r]),
@@ -175,7 +278,11 @@ pub fn queue_kitchen(
                 .map(str::to_string),
             addition: batch.get("kind").and_then(Value::as_str) == Some("addition"),
             batch_no: i(&batch, "batch_no"),
-            printed_at: now_label(),
+            // When the round was sent (a reprint says the same).
+            printed_at: match batch["created_at"].as_str() {
+                Some(at) => local_time::label(at, &zone),
+                None => local_time::now_label(&zone),
+            },
             items: items["items"]
                 .as_array()
                 .into_iter()
@@ -185,6 +292,14 @@ pub fn queue_kitchen(
                     name_en: it["name_en"].as_str().unwrap_or_default().to_string(),
                     name_ar: it["name_ar"].as_str().map(str::to_string),
                     modifiers: it["modifiers"].as_str().map(str::to_string),
+                    modifiers_ar: modifiers_ar(
+                        store,
+                        it["order_line_id"]
+                            .as_str()
+                            .and_then(|l| codes.get(l))
+                            .map(String::as_str),
+                        it["modifiers"].as_str(),
+                    ),
                     note: it["note"].as_str().map(str::to_string),
                 })
                 .collect(),
@@ -212,12 +327,13 @@ pub fn queue_receipt(
         out.skipped.push("no receipt printer for this till".into());
         return Ok(out);
     };
-    let shop: Value = store
-        .table_rows("shop_settings")?
-        .into_iter()
-        .next()
-        .map(Value::Object)
-        .unwrap_or_default();
+    let shop = shop_row(store)?;
+    let digits = u32::try_from(
+        shop.get("currency_digits")
+            .and_then(Value::as_i64)
+            .unwrap_or(2),
+    )
+    .unwrap_or(2);
     let payments: Vec<Payment> = order["payments"]
         .as_array()
         .into_iter()
@@ -240,6 +356,9 @@ pub fn queue_receipt(
         address: shop["address"].as_str().map(str::to_string),
         phone: shop["phone"].as_str().map(str::to_string),
         tax_number: shop["tax_number"].as_str().map(str::to_string),
+        title: shop["receipt_title"].as_str().map(str::to_string),
+        title_ar: shop["receipt_title_ar"].as_str().map(str::to_string),
+        lang: ReceiptLang::parse(shop["receipt_lang"].as_str()),
         header: shop["receipt_header"].as_str().map(str::to_string),
         footer: shop["receipt_footer"].as_str().map(str::to_string),
         currency: order["currency"]
@@ -247,15 +366,18 @@ pub fn queue_receipt(
             .or(shop["currency"].as_str())
             .unwrap_or_default()
             .to_string(),
-        digits: u32::try_from(
-            shop.get("currency_digits")
-                .and_then(Value::as_i64)
-                .unwrap_or(2),
-        )
-        .unwrap_or(2),
+        digits,
         order_label: order_label(&order),
         table: order["table_label"].as_str().map(str::to_string),
-        printed_at: now_label(),
+        // A paid order's receipt says when it was paid (a copy too); a bill before, now.
+        printed_at: match order["closed_at"]
+            .as_str()
+            .or(order["updated_at"].as_str())
+            .filter(|_| matches!(order["status"].as_str(), Some("paid" | "closed")))
+        {
+            Some(at) => local_time::label(at, &shop_zone(&shop)),
+            None => local_time::now_label(&shop_zone(&shop)),
+        },
         cashier: order["opened_by"].as_str().map(str::to_string),
         lines: order["lines"]
             .as_array()
@@ -267,6 +389,7 @@ pub fn queue_receipt(
                 name_en: l["name_en"].as_str().unwrap_or_default().to_string(),
                 name_ar: l["name_ar"].as_str().map(str::to_string),
                 modifiers: l["modifiers"].as_str().map(str::to_string),
+                modifiers_ar: modifiers_ar(store, l["item_code"].as_str(), l["modifiers"].as_str()),
                 total: i(l, "line_total"),
             })
             .collect(),
@@ -276,6 +399,7 @@ pub fn queue_receipt(
         tax: i(&order, "tax_total"),
         total: i(&order, "total"),
         payments,
+        qr: zatca(&shop, &order, digits),
         reprint: request.is_some(),
         job_id: id.clone(),
         // The drawer opens for cash taken, not for a reprint.
@@ -309,11 +433,10 @@ pub fn report_blocks(r: &Report) -> Vec<Block> {
             big: true,
         },
         Block::text(columns(
-            &r.taken_at
-                .replace('T', " ")
-                .chars()
-                .take(16)
-                .collect::<String>(),
+            &local_time::label(
+                &r.taken_at,
+                &local_time::zone_or_utc(r.time_zone.as_deref()),
+            ),
             r.taken_by.as_deref().unwrap_or(""),
             COLUMNS,
         )),

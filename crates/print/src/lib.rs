@@ -10,12 +10,14 @@
 mod decode;
 mod shape;
 mod tickets;
+mod zatca;
 
 pub use decode::{Element, decode, render, render_pdf, render_png};
-pub use shape::{Bitmap, raster_line};
+pub use shape::{Bitmap, raster_line, text_width, wrap};
 pub use tickets::{
-    KitchenTicket, Payment, Receipt, ReceiptLine, TicketItem, kitchen_ticket, receipt,
+    KitchenTicket, Payment, Receipt, ReceiptLang, ReceiptLine, TicketItem, kitchen_ticket, receipt,
 };
+pub use zatca::{ZatcaInvoice, parse_tlv, zatca_qr};
 
 use escpos::driver::Driver;
 use escpos::printer::Printer;
@@ -45,6 +47,17 @@ pub enum Block {
         bold: bool,
         big: bool,
     },
+    /// Two texts on one line, one at each edge (a label and its amount): on an Arabic receipt
+    /// the label is on the right. A left text too long for the room beside the right one
+    /// wraps onto more lines.
+    Pair {
+        left: String,
+        right: String,
+        bold: bool,
+        big: bool,
+    },
+    /// A QR code of the text, centred (a ZATCA receipt's).
+    Qr(String),
     /// A dashed rule across the paper.
     Rule,
     /// Feed n blank lines.
@@ -109,6 +122,96 @@ fn raster_command(b: &Bitmap) -> Vec<u8> {
     cmd
 }
 
+/// Control characters as spaces: text from the data never becomes a printer command.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The height of a rasterised line of text.
+fn raster_height(big: bool) -> u32 {
+    if big { 2 * LINE_DOTS } else { LINE_DOTS + 4 }
+}
+
+/// A label and an amount as pictures of the paper's width, one at each edge: the wider of
+/// the two (the label) wraps into the room beside the other, which stays on the first line.
+fn pair_rasters(left: &str, right: &str, height: u32, bold: bool) -> Vec<Bitmap> {
+    let gap = LINE_DOTS;
+    let (lw, rw) = (text_width(left, height), text_width(right, height));
+    let (fixed, fixed_align, wrapping, wrap_align) = if rw > lw {
+        (left, Align::Left, right, Align::Right)
+    } else {
+        (right, Align::Right, left, Align::Left)
+    };
+    let fixed_w = (lw.min(rw).ceil() as u32).min(PAPER_DOTS);
+    let room = PAPER_DOTS.saturating_sub(fixed_w + gap).max(PAPER_DOTS / 3);
+    let mut lines = wrap(wrapping, height, room);
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let part = raster_line(l, height, room, wrap_align, bold);
+            // The wrapping text keeps to its own edge of the paper.
+            let offset = if wrap_align == Align::Right {
+                PAPER_DOTS - room
+            } else {
+                0
+            };
+            let mut b = place(&part, PAPER_DOTS, offset);
+            if i == 0 {
+                let f = raster_line(fixed, height, PAPER_DOTS, fixed_align, bold);
+                for (dst, src) in b.bits.iter_mut().zip(&f.bits) {
+                    *dst |= src;
+                }
+            }
+            b
+        })
+        .collect()
+}
+
+/// `b` on a canvas `width` dots wide, `offset` dots from its left.
+fn place(b: &Bitmap, width: u32, offset: u32) -> Bitmap {
+    let mut out = Bitmap::new(width, b.height);
+    for y in 0..b.height {
+        for x in 0..b.width {
+            if b.get(x, y) {
+                out.set(x + offset, y);
+            }
+        }
+    }
+    out
+}
+
+/// A QR code of `data` as a picture centred on the paper, 5 dots a module (about 3 cm for a
+/// ZATCA code: what a phone reads at arm's length).
+fn qr_bitmap(data: &str) -> Result<Bitmap, PrintError> {
+    let code = qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| PrintError::Encode(format!("QR code: {e}")))?;
+    let n = u32::try_from(code.width()).unwrap_or(0);
+    let quiet = 4;
+    let scale = (PAPER_DOTS / (n + 2 * quiet)).clamp(1, 5);
+    let side = (n + 2 * quiet) * scale;
+    let x0 = (PAPER_DOTS - side.min(PAPER_DOTS)) / 2;
+    let mut b = Bitmap::new(PAPER_DOTS, side);
+    let colors = code.to_colors();
+    for (i, c) in colors.iter().enumerate() {
+        if *c != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i as u32 % n, i as u32 / n);
+        for dy in 0..scale {
+            for dx in 0..scale {
+                b.set(x0 + (mx + quiet) * scale + dx, (my + quiet) * scale + dy);
+            }
+        }
+    }
+    Ok(b)
+}
+
 /// Encodes a document as ESC/POS bytes for an 80 mm printer.
 pub fn encode(blocks: &[Block]) -> Result<Vec<u8>, PrintError> {
     let capture = Capture::default();
@@ -125,11 +228,7 @@ pub fn encode(blocks: &[Block]) -> Result<Vec<u8>, PrintError> {
             } => {
                 // Text from the data never carries printer commands (a note with ESC p would
                 // open the drawer on every copy): control characters print as spaces.
-                let text: String = text
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                let text = &text;
+                let text = &printable(text);
                 let mode = match align {
                     Align::Left => JustifyMode::LEFT,
                     Align::Center => JustifyMode::CENTER,
@@ -145,12 +244,44 @@ pub fn encode(blocks: &[Block]) -> Result<Vec<u8>, PrintError> {
                     p.size(1, 1).map_err(e)?;
                     p.bold(false).map_err(e)?;
                 } else {
-                    // The printer cannot shape it: a picture of the line, as wide as the paper.
-                    let px = if *big { 2 * LINE_DOTS } else { LINE_DOTS + 4 };
-                    let bitmap = raster_line(text, px, PAPER_DOTS, *align, *bold);
+                    // The printer cannot shape it: a picture of the line, as wide as the paper,
+                    // wrapped so nothing runs off it.
+                    let px = raster_height(*big);
                     p.justify(JustifyMode::LEFT).map_err(e)?;
-                    p.custom(&raster_command(&bitmap)).map_err(e)?;
+                    for l in wrap(text, px, PAPER_DOTS) {
+                        let bitmap = raster_line(&l, px, PAPER_DOTS, *align, *bold);
+                        p.custom(&raster_command(&bitmap)).map_err(e)?;
+                    }
                 }
+            }
+            Block::Pair {
+                left,
+                right,
+                bold,
+                big,
+            } => {
+                let left = printable(left);
+                let right = printable(right);
+                if left.is_ascii() && right.is_ascii() {
+                    // Double width holds half the columns.
+                    let (n, width) = if *big { (2, COLUMNS / 2) } else { (1, COLUMNS) };
+                    p.justify(JustifyMode::LEFT).map_err(e)?;
+                    p.bold(*bold).map_err(e)?;
+                    p.size(n, n).map_err(e)?;
+                    p.write(&columns(&left, &right, width)).map_err(e)?;
+                    p.custom(b"\n").map_err(e)?;
+                    p.size(1, 1).map_err(e)?;
+                    p.bold(false).map_err(e)?;
+                } else {
+                    p.justify(JustifyMode::LEFT).map_err(e)?;
+                    for bitmap in pair_rasters(&left, &right, raster_height(*big), *bold) {
+                        p.custom(&raster_command(&bitmap)).map_err(e)?;
+                    }
+                }
+            }
+            Block::Qr(data) => {
+                p.justify(JustifyMode::LEFT).map_err(e)?;
+                p.custom(&raster_command(&qr_bitmap(data)?)).map_err(e)?;
             }
             Block::Rule => {
                 p.justify(JustifyMode::LEFT).map_err(e)?;
@@ -276,6 +407,65 @@ mod tests {
         assert!(!els.contains(&Element::Drawer) && !els.contains(&Element::Cut));
         assert!(
             matches!(&els[0], Element::Text { text, .. } if text.starts_with("no onion p AA spicy"))
+        );
+    }
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::*;
+
+    /// Ink of every raster line of a document, as the printer would print it.
+    fn printed_ink(blocks: &[Block]) -> (u32, usize) {
+        let elements = decode(&encode(blocks).unwrap()).unwrap();
+        let rasters: Vec<&Bitmap> = elements
+            .iter()
+            .filter_map(|e| match e {
+                Element::Raster(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert!(rasters.iter().all(|b| b.width == PAPER_DOTS));
+        (rasters.iter().map(|b| b.ink()).sum(), rasters.len())
+    }
+
+    #[test]
+    fn a_long_arabic_line_wraps_within_the_paper_and_loses_nothing() {
+        let long = "صحن مشاوي مشكلة كبير مع الأرز والسلطة والخبز والصلصات الخاصة بالمطعم وطبق جانبي من الحمص";
+        let height = raster_height(false);
+        assert!(
+            text_width(long, height) > PAPER_DOTS as f32,
+            "the test's line is longer than the paper"
+        );
+        // All of it, drawn on a canvas wide enough: the ink the paper must show.
+        let whole = raster_line(long, height, 4 * PAPER_DOTS, Align::Right, false).ink();
+        for align in [Align::Right, Align::Left] {
+            let (ink, lines) = printed_ink(&[Block::Text {
+                text: long.into(),
+                align,
+                bold: false,
+                big: false,
+            }]);
+            assert!(lines >= 2, "{lines} lines");
+            // Words shaped apart and placed at other fractions of a dot: within 5% of the ink.
+            assert!(
+                ink.abs_diff(whole) * 20 <= whole,
+                "{align:?}: printed {ink} dots of {whole}"
+            );
+        }
+        // A label with its amount: the label wraps beside the amount, nothing lost.
+        let (ink, lines) = printed_ink(&[Block::Pair {
+            left: "126.50".into(),
+            right: long.into(),
+            bold: false,
+            big: false,
+        }]);
+        let amount = raster_line("126.50", height, PAPER_DOTS, Align::Left, false).ink();
+        assert!(lines >= 2);
+        assert!(
+            (ink - amount).abs_diff(whole) * 20 <= whole,
+            "printed {ink} dots, {} expected",
+            whole + amount
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The two documents a shop prints: the customer's receipt and a station's kitchen ticket.
 
-use crate::{Align, Block, COLUMNS, columns, money};
+use crate::{Align, Block, money};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReceiptLine {
@@ -8,6 +8,8 @@ pub struct ReceiptLine {
     pub name_en: String,
     pub name_ar: Option<String>,
     pub modifiers: Option<String>,
+    /// The modifiers' Arabic names, where the menu has them.
+    pub modifiers_ar: Option<String>,
     /// The line's total as the core computed it.
     pub total: i64,
 }
@@ -20,12 +22,59 @@ pub struct Payment {
     pub change: Option<i64>,
 }
 
+/// The language a receipt is printed in (`shop_settings.receipt_lang`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReceiptLang {
+    En,
+    Ar,
+    #[default]
+    Both,
+}
+
+impl ReceiptLang {
+    pub fn parse(s: Option<&str>) -> ReceiptLang {
+        match s {
+            Some("en") => ReceiptLang::En,
+            Some("ar") => ReceiptLang::Ar,
+            _ => ReceiptLang::Both,
+        }
+    }
+
+    /// A label in this language ("Total / الإجمالي" on a receipt in both).
+    fn label(self, en: &str, ar: &str) -> String {
+        match self {
+            ReceiptLang::En => en.to_string(),
+            ReceiptLang::Ar => ar.to_string(),
+            ReceiptLang::Both => format!("{en} / {ar}"),
+        }
+    }
+
+    /// A label and its value on one line: the label on the right on an Arabic receipt.
+    fn pair(self, en: &str, ar: &str, value: &str) -> Block {
+        let label = self.label(en, ar);
+        let (left, right) = match self {
+            ReceiptLang::Ar => (value.to_string(), label),
+            _ => (label, value.to_string()),
+        };
+        Block::Pair {
+            left,
+            right,
+            bold: false,
+            big: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Receipt {
     pub shop_name: String,
     pub address: Option<String>,
     pub phone: Option<String>,
     pub tax_number: Option<String>,
+    /// The document's title ("Simplified Tax Invoice") and its Arabic.
+    pub title: Option<String>,
+    pub title_ar: Option<String>,
+    pub lang: ReceiptLang,
     pub header: Option<String>,
     pub footer: Option<String>,
     pub currency: String,
@@ -33,7 +82,7 @@ pub struct Receipt {
     /// "#123" or a provisional "B-7".
     pub order_label: String,
     pub table: Option<String>,
-    /// When it was printed, UTC, as staff read it ("2026-12-03 17:40 UTC").
+    /// When it was printed, in the shop's local time with the date ("2026-12-07 02:44").
     pub printed_at: String,
     pub cashier: Option<String>,
     pub lines: Vec<ReceiptLine>,
@@ -43,6 +92,8 @@ pub struct Receipt {
     pub tax: i64,
     pub total: i64,
     pub payments: Vec<Payment>,
+    /// The text of the QR code printed at the foot (a ZATCA invoice's TLV, base64).
+    pub qr: Option<String>,
     pub reprint: bool,
     /// The print job's id, printed small: the same id twice on paper is one job printed twice.
     pub job_id: String,
@@ -56,6 +107,8 @@ pub struct TicketItem {
     pub name_en: String,
     pub name_ar: Option<String>,
     pub modifiers: Option<String>,
+    /// The modifiers' Arabic names, where the menu has them.
+    pub modifiers_ar: Option<String>,
     pub note: Option<String>,
 }
 
@@ -95,86 +148,171 @@ fn present(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// The customer's receipt.
+/// The customer's receipt, in the shop's receipt language.
 pub fn receipt(r: &Receipt) -> Vec<Block> {
-    let m = |v: i64| money(v, r.digits);
+    let mut b = receipt_head(r);
+    receipt_lines(r, &mut b);
+    receipt_totals(r, &mut b);
+    receipt_foot(r, &mut b);
+    b
+}
+
+/// The shop, the document's title, the order and when.
+fn receipt_head(r: &Receipt) -> Vec<Block> {
+    let lang = r.lang;
     let mut b = vec![center(&r.shop_name, true, true)];
     for s in [&r.address, &r.phone].into_iter().filter_map(present) {
         b.push(center(s, false, false));
     }
     if let Some(t) = present(&r.tax_number) {
-        b.push(center(format!("VAT No. {t}"), false, false));
+        b.push(center(
+            format!("{} {t}", lang.label("VAT No.", "الرقم الضريبي")),
+            false,
+            false,
+        ));
+    }
+    let title_en = present(&r.title);
+    let title_ar = present(&r.title_ar);
+    let titles: Vec<&str> = match lang {
+        ReceiptLang::En => title_en.into_iter().collect(),
+        ReceiptLang::Ar => title_ar.or(title_en).into_iter().collect(),
+        ReceiptLang::Both => title_en.into_iter().chain(title_ar).collect(),
+    };
+    for t in titles {
+        b.push(center(t, true, false));
     }
     if let Some(h) = present(&r.header) {
         b.push(center(h, false, false));
     }
     if r.reprint {
-        b.push(center("*** COPY ***", true, false));
+        b.push(center(
+            format!("*** {} ***", lang.label("COPY", "نسخة")),
+            true,
+            false,
+        ));
     }
     b.push(Block::Rule);
     let table = r
         .table
         .as_deref()
-        .map(|t| format!("Table {t}"))
+        .map(|t| format!("{} {t}", lang.label("Table", "طاولة")))
         .unwrap_or_default();
-    b.push(Block::text(columns(
-        &format!("Order {}", r.order_label),
-        &table,
-        COLUMNS,
-    )));
-    b.push(Block::text(columns(
-        &r.printed_at,
-        r.cashier.as_deref().unwrap_or(""),
-        COLUMNS,
-    )));
+    let order = format!("{} {}", lang.label("Order", "طلب"), r.order_label);
+    b.push(side_by_side(lang, order, table));
+    b.push(side_by_side(
+        lang,
+        r.printed_at.clone(),
+        r.cashier.clone().unwrap_or_default(),
+    ));
     b.push(Block::Rule);
+    b
+}
+
+/// Two texts at the two edges, the first at the reading start (the right, in Arabic).
+fn side_by_side(lang: ReceiptLang, first: String, second: String) -> Block {
+    let (left, right) = match lang {
+        ReceiptLang::Ar => (second, first),
+        _ => (first, second),
+    };
+    Block::Pair {
+        left,
+        right,
+        bold: false,
+        big: false,
+    }
+}
+
+/// The items, named in the receipt's language, with their modifiers.
+fn receipt_lines(r: &Receipt, b: &mut Vec<Block>) {
+    let m = |v: i64| money(v, r.digits);
     for l in &r.lines {
-        b.push(Block::text(columns(
-            &format!("{} x {}", l.qty, l.name_en),
-            &m(l.total),
-            COLUMNS,
-        )));
-        if let Some(ar) = present(&l.name_ar) {
+        let ar = present(&l.name_ar);
+        let name = match r.lang {
+            ReceiptLang::Ar => ar.unwrap_or(&l.name_en),
+            _ => &l.name_en,
+        };
+        let item = format!("{} x {name}", l.qty);
+        b.push(match r.lang {
+            ReceiptLang::Ar => Block::Pair {
+                left: m(l.total),
+                right: item,
+                bold: false,
+                big: false,
+            },
+            _ => Block::Pair {
+                left: item,
+                right: m(l.total),
+                bold: false,
+                big: false,
+            },
+        });
+        if let (ReceiptLang::Both, Some(ar)) = (r.lang, ar) {
             b.push(right(ar));
         }
-        if let Some(mods) = present(&l.modifiers) {
-            b.push(Block::text(format!("    + {mods}")));
+        let mods_en = present(&l.modifiers);
+        let mods_ar = present(&l.modifiers_ar);
+        let mods: Vec<&str> = match r.lang {
+            ReceiptLang::En => mods_en.into_iter().collect(),
+            ReceiptLang::Ar => mods_ar.or(mods_en).into_iter().collect(),
+            ReceiptLang::Both => mods_en.into_iter().chain(mods_ar).collect(),
+        };
+        for mods in mods {
+            if r.lang == ReceiptLang::Ar || !mods.is_ascii() {
+                b.push(right(format!("+ {mods}")));
+            } else {
+                b.push(Block::text(format!("    + {mods}")));
+            }
         }
     }
     b.push(Block::Rule);
-    b.push(Block::text(columns("Subtotal", &m(r.subtotal), COLUMNS)));
+}
+
+/// Subtotal, discount, service, VAT, the total and the payments.
+fn receipt_totals(r: &Receipt, b: &mut Vec<Block>) {
+    let lang = r.lang;
+    let m = |v: i64| money(v, r.digits);
+    b.push(lang.pair("Subtotal", "المجموع", &m(r.subtotal)));
     if r.discount != 0 {
-        b.push(Block::text(columns(
-            "Discount",
-            &format!("-{}", m(r.discount)),
-            COLUMNS,
-        )));
+        b.push(lang.pair("Discount", "الخصم", &format!("-{}", m(r.discount))));
     }
     if r.service != 0 {
-        b.push(Block::text(columns("Service", &m(r.service), COLUMNS)));
+        b.push(lang.pair("Service", "الخدمة", &m(r.service)));
     }
-    b.push(Block::text(columns("VAT", &m(r.tax), COLUMNS)));
-    b.push(Block::Text {
-        text: columns(
-            "TOTAL",
-            &format!("{} {}", r.currency, m(r.total)),
-            COLUMNS / 2,
-        ),
-        align: Align::Left,
+    b.push(lang.pair("VAT", "ضريبة القيمة المضافة", &m(r.tax)));
+    let total = format!("{} {}", r.currency, m(r.total));
+    let label = lang.label("TOTAL", "الإجمالي");
+    let (left, right) = match lang {
+        ReceiptLang::Ar => (total, label),
+        _ => (label, total),
+    };
+    b.push(Block::Pair {
+        left,
+        right,
         bold: true,
         big: true,
     });
     for p in &r.payments {
-        let label = if p.method == "cash" { "Cash" } else { "Card" };
-        b.push(Block::text(columns(label, &m(p.amount), COLUMNS)));
+        let (en, ar) = if p.method == "cash" {
+            ("Cash", "نقدًا")
+        } else {
+            ("Card", "بطاقة")
+        };
+        b.push(lang.pair(en, ar, &m(p.amount)));
         if let Some(t) = p.tendered.filter(|t| *t != p.amount) {
-            b.push(Block::text(columns("  Tendered", &m(t), COLUMNS)));
+            b.push(lang.pair("  Tendered", "المدفوع", &m(t)));
         }
         if let Some(c) = p.change.filter(|c| *c > 0) {
-            b.push(Block::text(columns("  Change", &m(c), COLUMNS)));
+            b.push(lang.pair("  Change", "الباقي", &m(c)));
         }
     }
     b.push(Block::Rule);
+}
+
+/// The QR code, the footer, the job's id, the drawer and the cut.
+fn receipt_foot(r: &Receipt, b: &mut Vec<Block>) {
+    if let Some(qr) = present(&r.qr) {
+        b.push(Block::Qr(qr.to_string()));
+    }
     if let Some(f) = present(&r.footer) {
         b.push(center(f, false, false));
     }
@@ -183,7 +321,6 @@ pub fn receipt(r: &Receipt) -> Vec<Block> {
         b.push(Block::Drawer);
     }
     b.push(Block::Cut);
-    b
 }
 
 /// A station's ticket for one round of an order.
@@ -229,6 +366,10 @@ pub fn kitchen_ticket(t: &KitchenTicket) -> Vec<Block> {
         }
         if let Some(mods) = present(&i.modifiers) {
             b.push(Block::text(format!("   + {mods}")));
+        }
+        // The cooks read either language: the modifiers in Arabic too, where the menu has it.
+        if let Some(mods) = present(&i.modifiers_ar) {
+            b.push(right(format!("+ {mods}")));
         }
         if let Some(n) = present(&i.note) {
             b.push(Block::text(format!("   ! {n}")));

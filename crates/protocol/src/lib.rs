@@ -4,6 +4,7 @@
 //! the wire format is a change here and nowhere else.
 
 pub mod defaults;
+pub mod local_time;
 pub mod metrics;
 pub mod schema;
 pub mod validate;

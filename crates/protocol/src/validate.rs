@@ -266,6 +266,7 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
                 )));
             }
             check_value(col, value).map_err(fail)?;
+            check_setting(&m.table, key, value).map_err(fail)?;
         }
         match m.action {
             Action::Insert | Action::Save => {
@@ -282,6 +283,21 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
         }
     }
     Ok(())
+}
+
+/// Settings whose values are names from a list the schema cannot spell: the time zone (an
+/// IANA name the bundled tz database knows) and the country (two capital letters).
+fn check_setting(table: &str, key: &str, value: &Value) -> Result<(), String> {
+    let (Some(text), "shop_settings") = (value.as_str(), table) else {
+        return Ok(());
+    };
+    match key {
+        "time_zone" => crate::local_time::zone(text).map(|_| ()),
+        "country" if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_uppercase()) => Err(
+            format!("country '{text}' must be an ISO 3166 code of two capital letters (SA)"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Rewrites every timestamp of a batch [`validate_batch`] accepted into its stored form.
@@ -341,6 +357,21 @@ mod tests {
                    "qty": 2, "unit_price": 1250, "created_at": "2026-11-24T12:00:00Z"}),
         );
         validate_batch(&Schema::builtin(), &b).unwrap();
+    }
+
+    #[test]
+    fn a_shop_names_a_time_zone_and_a_country_that_exist() {
+        let settings = |row: Value| batch("shop_settings", Action::Merge, row);
+        validate_batch(
+            &Schema::builtin(),
+            &settings(json!({"id": "shop", "time_zone": "Asia/Riyadh", "country": "SA"})),
+        )
+        .unwrap();
+        assert!(
+            err(settings(json!({"id": "shop", "time_zone": "Riyadh"})))
+                .contains("unknown time zone 'Riyadh'")
+        );
+        assert!(err(settings(json!({"id": "shop", "country": "sa"}))).contains("ISO 3166"));
     }
 
     #[test]

@@ -19,7 +19,10 @@ use crate::{Result, Store, StoreError, meta};
 
 /// Every (table, column) the reports read: checked against the schema when a store opens.
 pub(crate) const USED: &[(&str, &[&str])] = &[
-    ("shop_settings", &["name", "currency", "currency_digits"]),
+    (
+        "shop_settings",
+        &["name", "currency", "currency_digits", "time_zone"],
+    ),
     (
         "order_header",
         &[
@@ -159,6 +162,9 @@ pub struct Report {
     pub taken_at: String,
     pub taken_by: Option<String>,
     pub shop: Option<String>,
+    /// The shop's time zone when it was taken: its times are shown and printed in it.
+    #[serde(default)]
+    pub time_zone: Option<String>,
     pub currency: Option<String>,
     pub currency_digits: i64,
     /// Orders finished after this hub version...
@@ -235,17 +241,25 @@ pub(crate) fn compute(conn: &Connection, from_v: i64, to_v: i64) -> Result<Repor
 }
 
 fn shop_of(conn: &Connection, r: &mut Report) -> Result<()> {
-    if let Some((name, currency, digits)) = conn
+    if let Some((name, currency, digits, zone)) = conn
         .query_row(
-            "SELECT name, currency, currency_digits FROM shop_settings ORDER BY id LIMIT 1",
+            "SELECT name, currency, currency_digits, time_zone FROM shop_settings ORDER BY id LIMIT 1",
             [],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<i64>>(2)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get(3)?,
+                ))
+            },
         )
         .optional()?
     {
         r.shop = name;
         r.currency = currency;
         r.currency_digits = digits.unwrap_or(2);
+        r.time_zone = zone;
     }
     Ok(())
 }
@@ -670,10 +684,12 @@ impl Report {
             String::new(),
             String::new(),
         );
+        // The shop's local time with its offset: what staff saw, and exact.
+        let zone = capsule_protocol::local_time::zone_or_utc(self.time_zone.as_deref());
         line(
             "report",
             "taken_at",
-            &self.taken_at,
+            &capsule_protocol::local_time::with_offset(&self.taken_at, &zone),
             "",
             String::new(),
             String::new(),
