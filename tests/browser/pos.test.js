@@ -397,6 +397,25 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageHub.setViewportSize(VIEWPORT);
   });
 
+  it("shows times in the shop's time zone, whatever the device's clock is set to", async () => {
+    // A dashboard on a machine set to New York, in a shop in Riyadh (the demo's settings).
+    const ctx = await browser.newContext({ viewport: VIEWPORT, timezoneId: 'America/New_York' });
+    const page = await ctx.newPage();
+    try {
+      await page.goto(`${hub.url}/#/dashboard`);
+      const card = page.getByTestId('reports');
+      const clock = (zone) => new Date().toLocaleTimeString('en-SA', { hour: '2-digit', minute: '2-digit', timeZone: zone });
+      const before = clock('Asia/Riyadh');
+      await card.getByTestId('x-report').click();
+      const when = await card.locator('[data-testid=report-view][data-kind=X] header .muted').innerText();
+      const after = clock('Asia/Riyadh');
+      assert.ok(when.includes(before) || when.includes(after), `Riyadh's ${before}: ${when}`);
+      assert.ok(!when.includes(clock('America/New_York')), `not the device's own: ${when}`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('adds a receipt printer on the dashboard and prints the X report on it', async () => {
     // A virtual ESC/POS printer: a TCP server on 127.0.0.1 that keeps what it is sent.
     const received = [];

@@ -106,9 +106,47 @@ export function ageBand(sinceIso: string | null | undefined, now: number): 'fres
   return min >= 15 ? 'red' : min >= 8 ? 'amber' : 'fresh';
 }
 
+/**
+ * The shop's IANA time zone (from the synced settings): every time on every screen is the
+ * shop's local time, whatever the device's own clock is set to. Until it is known, or when
+ * the browser does not know it: the device's.
+ */
+let shopZone: string | undefined;
+export function setShopTimeZone(zone: string | null | undefined): void {
+  try {
+    if (zone) new Intl.DateTimeFormat('en', { timeZone: zone });
+    shopZone = zone || undefined;
+  } catch {
+    shopZone = undefined;
+  }
+}
+export function shopTimeZone(): string | undefined {
+  return shopZone;
+}
+
+/** The day of `d` in the shop's zone, as `YYYY-MM-DD` (to tell today from another day). */
+function shopDay(d: Date): string {
+  return d.toLocaleDateString('en-CA', { timeZone: shopZone });
+}
+
+/**
+ * A time as staff read it, in the shop's zone: `02:44` today, `7 Dec, 02:44` another day (a
+ * list of Z reports, an audit row, an order from last week always says which day).
+ */
 export function formatClock(ms: number | string, lang: Lang): string {
   const d = typeof ms === 'string' ? new Date(Date.parse(ms)) : new Date(ms);
-  return d.toLocaleTimeString(intlLocale(lang), { hour: '2-digit', minute: '2-digit' });
+  if (Number.isNaN(d.getTime())) return '';
+  const time: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit', timeZone: shopZone };
+  if (shopDay(d) === shopDay(new Date())) return d.toLocaleTimeString(intlLocale(lang), time);
+  return d.toLocaleString(intlLocale(lang), { ...time, day: 'numeric', month: 'short' });
+}
+
+/** A date and time with the year, in the shop's zone (an order found in the history). */
+export function formatDateTime(iso: string | null | undefined, lang: Lang): string {
+  if (!iso) return '—';
+  const d = new Date(Date.parse(iso));
+  if (Number.isNaN(d.getTime())) return '—';
+  return d.toLocaleString(intlLocale(lang), { dateStyle: 'medium', timeStyle: 'short', timeZone: shopZone });
 }
 
 /** How staff call an order: `#42`, or its provisional number (`B-7`) until the hub numbers it. */

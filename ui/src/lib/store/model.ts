@@ -26,6 +26,13 @@ export interface Settings {
   discount_reasons?: string | null;
   tax_rate_bp: number;
   service_rate_bp: number;
+  /** The shop's IANA time zone (Asia/Riyadh): every time shown and printed is local to it. */
+  time_zone?: string | null;
+  /** ISO 3166 country (SA: receipts carry the ZATCA QR code). */
+  country?: string | null;
+  receipt_title?: string | null;
+  receipt_title_ar?: string | null;
+  receipt_lang?: 'en' | 'ar' | 'both' | null;
   receipt_header: string | null;
   receipt_footer: string | null;
   updated_at: string | null;

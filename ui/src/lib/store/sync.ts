@@ -4,7 +4,7 @@ import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
 import type { Batch, Category, Clock, Job, Lockout, MenuItem, Order, Printer, Role, Settings, Shift, Staff } from './model';
-import { setMoneyUnit } from '../format';
+import { setMoneyUnit, setShopTimeZone } from '../format';
 import { setModifierNames } from '../i18n';
 
 export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock', 'lockout'] as const;
@@ -54,9 +54,13 @@ export const settings: Readable<Settings | null> = derived(
   stores.settings,
   (m) => m.get('shop')?.data ?? [...m.values()][0]?.data ?? null,
 );
-// Money is shown in the shop's currency; modifier names in the staff's language.
+// Money is shown in the shop's currency, times in its time zone; modifier names in the staff's
+// language.
 settings.subscribe((s) => {
-  if (s) setMoneyUnit(s.currency, s.currency_digits);
+  if (s) {
+    setMoneyUnit(s.currency, s.currency_digits);
+    setShopTimeZone(s.time_zone);
+  }
 });
 items.subscribe((m) => setModifierNames([...m.values()].flatMap((r) => r.data.modifiers ?? [])));
 
