@@ -381,6 +381,12 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
 
     await card.getByTestId('take-z').click();
     const form = pageHub.getByTestId('take-z-form');
+    // What is still open is said before the day is closed.
+    if (x.open_orders > 0) {
+      const warn = form.getByTestId('z-still-open');
+      await warn.waitFor({ timeout: T });
+      assert.match(await warn.innerText(), new RegExp(`${x.open_orders} orders are still open`));
+    }
     await form.locator('input').fill('Karim');
     await form.locator('button[type=submit]').click();
     const z = card.locator('[data-testid=report-view][data-kind=Z]');

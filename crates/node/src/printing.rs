@@ -410,6 +410,11 @@ pub fn queue_receipt(
     Ok(out)
 }
 
+/// `text` of a deduction, with a minus unless it is zero.
+fn minus(text: String, amount: i64) -> String {
+    if amount > 0 { format!("-{text}") } else { text }
+}
+
 /// An X or Z report as the receipt printer prints it (and as its PDF shows it).
 pub fn report_blocks(r: &Report) -> Vec<Block> {
     let d = u32::try_from(r.currency_digits.clamp(0, 3)).unwrap_or(2);
@@ -445,7 +450,8 @@ pub fn report_blocks(r: &Report) -> Vec<Block> {
         line("Guests", r.guests.to_string()),
         line("Items", r.items.to_string()),
         line("Gross sales", m(r.gross_sales)),
-        line("Discounts", format!("-{}", m(r.discounts))),
+        // A minus only before an amount: no "-0.00".
+        line("Discounts", minus(m(r.discounts), r.discounts)),
         line("Net sales", m(r.net_sales)),
         line("Service", m(r.service)),
         line("VAT", m(r.tax)),

@@ -348,7 +348,8 @@ fn render_report(r: Report, format: &ReportFormat) -> Result<Response, ApiError>
                         format!("attachment; filename=\"{name}\""),
                     ),
                 ],
-                r.to_csv(),
+                // A byte-order mark: Excel reads the file as UTF-8 (Arabic names intact).
+                format!("\u{feff}{}", r.to_csv()),
             )
                 .into_response())
         }
