@@ -55,7 +55,9 @@ describe('the shop elects a new hub', { timeout: 120000 }, () => {
       return s.hub_node_id === (await status(manager)).node_id && s.state === 'online';
     });
     const page = await browser.newPage({ viewport: { width: 1366, height: 820 } });
-    await page.goto(`${till.url}/#/till`);
+    // Opened at the till's own address, as its desktop app does: it shows the till.
+    await page.goto(`${till.url}/`);
+    await page.locator('.shell[data-screen=till]').waitFor({ timeout: 15000 });
     await page.waitForSelector('[data-testid=conn-state][data-state=online]', { timeout: 15000 });
     assert.match(await page.getByTestId('hub-name').innerText(), /Manager PC/);
 
@@ -67,6 +69,9 @@ describe('the shop elects a new hub', { timeout: 120000 }, () => {
     assert.match(await page.getByTestId('node-info').innerText(), /hub/i);
     // Detection within 3 s, on screen within 2 s of that.
     assert.ok(shown < 5000, `the new hub showed ${shown} ms after the kill`);
+    // Its node is the hub now (the header says so), and the cashier's screen is still the
+    // till, not the dashboard.
+    assert.equal(await page.locator('.shell').getAttribute('data-screen'), 'till');
     await page.screenshot({ path: join(SHOTS, 'failover-new-hub-en.png') });
 
     // The cashier sells on: the till, now hub, takes the write itself.
