@@ -303,8 +303,28 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
     });
     // The till sells on meanwhile.
     till.apply(&[("pos_shift", "merge", json!({"id": shift, "updated_at": T}))]);
-    // Power back on: the copy prints, once.
+    // The till told the shop: the manager's dashboard (the hub) knows the counter printer is
+    // down from the till, and why.
+    let state_at_hub = || {
+        hub.get("/api/tables/printer_status").1["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["printer_id"] == "p-counter")
+            .cloned()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the printer's state at the hub",
+        || state_at_hub().is_some_and(|r| r["ok"] == false && r["error"].is_string()),
+    );
+    // Power back on and Retry (the cashier's button): the copy prints, once.
     let back = VirtualPrinter::on(TcpListener::bind(("127.0.0.1", off_port)).unwrap());
+    let job = waiting()["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (code, body) = till.post_raw(&format!("/api/print/jobs/{job}/retry"), "{}");
+        assert!(code == 200 || code == 404, "{code} {body}");
+    }
     let copy = back.wait_for(1).remove(0);
     assert!(texts(&copy).contains(&"*** COPY ***".to_string()));
     assert!(
@@ -316,12 +336,37 @@ fn tickets_and_receipts_print_once_each_and_wait_for_a_printer_that_is_off() {
     });
     assert_eq!(back.received.lock().unwrap().len(), 1);
     assert_eq!(counter.received.lock().unwrap().len(), 1);
+    assert_eq!(
+        till.post_raw(&format!("/api/print/jobs/{job}/retry"), "{}")
+            .0,
+        404,
+        "a printed job is not printed again"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the printer's recovery at the hub",
+        || state_at_hub().is_some_and(|r| r["ok"] == true),
+    );
+    // A test page, as the manager setting a printer up prints it.
+    let (code, q) = till.post_raw("/api/printers/p-counter/test", r#"{"request_id":"t-1"}"#);
+    assert_eq!(code, 200, "{q}");
+    let test = back.wait_for(2).remove(1);
+    assert!(
+        texts(&test).contains(&"Counter".to_string()),
+        "{:?}",
+        texts(&test)
+    );
+    assert_eq!(
+        till.post_raw("/api/printers/nope/test", r#"{"request_id":"t-2"}"#)
+            .0,
+        404
+    );
     assert_eq!(till.post_raw("/api/reports/x/print", "{}").0, 400);
 
     // The X report on the counter printer, as the manager prints it at the end of a shift.
     let (code, q) = till.post_raw("/api/reports/x/print", r#"{"request_id":"x-1"}"#);
     assert_eq!(code, 200, "{q}");
-    let x = back.wait_for(2).remove(1);
+    let x = back.wait_for(3).remove(2);
     let t = texts(&x);
     assert!(t.contains(&"X REPORT".to_string()), "{t:?}");
     let x_total = till.get("/api/reports/x").1["total"].as_i64().unwrap();

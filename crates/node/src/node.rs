@@ -76,7 +76,7 @@ pub struct NodeConfig {
     /// write, and after three times this long in office (no flapping during a rush).
     pub handback_quiet: std::time::Duration,
     /// Wakes this node's print sender when a job is queued.
-    pub print_wake: Arc<tokio::sync::Notify>,
+    pub print_wake: Arc<crate::printing::PrintDesk>,
     /// This node's side of pairing (its identity is set at start).
     pub pairing: Arc<crate::pairing::Pairing>,
     /// Printer addresses a manager allowed off the shop's LAN (`--allow-printer`).
@@ -112,7 +112,7 @@ impl NodeConfig {
             shop: "shop".into(),
             advertise: None,
             handback_quiet: std::time::Duration::from_secs(10),
-            print_wake: Arc::new(tokio::sync::Notify::new()),
+            print_wake: Arc::new(crate::printing::PrintDesk::default()),
             pairing: Arc::default(),
             allowed_printers: Vec::new(),
             client: capsule_replica::PeerClient::plain(),
@@ -211,6 +211,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
         .clone()
         .unwrap_or_else(|| default_prefix(store.node_id()));
     trust.staff.set_node_name(&node_name);
+    config.print_wake.set_node_name(&node_name);
     config.pairing.set_identity(
         &trust,
         node_name,
@@ -415,7 +416,7 @@ pub(crate) async fn open_store(
 pub(crate) struct HubParts {
     pub hub: Arc<Hub>,
     pub backup: Option<Arc<std::sync::Mutex<BackupStatus>>>,
-    pub print_wake: Arc<tokio::sync::Notify>,
+    pub print_wake: Arc<crate::printing::PrintDesk>,
     pub pairing: Arc<crate::pairing::Pairing>,
 }
 
@@ -491,7 +492,7 @@ pub(crate) struct FollowerParts {
     pub mutations: MutationHandler,
     pub extra: ExtraMetrics,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub print_wake: Arc<tokio::sync::Notify>,
+    pub print_wake: Arc<crate::printing::PrintDesk>,
     pub pairing: Arc<crate::pairing::Pairing>,
 }
 

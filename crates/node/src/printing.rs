@@ -573,7 +573,129 @@ async fn send(policy: &PrinterPolicy, address: &str, bytes: &[u8]) -> Result<(),
 
 /// Sends queued jobs one at a time, oldest first; a failed job waits and is tried again
 /// (1 s, 2 s, 4 s ... 30 s) while the others keep their turn.
-pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<PrinterPolicy>) {
+/// This node's printing state that its routes and its sender share: the sender's wake-up,
+/// and what it last knew of each printer, which it reports to the shop when it changes (a
+/// `printer_status` row, through the node's own write path as its latest router has it).
+#[derive(Default)]
+pub struct PrintDesk {
+    wake: Notify,
+    reach: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    writer: std::sync::Mutex<Option<capsule_server::api::MutationHandler>>,
+    node_name: std::sync::OnceLock<String>,
+}
+
+impl std::fmt::Debug for PrintDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrintDesk(..)")
+    }
+}
+
+impl PrintDesk {
+    /// Wakes the sender: a job was queued or retried.
+    pub fn notify_one(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The node's write path (each router sets its own when it is built: the latest wins).
+    pub fn set_writer(&self, writer: capsule_server::api::MutationHandler) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
+    }
+
+    /// The name staff know this node by, in the states it reports.
+    pub fn set_node_name(&self, name: &str) {
+        let _ = self.node_name.set(name.to_string());
+    }
+
+    /// Notes a try at `printer_id`; when the printer became reachable or unreachable from
+    /// here, tells the shop.
+    fn note(&self, node_id: &str, printer_id: &str, result: &Result<(), String>) {
+        let ok = result.is_ok();
+        let changed = self
+            .reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(printer_id.to_string(), ok)
+            != Some(ok);
+        // A printer first reached is news to nobody: only a failure, or a recovery, is told.
+        let first_ok = ok && !changed;
+        if !changed || first_ok {
+            return;
+        }
+        let Some(write) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let error: Option<String> = result.as_ref().err().map(|e| e.chars().take(300).collect());
+        let row = serde_json::json!({
+            "id": format!("{node_id}:{printer_id}"),
+            "printer_id": printer_id,
+            "node_id": node_id,
+            "node_name": self.node_name.get(),
+            "ok": ok,
+            "error": error,
+            "since": capsule_protocol::now_rfc3339(),
+        });
+        let batch = capsule_protocol::MutationBatch {
+            mutations: vec![capsule_protocol::Mutation {
+                mid: uuid::Uuid::now_v7().to_string(),
+                table: "printer_status".into(),
+                action: capsule_protocol::Action::Save,
+                row: serde_json::from_value(row).unwrap_or_default(),
+                base: None,
+                by: None,
+            }],
+            source: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = write(batch, String::new()).await {
+                tracing::warn!("a printer's state was not reported: {e:?}");
+            }
+        });
+    }
+}
+
+/// Queues a test page on printer `printer_id` (its name, this node, the time): a manager
+/// setting a printer up sees it print, or why not.
+pub fn queue_test(store: &Store, printer_id: &str, request: &str) -> Result<Queued, StoreError> {
+    let mut out = Queued::default();
+    let printer = store.pull("printer", printer_id, Some("header"))?.payload;
+    let zone = shop_zone(&shop_row(store)?);
+    let name = printer
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let blocks = vec![
+        Block::Text {
+            text: name.to_string(),
+            align: Align::Center,
+            bold: true,
+            big: true,
+        },
+        Block::Text {
+            text: "Test print / اختبار الطباعة".into(),
+            align: Align::Center,
+            bold: false,
+            big: false,
+        },
+        Block::text(columns(
+            &local_time::now_label(&zone),
+            printer.get("address").and_then(Value::as_str).unwrap_or(""),
+            COLUMNS,
+        )),
+        Block::Cut,
+    ];
+    let mut row = printer.clone();
+    row.insert("id".into(), Value::from(printer_id));
+    let id = job_id(&["test", printer_id, request]);
+    enqueue(store, &mut out, &row, &id, "test", name, &blocks)?;
+    Ok(out)
+}
+
+pub async fn run_sender(store: Arc<Store>, desk: Arc<PrintDesk>, policy: Arc<PrinterPolicy>) {
     loop {
         let s = store.clone();
         let due = match tokio::task::spawn_blocking(move || {
@@ -597,8 +719,9 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<Printe
             PrintDue::Job(id, printer_id, queued_address, bytes) => {
                 // The printer's address as it is now: a corrected address helps queued jobs.
                 let s = store.clone();
+                let looked_up = printer_id.clone();
                 let address = tokio::task::spawn_blocking(move || {
-                    s.pull("printer", &printer_id, Some("header"))
+                    s.pull("printer", &looked_up, Some("header"))
                         .ok()
                         .and_then(|p| {
                             p.payload
@@ -612,6 +735,7 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<Printe
                 .flatten()
                 .unwrap_or(queued_address);
                 let result = send(&policy, &address, &bytes).await;
+                desk.note(store.node_id(), &printer_id, &result);
                 let s = store.clone();
                 let _ = tokio::task::spawn_blocking(move || match result {
                     Ok(()) => s.print_done(&id),
@@ -632,7 +756,7 @@ pub async fn run_sender(store: Arc<Store>, wake: Arc<Notify>, policy: Arc<Printe
                     }
                     None => Duration::from_secs(3600),
                 };
-                let _ = tokio::time::timeout(wait, wake.notified()).await;
+                let _ = tokio::time::timeout(wait, desk.wake.notified()).await;
             }
         }
     }

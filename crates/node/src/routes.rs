@@ -29,6 +29,8 @@ use serde_json::{Value, json};
         print_receipt,
         reprint_tickets,
         print_jobs,
+        print_retry,
+        print_test,
         x_report,
         find_orders,
         z_list,
@@ -113,15 +115,17 @@ struct CommandState {
     /// A till's outbox drain, woken when the manager retries a refused write.
     outbox: Option<Arc<Outbox>>,
     /// This node's print sender, woken when a job is queued.
-    print_wake: Arc<tokio::sync::Notify>,
+    print_wake: Arc<crate::printing::PrintDesk>,
 }
 
 pub fn router(
     store: Arc<Store>,
     mutations: MutationHandler,
     outbox: Option<Arc<Outbox>>,
-    print_wake: Arc<tokio::sync::Notify>,
+    print_wake: Arc<crate::printing::PrintDesk>,
 ) -> Router {
+    // The printers' states go through this router's write path (the node's current one).
+    print_wake.set_writer(mutations.clone());
     Router::new()
         .route("/api/orders", get(find_orders))
         .route("/api/orders/{id}/send-to-kitchen", post(send_to_kitchen))
@@ -130,6 +134,8 @@ pub fn router(
         .route("/api/orders/{id}/receipt", post(print_receipt))
         .route("/api/batches/{id}/tickets", post(reprint_tickets))
         .route("/api/print/jobs", get(print_jobs))
+        .route("/api/print/jobs/{id}/retry", post(print_retry))
+        .route("/api/printers/{id}/test", post(print_test))
         .route("/api/reports/x", get(x_report))
         .route("/api/reports/x/print", post(print_x))
         .route("/api/reports/z", get(z_list).post(take_z))
@@ -319,6 +325,49 @@ async fn print_jobs(State(s): State<CommandState>) -> Result<Json<Value>, ApiErr
     let store = s.store.clone();
     let jobs = tokio::task::spawn_blocking(move || store.print_jobs(100)).await??;
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `POST /api/print/jobs/{id}/retry`: tries a job that has not printed again now (the
+/// cashier's Retry once the printer is back); it prints once however often it is retried.
+#[utoipa::path(post, path = "/api/print/jobs/{id}/retry", tag = "printing", params(("id" = String, Path)),
+    responses((status = 200, description = "`{retried: id}`", body = Object),
+              (status = 404, description = "no such job waiting (it printed, or never was)", body = ErrorBody)))]
+async fn print_retry(
+    State(s): State<CommandState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = s.store.clone();
+    let job = id.clone();
+    let found = tokio::task::spawn_blocking(move || store.print_retry_now(&job)).await??;
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no print job '{id}' is waiting (it printed, or never was)"),
+        ));
+    }
+    s.print_wake.notify_one();
+    Ok(Json(json!({ "retried": id })))
+}
+
+/// `POST /api/printers/{id}/test` `{"request_id"}`: a test page on that printer (needs
+/// `settings.edit` in a shop with staff).
+#[utoipa::path(post, path = "/api/printers/{id}/test", tag = "printing", params(("id" = String, Path)),
+    request_body = PrintRequest,
+    responses((status = 200, body = crate::printing::Queued), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn print_test(
+    State(s): State<CommandState>,
+    stamp: Stamp,
+    Path(id): Path<String>,
+    body: Result<Json<PrintRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::printing::Queued>, ApiError> {
+    stamp.require(&s.store, "settings.edit").await?;
+    let request = print_request(body)?
+        .ok_or_else(|| ApiError::bad_request("a test print needs its request_id"))?;
+    queue_and_wake(&s, move |store| {
+        crate::printing::queue_test(store, &id, &request)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -98,6 +98,8 @@ pub const ROUTES: &[(Method, &str, Access)] = &[
         Access::Till,
     ),
     (Method::POST, "/api/orders/{id}/receipt", Access::Till),
+    (Method::POST, "/api/print/jobs/{id}/retry", Access::Till),
+    (Method::POST, "/api/printers/{id}/test", Access::Till),
     (Method::GET, "/api/orders/{id}/timeline", Access::Till),
     (Method::GET, "/api/audit", Access::Manager),
     (Method::POST, "/api/batches/{id}/tickets", Access::Till),

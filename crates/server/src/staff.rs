@@ -365,11 +365,16 @@ impl Stamp {
         }
     }
 
-    /// Refuses a screen's write to a table only the nodes write (the lockouts they report):
+    /// Refuses a screen's write to a table only the nodes write (the lockouts and printer
+    /// states they report):
     /// a screen could otherwise raise false alarms, or hide a guesser's.
     pub fn refuse_node_tables(&self, batch: &MutationBatch) -> Result<(), ApiError> {
         let ours = !(self.relayed_by_device || (self.anonymous && batch.source.is_some()));
-        match batch.mutations.iter().find(|m| m.table == "staff_lockout") {
+        match batch
+            .mutations
+            .iter()
+            .find(|m| matches!(m.table.as_str(), "staff_lockout" | "printer_status"))
+        {
             Some(m) if ours => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("'{}' is written by the shop's nodes only", m.table),

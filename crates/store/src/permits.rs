@@ -142,8 +142,10 @@ const TABLES: &[(&str, Option<&str>)] = &[
     ("staff_pin", Some("staff.edit")),
     ("staff_role", Some("staff.roles")),
     ("device", None),
-    // Written by the node that locked a login out (a screen may not: the API refuses it).
+    // Written by the node that locked a login out, or that lost or found a printer (a screen
+    // may not: the API refuses it).
     ("staff_lockout", None),
+    ("printer_status", None),
 ];
 
 /// Order statuses an order is finished in.

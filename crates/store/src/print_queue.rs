@@ -213,6 +213,21 @@ impl Store {
         Ok(())
     }
 
+    /// Tries a waiting or given-up job again now (the cashier's Retry): `false` when there is
+    /// no such job or it has printed. It keeps its id, so it prints once however often it is
+    /// retried.
+    pub fn print_retry_now(&self, id: &str) -> Result<bool> {
+        let n = self.writer().execute(
+            // A job given up gets a new day to print in.
+            "UPDATE _print_job SET next_at = ?2,
+                 created_at = CASE WHEN state = 'expired' THEN ?2 ELSE created_at END,
+                 state = 'pending'
+             WHERE id = ?1 AND state IN ('pending', 'expired')",
+            params![id, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// How many times a job has been tried (0 for a new one): the sender's backoff.
     pub fn print_attempts(&self, id: &str) -> Result<i64> {
         self.with_reader(|c| {
