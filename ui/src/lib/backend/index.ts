@@ -177,7 +177,7 @@ export const api = {
     }),
   // State changes always carry a JSON body: nodes refuse other content types (cross-site forms).
   sendToKitchen: (orderId: string) =>
-    call<{ batch_id: string; results: MutationResult[] }>(
+    call<{ batch_id: string; results: MutationResult[]; print?: PrintQueued }>(
       'POST',
       `/api/orders/${encodeURIComponent(orderId)}/send-to-kitchen`,
       {},
@@ -196,6 +196,9 @@ export const api = {
       request_id: requestId,
     }),
   printJobs: () => call<{ jobs: PrintJob[] }>('GET', '/api/print/jobs'),
+  retryPrint: (id: string) => call<{ retried: string }>('POST', `/api/print/jobs/${encodeURIComponent(id)}/retry`, {}),
+  testPrinter: (id: string, requestId: string) =>
+    call<PrintQueued>('POST', `/api/printers/${encodeURIComponent(id)}/test`, { request_id: requestId }),
   devices: () => call<{ devices: Device[] }>('GET', '/api/devices'),
   /** A browser asks to pair: the code it shows for a manager to approve. */
   askToPair: (name: string, role: ScreenRole) =>

@@ -332,7 +332,7 @@ export interface PrintJob {
   printer_id: string;
   printer: string;
   address: string;
-  kind: 'receipt' | 'kitchen' | 'report';
+  kind: 'receipt' | 'kitchen' | 'report' | 'test';
   about: string;
   created_at: string;
   state: 'pending' | 'done' | 'expired';

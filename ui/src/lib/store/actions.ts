@@ -4,6 +4,7 @@ import { newId as uuid } from '../ids';
 import { touch } from './sync';
 import type { Batch, Category, Job, JobStatus, MenuItem, Modifier, Order, OrderLine, OrderType, Settings } from './model';
 import { splitModifiers, toggleModifier } from './model';
+import { watchPrint } from './printing';
 
 const now = () => new Date().toISOString();
 
@@ -157,6 +158,7 @@ export async function deleteLine(line: OrderLine): Promise<void> {
 export async function sendToKitchen(orderId: string): Promise<string> {
   const r = await api.sendToKitchen(orderId);
   touch('order', orderId, ['status', 'lines']);
+  if (r.print) watchPrint(r.print, 'print_ticket');
   return r.batch_id;
 }
 
@@ -235,15 +237,58 @@ export { uuid as newId };
 export async function printReceipt(orderId: string, copy = false): Promise<void> {
   const r = await api.printReceipt(orderId, copy ? uuid() : undefined);
   if (copy && r.skipped.length) throw new Error(r.skipped.join('; '));
+  // Followed until it prints: a printer that is off shows here, with Retry; a copy confirms.
+  watchPrint(r, 'print_receipt', copy);
 }
 
 /** A round's kitchen tickets again, marked as a reprint. */
 export async function reprintTickets(batchId: string): Promise<void> {
   const r = await api.reprintTickets(batchId, uuid());
   if (r.skipped.length && !r.queued.length) throw new Error(r.skipped.join('; '));
+  watchPrint(r, 'print_ticket', true);
 }
 
 export async function savePrinter(row: Record<string, unknown> & { id: string }, insert: boolean): Promise<void> {
   await api.mutate([{ table: 'printer', action: insert ? 'insert' : 'merge', row: { ...row, updated_at: now() } }]);
   touch('printer', row.id, ['header']);
+}
+
+/**
+ * An item off the menu. The core deletes an entity's child rows with it (its modifiers go
+ * too); orders already rung up keep their lines, which copied the item's name and price.
+ */
+export async function deleteItem(id: string): Promise<void> {
+  await api.mutate([{ table: 'menu_item', action: 'delete', row: { id } }]);
+  touch('item', id, ['header', 'availability', 'modifiers']);
+}
+
+/** A menu category: added, renamed or moved; only the columns named are written. */
+export async function saveCategory(row: Partial<Category> & { id: string }, insert: boolean): Promise<void> {
+  await api.mutate([{ table: 'menu_category', action: insert ? 'insert' : 'merge', row: { ...row, updated_at: now() } }]);
+  touch('category', row.id, ['header']);
+}
+
+/** New positions of categories (lowest first), in one write so the order never shows half done. */
+export async function sortCategories(rows: { id: string; sort: number }[]): Promise<void> {
+  if (!rows.length) return;
+  const ts = now();
+  await api.mutate(rows.map((r) => ({ table: 'menu_category', action: 'merge' as const, row: { id: r.id, sort: r.sort, updated_at: ts } })));
+  for (const r of rows) touch('category', r.id, ['header']);
+}
+
+/** An empty category off the menu (the editor refuses one that still has items). */
+export async function deleteCategory(id: string): Promise<void> {
+  await api.mutate([{ table: 'menu_category', action: 'delete', row: { id } }]);
+  touch('category', id, ['header']);
+}
+
+/** A modifier of an item (a child row of the item): added or changed. */
+export async function saveModifier(row: Partial<Modifier> & { id: string; item_id: string }, insert: boolean): Promise<void> {
+  await api.mutate([{ table: 'menu_modifier', action: insert ? 'insert' : 'merge', row }]);
+  touch('item', row.item_id, ['modifiers']);
+}
+
+export async function deleteModifier(mod: { id: string; item_id: string }): Promise<void> {
+  await api.mutate([{ table: 'menu_modifier', action: 'delete', row: { id: mod.id, item_id: mod.item_id } }]);
+  touch('item', mod.item_id, ['modifiers']);
 }
