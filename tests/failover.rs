@@ -319,6 +319,15 @@ fn restart_after_z(demo: bool, pruned: bool) {
     let till_args = ["--priority", "1", "--handback-quiet-ms", "300"];
     let till = shop.start(1, "Till 1", &till_args);
     wait_for_hub(&manager, &[&till], Duration::from_secs(20));
+    // The elected hub says where its backups go (the dashboard's Backups card reads it), and
+    // each node its name.
+    let manager_status = status(&manager);
+    assert_eq!(manager_status["backup"]["dir"], backups, "{manager_status}");
+    assert_eq!(manager_status["name"], "Manager PC");
+    assert!(
+        status(&till)["backup"].is_null(),
+        "a follower has no backups of its own"
+    );
     let shift = new_id();
     if !demo {
         manager.apply(&[(

@@ -31,6 +31,8 @@ struct View {
     hub_stream: Option<Stream>,
     peers: Vec<PeerStatus>,
     hub_change: Option<HubChange>,
+    /// While hub with `--backup-dir`: its scheduled backups' state.
+    backup: Option<Arc<std::sync::Mutex<capsule_protocol::BackupStatus>>>,
 }
 
 enum Active {
@@ -121,6 +123,10 @@ pub(crate) async fn start(
         config.priority,
         device_id.to_string(),
         roster,
+        config
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::node::default_prefix(store.node_id())),
     );
     let (target_tx, target) = HubTarget::channel();
     let control = Control::new(
@@ -260,6 +266,7 @@ impl Controller {
             view.hub_node_id = Some(self.store.node_id().to_string());
             view.hub_url = None;
             view.hub_stream = Some(parts.hub.stream.clone());
+            view.backup = parts.backup.clone();
             view.hub_change = Some(HubChange {
                 term: claim.term,
                 hub_node_id: self.store.node_id().to_string(),
@@ -407,6 +414,7 @@ fn status_handler(
     priority: i64,
     device_id: String,
     roster: capsule_trust::Roster,
+    name: String,
 ) -> StatusHandler {
     Arc::new(move || {
         let v = view.lock().unwrap_or_else(|p| p.into_inner());
@@ -426,7 +434,11 @@ fn status_handler(
             pending,
             rejected,
             offline_since: if is_hub { None } else { l.offline_since },
-            backup: None,
+            backup: v
+                .backup
+                .as_ref()
+                .filter(|_| is_hub)
+                .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             term: v.term,
             priority,
             mesh: Some(v.role.into()),
@@ -436,6 +448,7 @@ fn status_handler(
             device_id: Some(device_id.clone()),
             paired: roster.is_paired(),
             link_error: if is_hub { None } else { l.last_error },
+            name: Some(name.clone()),
         }
     })
 }

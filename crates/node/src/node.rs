@@ -214,7 +214,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
     config.print_wake.set_node_name(&node_name);
     config.pairing.set_identity(
         &trust,
-        node_name,
+        node_name.clone(),
         match config.role {
             Role::Hub | Role::Auto => "hub-eligible",
             Role::Till => "till",
@@ -284,6 +284,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let backup_state = parts.backup.clone();
                 let device_id = device_id.clone();
                 let roster = trust.roster.clone();
+                let name = node_name.clone();
                 let status: StatusHandler = Arc::new(move || NodeStatus {
                     node_id: node_id.clone(),
                     role: "hub".into(),
@@ -306,6 +307,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
                     device_id: Some(device_id.clone()),
                     paired: roster.is_paired(),
                     link_error: None,
+                    name: Some(name.clone()),
                 });
                 with_ui(parts.router(&store, status), config.ui_dir.as_deref())
             }
@@ -332,6 +334,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
                 let light = config.light;
                 let device_id = device_id.clone();
                 let roster = trust.roster.clone();
+                let name = node_name.clone();
                 let status: StatusHandler = Arc::new(move || {
                     let l = link.get();
                     let (pending, rejected) = status_store.outbox_counts().unwrap_or_default();
@@ -359,6 +362,7 @@ pub async fn start(mut config: NodeConfig) -> anyhow::Result<RunningNode> {
                         device_id: Some(device_id.clone()),
                         paired: roster.is_paired(),
                         link_error: l.last_error,
+                        name: Some(name.clone()),
                     }
                 });
                 let router = parts.router(&store, status);

@@ -458,6 +458,9 @@ pub struct NodeStatus {
     /// admitting this device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_error: Option<String>,
+    /// The name staff know this node by ("Till 2", "Manager PC").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Which term a hub serves and what it took over: a follower whose data came from the hub and
