@@ -82,6 +82,13 @@ describe('a receipt printer that is off', () => {
     await page.getByTestId('open-orders').waitFor({ timeout: T });
     await page.locator('[data-code=G05]').click();
     await page.getByTestId('ticket').locator('[data-line=G05]').waitFor({ timeout: T });
+    // An item rung up by mistake comes off the ticket again (a new line is deleted).
+    await page.locator('[data-code=C01]').click();
+    const hummus = page.getByTestId('ticket').locator('[data-line=C01]');
+    await hummus.waitFor({ timeout: T });
+    await hummus.click();
+    await page.getByTestId('line-editor').getByRole('button', { name: 'Remove' }).click();
+    await hummus.waitFor({ state: 'detached', timeout: T });
     await page.getByTestId('pay').click();
     const dlg = page.getByTestId('payment-dialog');
     await dlg.waitFor({ timeout: T });

@@ -31,6 +31,8 @@ export interface NodeStatus {
   paired?: boolean;
   /** A follower's last failure while offline (the hub unreachable or not admitting it). */
   link_error?: string;
+  /** The name staff know this node by ("Till 2"). */
+  name?: string;
 }
 
 /** A device of the shop's roster (GET /api/devices): no keys, no certificates. */

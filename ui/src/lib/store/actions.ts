@@ -151,7 +151,8 @@ export async function toggleLineModifier(line: OrderLine, mod: Modifier, offered
 }
 
 export async function deleteLine(line: OrderLine): Promise<void> {
-  await api.mutate([{ table: 'order_line', action: 'delete', row: { id: line.id, order_id: line.order_id } }]);
+  // A delete names the row only (the node refuses any other column): it knows the order.
+  await api.mutate([{ table: 'order_line', action: 'delete', row: { id: line.id } }]);
   touch('order', line.order_id, ['lines', 'totals']);
 }
 
@@ -253,6 +254,12 @@ export async function savePrinter(row: Record<string, unknown> & { id: string },
   touch('printer', row.id, ['header']);
 }
 
+/** A printer taken out: its waiting jobs stay on their nodes and fail with a clear error. */
+export async function deletePrinter(id: string): Promise<void> {
+  await api.mutate([{ table: 'printer', action: 'delete', row: { id } }]);
+  touch('printer', id, ['header']);
+}
+
 /**
  * An item off the menu. The core deletes an entity's child rows with it (its modifiers go
  * too); orders already rung up keep their lines, which copied the item's name and price.
@@ -288,7 +295,8 @@ export async function saveModifier(row: Partial<Modifier> & { id: string; item_i
   touch('item', row.item_id, ['modifiers']);
 }
 
+/** A modifier off its item (a delete names the row's id only; the node refuses other columns). */
 export async function deleteModifier(mod: { id: string; item_id: string }): Promise<void> {
-  await api.mutate([{ table: 'menu_modifier', action: 'delete', row: { id: mod.id, item_id: mod.item_id } }]);
+  await api.mutate([{ table: 'menu_modifier', action: 'delete', row: { id: mod.id } }]);
   touch('item', mod.item_id, ['modifiers']);
 }

@@ -93,6 +93,17 @@ export interface Lockout {
   until: string;
 }
 
+/** Whether a node reaches a printer, as that node last reported it. */
+export interface PrinterState {
+  id: string;
+  printer_id: string;
+  node_id: string;
+  node_name?: string | null;
+  ok: boolean;
+  error?: string | null;
+  since: string;
+}
+
 export interface Clock {
   id: string;
   staff_id: string;

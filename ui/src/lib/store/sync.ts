@@ -3,11 +3,11 @@ import { writable, derived, get, type Readable } from 'svelte/store';
 import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
-import type { Batch, Category, Clock, Job, Lockout, MenuItem, Order, Printer, Role, Settings, Shift, Staff } from './model';
+import type { Batch, Category, Clock, Job, Lockout, MenuItem, Order, Printer, PrinterState, Role, Settings, Shift, Staff } from './model';
 import { setMoneyUnit, setShopTimeZone } from '../format';
 import { setModifierNames } from '../i18n';
 
-export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock', 'lockout'] as const;
+export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock', 'lockout', 'printerstatus'] as const;
 export type Entity = (typeof ENTITIES)[number];
 
 const DEBOUNCE_MS = 50;
@@ -28,6 +28,7 @@ const stores = {
   role: writable(new Map<string, EntityRec<Role>>()),
   clock: writable(new Map<string, EntityRec<Clock>>()),
   lockout: writable(new Map<string, EntityRec<Lockout>>()),
+  printerstatus: writable(new Map<string, EntityRec<PrinterState>>()),
 };
 
 export const orders: Readable<Map<string, EntityRec<Order>>> = stores.order;
@@ -44,6 +45,8 @@ export const roles: Readable<Map<string, EntityRec<Role>>> = stores.role;
 export const clocks: Readable<Map<string, EntityRec<Clock>>> = stores.clock;
 /** The last PIN lockout each node reported per member of staff (wrong PINs guessed). */
 export const lockouts: Readable<Map<string, EntityRec<Lockout>>> = stores.lockout;
+/** Whether each node reaches each printer, as the nodes report it when it changes. */
+export const printerStates: Readable<Map<string, EntityRec<PrinterState>>> = stores.printerstatus;
 /** Active staff by name: who may log in at this screen. */
 export const activeStaff: Readable<Staff[]> = derived(stores.staff, (m) =>
   [...m.values()].map((r) => r.data).filter((s) => s.active !== false).sort((a, b) => a.name.localeCompare(b.name)),
@@ -86,6 +89,27 @@ export const menu: Readable<{ category: Category; items: MenuItem[] }[]> = deriv
 
 /** This node's /api/status, refreshed every second; null until the first answer. */
 export const status = writable<NodeStatus | null>(null);
+/**
+ * The names staff know the shop's nodes by, by node id: this node's own, the mesh's (each
+ * node gossips its name), and the names nodes put on what they report (printer states, PIN
+ * lockouts). `nodeName(id)` answers with the name, else the start of the id.
+ */
+export const nodeNames: Readable<Map<string, string>> = derived(
+  [status, stores.printerstatus, stores.lockout],
+  ([s, states, locks]) => {
+    const names = new Map<string, string>();
+    for (const r of [...states.values(), ...locks.values()]) {
+      if (r.data.node_name) names.set(r.data.node_id, r.data.node_name);
+    }
+    for (const p of s?.peers ?? []) if (p.name) names.set(p.node_id, p.name);
+    if (s?.name) names.set(s.node_id, s.name);
+    return names;
+  },
+);
+export const nodeName: Readable<(id: string | null | undefined) => string> = derived(
+  nodeNames,
+  (names) => (id: string | null | undefined) => (id ? (names.get(id) ?? id.slice(0, 8)) : ''),
+);
 /** False while the node itself does not answer (the UI's own link, not the till-hub link). */
 export const nodeReachable = writable(true);
 /** The frame stream (WebSocket or IPC) is connected. */
