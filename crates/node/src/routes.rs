@@ -372,11 +372,12 @@ async fn print_test(
 
 #[derive(Deserialize)]
 struct ReportFormat {
-    /// `csv` for a spreadsheet; JSON otherwise.
+    /// `csv` for a spreadsheet, `pdf` for an A4 report, `slip` for the printed slip as a
+    /// PDF; JSON otherwise.
     format: Option<String>,
 }
 
-/// Renders off the async workers: a PDF rasterises every line.
+/// Renders off the async workers: a PDF shapes every line (the slip rasterises it).
 async fn report_response(r: Report, format: ReportFormat) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(move || render_report(r, &format)).await?
 }
@@ -407,32 +408,119 @@ fn render_report(r: Report, format: &ReportFormat) -> Result<Response, ApiError>
                 Some(n) => format!("z-report-{n}.pdf"),
                 None => "x-report.pdf".into(),
             };
-            // The PDF is the printed report, so paper and file always agree.
+            // An A4 report with real text (searchable, Arabic shaped), for the manager's desk.
+            let bytes = capsule_print::report_pdf(&report_sheet(&r))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(pdf_response(&name, bytes))
+        }
+        Some("slip") => {
+            let name = match r.number {
+                Some(n) => format!("z-report-{n}-slip.pdf"),
+                None => "x-report-slip.pdf".into(),
+            };
+            // The slip the receipt printer prints, as a picture of the 80 mm paper.
             let bytes = capsule_print::encode(&crate::printing::report_blocks(&r))
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             let elements = capsule_print::decode(&bytes)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "application/pdf".to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{name}\""),
-                    ),
-                ],
-                capsule_print::render_pdf(&elements),
-            )
-                .into_response())
+            Ok(pdf_response(&name, capsule_print::render_pdf(&elements)))
         }
         Some(other) => Err(ApiError::bad_request(format!(
-            "format '{other}' is not one of json, csv, pdf"
+            "format '{other}' is not one of json, csv, pdf, slip"
         ))),
+    }
+}
+
+fn pdf_response(name: &str, bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The report's figures as the A4 PDF takes them (the print crate does not know the store).
+fn report_sheet(r: &Report) -> capsule_print::ReportSheet {
+    use capsule_print::{SheetMethod, SheetSales, SheetShift, SheetStaff};
+    let sales = |rows: &[capsule_store::SalesRow]| -> Vec<SheetSales> {
+        rows.iter()
+            .map(|x| SheetSales {
+                name_en: x.name_en.clone(),
+                name_ar: x.name_ar.clone(),
+                qty: x.qty,
+                amount: x.amount,
+            })
+            .collect()
+    };
+    capsule_print::ReportSheet {
+        number: r.number,
+        shop: r.shop.clone().unwrap_or_default(),
+        taken_at: r.taken_at.clone(),
+        time_zone: r.time_zone.clone(),
+        taken_by: r.taken_by.clone(),
+        currency: r.currency.clone().unwrap_or_default(),
+        currency_digits: u32::try_from(r.currency_digits.clamp(0, 3)).unwrap_or(2),
+        orders: r.orders,
+        guests: r.guests,
+        items: r.items,
+        gross_sales: r.gross_sales,
+        discounts: r.discounts,
+        net_sales: r.net_sales,
+        service: r.service,
+        tax: r.tax,
+        total: r.total,
+        paid: r.paid,
+        by_method: (r.by_method.iter())
+            .map(|m| SheetMethod {
+                method: m.method.clone(),
+                count: m.count,
+                amount: m.amount,
+            })
+            .collect(),
+        void_orders: r.void_orders,
+        void_orders_amount: r.void_orders_amount,
+        void_lines: r.void_lines,
+        void_lines_amount: r.void_lines_amount,
+        open_orders: r.open_orders,
+        open_orders_amount: r.open_orders_amount,
+        by_category: sales(&r.by_category),
+        by_item: sales(&r.by_item),
+        shifts: (r.shifts.iter())
+            .map(|s| SheetShift {
+                cashier: s.cashier.clone(),
+                opened_at: s.opened_at.clone(),
+                closed_at: s.closed_at.clone(),
+                opening_float: s.opening_float,
+                cash_sales: s.cash_sales,
+                card_sales: s.card_sales,
+                expected_cash: s.expected_cash,
+                counted_cash: s.counted_cash,
+                difference: s.difference,
+            })
+            .collect(),
+        staff: (r.by_staff.iter())
+            .map(|p| SheetStaff {
+                name: p.name.clone(),
+                name_ar: p.name_ar.clone(),
+                payments: p.payments,
+                amount: p.amount,
+                worked_s: p.worked_s,
+                break_s: p.break_s,
+                clocked_in: p.clocked_in,
+            })
+            .collect(),
     }
 }
 
 /// `GET /api/reports/x`: the shift so far (since the last Z), from this node's data.
 #[utoipa::path(get, path = "/api/reports/x", tag = "reports",
-    params(("format" = Option<String>, Query, description = "json (default), csv or pdf")),
+    params(("format" = Option<String>, Query, description = "json (default), csv, pdf (A4) or slip (the printed slip as a PDF)")),
     responses((status = 200, body = Report), (status = 400, body = ErrorBody)))]
 async fn x_report(
     State(s): State<CommandState>,
@@ -519,7 +607,7 @@ async fn find_orders(
 
 /// `GET /api/reports/z/{number}`: a Z report exactly as it was taken.
 #[utoipa::path(get, path = "/api/reports/z/{number}", tag = "reports",
-    params(("number" = i64, Path, minimum = 1, maximum = 1_000_000_000), ("format" = Option<String>, Query, description = "json (default), csv or pdf")),
+    params(("number" = i64, Path, minimum = 1, maximum = 1_000_000_000), ("format" = Option<String>, Query, description = "json (default), csv, pdf (A4) or slip (the printed slip as a PDF)")),
     responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn z_get(
     State(s): State<CommandState>,

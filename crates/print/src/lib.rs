@@ -6,13 +6,20 @@
 //! (`fonts/`), rasterised, and sent as a raster image (`GS v 0`). ASCII lines go as text in the
 //! printer's own font. [`decode`] reads the bytes back (the tests' virtual printer, the
 //! dashboard's preview) and [`render_png`] draws them as the paper would look.
+//!
+//! [`report_pdf()`] is the other way an X or Z report leaves the node: an A4 PDF with real text
+//! (selectable, searchable, Arabic shaped), for the manager's desk rather than the printer.
 
 mod decode;
+mod report_pdf;
 mod shape;
 mod tickets;
 mod zatca;
 
 pub use decode::{Element, decode, render, render_pdf, render_png};
+pub use report_pdf::{
+    A4_POINTS, ReportSheet, SheetMethod, SheetSales, SheetShift, SheetStaff, report_pdf,
+};
 pub use shape::{Bitmap, raster_line, text_width, wrap};
 pub use tickets::{
     KitchenTicket, Payment, Receipt, ReceiptLang, ReceiptLine, TicketItem, kitchen_ticket, receipt,
@@ -83,6 +90,8 @@ impl Block {
 pub enum PrintError {
     #[error("ESC/POS encoding failed: {0}")]
     Encode(String),
+    #[error("PDF writing failed: {0}")]
+    Pdf(String),
 }
 
 /// Collects what the printer would be sent (escpos writes through a driver).

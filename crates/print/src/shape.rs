@@ -7,7 +7,7 @@ use unicode_bidi::BidiInfo;
 use crate::Align;
 
 /// Noto Sans Arabic (SIL OFL 1.1, `fonts/LICENSE-Noto.txt`).
-static ARABIC: &[u8] = include_bytes!("../fonts/NotoSansArabic-Regular.ttf");
+pub(crate) static ARABIC: &[u8] = include_bytes!("../fonts/NotoSansArabic-Regular.ttf");
 /// DejaVu Sans Mono (`fonts/LICENSE-DejaVu.txt`): Latin runs, digits, and previews of the
 /// printer's own text.
 pub(crate) static MONO: &[u8] = include_bytes!("../fonts/DejaVuSansMono.ttf");
@@ -144,7 +144,7 @@ fn layout(f: &Faces<'_>, text: &str, height: u32) -> (Vec<Placed>, f32) {
 
 /// `s` cut into stretches (in logical order) each drawn with one font: Arabic letters with
 /// the Arabic font, everything else with the Latin one; spaces go with the stretch before.
-fn font_segments(s: &str) -> Vec<(&str, bool)> {
+pub(crate) fn font_segments(s: &str) -> Vec<(&str, bool)> {
     let mut out: Vec<(&str, bool)> = Vec::new();
     let mut start = 0;
     let mut current: Option<bool> = None;
@@ -178,7 +178,12 @@ pub fn text_width(text: &str, height: u32) -> f32 {
 /// than the paper on its own is broken between characters): nothing runs off the paper.
 pub fn wrap(text: &str, height: u32, width: u32) -> Vec<String> {
     let f = faces(height);
-    let fits = |s: &str| layout(&f, s, height).1 <= width as f32;
+    wrap_with(text, |s| layout(&f, s, height).1 <= width as f32)
+}
+
+/// `text` broken at spaces into lines that each pass `fits` (a word that does not on its own
+/// is broken between characters).
+pub(crate) fn wrap_with(text: &str, fits: impl Fn(&str) -> bool) -> Vec<String> {
     if fits(text) {
         return vec![text.to_string()];
     }
