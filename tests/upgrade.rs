@@ -94,6 +94,7 @@ async fn a_till_follows_a_hub_that_has_no_batch_pull() {
         device_id: None,
         paired: false,
         link_error: None,
+        name: None,
     });
     let seen = Arc::new(Seen::default());
     let router = hub

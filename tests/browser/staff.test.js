@@ -131,6 +131,8 @@ describe('staff', () => {
     await form.waitFor({ timeout: T });
     assert.equal(await form.locator('input[name=cashier]').inputValue(), 'Mona');
     await form.getByRole('button').click();
+    // A small till keeps its open orders in a panel over the menu.
+    await pos.getByTestId('orders-toggle').click();
     await pos.getByTestId('new-order').click();
     const ticket = pos.getByTestId('ticket');
     await pos.locator('[data-code=G05]').click();

@@ -254,10 +254,17 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
     } else {
         "dine_in"
     };
+    // A takeaway has no table: the screens name it by its type, in their language.
+    let table = if kind == "takeaway" {
+        Value::Null
+    } else {
+        json!(o.table)
+    };
     muts.push(Mutation::new(
         "order_header",
         Action::Insert,
-        json!({"id": order, "order_no": o.no, "shift_id": shift, "node_id": "demo-till-1", "table_label": o.table,
+        json!({"id": order, "order_no": o.no, "shift_id": shift, "node_id": "demo-till-1",
+               "table_label": table,
                "order_type": kind, "guests": 2, "opened_by": "Mona", "opened_at": at, "currency": settings["currency"],
                "tax_rate_bp": settings["tax_rate_bp"],
                "service_rate_bp": if kind == "dine_in" { settings["service_rate_bp"].clone() } else { json!(0) }}),
@@ -288,7 +295,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
         "job_order_batch",
         Action::Insert,
         json!({"id": batch, "order_id": order, "batch_no": 1, "kind": "initial", "order_no": o.no,
-               "table_label": o.table, "created_at": at}),
+               "table_label": table, "created_at": at}),
     ));
     let mut stations: Vec<&str> = lines
         .iter()
@@ -303,7 +310,7 @@ fn order_mutations(muts: &mut Vec<Mutation>, shift: &str, o: &DemoOrder) -> Stri
             "job_order_header",
             Action::Insert,
             json!({"id": job, "order_id": order, "batch_id": batch, "station": station, "order_no": o.no,
-                   "table_label": o.table, "created_at": at}),
+                   "table_label": table, "created_at": at}),
         ));
         for (line, item, qty, note) in lines
             .iter()

@@ -2,8 +2,21 @@
 
 export type Lang = 'en' | 'ar';
 
+/** The digits Arabic screens show (the shop's setting): one style on every screen. */
+let arabicDigits = true;
+export function setArabicDigits(style: string | null | undefined): void {
+  arabicDigits = style !== 'latin';
+}
+
 export function intlLocale(lang: Lang): string {
-  return lang === 'ar' ? 'ar-SA' : 'en-SA';
+  if (lang !== 'ar') return 'en-SA';
+  return arabicDigits ? 'ar-SA' : 'ar-SA-u-nu-latn';
+}
+
+/** `text`'s Latin digits in the screen's digit style (Arabic-Indic on an Arabic screen). */
+export function localDigits(text: string, lang: Lang): string {
+  if (lang !== 'ar' || !arabicDigits) return text;
+  return text.replace(/[0-9]/g, (d) => String.fromCharCode(0x0660 + Number(d)));
 }
 
 const moneyFmts = new Map<string, Intl.NumberFormat>();
@@ -30,7 +43,7 @@ export function formatMoney(
   digits = unit.digits,
 ): string {
   if (minor === null || minor === undefined || !Number.isFinite(minor)) return '—';
-  const key = `${lang}:${currency}:${digits}`;
+  const key = `${intlLocale(lang)}:${currency}:${digits}`;
   let f = moneyFmts.get(key);
   if (!f) {
     f = new Intl.NumberFormat(intlLocale(lang), {
@@ -59,8 +72,9 @@ export function minorToDecimalString(minor: number, digits = unit.digits): strin
 /** Plain number in the locale's digits. */
 export function formatNumber(n: number | null | undefined, lang: Lang): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '—';
-  let f = numFmts.get(lang);
-  if (!f) numFmts.set(lang, (f = new Intl.NumberFormat(intlLocale(lang), { maximumFractionDigits: 2 })));
+  const locale = intlLocale(lang);
+  let f = numFmts.get(locale);
+  if (!f) numFmts.set(locale, (f = new Intl.NumberFormat(locale, { maximumFractionDigits: 2 })));
   return f.format(n);
 }
 
@@ -88,8 +102,12 @@ export function parseMoney(text: string, digits = unit.digits): number | null {
   return Number.isSafeInteger(minor) ? minor : null;
 }
 
-/** Minutes and seconds since an RFC 3339 time: "3:07", "12:45", "1:02:03". */
-export function formatAge(sinceIso: string | null | undefined, now: number): string {
+/** Minutes and seconds since an RFC 3339 time: "3:07", "12:45", "1:02:03" (in `lang`'s digits). */
+export function formatAge(sinceIso: string | null | undefined, now: number, lang: Lang = 'en'): string {
+  return localDigits(age(sinceIso, now), lang);
+}
+
+function age(sinceIso: string | null | undefined, now: number): string {
   if (!sinceIso) return '';
   const ms = Math.max(0, now - Date.parse(sinceIso));
   const s = Math.floor(ms / 1000);

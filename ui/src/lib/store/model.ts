@@ -33,6 +33,8 @@ export interface Settings {
   receipt_title?: string | null;
   receipt_title_ar?: string | null;
   receipt_lang?: 'en' | 'ar' | 'both' | null;
+  /** The digits Arabic screens show. */
+  arabic_digits?: 'arabic' | 'latin' | null;
   receipt_header: string | null;
   receipt_footer: string | null;
   updated_at: string | null;

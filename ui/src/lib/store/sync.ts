@@ -4,7 +4,7 @@ import { api, subscribe, frameBytesReceived, ApiError } from '../backend';
 import type { BatchPull, Frame, NodeStatus, Schema, CapsuleSignal } from '../backend';
 import { EntityCache, PullPlan, SeqGate, shapeFromSchema, type EntityRec } from './merge';
 import type { Batch, Category, Clock, Job, Lockout, MenuItem, Order, Printer, PrinterState, Role, Settings, Shift, Staff } from './model';
-import { setMoneyUnit, setShopTimeZone } from '../format';
+import { setArabicDigits, setMoneyUnit, setShopTimeZone } from '../format';
 import { setModifierNames } from '../i18n';
 
 export const ENTITIES = ['order', 'job', 'batch', 'shift', 'settings', 'category', 'item', 'printer', 'staff', 'role', 'clock', 'lockout', 'printerstatus'] as const;
@@ -63,6 +63,7 @@ settings.subscribe((s) => {
   if (s) {
     setMoneyUnit(s.currency, s.currency_digits);
     setShopTimeZone(s.time_zone);
+    setArabicDigits(s.arabic_digits);
   }
 });
 items.subscribe((m) => setModifierNames([...m.values()].flatMap((r) => r.data.modifiers ?? [])));
