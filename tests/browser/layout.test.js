@@ -164,6 +164,38 @@ describe('layouts at the till sizes and the kitchen TV, en and ar', () => {
     }
   });
 
+  it('bumps a ticket of a one-tap station straight to ready', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    try {
+      await page.goto(`${hub.url}/#/kds`);
+      await page.locator('article.job').first().waitFor({ timeout: T });
+      // The grill station, set to one tap on this screen (the choice stays on the device).
+      await page.locator('.station-btn[data-station=grill]').click();
+      await page.getByTestId('one-tap').click();
+      assert.equal(await page.getByTestId('one-tap').getAttribute('aria-pressed'), 'true');
+      const { rows } = await (await fetch(`${hub.url}/api/tables/job_order_header`)).json();
+      const queued = rows.find((r) => r.station === 'grill' && r.status === 'queued');
+      assert.ok(queued, 'the demo has a queued grill ticket');
+      const card = page.locator('article.job[data-station=grill]').filter({ hasText: `#${queued.order_no}` }).first();
+      await card.getByTestId('bump').click();
+      const deadline = Date.now() + T;
+      let job;
+      while (Date.now() < deadline) {
+        job = (await (await fetch(`${hub.url}/api/entities/job/${queued.id}`)).json()).payload;
+        if (job.status === 'ready') break;
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      assert.equal(job.status, 'ready', 'one tap: queued to ready');
+      assert.ok(job.started_at && job.ready_at);
+      await page.reload();
+      await page.getByTestId('one-tap').waitFor({ timeout: T });
+      assert.equal(await page.getByTestId('one-tap').getAttribute('aria-pressed'), 'true', 'kept on this screen');
+      await page.getByTestId('one-tap').click();
+    } finally {
+      await page.close();
+    }
+  });
+
   for (const [w, h] of SIZES) {
     it(`fits ${w}x${h}`, async () => {
       const page = await browser.newPage({ viewport: { width: w, height: h } });

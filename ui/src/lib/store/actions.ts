@@ -197,7 +197,11 @@ export async function setJobStatus(job: Job, status: JobStatus): Promise<void> {
     row.started_at = job.started_at ?? ts;
     row.ready_at = null;
   }
-  if (status === 'ready') row.ready_at = ts;
+  if (status === 'ready') {
+    row.ready_at = ts;
+    // Straight from the queue (a one-tap station): it was started when it was finished.
+    if (!job.started_at) row.started_at = ts;
+  }
   await api.mutate([{ table: 'job_order_header', action: 'merge', row: row as { id: string } }]);
   touch('job', job.id, ['status', 'progress']);
 }
