@@ -245,6 +245,14 @@ describe('layouts at the till sizes and the kitchen TV, en and ar', () => {
           await page.getByTestId('menu-editor').waitFor({ timeout: T });
           await page.screenshot({ path: join(SHOTS, `layout-dashboard-${tag}.png`) });
           found.push(...(await check(page, `dashboard ${tag}`, '.shell')));
+          // The dashboard opens on the day; the node's details are on Diagnostics.
+          await page.getByTestId('day').waitFor({ timeout: T });
+          await page.goto(`${hub.url}/#/diagnostics`);
+          await page.getByTestId('node-status').waitFor({ timeout: T });
+          await page.screenshot({ path: join(SHOTS, `layout-diagnostics-${tag}.png`) });
+          found.push(...(await check(page, `diagnostics ${tag}`, '.shell')));
+          await page.goto(`${hub.url}/#/dashboard`);
+          await page.getByTestId('menu-editor').waitFor({ timeout: T });
           await page.getByTestId('menu-editor').scrollIntoViewIfNeeded();
           await page.screenshot({ path: join(SHOTS, `layout-menu-${tag}.png`) });
           found.push(...(await check(page, `menu editor ${tag}`, '[data-testid=menu-editor]')));

@@ -112,7 +112,7 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
 
   it('defaults to the till on a till and the dashboard on the hub', async () => {
     await pageHub.goto(`${hub.url}/`);
-    await pageHub.getByTestId('node-status').waitFor({ timeout: T });
+    await pageHub.getByTestId('day').waitFor({ timeout: T });
     await pageA.goto(`${tillA.url}/`);
     await pageA.getByTestId('open-shift-form').waitFor({ timeout: T });
     await shotBoth(pageA, 'till-open-shift');
@@ -344,17 +344,21 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageB.locator('[data-code=C01][data-available=true]').waitFor({ timeout: T });
   });
 
-  it('renders the hub dashboard with status and counters', async () => {
+  it('renders the hub dashboard with the day, and the diagnostics with status and counters', async () => {
+    // The dashboard opens on the day: sales so far, what is open, alerts.
     await pageHub.goto(`${hub.url}/#/dashboard`);
+    await pageHub.getByTestId('day').waitFor({ timeout: T });
+    await pageHub.getByTestId('stat-open-orders').filter({ hasText: /[1-9]/ }).waitFor({ timeout: T });
+    await pageHub.getByTestId('day-sales').filter({ hasText: /[1-9]/ }).waitFor({ timeout: T });
+    // An unpaired shop says it is open to anyone on its network, and offers to add a device.
+    await pageHub.getByTestId('devices').filter({ hasText: /No device is paired yet/i }).waitFor({ timeout: T });
+    await pageHub.getByTestId('add-device').waitFor({ timeout: T });
+    await pageHub.getByTestId('open-diagnostics').click();
     const st = pageHub.getByTestId('node-status');
     await st.waitFor({ timeout: T });
     assert.match(await st.innerText(), /hub/i);
     await pageHub.waitForFunction(() => Number(document.querySelector('[data-testid=status-seq]')?.textContent?.replace(/\D/g, '') || 0) > 0, null, { timeout: T });
-    await pageHub.getByTestId('stat-open-orders').waitFor({ timeout: T });
     await pageHub.getByTestId('server-metrics').waitFor({ timeout: T });
-    // An unpaired shop says it is open to anyone on its network, and offers to add a device.
-    await pageHub.getByTestId('devices').filter({ hasText: /No device is paired yet/i }).waitFor({ timeout: T });
-    await pageHub.getByTestId('add-device').waitFor({ timeout: T });
     // the connected nodes table: the hub first, then both tills (as they report every 2 s)
     const tillIds = await Promise.all([tillA, tillB].map(async (n) => (await (await fetch(`${n.url}/api/status`)).json()).node_id));
     const rows = pageHub.getByTestId('nodes-table').getByTestId('node-row');
@@ -365,6 +369,9 @@ describe('Capsule POS in a browser', { timeout: 170000 }, () => {
     await pageHub.waitForTimeout(4500); // a few samples for the charts
     // the screen scrolls inside the app shell: a tall viewport shows every chart
     await pageHub.setViewportSize({ width: VIEWPORT.width, height: 1400 });
+    await shotBoth(pageHub, 'diagnostics');
+    await pageHub.goto(`${hub.url}/#/dashboard`);
+    await pageHub.getByTestId('day').waitFor({ timeout: T });
     await shotBoth(pageHub, 'dashboard');
   });
 

@@ -105,6 +105,13 @@ describe('a receipt printer that is off', () => {
     await setLang(page, 'ar');
     await page.screenshot({ path: join(SHOTS, 'print-failed-1024-ar-rtl.png') });
     await setLang(page, 'en');
+    // The manager's dashboard opens on the day with the alert, saying what to do.
+    const dash = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await dash.goto(`${hub.url}/#/dashboard`);
+    const alert = dash.locator('[data-testid=alert][data-kind=printer]');
+    await alert.waitFor({ timeout: T });
+    assert.match(await alert.innerText(), /Printer Counter is not reached from .*\n.*Check it is switched on/s);
+    await dash.getByTestId('day').screenshot({ path: join(SHOTS, 'day-printer-down-en.png') });
     const box = await failed.getByTestId('print-retry').boundingBox();
     assert.ok(box && box.x >= 0 && box.x + box.width <= 1024 && box.y + box.height <= 768, 'Retry is on screen');
 
@@ -125,6 +132,9 @@ describe('a receipt printer that is off', () => {
       assert.equal(receipts.length, 1, JSON.stringify(receipts));
       assert.equal(receipts[0].state, 'done');
       assert.equal(printer.received.length, 1, 'the receipt printed once');
+      // The printer is back: the alert goes.
+      await alert.waitFor({ state: 'detached', timeout: T });
+      await dash.close();
     } finally {
       await printer.close();
     }

@@ -260,7 +260,7 @@ def case_hub(wd, display, tmp):
     state = wd.wait("the dashboard with the demo's open orders, online",
                     PAGE_STATE.replace("return {", "const r = {") +
                     "return r.screen === 'dashboard' && document.querySelector("
-                    "'[data-testid=node-status]') && /[1-9]/.test((document.querySelector("
+                    "'[data-testid=day]') && /[1-9]/.test((document.querySelector("
                     "'[data-testid=stat-open-orders]') || {}).textContent || '') && "
                     "r.conn === 'online' ? r : null;")
     usable = time.time() - t0

@@ -1,7 +1,7 @@
 import { readable } from 'svelte/store';
 
-export type Route = '' | 'home' | 'till' | 'kds' | 'expo' | 'dashboard';
-const ROUTES: Route[] = ['home', 'till', 'kds', 'expo', 'dashboard'];
+export type Route = '' | 'home' | 'till' | 'kds' | 'expo' | 'dashboard' | 'diagnostics';
+const ROUTES: Route[] = ['home', 'till', 'kds', 'expo', 'dashboard', 'diagnostics'];
 
 function current(): Route {
   if (typeof location === 'undefined') return '';
