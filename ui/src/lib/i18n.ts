@@ -390,6 +390,9 @@ const en = {
   no_printers: 'No printers yet: kitchen tickets show on the kitchen screens only.',
   test_print: 'Test',
   categories: 'Categories',
+  mode_legacy: 'rows',
+  mode_both: 'both',
+  mode_capsule: 'capsules',
   day_title: 'Today',
   diagnostics: 'Diagnostics',
   day_sales: 'Sales so far',
@@ -641,7 +644,7 @@ const ar: Record<Key, string> = {
   printers: 'الطابعات',
   print_jobs: 'مهام الطباعة',
   add_printer: 'إضافة طابعة',
-  address: 'العنوان (host:port)',
+  address: 'العنوان (المضيف:المنفذ)',
   drawer: 'درج النقود',
   role_receipt: 'إيصالات',
   role_kitchen: 'مطبخ',
@@ -811,7 +814,7 @@ const ar: Record<Key, string> = {
   backup_error: 'فشلت المحاولة الأخيرة',
   backup_where: 'المجلد',
   backup_schedule: 'كل · المحفوظ',
-  backup_off: 'النسخ المجدولة متوقفة (شغّل المركز مع ‎--backup-dir DIR)',
+  backup_off: 'النسخ المجدولة متوقفة (شغّل المركز مع الخيار ‎--backup-dir‎ ومجلد)',
   shop_now: 'الخدمة الآن',
   open_orders_n: 'طلبات مفتوحة',
   in_kitchen: 'مهام المطبخ الجارية',
@@ -889,6 +892,9 @@ const ar: Record<Key, string> = {
   no_printers: 'لا توجد طابعات بعد: تظهر تذاكر المطبخ على شاشات المطبخ فقط.',
   test_print: 'اختبار',
   categories: 'الفئات',
+  mode_legacy: 'صفوف',
+  mode_both: 'كلاهما',
+  mode_capsule: 'كبسولات',
   day_title: 'اليوم',
   diagnostics: 'التشخيص',
   day_sales: 'المبيعات حتى الآن',
@@ -1035,4 +1041,11 @@ export function setModifierNames(mods: { name_en: string; name_ar?: string | nul
 
 export function modifierLabel(l: Lang, m: string): string {
   return l === 'ar' ? (modAr.get(m) ?? m) : m;
+}
+
+/** A kitchen station by the name staff use in `lang` (`st_grill`), else as the shop typed it. */
+export function stationName(translate: (k: Key) => string, station: string): string {
+  const k = `st_${station}` as Key;
+  const l = translate(k);
+  return l === k ? station : l;
 }
