@@ -571,6 +571,14 @@ fn a_receipt_in_riyadh_prints_the_local_day_and_a_zatca_qr_code() {
                "modifier_price": modifier["price"], "created_at": T})),
     ]);
     let riyadh = capsule_protocol::local_time::zone("Asia/Riyadh").unwrap();
+    // The X names its business day: Riyadh's date, a day starting at 04:00 (the default).
+    let day = || {
+        capsule_protocol::local_time::business_date(&capsule_protocol::now_rfc3339(), &riyadh, 4)
+            .unwrap()
+    };
+    let (first, x, last) = (day(), hub.get("/api/reports/x").1, day());
+    let named = x["business_date"].as_str().unwrap_or_default();
+    assert!(named == first || named == last, "{named} ({first})");
     let before = capsule_protocol::local_time::now_label(&riyadh);
     let (code, sent) = hub.post_raw(&format!("/api/orders/{order}/send-to-kitchen"), "{}");
     assert_eq!(code, 200, "{sent}");

@@ -268,7 +268,12 @@ def case_hub(wd, display, tmp):
     assert state["role"] and state["role"].strip().upper() == "HUB", f"header role: {state['role']!r}"
     open_orders = wd.js("return document.querySelector('[data-testid=stat-open-orders]').textContent")
     assert re.search(r"[1-9]", open_orders or ""), f"demo hub shows no open orders: {open_orders!r}"
-    assert "tauri" in state["text"], "the dashboard does not report the tauri transport"
+    # The node's details (the stream's transport among them) are on the Diagnostics page.
+    wd.js("location.hash = '#/diagnostics';")
+    wd.wait("the diagnostics page reporting the tauri transport",
+            "const s = document.querySelector('[data-testid=node-status]');"
+            "return s && /tauri/.test(s.innerText) ? true : null;")
+    wd.js("location.hash = '#/dashboard';")
     info = wd.js_async(NODE_INFO)
     assert isinstance(info, dict) and info.get("role") == "hub", f"node_info: {info!r}"
     assert info["url"].startswith("http://127.0.0.1:"), f"node_info url: {info!r}"

@@ -102,16 +102,23 @@ fn modifiers_ar(store: &Store, item_code: Option<&str>, modifiers: Option<&str>)
 /// The ZATCA phase-1 QR code's text for a paid order, for a shop in Saudi Arabia with a VAT
 /// number (`None` elsewhere).
 fn zatca(shop: &Value, order: &Value, digits: u32) -> Option<String> {
-    if shop["country"].as_str() != Some("SA") {
+    // A tax invoice is for a paid order (a bill before it carries none).
+    if shop["country"].as_str() != Some("SA")
+        || !matches!(order["status"].as_str(), Some("paid" | "closed"))
+    {
         return None;
     }
     let vat_number = shop["tax_number"]
         .as_str()
         .filter(|t| !t.trim().is_empty())?;
-    // Issued when it was paid (its status time), else now.
-    let issued = order["closed_at"]
-        .as_str()
-        .or(order["updated_at"].as_str())
+    // Issued when it was paid: its last payment's time, the same on every copy.
+    let issued = order["payments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["paid_at"].as_str())
+        .max()
+        .or(order["closed_at"].as_str())
         .map(str::to_string)
         .unwrap_or_else(capsule_protocol::now_rfc3339);
     Some(capsule_print::zatca_qr(&capsule_print::ZatcaInvoice {
@@ -445,6 +452,10 @@ pub fn report_blocks(r: &Report) -> Vec<Block> {
             r.taken_by.as_deref().unwrap_or(""),
             COLUMNS,
         )),
+        Block::text(format!(
+            "Business day {}",
+            r.business_date.as_deref().unwrap_or("-")
+        )),
         Block::Rule,
         line("Orders", r.orders.to_string()),
         line("Guests", r.guests.to_string()),
@@ -616,9 +627,9 @@ impl PrintDesk {
             .unwrap_or_else(|e| e.into_inner())
             .insert(printer_id.to_string(), ok)
             != Some(ok);
-        // A printer first reached is news to nobody: only a failure, or a recovery, is told.
-        let first_ok = ok && !changed;
-        if !changed || first_ok {
+        // Told when it changes, and once after each start (a node restarted after its printer
+        // was reported down says it is back): at most a row per printer and node start.
+        if !changed {
             return;
         }
         let Some(write) = self

@@ -382,6 +382,23 @@ async fn report_response(r: Report, format: ReportFormat) -> Result<Response, Ap
     tokio::task::spawn_blocking(move || render_report(r, &format)).await?
 }
 
+/// A Z taken before the shop had a time zone setting is shown in the zone it has now (as the
+/// screens show it), not in UTC.
+fn with_shop_zone(store: &Store, mut r: Report) -> Report {
+    if r.time_zone.is_none() {
+        r.time_zone = store
+            .table_rows("shop_settings")
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| {
+                row.get("time_zone")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            });
+    }
+    r
+}
+
 fn render_report(r: Report, format: &ReportFormat) -> Result<Response, ApiError> {
     match format.format.as_deref() {
         None | Some("json") => Ok(Json(r).into_response()),
@@ -616,7 +633,10 @@ async fn z_get(
 ) -> Result<Response, ApiError> {
     let number = z_number(&number)?;
     let store = s.store.clone();
-    let r = tokio::task::spawn_blocking(move || store.z_report(number)).await??;
+    let r = tokio::task::spawn_blocking(move || {
+        store.z_report(number).map(|r| with_shop_zone(&store, r))
+    })
+    .await??;
     report_response(r, f).await
 }
 
@@ -655,7 +675,11 @@ async fn print_z(
     let request =
         print_request(body)?.ok_or_else(|| ApiError::bad_request("printing needs a request_id"))?;
     queue_and_wake(&s, move |store| {
-        crate::printing::queue_report(store, &store.z_report(number)?, &request)
+        crate::printing::queue_report(
+            store,
+            &with_shop_zone(store, store.z_report(number)?),
+            &request,
+        )
     })
     .await
 }

@@ -53,6 +53,17 @@ pub fn with_offset(utc: &str, tz: &TimeZone) -> String {
     }
 }
 
+/// The business day a moment belongs to (`2026-12-07`): its date in `tz`, a day that starts
+/// at `start_hour` local time (a Z at 02:30 with days starting at 04:00 closes the 6th's).
+pub fn business_date(utc: &str, tz: &TimeZone, start_hour: i64) -> Option<String> {
+    let t = utc.parse::<Timestamp>().ok()?;
+    let shifted = t
+        .to_zoned_datetime(tz.clone())
+        .checked_sub(jiff::SignedDuration::from_hours(start_hour.clamp(0, 23)))
+        .ok()?;
+    Some(shifted.strftime("%Y-%m-%d").to_string())
+}
+
 /// A stored UTC time to the second, as ZATCA's QR code wants it (`2026-12-06T23:44:00Z`).
 pub fn utc_seconds(utc: &str) -> String {
     match utc.parse::<Timestamp>() {
@@ -81,6 +92,15 @@ mod tests {
         let london = zone("Europe/London").unwrap();
         assert_eq!(label("2026-07-01T12:00:00Z", &london), "2026-07-01 13:00");
         assert!(zone("Mars/Olympus").is_err());
+        // A Z at 02:44 on the 7th, days starting at 04:00: the 6th's business day.
+        assert_eq!(
+            business_date("2026-12-06T23:44:00Z", &riyadh, 4).as_deref(),
+            Some("2026-12-06")
+        );
+        assert_eq!(
+            business_date("2026-12-07T02:00:00Z", &riyadh, 4).as_deref(),
+            Some("2026-12-07")
+        );
         assert_eq!(
             label("2026-12-06T23:44:00Z", &zone_or_utc(Some("Mars/Olympus"))),
             "2026-12-06 23:44"

@@ -225,6 +225,9 @@ pub fn validate_batch(schema: &Schema, batch: &MutationBatch) -> Result<(), Vali
             {
                 return Err(fail("by.menu_price is not a price".into()));
             }
+            if by.menu_modifiers.as_ref().is_some_and(|m| m.len() > 500) {
+                return Err(fail("by.menu_modifiers is too long".into()));
+            }
             if let Some(at) = &by.at {
                 canonical_timestamp(at).map_err(|e| fail(format!("by.at {e}")))?;
             }

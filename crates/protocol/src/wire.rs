@@ -186,8 +186,9 @@ pub struct Mutation {
 /// node serving the screen stamps it from the screen's staff session (whatever the screen
 /// sent is replaced); a paired device forwarding its writes vouches for it, and every node
 /// that applies the write checks the permission again (`capsule_store::permits`).
+// Unknown fields are ignored, not refused: a newer node's stamp (a field added later) must
+// not get its writes set aside by an older hub during a shop's upgrade, one machine at a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Actor {
     /// A `staff` id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,8 +214,13 @@ pub struct Actor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub menu_price: Option<i64>,
     /// The menu's price of the line's chosen modifiers (per unit), stamped beside `menu_price`.
+    /// Its presence says the serving node priced the line at all (an older node did not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub menu_modifier_price: Option<i64>,
+    /// The modifiers (`a; b`) `menu_modifier_price` was read for: a line whose modifiers are
+    /// others by the time the write is applied (a write sent beside it) is judged unpriced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub menu_modifiers: Option<String>,
 }
 
 /// Reads a JSON object into a [`Row`], refusing a key that appears twice.

@@ -349,6 +349,8 @@ pub struct Stamp {
     actor: Option<Actor>,
     /// The caller is another node forwarding writes it already stamped.
     relayed_by_device: bool,
+    /// The caller is a paired device (a kitchen screen too), not a screen.
+    from_device: bool,
     anonymous: bool,
 }
 
@@ -369,7 +371,8 @@ impl Stamp {
     /// states they report):
     /// a screen could otherwise raise false alarms, or hide a guesser's.
     pub fn refuse_node_tables(&self, batch: &MutationBatch) -> Result<(), ApiError> {
-        let ours = !(self.relayed_by_device || (self.anonymous && batch.source.is_some()));
+        // Any paired device forwarding its own node's reports (a kitchen screen's lockouts too).
+        let ours = !(self.from_device || (self.anonymous && batch.source.is_some()));
         match batch
             .mutations
             .iter()
@@ -410,10 +413,11 @@ impl Stamp {
                 .collect::<Result<Vec<_>, capsule_store::StoreError>>()
         })
         .await??;
-        for (i, (unit, modifiers)) in priced {
+        for (i, menu) in priced {
             if let Some(by) = batch.mutations[i].by.as_mut() {
-                by.menu_price = unit;
-                by.menu_modifier_price = Some(modifiers);
+                by.menu_price = menu.unit;
+                by.menu_modifier_price = Some(menu.modifiers);
+                by.menu_modifiers = Some(menu.modifier_names);
             }
         }
         Ok(())
@@ -494,6 +498,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Stamp {
                 caller,
                 Some(Caller::Device(r)) if r != capsule_trust::DeviceRole::Screen
             ),
+            from_device: matches!(caller, Some(Caller::Device(_))),
             anonymous: matches!(caller, None | Some(Caller::Anonymous)),
         })
     }

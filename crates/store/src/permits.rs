@@ -460,7 +460,7 @@ fn line_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
     } else {
         needs.push("order.sell");
     }
-    if m.action != Action::Delete && off_the_menu(m, changes, new) {
+    if m.action != Action::Delete && off_the_menu(m, old, changes, new) {
         needs.push("order.price");
     }
     let priced = ["discount", "qty", "unit_price", "modifier_price"]
@@ -476,16 +476,42 @@ fn line_needs(w: &Judged<'_>, needs: &mut Vec<&'static str>) -> Result<()> {
     Ok(())
 }
 
+/// What makes a line the menu's item: changing any of it on a line already rung up is selling
+/// something else at that line's price (a water renamed a steak, zero-rated to skip the VAT).
+const LINE_IDENTITY: &[&str] = &["item_code", "name_en", "name_ar", "tax_class", "station"];
+
 /// Whether a line's write sets a price other than the menu's, as the node that served the
-/// screen priced it (`Actor::menu_price`): its unit price when it names the item or its price,
-/// its modifiers' price when it changes them. A line of no menu item is an open price.
-fn off_the_menu(m: &Mutation, changes: &dyn Fn(&str) -> bool, new: &Row) -> bool {
+/// screen priced it (`Actor::menu_price`): a new line at another price or of no menu item (an
+/// open price), a line given another item or price, modifiers priced otherwise or other than
+/// the ones priced. A write stamped by a node that prices no lines (an older release, during
+/// an upgrade) is not judged here.
+fn off_the_menu(
+    m: &Mutation,
+    old: Option<&Row>,
+    changes: &dyn Fn(&str) -> bool,
+    new: &Row,
+) -> bool {
     let actor = m.by.clone().unwrap_or_default();
-    let unit = (changes("unit_price") || changes("item_code"))
-        && actor.menu_price != Some(int(new, "unit_price"));
+    let Some(modifier_price) = actor.menu_modifier_price else {
+        return false;
+    };
+    if old.is_some() && LINE_IDENTITY.iter().any(|c| changes(c)) {
+        return true;
+    }
+    let unit = changes("unit_price") && actor.menu_price != Some(int(new, "unit_price"));
+    let same_mods = |a: &str, b: &str| split_modifiers(a).eq(split_modifiers(b));
     let modifiers = (changes("modifier_price") || changes("modifiers"))
-        && actor.menu_modifier_price.unwrap_or(0) != int(new, "modifier_price");
+        && (modifier_price != int(new, "modifier_price")
+            || !same_mods(
+                actor.menu_modifiers.as_deref().unwrap_or_default(),
+                text(new, "modifiers").unwrap_or_default(),
+            ));
     unit || modifiers
+}
+
+/// A line's modifiers (`a; b`) one by one, as the menu names them.
+pub fn split_modifiers(list: &str) -> impl Iterator<Item = &str> {
+    list.split(';').map(str::trim).filter(|n| !n.is_empty())
 }
 
 /// Whether the order `id` is paid, closed or void.
@@ -745,6 +771,17 @@ fn allowed(conn: &Connection, actor: &Actor, need: &str) -> Result<()> {
     )))
 }
 
+/// The menu's prices for a line, as the node serving the screen reads them to stamp the write.
+#[derive(Debug, Clone, Default)]
+pub struct MenuPrices {
+    /// The item's unit price; `None` when the line is no menu item (an open price).
+    pub unit: Option<i64>,
+    /// The chosen modifiers' price per unit.
+    pub modifiers: i64,
+    /// The modifiers that price was read for.
+    pub modifier_names: String,
+}
+
 /// A role as the dashboard shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoleView {
@@ -770,53 +807,79 @@ pub struct StaffLogin {
 
 impl crate::Store {
     /// The menu's prices for a line's write as this node holds the menu now: the unit price
-    /// of its item (by code; `None` for no such item) and its chosen modifiers' price. A
-    /// merge that leaves out the code or the modifiers is read with the stored line's.
-    pub fn menu_prices(&self, line: &Row) -> Result<(Option<i64>, i64)> {
+    /// of its item (by code; `None` for no such item, or a line that does not say what the
+    /// item is: another name, tax class or station), its chosen modifiers' price, and those
+    /// modifiers. A merge is read with the stored line's values for what it leaves out.
+    pub fn menu_prices(&self, line: &Row) -> Result<MenuPrices> {
         self.with_reader(|conn| {
-            let stored: Option<(Option<String>, Option<String>)> = conn
-                .prepare_cached("SELECT item_code, modifiers FROM order_line WHERE id = ?1")?
+            let stored: Option<Row> = conn
+                .prepare_cached(
+                    "SELECT item_code, modifiers, name_en, tax_class, station FROM order_line WHERE id = ?1",
+                )?
                 .query_row([text(line, "id").unwrap_or_default()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    let mut row = Row::new();
+                    for (i, c) in ["item_code", "modifiers", "name_en", "tax_class", "station"]
+                        .iter()
+                        .enumerate()
+                    {
+                        if let Some(v) = r.get::<_, Option<String>>(i)? {
+                            row.insert((*c).to_string(), serde_json::Value::from(v));
+                        }
+                    }
+                    Ok(row)
                 })
                 .optional()?;
-            let (stored_code, stored_mods) = stored.unwrap_or_default();
-            let code = text(line, "item_code").map(String::from).or(stored_code);
-            let mods = text(line, "modifiers").map(String::from).or(stored_mods);
-            let Some(code) = code else {
-                return Ok((None, 0));
+            let field = |c: &str| -> Option<String> {
+                text(line, c)
+                    .or_else(|| stored.as_ref().and_then(|s| text(s, c)))
+                    .map(String::from)
             };
-            // Codes are not unique: the item whose price the line has, else the first.
-            let mut items: Vec<(String, i64)> = conn
-                .prepare_cached("SELECT id, price FROM menu_item WHERE code = ?1 ORDER BY id")?
-                .query_map([&code], |r| Ok((r.get(0)?, r.get(1)?)))?
+            let mods = field("modifiers").unwrap_or_default();
+            let mut out = MenuPrices {
+                unit: None,
+                modifiers: 0,
+                modifier_names: mods.clone(),
+            };
+            let Some(code) = field("item_code") else {
+                return Ok(out);
+            };
+            // Codes are not unique: the item the line names at its price, else the first.
+            let items: Vec<(String, i64, String, String, String)> = conn
+                .prepare_cached(
+                    "SELECT id, price, name_en, COALESCE(tax_class, 'standard'), station \
+                     FROM menu_item WHERE code = ?1 ORDER BY id",
+                )?
+                .query_map([&code], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
+            let name = field("name_en");
             let unit = line.get("unit_price").and_then(serde_json::Value::as_i64);
-            if let Some(i) = items.iter().position(|(_, p)| Some(*p) == unit) {
-                items.swap(0, i);
-            }
-            let Some((item, price)) = items.into_iter().next() else {
-                return Ok((None, 0));
+            let Some((item, price, item_name, tax, station)) = items
+                .iter()
+                .find(|(_, p, n, ..)| Some(*p) == unit && name.as_deref() == Some(n.as_str()))
+                .or(items.first())
+                .cloned()
+            else {
+                return Ok(out);
             };
-            let chosen: Vec<&str> = mods
-                .as_deref()
-                .unwrap_or_default()
-                .split(';')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .collect();
-            let mut modifier_price = 0i64;
+            // The line is the menu's item only when it says what the item is.
+            let is_item = name.as_deref().is_none_or(|n| n == item_name)
+                && field("tax_class").as_deref().unwrap_or("standard") == tax
+                && field("station").is_none_or(|s| s == station);
+            out.unit = is_item.then_some(price);
+            let chosen: std::collections::BTreeSet<&str> = split_modifiers(&mods).collect();
             let mut offered =
                 conn.prepare_cached("SELECT name_en, price FROM menu_modifier WHERE item_id = ?1")?;
             for row in offered.query_map([&item], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
             })? {
                 let (name, p) = row?;
-                if chosen.contains(&name.as_str()) {
-                    modifier_price = modifier_price.saturating_add(p.unwrap_or(0));
+                if chosen.contains(name.as_str()) {
+                    out.modifiers = out.modifiers.saturating_add(p.unwrap_or(0));
                 }
             }
-            Ok((Some(price), modifier_price))
+            Ok(out)
         })
     }
 

@@ -21,11 +21,21 @@ fn by(staff: Option<&str>, approver: Option<&str>, mut muts: Vec<Mutation>) -> V
         let price = |c: &str| m.row.get(c).and_then(Value::as_i64);
         let (menu_price, menu_modifier_price) = match shown.menu_price {
             Some(_) => (shown.menu_price, shown.menu_modifier_price),
-            None => (price("unit_price"), price("modifier_price")),
+            None if m.table == "order_line" => (
+                price("unit_price"),
+                Some(price("modifier_price").unwrap_or(0)),
+            ),
+            None => (None, None),
         };
+        let menu_modifiers = m
+            .row
+            .get("modifiers")
+            .and_then(Value::as_str)
+            .map(String::from);
         m.by = Some(Actor {
             menu_price,
             menu_modifier_price,
+            menu_modifiers,
             staff: staff.map(String::from),
             approver: approver.map(String::from),
             // The approvals these tests give are for voids (as a manager's PIN gives one).
@@ -227,6 +237,7 @@ const CASES: &[Case] = &[
             )];
             w[0].by = Some(Actor {
                 menu_price: Some(500),
+                menu_modifier_price: Some(0),
                 ..Default::default()
             });
             w
@@ -1112,13 +1123,14 @@ fn where_the_shop_keeps_reasons_a_void_and_a_discount_give_one() {
 /// Stamps `muts` with the menu prices `store` holds, as the node serving the screen does.
 fn priced_by(store: &crate::Store, staff: &str, mut muts: Vec<Mutation>) -> Vec<Mutation> {
     for m in &mut muts {
-        let (unit, modifiers) = store.menu_prices(&m.row).unwrap();
+        let menu = store.menu_prices(&m.row).unwrap();
         m.by = Some(Actor {
             staff: Some(staff.into()),
             device: Some("till-a".into()),
             at: Some(T.into()),
-            menu_price: unit,
-            menu_modifier_price: Some(modifiers),
+            menu_price: menu.unit,
+            menu_modifier_price: Some(menu.modifiers),
+            menu_modifiers: Some(menu.modifier_names),
             ..Default::default()
         });
     }
@@ -1222,4 +1234,110 @@ fn a_price_other_than_the_menus_needs_a_manager_on_every_path() {
         "{e}"
     );
     hub_apply(&s, priced_by(&s.hub, "st-cashier", with_mint(200))).unwrap();
+}
+
+#[test]
+fn a_line_is_not_made_another_item_or_repriced_beside_its_stamp() {
+    let s = staffed_shop();
+    let forbidden =
+        |e: StoreError| matches!(&e, StoreError::Forbidden(w) if w.contains("order.price"));
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            vec![m(
+                "menu_item",
+                Action::Insert,
+                json!({"id": "i2", "code": "G9", "name_en": "Steak", "category_id": "c1", "price": 5000, "station": "grill"}),
+            )],
+        ),
+    )
+    .unwrap();
+    let tea = vec![m(
+        "order_line",
+        Action::Insert,
+        json!({"id": "l-tea", "order_id": "o1", "item_code": "D1", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+    )];
+    hub_apply(&s, priced_by(&s.hub, "st-cashier", tea)).unwrap();
+    // One request: the line made a steak (priced as one), then its price put back to the tea's
+    // (priced against the line as stored, still tea). Each write alone looked like the menu.
+    let steak = vec![
+        m(
+            "order_line",
+            Action::Merge,
+            json!({"id": "l-tea", "item_code": "G9", "name_en": "Steak", "unit_price": 5000}),
+        ),
+        m(
+            "order_line",
+            Action::Merge,
+            json!({"id": "l-tea", "unit_price": 500}),
+        ),
+    ];
+    let before = s.hub.digest().unwrap();
+    assert!(forbidden(
+        hub_apply(&s, priced_by(&s.hub, "st-cashier", steak)).unwrap_err()
+    ));
+    assert_eq!(s.hub.digest().unwrap(), before);
+    // Renamed, or zero-rated to skip the VAT: another item at the tea's price.
+    for change in [
+        json!({"id": "l-tea", "name_en": "Wagyu"}),
+        json!({"id": "l-tea", "tax_class": "zero"}),
+    ] {
+        let w = priced_by(
+            &s.hub,
+            "st-cashier",
+            vec![m("order_line", Action::Merge, change)],
+        );
+        assert!(forbidden(hub_apply(&s, w).unwrap_err()));
+    }
+    // A new line named otherwise than the menu's item of its code is an open price.
+    let wagyu = vec![m(
+        "order_line",
+        Action::Insert,
+        json!({"id": "l-wagyu", "order_id": "o1", "item_code": "D1", "name_en": "Wagyu", "qty": 1, "unit_price": 500, "created_at": T}),
+    )];
+    assert!(forbidden(
+        hub_apply(&s, priced_by(&s.hub, "st-cashier", wagyu)).unwrap_err()
+    ));
+    // Modifiers priced for none, applied where the line has one (a write sent beside it).
+    hub_apply(
+        &s,
+        by(
+            Some("st-owner"),
+            None,
+            vec![m(
+                "menu_modifier",
+                Action::Insert,
+                json!({"id": "mod2", "item_id": "i1", "name_en": "Honey", "price": 300}),
+            )],
+        ),
+    )
+    .unwrap();
+    let mut stale = priced_by(
+        &s.hub,
+        "st-cashier",
+        vec![m(
+            "order_line",
+            Action::Merge,
+            json!({"id": "l-tea", "modifier_price": 0}),
+        )],
+    );
+    stale[0].row.insert("modifiers".into(), json!("Honey"));
+    assert!(forbidden(hub_apply(&s, stale).unwrap_err()));
+    // A write stamped by a node that prices no lines (an older release mid-upgrade) is not
+    // judged here: its cashiers keep selling.
+    let mut older = by(
+        Some("st-cashier"),
+        None,
+        vec![m(
+            "order_line",
+            Action::Insert,
+            json!({"id": "l-old", "order_id": "o1", "item_code": "D1", "name_en": "Tea", "qty": 1, "unit_price": 500, "created_at": T}),
+        )],
+    );
+    let actor = older[0].by.as_mut().unwrap();
+    actor.menu_price = None;
+    actor.menu_modifier_price = None;
+    hub_apply(&s, older).unwrap();
 }

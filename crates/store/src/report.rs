@@ -21,7 +21,13 @@ use crate::{Result, Store, StoreError, meta};
 pub(crate) const USED: &[(&str, &[&str])] = &[
     (
         "shop_settings",
-        &["name", "currency", "currency_digits", "time_zone"],
+        &[
+            "name",
+            "currency",
+            "currency_digits",
+            "time_zone",
+            "day_starts_hour",
+        ],
     ),
     (
         "order_header",
@@ -165,6 +171,9 @@ pub struct Report {
     /// The shop's time zone when it was taken: its times are shown and printed in it.
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// The business day it reports (local date; a day starts at the shop's `day_starts_hour`).
+    #[serde(default)]
+    pub business_date: Option<String>,
     pub currency: Option<String>,
     pub currency_digits: i64,
     /// Orders finished after this hub version...
@@ -555,6 +564,26 @@ fn z_id(number: i64) -> String {
     format!("z-{number:06}")
 }
 
+impl Report {
+    /// Stamps the moment it is taken, and the business day that moment belongs to (the
+    /// shop's day starts at its `day_starts_hour`, local time).
+    fn taken_now(&mut self, conn: &Connection) -> Result<()> {
+        self.taken_at = now_rfc3339();
+        let start: Option<i64> = conn
+            .query_row(
+                "SELECT day_starts_hour FROM shop_settings ORDER BY id LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        let zone = capsule_protocol::local_time::zone_or_utc(self.time_zone.as_deref());
+        self.business_date =
+            capsule_protocol::local_time::business_date(&self.taken_at, &zone, start.unwrap_or(4));
+        Ok(())
+    }
+}
+
 impl Store {
     /// The X report: what is finished since the last Z, and what is still open. Any node can
     /// take one from its own data.
@@ -565,7 +594,7 @@ impl Store {
             let mut r = compute(&tx, from_v, i64::MAX)?;
             r.kind = "X".into();
             r.to_v = meta_i64(&tx, meta::VERSION)?;
-            r.taken_at = now_rfc3339();
+            r.taken_now(&tx)?;
             Ok(r)
         })
     }
@@ -580,7 +609,7 @@ impl Store {
             let mut r = compute(&tx, from_v, to_v)?;
             r.kind = "Z".into();
             r.number = Some(number);
-            r.taken_at = now_rfc3339();
+            r.taken_now(&tx)?;
             r.taken_by = taken_by.map(str::to_string);
             let body = serde_json::to_string(&r).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let row = json!({"id": z_id(number), "number": number, "taken_at": r.taken_at,
@@ -690,6 +719,14 @@ impl Report {
             "report",
             "taken_at",
             &capsule_protocol::local_time::with_offset(&self.taken_at, &zone),
+            "",
+            String::new(),
+            String::new(),
+        );
+        line(
+            "report",
+            "business_date",
+            self.business_date.as_deref().unwrap_or(""),
             "",
             String::new(),
             String::new(),

@@ -159,6 +159,13 @@ export function formatClock(ms: number | string, lang: Lang): string {
   return d.toLocaleString(intlLocale(lang), { ...time, day: 'numeric', month: 'short' });
 }
 
+/** A business day (`2026-12-07`, a date with no time of day) as staff read it: `7 Dec 2026`. */
+export function formatDay(date: string, lang: Lang): string {
+  const d = new Date(`${date}T12:00:00Z`);
+  if (Number.isNaN(d.getTime())) return date;
+  return d.toLocaleDateString(intlLocale(lang), { day: 'numeric', month: 'short', year: 'numeric', timeZone: 'UTC' });
+}
+
 /** A date and time with the year, in the shop's zone (an order found in the history). */
 export function formatDateTime(iso: string | null | undefined, lang: Lang): string {
   if (!iso) return '—';

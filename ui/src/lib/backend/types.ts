@@ -253,6 +253,8 @@ export interface Report {
   number: number | null;
   taken_at: string;
   taken_by: string | null;
+  /** The business day it reports (`2026-12-07`). */
+  business_date?: string | null;
   shop: string | null;
   currency: string | null;
   currency_digits: number;

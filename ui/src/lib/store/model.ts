@@ -28,6 +28,8 @@ export interface Settings {
   service_rate_bp: number;
   /** The shop's IANA time zone (Asia/Riyadh): every time shown and printed is local to it. */
   time_zone?: string | null;
+  /** The hour (local) the shop's business day starts: a Z at 02:30 closes the day before. */
+  day_starts_hour?: number | null;
   /** ISO 3166 country (SA: receipts carry the ZATCA QR code). */
   country?: string | null;
   receipt_title?: string | null;

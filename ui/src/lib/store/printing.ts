@@ -61,8 +61,14 @@ async function poll(): Promise<void> {
         const state: PrintWatch['state'] = j.state === 'done' ? 'done' : failed ? 'failed' : 'printing';
         return { ...w, state, printer: j.printer, error: j.error };
       })
-      // Printed ones leave (a copy after its confirmation shows); so do ones followed too long.
-      .filter((w) => !(w.state === 'done' && !w.confirm) && now - (started.get(w.id) ?? now) < GIVE_UP_MS),
+      // Printed ones leave (a copy after its confirmation shows); a failure stays until the
+      // cashier retries or closes it; a job neither printed nor failed is left to the
+      // Printers card after a while.
+      .filter((w) => {
+        const keep = !(w.state === 'done' && !w.confirm) && (w.state === 'failed' || now - (started.get(w.id) ?? now) < GIVE_UP_MS);
+        if (!keep) started.delete(w.id);
+        return keep;
+      }),
   );
   if (get(printWatch).some((w) => w.state !== 'done')) schedule();
 }
@@ -76,5 +82,6 @@ export async function retryPrint(id: string): Promise<void> {
 }
 
 export function dismissPrint(id: string): void {
+  started.delete(id);
   printWatch.update((l) => l.filter((w) => w.id !== id));
 }

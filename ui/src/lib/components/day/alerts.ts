@@ -20,6 +20,8 @@ export interface Alert {
 export const LATE_MS = 20 * 60 * 1000;
 /** A lockout older than this is history (the audit keeps it). */
 const LOCKOUT_RECENT_MS = 24 * 3600 * 1000;
+/** A printer state older than this, with nothing printed since, is left to the Printers card. */
+const STATE_RECENT_MS = 24 * 3600 * 1000;
 /** A backup older than this: the schedule is not running. */
 const BACKUP_STALE_MS = 26 * 3600 * 1000;
 
@@ -38,12 +40,14 @@ export interface AlertInput {
 
 export function alerts(i: AlertInput): Alert[] {
   const out: Alert[] = [];
-  for (const s of i.printerStates.filter((p) => !p.ok)) {
+  // A printer since deleted, or a report a day old nobody has printed after: not news.
+  const current = i.printerStates.filter((p) => i.printerNames.has(p.printer_id) && i.now - Date.parse(p.since) < STATE_RECENT_MS);
+  for (const s of current.filter((p) => !p.ok)) {
     out.push({
       kind: 'printer',
       key: s.id,
       at: s.since,
-      values: { printer: i.printerNames.get(s.printer_id) ?? s.printer_id, node: s.node_name ?? i.nodeName(s.node_id), error: s.error ?? '' },
+      values: { printer: i.printerNames.get(s.printer_id) ?? '', node: s.node_name ?? i.nodeName(s.node_id), error: s.error ?? '' },
     });
   }
   if ((i.status?.rejected ?? 0) > 0) {
