@@ -82,7 +82,11 @@ fn as_cashier(batch: &mut MutationBatch, staffed: bool) {
             // Rung up at the menu's prices, as the serving node stamps them.
             menu_price: m.row.get("unit_price").and_then(|v| v.as_i64()),
             menu_modifier_price: m.row.get("modifier_price").and_then(|v| v.as_i64()),
-            menu_modifiers: m.row.get("modifiers").and_then(|v| v.as_str()).map(String::from),
+            menu_modifiers: m
+                .row
+                .get("modifiers")
+                .and_then(|v| v.as_str())
+                .map(String::from),
         });
     }
 }
