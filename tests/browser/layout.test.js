@@ -221,6 +221,10 @@ describe('layouts at the till sizes and the kitchen TV, en and ar', () => {
             await page.locator('[data-testid=open-orders] [data-order-no]').first().waitFor({ timeout: T });
             await page.screenshot({ path: join(SHOTS, `layout-till-orders-${tag}.png`) });
             found.push(...(await check(page, `till orders ${tag}`, '[data-testid=open-orders]')));
+            // The panel closes without choosing an order too.
+            await page.getByTestId('orders-close').click();
+            await page.getByTestId('open-orders').waitFor({ state: 'hidden', timeout: T });
+            await toggle.click();
           }
           await page.locator('[data-testid=open-orders] [data-order-no]').first().click();
           await page.getByTestId('ticket').locator('[data-line]').first().waitFor({ timeout: T });
