@@ -78,10 +78,7 @@ fn modifiers_ar(store: &Store, item_code: Option<&str>, modifiers: Option<&str>)
         .filter_map(|m| m.as_object().cloned())
         .collect();
     let mut any = false;
-    let names: Vec<String> = mods
-        .split(';')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
+    let names: Vec<String> = capsule_store::permits::split_modifiers(mods)
         .map(|m| {
             match offered
                 .iter()
